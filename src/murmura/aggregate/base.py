@@ -1,0 +1,69 @@
+"""The Aggregator extension point: pure math on a stacked ``(n, d)`` float32 update matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from murmura.registry import Registry
+
+Matrix = NDArray[np.float32]
+Vector = NDArray[np.float32]
+
+
+class Aggregator(Protocol):
+    """Combines ``n`` client updates (rows) with their weights into one ``(d,)`` vector."""
+
+    name: str
+    linear: bool
+    """True when the result is the weighted mean, so a running sum can replace the matrix."""
+
+    def __call__(self, updates: Matrix, weights: Vector) -> Vector:
+        """Aggregate the rows of ``updates``."""
+        ...
+
+    def check(self, n: int) -> None:
+        """Raise ``AggregationError`` if the rule cannot work with ``n`` clients."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A pure aggregation function bound to its parameters."""
+
+    name: str
+    fn: Callable[..., Vector]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    linear: bool = False
+    precondition: Callable[..., None] | None = None
+
+    def __call__(self, updates: Matrix, weights: Vector) -> Vector:
+        """Aggregate the rows of ``updates`` with this rule's parameters."""
+        self.check(updates.shape[0])
+        return self.fn(updates, weights, **self.params)
+
+    def check(self, n: int) -> None:
+        """Raise ``AggregationError`` if the rule cannot work with ``n`` clients."""
+        if self.precondition is not None:
+            self.precondition(n, **self.params)
+
+
+AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")
+
+
+def make_aggregator(name: str, **params: Any) -> Aggregator:
+    """Build the registered aggregator ``name`` with its parameters."""
+    return AGGREGATORS.get(name)(**params)
+
+
+def normalized(weights: Vector) -> NDArray[np.float64]:
+    """Weights scaled to sum to one, in float64; all-zero or negative weights are an error."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum()
+    if w.ndim != 1 or (w < 0).any() or not total > 0:
+        raise ValueError("weights must be a 1-D vector of non-negative numbers with a positive sum")
+    return w / total

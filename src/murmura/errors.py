@@ -1,0 +1,36 @@
+"""Exceptions murmura raises; each names what went wrong so a user can act on it."""
+
+from __future__ import annotations
+
+
+class MurmuraError(Exception):
+    """Base class of every murmura error."""
+
+
+class ConfigError(MurmuraError, ValueError):
+    """A configuration file, key or value is invalid."""
+
+
+class RegistryError(MurmuraError, KeyError):
+    """A plug-in name is not registered; the message lists the valid names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UpdateRejected(MurmuraError):
+    """A client's update failed validation and was left out of aggregation."""
+
+    def __init__(self, node: str, round_: int, reason: str) -> None:
+        super().__init__(f"update from node {node!r} in round {round_} rejected: {reason}")
+        self.node = node
+        self.round = round_
+        self.reason = reason
+
+
+class AggregationError(MurmuraError, ValueError):
+    """An aggregation rule got parameters it cannot work with (f too large, beta >= 0.5, ...)."""
+
+
+class ProtocolError(MurmuraError):
+    """A message on the wire is malformed, of an unknown kind or version, or out of place."""
