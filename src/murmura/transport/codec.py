@@ -1,0 +1,237 @@
+"""Wire codec: raw little-endian float32 buffers in checked chunks, and safe message parsing.
+
+Everything that reads bytes from the network goes through here and raises only subclasses of
+``ProtocolError``. Sizes are checked against the announced layout and the size limit *before*
+any buffer is allocated; the SHA-256 digest is checked before a buffer is handed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from murmura.errors import ProtocolError
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.types import Layout, Scalar, Vector
+
+PROTOCOL_VERSION = 1
+DTYPE = "<f4"
+DEFAULT_CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 2 << 30
+MAX_TENSORS = 100_000
+MAX_RANK = 16
+
+M = TypeVar("M", bound=Message)
+
+
+class MalformedMessage(ProtocolError):
+    """Bytes that are not a valid message of the expected type, or a message out of order."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """A message of a protocol version this node does not speak."""
+
+
+class UnknownKind(ProtocolError):
+    """A message kind this node does not know."""
+
+
+class LengthMismatch(ProtocolError):
+    """A declared length that disagrees with the layout or with the bytes that arrived."""
+
+
+class SizeLimitExceeded(ProtocolError):
+    """A declared or actual size above the configured limit."""
+
+
+class DigestMismatch(ProtocolError):
+    """The SHA-256 of the received buffer differs from the announced one."""
+
+
+class LayoutMismatch(ProtocolError):
+    """A buffer announced with a layout other than the one expected."""
+
+
+def parse(cls: type[M], data: bytes) -> M:
+    """Parse ``data`` as a ``cls`` message; any decoding failure becomes ``MalformedMessage``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessage(f"expected bytes for {cls.__name__}, got {type(data).__name__}")
+    msg = cast(M, cls())
+    try:
+        msg.ParseFromString(bytes(data))
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"cannot decode {cls.__name__}: {exc}") from None
+    return msg
+
+
+def check_version(version: int) -> None:
+    """Refuse any protocol version but ours."""
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(
+            f"protocol version {version} (this node speaks {PROTOCOL_VERSION})"
+        )
+
+
+def check_kind(kind: int) -> int:
+    """Refuse a kind outside the enum (or the unspecified zero)."""
+    if kind not in (pb.FIT, pb.EVALUATE, pb.WAIT, pb.SHUTDOWN):
+        raise UnknownKind(f"unknown message kind {kind}")
+    return kind
+
+
+def layout_to_proto(layout: Layout) -> list[pb.TensorSpec]:
+    """Return the layout as a list of ``TensorSpec`` messages."""
+    return [
+        pb.TensorSpec(name=n, shape=list(s))
+        for n, s in zip(layout.names, layout.shapes, strict=True)
+    ]
+
+
+def layout_from_proto(specs: object) -> Layout:
+    """Rebuild a ``Layout``; refuses negative dims, huge ranks and duplicate names."""
+    items = list(specs)  # type: ignore[call-overload]
+    if len(items) > MAX_TENSORS:
+        raise MalformedMessage(f"layout has {len(items)} tensors (limit {MAX_TENSORS})")
+    names: list[str] = []
+    shapes: list[tuple[int, ...]] = []
+    for spec in items:
+        shape = tuple(int(d) for d in spec.shape)
+        if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+            raise MalformedMessage(f"tensor {spec.name!r} has an invalid shape {shape}")
+        names.append(str(spec.name))
+        shapes.append(shape)
+    try:
+        return Layout(tuple(names), tuple(shapes))
+    except ValueError as exc:
+        raise MalformedMessage(f"invalid layout: {exc}") from None
+
+
+def layout_bytes(layout: Layout) -> int:
+    """Bytes a float32 vector of this layout takes, with Python ints (no overflow)."""
+    total = 0
+    for shape in layout.shapes:
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return 4 * total
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A float32 vector ready to send: its header and its little-endian bytes."""
+
+    header: pb.BlobHeader
+    data: memoryview
+
+    def chunks(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[pb.Chunk]:
+        """Yield the buffer as in-order chunks of at most ``chunk_size`` bytes."""
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        for off in range(0, len(self.data), chunk_size):
+            yield pb.Chunk(offset=off, data=bytes(self.data[off : off + chunk_size]))
+
+
+def encode_blob(vector: Vector, layout: Layout) -> Blob:
+    """Describe ``vector`` (float32, shaped as ``layout``) for sending; no copy if contiguous LE."""
+    arr = np.ascontiguousarray(vector, dtype=DTYPE)
+    if arr.shape != (layout.size,):
+        raise ValueError(f"vector has shape {arr.shape}, layout needs ({layout.size},)")
+    data = memoryview(arr.data).cast("B")
+    header = pb.BlobHeader(
+        dtype=DTYPE,
+        length=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        layout=layout_to_proto(layout),
+    )
+    return Blob(header, data)
+
+
+@dataclass(slots=True)
+class BlobAssembler:
+    """Receives the chunks a ``BlobHeader`` announced, checking every claim before trusting it."""
+
+    header: pb.BlobHeader
+    max_bytes: int = DEFAULT_MAX_BYTES
+    expected: Layout | None = None
+    layout: Layout = field(init=False)
+    _buf: bytearray = field(init=False)
+    _filled: int = field(init=False, default=0)
+    _hash: hashlib._Hash = field(init=False)
+
+    def __post_init__(self) -> None:
+        h = self.header
+        if h.dtype != DTYPE:
+            raise MalformedMessage(f"dtype {h.dtype!r} (only {DTYPE!r} is allowed)")
+        if h.length > self.max_bytes:
+            raise SizeLimitExceeded(
+                f"declared length {h.length} B exceeds the limit {self.max_bytes} B"
+            )
+        if len(h.sha256) != 32:
+            raise MalformedMessage("sha256 digest must be 32 bytes")
+        self.layout = layout_from_proto(h.layout)
+        if self.expected is not None and self.layout != self.expected:
+            raise LayoutMismatch("buffer layout differs from the model's layout")
+        if layout_bytes(self.layout) != h.length:
+            raise LengthMismatch(
+                f"declared length {h.length} B, layout needs {layout_bytes(self.layout)} B"
+            )
+        # Only now, with every claim consistent and under the limit, allocate.
+        self._buf = bytearray(h.length)
+        self._hash = hashlib.sha256()
+
+    def add(self, chunk: pb.Chunk) -> None:
+        """Append one chunk; it must start where the previous one ended and fit the length."""
+        n = len(chunk.data)
+        if chunk.offset != self._filled:
+            raise MalformedMessage(f"chunk at offset {chunk.offset}, expected {self._filled}")
+        if n == 0:
+            raise MalformedMessage("empty chunk")
+        if self._filled + n > len(self._buf):
+            raise LengthMismatch(
+                f"chunk ends at {self._filled + n} B, beyond the declared length {len(self._buf)} B"
+            )
+        self._buf[self._filled : self._filled + n] = chunk.data
+        self._hash.update(chunk.data)
+        self._filled += n
+
+    def finish(self) -> Vector:
+        """Return the received vector, once it is complete and its digest matches."""
+        if self._filled != len(self._buf):
+            raise LengthMismatch(f"stream ended after {self._filled} of {len(self._buf)} B")
+        if self._hash.digest() != self.header.sha256:
+            raise DigestMismatch("SHA-256 of the received buffer differs from the announced digest")
+        return np.frombuffer(self._buf, dtype=DTYPE).astype(np.float32, copy=False)
+
+
+def config_to_proto(config: Mapping[str, Scalar]) -> dict[str, pb.ConfigValue]:
+    """Scalar config values as ``ConfigValue`` messages."""
+    out: dict[str, pb.ConfigValue] = {}
+    for key, value in config.items():
+        if isinstance(value, bool):
+            out[key] = pb.ConfigValue(b=value)
+        elif isinstance(value, int):
+            out[key] = pb.ConfigValue(i=value)
+        elif isinstance(value, float):
+            out[key] = pb.ConfigValue(f=value)
+        elif isinstance(value, str):
+            out[key] = pb.ConfigValue(s=value)
+        else:
+            raise ValueError(f"config value {key!r} has unsupported type {type(value).__name__}")
+    return out
+
+
+def config_from_proto(config: Mapping[str, pb.ConfigValue]) -> dict[str, Scalar]:
+    """Decode ``ConfigValue`` messages; an empty one is malformed."""
+    out: dict[str, Scalar] = {}
+    for key, value in config.items():
+        which = value.WhichOneof("value")
+        if which is None:
+            raise MalformedMessage(f"config value {key!r} is empty")
+        out[key] = getattr(value, which)
+    return out

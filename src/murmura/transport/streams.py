@@ -1,0 +1,189 @@
+"""Decoders for the two chunked streams: instructions (coordinator -> worker), results (back).
+
+A stream is one header message followed by the chunks its blob header announced. The readers
+take raw bytes, one message at a time, and raise only ``ProtocolError`` subclasses; the caller
+checks the header's binding (run, round, node) before feeding any chunk, so nothing is
+allocated for a message that will be refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from murmura.transport import codec
+from murmura.transport.codec import BlobAssembler, MalformedMessage
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.types import Layout, Scalar, Vector
+
+MAX_METRICS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedResult:
+    """A worker's result after every check: binding, sizes, layout and digest."""
+
+    run_id: str
+    round: int
+    node: str
+    kind: int
+    num_examples: int
+    loss: float
+    metrics: dict[str, float]
+    update: Vector | None
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedInstruction:
+    """An instruction from the coordinator after every check."""
+
+    run_id: str
+    round: int
+    node: str
+    kind: int
+    config: dict[str, Scalar]
+    weights: Vector | None
+    layout: Layout | None
+
+
+def _check_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    if len(metrics) > MAX_METRICS:
+        raise MalformedMessage(f"{len(metrics)} metrics (limit {MAX_METRICS})")
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+@dataclass(slots=True)
+class ResultReader:
+    """Reads one Push stream: a ``ResultHeader`` then its update chunks."""
+
+    max_bytes: int = codec.DEFAULT_MAX_BYTES
+    expected: Layout | None = None
+    header: pb.ResultHeader | None = None
+    _blob: BlobAssembler | None = field(default=None, init=False)
+
+    def read_header(self, raw: bytes) -> pb.ResultHeader:
+        """Parse and check the first message; it must be a header."""
+        part = codec.parse(pb.ResultPart, raw)
+        if part.WhichOneof("part") != "header":
+            raise MalformedMessage("a result stream must start with a header")
+        h = part.header
+        codec.check_version(h.version)
+        codec.check_kind(h.kind)
+        if h.kind not in (pb.FIT, pb.EVALUATE):
+            raise MalformedMessage(f"result of kind {pb.Kind.Name(h.kind)} is not allowed")
+        if not math.isfinite(h.loss):
+            raise MalformedMessage("loss is not finite")
+        _check_metrics(dict(h.metrics))
+        if (h.kind == pb.FIT) != h.HasField("update"):
+            raise MalformedMessage("a FIT result needs an update; an EVALUATE result has none")
+        self.header = h
+        return h
+
+    def start_blob(self) -> None:
+        """Allocate the update buffer, after the caller accepted the header's binding."""
+        if self.header is None:
+            raise MalformedMessage("no header yet")
+        if self.header.HasField("update"):
+            self._blob = BlobAssembler(self.header.update, self.max_bytes, self.expected)
+
+    def read_chunk(self, raw: bytes) -> None:
+        """Parse one chunk message and add it to the update."""
+        part = codec.parse(pb.ResultPart, raw)
+        if part.WhichOneof("part") != "chunk":
+            raise MalformedMessage("only chunks may follow the header")
+        if self._blob is None:
+            raise MalformedMessage("chunk for a result that announced no update")
+        self._blob.add(part.chunk)
+
+    def finish(self) -> DecodedResult:
+        """Return the whole result, once the update is complete and its digest matches."""
+        h = self.header
+        if h is None:
+            raise MalformedMessage("empty result stream")
+        update = self._blob.finish() if self._blob is not None else None
+        return DecodedResult(
+            run_id=h.run_id,
+            round=int(h.round),
+            node=h.node,
+            kind=int(h.kind),
+            num_examples=int(h.num_examples),
+            loss=float(h.loss),
+            metrics=_check_metrics(dict(h.metrics)),
+            update=update,
+            digest=bytes(h.update.sha256) if h.HasField("update") else b"",
+        )
+
+
+def decode_result(
+    parts: Iterable[bytes], max_bytes: int = codec.DEFAULT_MAX_BYTES, expected: Layout | None = None
+) -> DecodedResult:
+    """Decode a whole Push stream held in memory (tests, tools)."""
+    reader = ResultReader(max_bytes, expected)
+    it = iter(parts)
+    first = next(it, None)
+    if first is None:
+        raise MalformedMessage("empty result stream")
+    reader.read_header(first)
+    reader.start_blob()
+    for raw in it:
+        reader.read_chunk(raw)
+    return reader.finish()
+
+
+def decode_instruction(
+    parts: Iterable[pb.Instruction | bytes], max_bytes: int = codec.DEFAULT_MAX_BYTES
+) -> DecodedInstruction:
+    """Decode a Pull stream: one header, then the weight chunks it announced."""
+    it = iter(parts)
+    first = _instruction(next(it, None))
+    if first.WhichOneof("part") != "header":
+        raise MalformedMessage("an instruction stream must start with a header")
+    h = first.header
+    codec.check_version(h.version)
+    codec.check_kind(h.kind)
+    config = codec.config_from_proto(h.config)
+    blob = BlobAssembler(h.weights, max_bytes) if h.HasField("weights") else None
+    for item in it:
+        part = _instruction(item)
+        if part.WhichOneof("part") != "chunk" or blob is None:
+            raise MalformedMessage("unexpected message after the instruction header")
+        blob.add(part.chunk)
+    if h.kind in (pb.FIT, pb.EVALUATE) and blob is None:
+        raise MalformedMessage(f"{pb.Kind.Name(h.kind)} instruction without weights")
+    weights = blob.finish() if blob is not None else None
+    layout = blob.layout if blob is not None else None
+    return DecodedInstruction(h.run_id, int(h.round), h.node, int(h.kind), config, weights, layout)
+
+
+def _instruction(item: pb.Instruction | bytes | None) -> pb.Instruction:
+    if item is None:
+        raise MalformedMessage("empty instruction stream")
+    if isinstance(item, pb.Instruction):
+        return item
+    return codec.parse(pb.Instruction, item)
+
+
+def result_parts(
+    header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+) -> Iterator[pb.ResultPart]:
+    """Yield a Push stream: the header (with the blob header inside), then the chunks."""
+    if blob is not None:
+        header.update.CopyFrom(blob.header)
+    yield pb.ResultPart(header=header)
+    if blob is not None:
+        for chunk in blob.chunks(chunk_size):
+            yield pb.ResultPart(chunk=chunk)
+
+
+def instruction_parts(
+    header: pb.InstructionHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+) -> Iterator[pb.Instruction]:
+    """Yield a Pull stream: the header (with the blob header inside), then the chunks."""
+    if blob is not None:
+        header.weights.CopyFrom(blob.header)
+    yield pb.Instruction(header=header)
+    if blob is not None:
+        for chunk in blob.chunks(chunk_size):
+            yield pb.Instruction(chunk=chunk)
