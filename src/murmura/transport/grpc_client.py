@@ -1,0 +1,199 @@
+"""A worker's link to the coordinator: it dials out, so workers may sit behind NAT.
+
+Every call has a deadline; only UNAVAILABLE is retried, with exponential backoff and full
+jitter; replies are decoded by the codec. Pushing the same result twice is safe: the
+coordinator acknowledges the second copy as a duplicate and counts it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from murmura.errors import ProtocolError
+from murmura.transport import codec, keys
+from murmura.transport.grpc_server import NODE_HEADER, SERVICE
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedInstruction, decode_instruction, result_parts
+from murmura.types import FitRes, Layout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    """Deadlines, retry and keepalive settings of a worker's link."""
+
+    call_timeout_s: float = 10.0
+    pull_wait_s: float = 10.0
+    transfer_timeout_s: float = 300.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+    max_retry_s: float = 60.0
+    chunk_size: int = codec.DEFAULT_CHUNK
+    max_model_bytes: int = codec.DEFAULT_MAX_BYTES
+    max_message_bytes: int = 4 << 20
+    keepalive_s: float = 30.0
+    server_name: str | None = None
+    """Expected name in the coordinator's certificate when the address does not carry it."""
+
+
+def backoff_delays(initial: float, cap: float, rng: random.Random) -> Iterator[float]:
+    """Exponential backoff with full jitter: uniform(0, min(cap, initial * 2**k))."""
+    k = 0
+    while True:
+        yield rng.uniform(0, min(cap, initial * (2**k)))
+        k += 1
+
+
+def channel_options(opts: LinkOptions) -> list[tuple[str, Any]]:
+    """Limits and keepalive of the worker's channel (pings no faster than the server permits)."""
+    out: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", opts.max_message_bytes),
+        ("grpc.max_send_message_length", opts.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),
+    ]
+    if opts.server_name:
+        out.append(("grpc.ssl_target_name_override", opts.server_name))
+    return out
+
+
+class CoordinatorLink:
+    """Register, pull instructions, push results and heartbeat, over one channel."""
+
+    def __init__(
+        self,
+        target: str,
+        node: str,
+        credentials: keys.Credentials | None,
+        opts: LinkOptions | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.target, self.node = target, node
+        self.opts = opts or LinkOptions()
+        self.run_id = ""
+        self._rng = random.Random(seed)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if credentials is None:
+            self._metadata = ((NODE_HEADER, node),)
+            self.channel = grpc.insecure_channel(target, channel_options(self.opts))
+        else:
+            creds = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
+            self.channel = grpc.secure_channel(target, creds, channel_options(self.opts))
+        self._register = self.channel.unary_unary(f"/{SERVICE}/Register")
+        self._heartbeat = self.channel.unary_unary(f"/{SERVICE}/Heartbeat")
+        self._pull = self.channel.unary_stream(f"/{SERVICE}/Pull")
+        self._push = self.channel.stream_unary(f"/{SERVICE}/Push")
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call``; retry only UNAVAILABLE with backoff and jitter, up to ``max_retry_s``."""
+        start = time.monotonic()
+        delays = backoff_delays(self.opts.backoff_initial_s, self.opts.backoff_max_s, self._rng)
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                delay = next(delays)
+                if time.monotonic() + delay - start > self.opts.max_retry_s:
+                    raise
+                log.info(
+                    "node=%s round=-: %s: coordinator unavailable, retrying in %.2f s",
+                    self.node, what, delay,
+                )
+                time.sleep(delay)
+
+    def register(self) -> pb.RegisterReply:
+        """Register (with retries); remembers the run id."""
+        req = pb.RegisterRequest(version=codec.PROTOCOL_VERSION, node=self.node)
+
+        def call() -> bytes:
+            return bytes(
+                self._register(
+                    req.SerializeToString(), timeout=self.opts.call_timeout_s, metadata=self._metadata
+                )
+            )
+
+        reply = codec.parse(pb.RegisterReply, self.retrying("register", call))
+        codec.check_version(reply.version)
+        if reply.node != self.node:
+            raise ProtocolError(f"coordinator knows us as {reply.node!r}, not {self.node!r}")
+        self.run_id = reply.run_id
+        log.info("node=%s round=%d: registered in run %s", self.node, reply.round, self.run_id)
+        return reply
+
+    def heartbeat(self, round_: int) -> pb.HeartbeatReply:
+        """Send one heartbeat (no retries: the next one is the retry)."""
+        req = pb.HeartbeatRequest(
+            version=codec.PROTOCOL_VERSION, run_id=self.run_id, node=self.node, round=round_
+        )
+        raw = self._heartbeat(
+            req.SerializeToString(), timeout=self.opts.call_timeout_s, metadata=self._metadata
+        )
+        reply = codec.parse(pb.HeartbeatReply, bytes(raw))
+        codec.check_version(reply.version)
+        return reply
+
+    def pull(self, after_round: int) -> DecodedInstruction:
+        """Long-poll for the next instruction after ``after_round`` (with retries)."""
+        req = pb.PullRequest(
+            version=codec.PROTOCOL_VERSION,
+            run_id=self.run_id,
+            node=self.node,
+            after_round=after_round,
+            wait_ms=int(self.opts.pull_wait_s * 1000),
+        ).SerializeToString()
+        timeout = self.opts.pull_wait_s + self.opts.transfer_timeout_s
+
+        def call() -> DecodedInstruction:
+            stream = self._pull(req, timeout=timeout, metadata=self._metadata)
+            return decode_instruction((bytes(m) for m in stream), self.opts.max_model_bytes)
+
+        ins = self.retrying("pull", call)
+        if ins.node != self.node:
+            raise ProtocolError(f"instruction addressed to {ins.node!r}, not {self.node!r}")
+        if ins.run_id != self.run_id:
+            log.warning(
+                "node=%s round=%d: run changed from %s to %s", self.node, ins.round, self.run_id, ins.run_id
+            )
+            self.run_id = ins.run_id
+        return ins
+
+    def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
+        """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
+        header_fields = dict(
+            version=codec.PROTOCOL_VERSION, run_id=self.run_id, round=round_, node=self.node,
+            kind=pb.FIT, num_examples=res.num_examples,
+            metrics={k: float(v) for k, v in res.metrics.items()},
+        )
+        blob = codec.encode_blob(res.update, layout)
+
+        def parts() -> Iterator[bytes]:
+            header = pb.ResultHeader(**header_fields)
+            for part in result_parts(header, blob, self.opts.chunk_size):
+                yield part.SerializeToString()
+
+        def call() -> bytes:
+            return bytes(
+                self._push(parts(), timeout=self.opts.transfer_timeout_s, metadata=self._metadata)
+            )
+
+        reply = codec.parse(pb.PushReply, self.retrying("push", call))
+        codec.check_version(reply.version)
+        return reply

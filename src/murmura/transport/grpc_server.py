@@ -1,0 +1,284 @@
+"""The coordinator's gRPC endpoint (``grpc.aio``) with mTLS and peer-certificate identity.
+
+An allowlist is checked before any model byte; the handlers feed a ``Hub``.
+
+Requests arrive as raw bytes and are decoded by ``murmura.transport.codec``, so malformed input
+becomes a typed ``ProtocolError`` -> INVALID_ARGUMENT (RESOURCE_EXHAUSTED for size limits) and
+the server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from murmura.errors import ConfigError, ProtocolError
+from murmura.transport import codec, keys
+from murmura.transport.hub import Hub, Outgoing, Refused
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import ResultReader, instruction_parts
+
+log = logging.getLogger(__name__)
+
+SERVICE = "murmura.v1.Coordinator"
+NODE_HEADER = "x-murmura-node"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Where and how the coordinator listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    credentials: keys.Credentials | None = None
+    """None means insecure, which is allowed only with ``insecure=True`` on a loopback host."""
+    insecure: bool = False
+    allowlist: frozenset[str] | None = None
+    """Node ids that may join; None admits every worker certificate signed by the CA."""
+    max_update_bytes: int = codec.DEFAULT_MAX_BYTES
+    max_message_bytes: int = 4 << 20
+    chunk_size: int = codec.DEFAULT_CHUNK
+    max_wait_s: float = 20.0
+    keepalive_s: float = 20.0
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether ``host`` names only the loopback interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
+    """Message limits and keepalive: ping idle links, tell over-eager pingers to go away."""
+    return [
+        ("grpc.max_receive_message_length", opts.max_message_bytes),
+        ("grpc.max_send_message_length", opts.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_from_pem(pem: bytes) -> tuple[str, str]:
+    return keys.identity_of(pem)
+
+
+class CoordinatorService:
+    """gRPC handlers: authenticate, check the allowlist, decode, and hand over to the hub."""
+
+    def __init__(self, hub: Hub, opts: ServerOptions) -> None:
+        self.hub = hub
+        self.opts = opts
+
+    async def _identify(self, context: aio.ServicerContext[Any, Any]) -> str:
+        """Node id from the peer certificate (insecure mode: from a header); allowlist check."""
+        if self.opts.credentials is None:
+            md = dict(context.invocation_metadata() or ())
+            name, role = str(md.get(NODE_HEADER, "")), "worker"
+        else:
+            pems = context.auth_context().get("x509_pem_cert") or []
+            if not pems:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+            name, role = _identity_from_pem(bytes(pems[0]))
+        if not name:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no node id")
+        reason = None
+        if role != "worker":
+            reason = f"certificate role {role!r} is not 'worker'"
+        elif self.opts.allowlist is not None and name not in self.opts.allowlist:
+            reason = "not on the allowlist"
+        if reason is not None:
+            self.hub.counters["refused_allowlist"] += 1
+            log.warning("node=%s round=%d: refused: %s", name, self.hub.round_now(), reason)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {name!r} {reason}")
+        self.hub.touch(name)
+        return name
+
+    async def register(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        """Register: check identity, reply with the run id and heartbeat period."""
+        node = await self._identify(context)
+        req = await _decode(pb.RegisterRequest, raw, context)
+        if req.node and req.node != node:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"claims node {req.node!r}, certificate says {node!r}",
+            )
+        log.info("node=%s round=%d: registered", node, self.hub.round_now())
+        return _ser(
+            pb.RegisterReply(
+                version=codec.PROTOCOL_VERSION,
+                run_id=self.hub.run_id,
+                node=node,
+                round=self.hub.round_now(),
+                heartbeat_ms=int(self.hub.heartbeat_s * 1000),
+            )
+        )
+
+    async def heartbeat(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        """Heartbeat: mark the node alive; tell it the round and whether the run is over."""
+        await self._identify(context)
+        await _decode(pb.HeartbeatRequest, raw, context)
+        return _ser(
+            pb.HeartbeatReply(
+                version=codec.PROTOCOL_VERSION,
+                round=self.hub.round_now(),
+                shutdown=self.hub.finished,
+            )
+        )
+
+    async def pull(
+        self, raw: bytes, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """Long-poll for the next instruction; stream its header and weight chunks."""
+        node = await self._identify(context)
+        req = await _decode(pb.PullRequest, raw, context)
+        if req.run_id and req.run_id != self.hub.run_id:
+            # A worker from an earlier run: tell it the current one via a WAIT header.
+            req.after_round = -1
+        wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
+        out = await self.hub.next_instruction(node, int(req.after_round), wait)
+        header = pb.InstructionHeader(
+            version=codec.PROTOCOL_VERSION,
+            run_id=self.hub.run_id,
+            node=node,
+            round=self.hub.round_now(),
+        )
+        if out is None:
+            header.kind = pb.SHUTDOWN if self.hub.finished else pb.WAIT
+            yield pb.Instruction(header=header).SerializeToString()
+            return
+        header.round, header.kind = out.round, out.kind  # type: ignore[assignment]
+        for key, value in codec.config_to_proto(out.config).items():
+            header.config[key].CopyFrom(value)
+        log.info("node=%s round=%d: sending %s", node, out.round, pb.Kind.Name(out.kind))
+        for part in instruction_parts(header, out.blob, self.opts.chunk_size):
+            yield part.SerializeToString()
+
+    async def push(
+        self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        """Receive a result stream; check its binding before reading any update byte."""
+        node = await self._identify(context)
+        reader = ResultReader(self.opts.max_update_bytes)
+        it = aiter(requests)
+        round_, admitted = -1, False
+        try:
+            header = reader.read_header(await anext(it))
+            round_ = int(header.round)
+            if self.hub.admit(node, header):
+                return _reply(accepted=True, duplicate=True, reason="already counted")
+            admitted = True
+            reader.start_blob()
+            async for raw in it:
+                reader.read_chunk(raw)
+            result = reader.finish()
+            admitted = False  # from here the hub owns the upload slot
+            await self.hub.deliver(node, result)
+        except StopAsyncIteration:
+            self._release(admitted, node, round_, "truncated result stream")
+            await _abort(context, node, round_, "INVALID_ARGUMENT", "truncated result stream")
+        except Refused as exc:
+            self._release(admitted, node, round_, exc.reason)
+            await _abort(context, node, round_, exc.code, exc.reason)
+        except ProtocolError as exc:
+            self._release(admitted, node, round_, str(exc))
+            code = (
+                "RESOURCE_EXHAUSTED"
+                if isinstance(exc, codec.SizeLimitExceeded)
+                else "INVALID_ARGUMENT"
+            )
+            await _abort(context, node, round_, code, f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            self._release(admitted, node, round_, "upload interrupted")
+            raise
+        return _reply(accepted=True)
+
+    def _release(self, admitted: bool, node: str, round_: int, why: str) -> None:
+        if admitted:
+            self.hub.release(node, round_, why)
+
+
+def _reply(accepted: bool, duplicate: bool = False, reason: str = "") -> bytes:
+    return _ser(
+        pb.PushReply(
+            version=codec.PROTOCOL_VERSION, accepted=accepted, duplicate=duplicate, reason=reason
+        )
+    )
+
+
+def _ser(msg: Any) -> bytes:
+    return bytes(msg.SerializeToString())
+
+
+async def _abort(
+    context: aio.ServicerContext[Any, Any], node: str, round_: int, code: str, why: str
+) -> None:
+    log.warning("node=%s round=%d: push refused (%s): %s", node, round_, code, why)
+    await context.abort(grpc.StatusCode[code], why)
+
+
+async def _decode(cls: Any, raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+    try:
+        msg = codec.parse(cls, raw)
+        codec.check_version(msg.version)
+    except ProtocolError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
+    return msg
+
+
+def _handlers(svc: CoordinatorService) -> grpc.GenericRpcHandler:
+    ident = None  # raw bytes in and out: the codec does all decoding
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Register": grpc.unary_unary_rpc_method_handler(svc.register, ident, ident),
+            "Heartbeat": grpc.unary_unary_rpc_method_handler(svc.heartbeat, ident, ident),
+            "Pull": grpc.unary_stream_rpc_method_handler(svc.pull, ident, ident),
+            "Push": grpc.stream_unary_rpc_method_handler(svc.push, ident, ident),
+        },
+    )
+
+
+async def start_server(hub: Hub, opts: ServerOptions) -> tuple[aio.Server, int]:
+    """Start serving ``hub``; return the server and the bound port."""
+    server = aio.server(options=server_channel_options(opts))
+    server.add_generic_rpc_handlers((_handlers(CoordinatorService(hub, opts)),))
+    address = f"{opts.host}:{opts.port}"
+    if opts.credentials is None:
+        if not opts.insecure:
+            raise ConfigError("no TLS credentials: pass certificates, or --insecure on loopback")
+        if not is_loopback(opts.host):
+            raise ConfigError(f"refusing to listen on {opts.host} without TLS (loopback only)")
+        log.warning(
+            "node=coordinator round=%d: INSECURE MODE: no TLS, node ids are NOT authenticated; "
+            "never use this outside a local test",
+            hub.round_now(),
+        )
+        port = server.add_insecure_port(address)
+    else:
+        c = opts.credentials
+        creds = grpc.ssl_server_credentials(
+            [(c.key, c.cert)], root_certificates=c.ca, require_client_auth=True
+        )
+        port = server.add_secure_port(address, creds)
+    await server.start()
+    log.info("node=coordinator round=%d: listening on %s:%d", hub.round_now(), opts.host, port)
+    return server, port
+
+
+__all__ = ["Outgoing", "ServerOptions", "start_server"]

@@ -1,0 +1,273 @@
+"""Coordinator-side round state shared by the transport handlers.
+
+Who is connected, what each node must do next, and which results a round has. No gRPC here;
+the server maps ``Refused`` codes to statuses.
+
+Every result is bound to (run, round, node): a result for another run, a closed round, a node
+that was not sampled or an id other than the certificate's is refused; a second copy of an
+accepted result is acknowledged as a duplicate and never counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from murmura.transport import codec
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedResult
+from murmura.types import Scalar
+
+log = logging.getLogger(__name__)
+
+Validator = Callable[[str, int, DecodedResult], None]
+
+
+class Refused(Exception):
+    """A request the hub will not serve; ``code`` names a gRPC status."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One round's instruction, shared by every sampled node."""
+
+    round: int
+    kind: int
+    config: dict[str, Scalar]
+    blob: codec.Blob | None
+
+
+@dataclass(slots=True)
+class RoundState:
+    """The open round: its targets, what arrived, and who failed and why."""
+
+    outgoing: Outgoing
+    targets: frozenset[str]
+    results: dict[str, DecodedResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+    uploading: set[str] = field(default_factory=set)
+    open: bool = True
+
+    @property
+    def round(self) -> int:
+        """Number of this round."""
+        return self.outgoing.round
+
+    def complete(self) -> bool:
+        """Return whether every target has either a result or a recorded failure."""
+        return len(self.results) + len(self.failures) >= len(self.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundOutcome:
+    """What a closed round collected: accepted results and failures with reasons."""
+
+    round: int
+    results: dict[str, DecodedResult]
+    failures: dict[str, str]
+
+
+class Hub:
+    """Shared state between the coordinator loop and the transport handlers."""
+
+    def __init__(
+        self,
+        run_id: str,
+        heartbeat_s: float = 2.0,
+        lost_after_s: float = 10.0,
+        validate: Validator | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.heartbeat_s = heartbeat_s
+        self.lost_after_s = lost_after_s
+        self.validate = validate
+        self.last_seen: dict[str, float] = {}
+        self.current: RoundState | None = None
+        self.last_round = 0
+        self.finished = False
+        self.counters: Counter[str] = Counter()
+        self._changed = asyncio.Condition()
+
+    # -- membership -------------------------------------------------------------------
+    def touch(self, node: str) -> None:
+        """Record that ``node`` is alive now."""
+        if node not in self.last_seen:
+            log.info("node=%s round=%d: joined", node, self.last_round)
+        self.last_seen[node] = time.monotonic()
+
+    def alive(self) -> list[str]:
+        """Nodes heard from within ``lost_after_s``, sorted."""
+        now = time.monotonic()
+        return sorted(n for n, t in self.last_seen.items() if now - t <= self.lost_after_s)
+
+    def round_now(self) -> int:
+        """Return the open round, or the last closed one."""
+        return self.current.round if self.current is not None else self.last_round
+
+    # -- instructions -----------------------------------------------------------------
+    async def open_round(self, outgoing: Outgoing, targets: frozenset[str]) -> None:
+        """Open a round: ``targets`` will receive ``outgoing`` on their next pull."""
+        async with self._changed:
+            self.current = RoundState(outgoing, targets)
+            self._changed.notify_all()
+
+    def _pending(self, node: str, after_round: int) -> Outgoing | None:
+        cur = self.current
+        if cur is None or not cur.open or node not in cur.targets or cur.round <= after_round:
+            return None
+        if node in cur.results or node in cur.failures:
+            return None
+        return cur.outgoing
+
+    async def next_instruction(self, node: str, after_round: int, wait_s: float) -> Outgoing | None:
+        """Long-poll for an instruction newer than ``after_round``; None on timeout."""
+        deadline = time.monotonic() + wait_s
+        async with self._changed:
+            while not self.finished:
+                out = self._pending(node, after_round)
+                if out is not None:
+                    return out
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    return None
+        return None
+
+    async def finish(self) -> None:
+        """Mark the run over: pulls answer SHUTDOWN from now on."""
+        async with self._changed:
+            self.finished = True
+            self._changed.notify_all()
+
+    # -- results ----------------------------------------------------------------------
+    def admit(self, node: str, h: pb.ResultHeader) -> bool:
+        """Check a result header's binding; return True if it duplicates a counted result."""
+        if h.run_id != self.run_id:
+            raise self._refuse(
+                "refused_run", "FAILED_PRECONDITION", f"run {h.run_id!r} is not this run"
+            )
+        if h.node != node:
+            raise self._refuse(
+                "refused_identity",
+                "PERMISSION_DENIED",
+                f"result claims node {h.node!r}, certificate says {node!r}",
+            )
+        cur = self.current
+        if cur is None or not cur.open or cur.round != h.round:
+            raise self._refuse(
+                "refused_stale",
+                "FAILED_PRECONDITION",
+                f"round {h.round} is not open (current round {self.round_now()})",
+            )
+        if node not in cur.targets:
+            raise self._refuse(
+                "refused_target", "PERMISSION_DENIED", f"node not sampled in round {h.round}"
+            )
+        if node in cur.results:
+            if cur.results[node].digest == bytes(h.update.sha256):
+                self.counters["duplicates"] += 1
+                return True
+            raise self._refuse(
+                "refused_replay", "ALREADY_EXISTS", "a different result was already counted"
+            )
+        if node in cur.failures:
+            raise self._refuse(
+                "refused_replay", "ALREADY_EXISTS", "this round's result was already refused"
+            )
+        if node in cur.uploading:
+            raise self._refuse(
+                "refused_replay", "ALREADY_EXISTS", "an upload for this round is in progress"
+            )
+        cur.uploading.add(node)
+        return False
+
+    def release(self, node: str, round_: int, error: str | None = None) -> None:
+        """End an upload that did not deliver; remember why, for the failure reason."""
+        cur = self.current
+        if cur is not None and cur.round == round_:
+            cur.uploading.discard(node)
+            if error is not None:
+                cur.last_error[node] = error
+
+    async def deliver(self, node: str, res: DecodedResult) -> None:
+        """Validate and store a decoded result; a rejected update is recorded as a failure."""
+        cur = self.current
+        if cur is None or not cur.open or cur.round != res.round:
+            raise self._refuse(
+                "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
+            )
+        cur.uploading.discard(node)
+        try:
+            if self.validate is not None:
+                self.validate(node, res.round, res)
+        except Exception as exc:  # the validator's own error types; the reason goes to failures
+            reason = getattr(exc, "reason", str(exc))
+            cur.failures[node] = f"update rejected: {reason}"
+            self.counters["rejected"] += 1
+            log.warning("node=%s round=%d: update rejected: %s", node, res.round, reason)
+            await self._notify()
+            raise Refused("INVALID_ARGUMENT", f"update rejected: {reason}") from None
+        cur.results[node] = res
+        self.counters["accepted"] += 1
+        log.info("node=%s round=%d: result accepted", node, res.round)
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _refuse(self, counter: str, code: str, reason: str) -> Refused:
+        self.counters[counter] += 1
+        return Refused(code, reason)
+
+    # -- closing ----------------------------------------------------------------------
+    async def collect(self, timeout_s: float) -> RoundOutcome:
+        """Wait until all targets answered, the rest are lost, or ``timeout_s`` passed; close."""
+        cur = self.current
+        if cur is None:
+            raise RuntimeError("no open round")
+        deadline = time.monotonic() + timeout_s
+        async with self._changed:
+            while not cur.complete() and time.monotonic() < deadline:
+                if self._all_missing_lost(cur):
+                    break
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait(), min(0.25, deadline - time.monotonic())
+                    )
+                except TimeoutError:
+                    pass
+            return self._close(cur)
+
+    def _all_missing_lost(self, cur: RoundState) -> bool:
+        alive = set(self.alive())
+        missing = cur.targets - cur.results.keys() - cur.failures.keys()
+        return bool(missing) and not (missing & alive) and not (missing & cur.uploading)
+
+    def _close(self, cur: RoundState) -> RoundOutcome:
+        cur.open = False
+        alive = set(self.alive())
+        failures = dict(cur.failures)
+        for node in sorted(cur.targets - cur.results.keys() - cur.failures.keys()):
+            why = "no result before the round deadline"
+            if node not in alive:
+                why = f"lost: no heartbeat for more than {self.lost_after_s:g} s"
+            if node in cur.last_error:
+                why += f" (last error: {cur.last_error[node]})"
+            failures[node] = why
+        self.last_round = cur.round
+        self.current = None
+        return RoundOutcome(cur.round, dict(cur.results), failures)

@@ -1,0 +1,177 @@
+"""Project CA and node certificates (X.509 via ``cryptography``).
+
+A node's id is its certificate's common name; its role (``worker`` or ``coordinator``) is the
+organizational unit. Files in a key directory: ``ca.pem``/``ca.key`` and ``<name>.pem``/
+``<name>.key`` for every issued node. Keys are ECDSA P-256, written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from murmura.errors import ConfigError
+
+ROLES = ("worker", "coordinator")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CA_CERT, CA_KEY = "ca.pem", "ca.key"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFiles:
+    """Paths of one node's certificate, key and the CA certificate that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """PEM bytes a TLS endpoint needs: own chain and key, and the CA to trust."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    @classmethod
+    def load(cls, cert: Path | str, key: Path | str, ca: Path | str) -> Credentials:
+        """Read the three PEM files."""
+        return cls(Path(cert).read_bytes(), Path(key).read_bytes(), Path(ca).read_bytes())
+
+    @property
+    def name(self) -> str:
+        """The common name of our own certificate."""
+        return identity_of(self.cert)[0]
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name) or name in ("ca",):
+        raise ConfigError(
+            f"invalid node name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not 'ca')"
+        )
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd = os.open(path, flags, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def init_ca(directory: Path | str, name: str = "murmura-ca", days: int = 3650) -> Path:
+    """Create a project CA in ``directory``; refuses to overwrite an existing one."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if (d / CA_CERT).exists() or (d / CA_KEY).exists():
+        raise ConfigError(f"{d} already holds a CA; refusing to overwrite it")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(d / CA_KEY, _key_pem(key), private=True)
+    _write(d / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    return d / CA_CERT
+
+
+def _san(name: str, hosts: Iterable[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for host in (name, "localhost", "127.0.0.1", "::1", *hosts):
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            entries.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(list(dict.fromkeys(entries)))
+
+
+def issue(
+    directory: Path | str, name: str, role: str, hosts: Iterable[str] = (), days: int = 365
+) -> NodeFiles:
+    """Issue a key and certificate for node ``name`` with ``role``, signed by the CA."""
+    _check_name(name)
+    if role not in ROLES:
+        raise ConfigError(f"invalid role {role!r}; valid: {', '.join(ROLES)}")
+    d = Path(directory)
+    if (d / f"{name}.pem").exists():
+        raise ConfigError(f"{d / name}.pem already exists; refusing to overwrite it")
+    try:
+        ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"no CA in {d}; run `murmura keys init {d}` first") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{d / CA_KEY} is not an EC key made by `murmura keys init`")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+        ]
+    )
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .add_extension(_san(name, hosts), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(d / f"{name}.key", _key_pem(key), private=True)
+    _write(d / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
+    return NodeFiles(d / f"{name}.pem", d / f"{name}.key", d / CA_CERT)
+
+
+def node_files(directory: Path | str, name: str) -> NodeFiles:
+    """Paths of an issued node's files in a key directory."""
+    d = Path(directory)
+    return NodeFiles(d / f"{name}.pem", d / f"{name}.key", d / CA_CERT)
+
+
+def identity_of(pem: bytes) -> tuple[str, str]:
+    """Return ``(node id, role)`` from a PEM certificate: its common name and OU."""
+    cert = x509.load_pem_x509_certificate(pem)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    name = str(cn[0].value) if cn else ""
+    role = str(ou[0].value) if ou else ""
+    return name, role
