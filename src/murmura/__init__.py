@@ -1,3 +1,3 @@
-"""murmura: decentralized learning across server-client, hierarchical and peer-to-peer topologies."""
+"""murmura: decentralized learning: server-client, hierarchical and peer-to-peer."""
 
 __version__ = "0.1.0"

@@ -33,7 +33,8 @@ class Layout:
     def of(cls, tensors: Mapping[str, object]) -> Layout:
         """Layout of a name -> tensor mapping (numpy arrays or torch tensors)."""
         return cls(
-            tuple(tensors), tuple(tuple(int(s) for s in t.shape) for t in tensors.values())  # type: ignore[attr-defined]
+            tuple(tensors),
+            tuple(tuple(int(s) for s in t.shape) for t in tensors.values()),  # type: ignore[attr-defined]
         )
 
     @property
@@ -57,7 +58,9 @@ class Layout:
         if missing:
             raise ValueError(f"tensors missing from layout: {sorted(missing)}")
         out = np.empty(self.size, dtype=np.float32)
-        for name, shape, off, n in zip(self.names, self.shapes, self.offsets, self.sizes, strict=True):
+        for name, shape, off, n in zip(
+            self.names, self.shapes, self.offsets, self.sizes, strict=True
+        ):
             arr = np.asarray(tensors[name], dtype=np.float32)
             if arr.shape != shape:
                 raise ValueError(f"tensor {name!r} has shape {arr.shape}, layout says {shape}")
@@ -70,7 +73,9 @@ class Layout:
             raise ValueError(f"vector has shape {vector.shape}, layout needs ({self.size},)")
         return {
             name: vector[off : off + n].reshape(shape)
-            for name, shape, off, n in zip(self.names, self.shapes, self.offsets, self.sizes, strict=True)
+            for name, shape, off, n in zip(
+                self.names, self.shapes, self.offsets, self.sizes, strict=True
+            )
         }
 
     def to_dict(self) -> dict[str, list[int]]:

@@ -18,9 +18,15 @@ Vector = NDArray[np.float32]
 class Aggregator(Protocol):
     """Combines ``n`` client updates (rows) with their weights into one ``(d,)`` vector."""
 
-    name: str
-    linear: bool
-    """True when the result is the weighted mean, so a running sum can replace the matrix."""
+    @property
+    def name(self) -> str:
+        """The registered name of the rule."""
+        ...
+
+    @property
+    def linear(self) -> bool:
+        """True when the result is the weighted mean, so a running sum can replace the matrix."""
+        ...
 
     def __call__(self, updates: Matrix, weights: Vector) -> Vector:
         """Aggregate the rows of ``updates``."""
@@ -44,7 +50,8 @@ class Rule:
     def __call__(self, updates: Matrix, weights: Vector) -> Vector:
         """Aggregate the rows of ``updates`` with this rule's parameters."""
         self.check(updates.shape[0])
-        return self.fn(updates, weights, **self.params)
+        out: Vector = self.fn(updates, weights, **self.params)
+        return out
 
     def check(self, n: int) -> None:
         """Raise ``AggregationError`` if the rule cannot work with ``n`` clients."""
@@ -66,4 +73,5 @@ def normalized(weights: Vector) -> NDArray[np.float64]:
     total = w.sum()
     if w.ndim != 1 or (w < 0).any() or not total > 0:
         raise ValueError("weights must be a 1-D vector of non-negative numbers with a positive sum")
-    return w / total
+    out: NDArray[np.float64] = w / total
+    return out

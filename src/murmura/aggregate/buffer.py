@@ -1,0 +1,64 @@
+"""Where a round's validated updates land: a preallocated matrix, or a running weighted sum.
+
+Rules that need every row (median, Krum, ...) get rows written straight into a preallocated
+``(capacity, d)`` matrix, with no per-round concatenation; linear rules keep only a running
+sum, O(d) however many clients report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from murmura.aggregate.base import Matrix, Vector
+
+
+class UpdateBuffer:
+    """Collects one round's updates with their example counts and metrics."""
+
+    def __init__(self, capacity: int, dim: int, keep_rows: bool = True) -> None:
+        self.dim = dim
+        self.keep_rows = keep_rows
+        self.nodes: list[str] = []
+        self.num_examples: list[int] = []
+        self.metrics: list[Mapping[str, float]] = []
+        self._rows = np.empty((capacity if keep_rows else 0, dim), dtype=np.float32)
+        self._sum = np.zeros(0 if keep_rows else dim, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def add(
+        self, node: str, update: Vector, num_examples: int, metrics: Mapping[str, float]
+    ) -> None:
+        """Store one validated update."""
+        if self.keep_rows:
+            if len(self.nodes) == self._rows.shape[0]:
+                raise ValueError(f"update buffer full ({self._rows.shape[0]} rows); node {node!r}")
+            self._rows[len(self.nodes)] = update
+        else:
+            self._sum += np.float64(num_examples) * update
+        self.nodes.append(node)
+        self.num_examples.append(int(num_examples))
+        self.metrics.append(dict(metrics))
+
+    def rows(self) -> Matrix:
+        """The stored updates as a ``(k, d)`` view (only when rows are kept)."""
+        if not self.keep_rows:
+            raise ValueError("this buffer keeps a running sum, not rows")
+        return self._rows[: len(self.nodes)]
+
+    def weights(self) -> Vector:
+        """Example counts as float32 weights, one per stored update."""
+        return np.asarray(self.num_examples, dtype=np.float32)
+
+    def weighted_mean(self) -> Vector:
+        """The examples-weighted mean of the stored updates."""
+        total = float(sum(self.num_examples))
+        if not self.nodes or total <= 0:
+            raise ValueError("no updates with a positive example count to average")
+        if self.keep_rows:
+            w = np.asarray(self.num_examples, dtype=np.float32) / np.float32(total)
+            return np.asarray(w @ self.rows(), dtype=np.float32)
+        return (self._sum / total).astype(np.float32)

@@ -1,0 +1,111 @@
+"""The ``murmura`` command line: run simulations, list tasks, and more."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from murmura import __version__
+from murmura.errors import MurmuraError
+from murmura.types import RoundMetrics, Vector
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"murmura {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    """murmura: decentralized learning, server-client, hierarchical and peer-to-peer."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set run.rounds=5.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Runs folder (default [run] out_dir).")
+    ] = None,
+) -> None:
+    """Run a simulation from CONFIG and write runs/<run-id>/."""
+    from murmura.config import load_config
+    from murmura.ops.run_dir import RunDirectory
+    from murmura.sim.builder import build_experiment
+
+    try:
+        cfg = load_config(config, set_ or [])
+        started = time.perf_counter()
+        exp = build_experiment(cfg)
+    except MurmuraError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
+    run_dir.write_config(cfg.model_dump())
+    columns = (
+        TextColumn("[bold]round"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task_id = bar.add_task("rounds", total=cfg.run.rounds, status="starting")
+
+        def on_round(m: RoundMetrics, _w: Vector) -> None:
+            run_dir.log_round(m)
+            status = (
+                f"participants {m.participants}  failures {len(m.failures)}  "
+                f"train loss {_fmt(m.train_loss, '.4f')}  test acc {_fmt(m.test_accuracy, '.4f')}"
+            )
+            bar.update(task_id, advance=1, status=status)
+
+        history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
+    last = history.rounds[-1]
+    summary = {
+        "rounds": len(history.rounds),
+        "final_test_accuracy": last.test_accuracy,
+        "final_test_loss": last.test_loss,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "failures": sum(len(m.failures) for m in history.rounds),
+    }
+    run_dir.finish(history.weights, exp.model.layout, summary)
+    console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")
+    console.print(f"run written to: {run_dir.path}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the built-in tasks."""
+    from murmura.tasks import TASKS
+
+    for name in TASKS.names():
+        doc = (TASKS.get(name).__doc__ or "").strip().splitlines()[0]
+        console.print(f"[bold]{name}[/]  {doc}")

@@ -1,0 +1,214 @@
+"""Run configuration: TOML files validated with pydantic; every key has a default.
+
+Errors name the file, the key and what is allowed, and are raised before any training.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from murmura.errors import ConfigError, MurmuraError
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    """[run]: naming, seeding and length of the run."""
+
+    name: str = "murmura"
+    seed: int = 0
+    rounds: int = Field(10, ge=1)
+    out_dir: str = "runs"
+
+
+class TaskSection(Section):
+    """[task]: a built-in task name or ``"package.module:factory"``, and its arguments."""
+
+    name: str = "digits"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class PartitionSection(Section):
+    """[partition]: how the task's data is split across clients (None: the task's default)."""
+
+    kind: Literal["iid", "dirichlet", "shards", "quantity", "natural"] | None = None
+    num_clients: int = Field(10, ge=1)
+    alpha: float = Field(0.5, gt=0)
+    min_size: int = Field(1, ge=1)
+    classes_per_client: int = Field(2, ge=1)
+    sigma: float = Field(1.0, gt=0)
+
+    def args(self, kind: str) -> dict[str, Any]:
+        """The keyword arguments the partitioner ``kind`` takes."""
+        by_kind: dict[str, dict[str, Any]] = {
+            "dirichlet": {"alpha": self.alpha, "min_size": self.min_size},
+            "shards": {"classes_per_client": self.classes_per_client},
+            "quantity": {"sigma": self.sigma},
+        }
+        return by_kind.get(kind, {})
+
+
+class ClientSection(Section):
+    """[client]: local training hyper-parameters (proximal_mu > 0 is FedProx)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    proximal_mu: float = Field(0.0, ge=0)
+
+
+class StrategySection(Section):
+    """[strategy]: server algorithm, client sampling and aggregation rule."""
+
+    name: str = "fedavg"
+    fraction: float = Field(1.0, gt=0, le=1)
+    min_clients: int = Field(1, ge=1)
+    server_lr: float = Field(1.0, gt=0)
+    aggregator: str = "weighted_mean"
+    aggregator_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationSection(Section):
+    """[evaluation]: central evaluation every ``every`` rounds (0: only after the last)."""
+
+    every: int = Field(1, ge=0)
+
+
+class SimulationSection(Section):
+    """[simulation]: how client training is executed in this process."""
+
+    executor: Literal["auto", "sequential"] = "auto"
+
+
+class Config(Section):
+    """A whole run."""
+
+    run: RunSection = RunSection()
+    task: TaskSection = TaskSection()
+    partition: PartitionSection = PartitionSection()
+    client: ClientSection = ClientSection()
+    strategy: StrategySection = StrategySection()
+    evaluation: EvaluationSection = EvaluationSection()
+    simulation: SimulationSection = SimulationSection()
+
+    @model_validator(mode="after")
+    def _cohort_fits(self) -> Config:
+        if self.strategy.min_clients > self.partition.num_clients:
+            raise ValueError(
+                f"strategy.min_clients = {self.strategy.min_clients} but partition.num_clients "
+                f"= {self.partition.num_clients}: cannot sample more clients than exist"
+            )
+        return self
+
+    def cohort_size(self) -> int:
+        """Clients sampled per round."""
+        n = self.partition.num_clients
+        return min(n, max(self.strategy.min_clients, math.ceil(self.strategy.fraction * n)))
+
+
+def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    """The keys allowed at the table that holds ``loc``."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    return ", ".join(model.model_fields)
+
+
+def _explain(source: str, err: ValidationError) -> ConfigError:
+    """One ConfigError listing every problem with its key."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys here: {_allowed(Config, e['loc'])}"
+        elif e["type"] != "value_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"{source}: key '{key}': {msg}")
+    return ConfigError("\n".join(lines))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1"`` -> (["a", "b"], 1); the value is read as TOML, else taken as a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. run.rounds=5")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``KEY=VALUE`` override set."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a table")
+            node[part] = nxt = dict(nxt)
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a config mapping, checking plug-in names and rule preconditions too."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise _explain(source, err) from None
+    _check_plugins(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a TOML config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(apply_overrides(data, overrides or []), str(path))
+
+
+def _check_plugins(cfg: Config, source: str) -> None:
+    """Names exist in their registries and the aggregator accepts the cohort size."""
+    from murmura.aggregate import AGGREGATORS
+    from murmura.strategy import STRATEGIES
+
+    s = cfg.strategy
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("strategy.name", lambda: STRATEGIES.get(s.name)),
+        ("strategy.aggregator", lambda: AGGREGATORS.get(s.aggregator)),
+        (
+            "strategy.aggregator_args",
+            lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
+        ),
+    ]
+    for key, check in checks:
+        try:
+            check()
+        except (MurmuraError, TypeError) as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from None

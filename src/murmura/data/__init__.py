@@ -1,0 +1,6 @@
+"""Client datasets and the partitioners that split a dataset across clients."""
+
+from murmura.data.federated import ArrayFederatedDataset, FederatedDataset
+from murmura.data.partition import PARTITIONERS, partition
+
+__all__ = ["PARTITIONERS", "ArrayFederatedDataset", "FederatedDataset", "partition"]

@@ -1,0 +1,1 @@
+"""Operations: run directories, plots, checkpoints, tracking."""

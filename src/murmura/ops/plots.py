@@ -1,0 +1,31 @@
+"""Plots of a run's metrics, written as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from murmura.types import RoundMetrics  # noqa: E402
+
+
+def plot_accuracy(rounds: Sequence[RoundMetrics], path: Path) -> None:
+    """Test accuracy and train/test loss against rounds, side by side."""
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    evald = [m for m in rounds if m.test_accuracy is not None]
+    acc_ax.plot([m.round for m in evald], [m.test_accuracy for m in evald], marker="o", ms=3)
+    acc_ax.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
+    trained = [m for m in rounds if m.train_loss is not None]
+    loss_ax.plot([m.round for m in trained], [m.train_loss for m in trained], label="train")
+    loss_ax.plot([m.round for m in evald], [m.test_loss for m in evald], label="test")
+    loss_ax.set(xlabel="round", ylabel="loss", title="loss")
+    loss_ax.legend()
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,70 @@
+"""Builds a simulation from a validated ``Config``: task, data, clients, strategy."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from murmura.aggregate import make_aggregator
+from murmura.client import FlatModel, LocalSGD, TorchClient
+from murmura.config import Config
+from murmura.data.federated import FederatedDataset
+from murmura.sim.runtime import Simulation
+from murmura.strategy import STRATEGIES
+from murmura.tasks import Task, evaluate_classifier, load_task
+from murmura.types import EvaluateRes, Vector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Experiment:
+    """Everything a simulated run needs, built from one config."""
+
+    config: Config
+    task: Task
+    data: FederatedDataset
+    model: FlatModel
+    simulation: Simulation
+
+
+def build_experiment(cfg: Config) -> Experiment:
+    """Materialise the task, partition, clients and strategy that ``cfg`` describes."""
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    data = task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    hp = LocalSGD(**cfg.client.model_dump())
+    clients = [
+        TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
+        for cid in range(data.num_clients)
+    ]
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Vector) -> EvaluateRes:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
+    s = cfg.strategy
+    strategy = STRATEGIES.get(s.name)(
+        fraction=s.fraction,
+        min_clients=s.min_clients,
+        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+        server_lr=s.server_lr,
+        seed=cfg.run.seed,
+        evaluate_fn=evaluate,
+    )
+    log.info(
+        "task %s: %d clients (%s partition), %d parameters",
+        task.name,
+        data.num_clients,
+        kind,
+        model.layout.size,
+    )
+    sim = Simulation(strategy, clients, model.get(), evaluate_every=cfg.evaluation.every)
+    return Experiment(cfg, task, data, model, sim)

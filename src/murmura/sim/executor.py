@@ -1,0 +1,33 @@
+"""Executors: how a simulated cohort's local training is run (one after another, ...)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from murmura.client import Client
+from murmura.types import FitIns, FitRes
+
+log = logging.getLogger(__name__)
+Outcome = tuple[str, FitRes | BaseException]
+
+
+class Executor(Protocol):
+    """Runs ``fit`` for every client of a cohort and yields each outcome as it completes."""
+
+    def fit(self, cohort: Sequence[Client], ins: FitIns) -> Iterator[Outcome]:
+        """Yield ``(node id, result or the exception it raised)`` for each client."""
+        ...
+
+
+class SequentialExecutor:
+    """Trains the cohort one client at a time in this process."""
+
+    def fit(self, cohort: Sequence[Client], ins: FitIns) -> Iterator[Outcome]:
+        """Yield each client's result; an exception is yielded, not raised, so the round goes on."""
+        for client in cohort:
+            try:
+                yield client.node_id, client.fit(ins)
+            except Exception as exc:  # noqa: BLE001 - a failing client must not end the round
+                yield client.node_id, exc

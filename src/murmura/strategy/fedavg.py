@@ -1,0 +1,99 @@
+"""FedAvg (McMahan et al. 2017): sample a fraction of nodes, average their deltas by examples."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from murmura.aggregate.base import Aggregator, make_aggregator
+from murmura.aggregate.buffer import UpdateBuffer
+from murmura.errors import ConfigError
+from murmura.seeding import round_rng
+from murmura.types import EvaluateRes, Failure, Scalar, Vector
+
+log = logging.getLogger(__name__)
+EvaluateFn = Callable[[Vector], EvaluateRes]
+
+
+class FedAvg:
+    """Federated averaging with a pluggable aggregation rule and seeded client sampling.
+
+    Each round samples ``max(min_clients, ceil(fraction * N))`` nodes; the round's deltas are
+    combined by ``aggregator`` (examples-weighted mean by default) and applied with
+    ``server_lr``. With fewer than ``min_clients`` valid results the model stays unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction: float = 1.0,
+        min_clients: int = 1,
+        aggregator: Aggregator | None = None,
+        server_lr: float = 1.0,
+        seed: int = 0,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> None:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+        if min_clients < 1:
+            raise ConfigError(f"min_clients must be >= 1, got {min_clients}")
+        self.fraction, self.min_clients = fraction, min_clients
+        self.aggregator = aggregator or make_aggregator("weighted_mean")
+        self.server_lr, self.seed, self.evaluate_fn = server_lr, seed, evaluate_fn
+
+    @property
+    def keep_rows(self) -> bool:
+        """Linear rules need only a running sum."""
+        return not self.aggregator.linear
+
+    def cohort_size(self, num_nodes: int) -> int:
+        """How many nodes are sampled per round out of ``num_nodes``."""
+        return min(num_nodes, max(self.min_clients, math.ceil(self.fraction * num_nodes)))
+
+    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """A seeded uniform sample without replacement, in the nodes' original order."""
+        k = self.cohort_size(len(nodes))
+        if k < self.min_clients:
+            raise ConfigError(
+                f"round {round_}: {len(nodes)} nodes available, min_clients is {self.min_clients}"
+            )
+        if k == len(nodes):
+            return list(nodes)
+        chosen = np.sort(round_rng(self.seed, round_).choice(len(nodes), size=k, replace=False))
+        return [nodes[i] for i in chosen]
+
+    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
+        """No per-round instructions beyond the model."""
+        return {}
+
+    def aggregate(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector | None:
+        """Apply the aggregated delta, or keep the model if too few results arrived."""
+        if len(updates) < self.min_clients:
+            log.warning(
+                "round %d: %d results < min_clients %d; model unchanged",
+                round_,
+                len(updates),
+                self.min_clients,
+            )
+            return None
+        delta = self.combine(updates)
+        return self.server_update(weights, delta)
+
+    def combine(self, updates: UpdateBuffer) -> Vector:
+        """The aggregated delta of this round's updates."""
+        if self.aggregator.linear:
+            return updates.weighted_mean()
+        return self.aggregator(updates.rows(), updates.weights())
+
+    def server_update(self, weights: Vector, delta: Vector) -> Vector:
+        """Server SGD step: ``w + server_lr * delta``."""
+        return (weights + np.float32(self.server_lr) * delta).astype(np.float32)
+
+    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
+        """Central evaluation through ``evaluate_fn`` if one was given."""
+        return None if self.evaluate_fn is None else self.evaluate_fn(weights)

@@ -1,0 +1,91 @@
+"""Update validation: a chain of small checks run on every update before aggregation.
+
+Each check raises ``UpdateRejected`` naming the node, the round and the offending value; the
+runtime logs it, lists the node among the round's failures and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from murmura.errors import UpdateRejected
+from murmura.types import FitRes
+
+Check = Callable[[str, int, FitRes], None]
+
+
+def is_float32_vector() -> Check:
+    """The update is a 1-D float32 numpy array."""
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        u = res.update
+        if not isinstance(u, np.ndarray) or u.dtype != np.float32 or u.ndim != 1:
+            got = f"{type(u).__name__} {getattr(u, 'dtype', '?')} ndim={getattr(u, 'ndim', '?')}"
+            raise UpdateRejected(node, round_, f"update must be a 1-D float32 array, got {got}")
+
+    return check
+
+
+def shape_matches(dim: int) -> Check:
+    """The update has exactly ``dim`` entries (the model's layout size)."""
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        if res.update.shape != (dim,):
+            raise UpdateRejected(
+                node, round_, f"update has shape {res.update.shape}, expected ({dim},)"
+            )
+
+    return check
+
+
+def finite() -> Check:
+    """No NaN or infinity in the update."""
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        if not np.isfinite(res.update).all():
+            bad = int(np.count_nonzero(~np.isfinite(res.update)))
+            raise UpdateRejected(node, round_, f"update has {bad} non-finite values (NaN/Inf)")
+
+    return check
+
+
+def norm_at_most(bound: float) -> Check:
+    """The update's L2 norm is at most ``bound``."""
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        norm = float(np.linalg.norm(res.update))
+        if norm > bound:
+            raise UpdateRejected(node, round_, f"update norm {norm:.4g} exceeds bound {bound:.4g}")
+
+    return check
+
+
+def num_examples_between(low: int, high: int) -> Check:
+    """The claimed example count lies in ``[low, high]``."""
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        n = res.num_examples
+        if not isinstance(n, int | np.integer) or not low <= n <= high:
+            raise UpdateRejected(
+                node, round_, f"num_examples {n!r} outside the allowed range [{low}, {high}]"
+            )
+
+    return check
+
+
+def default_checks(dim: int, max_examples: int = 2**31 - 1) -> list[Check]:
+    """The checks every update passes: type, shape, finiteness, a sane example count."""
+    return [
+        is_float32_vector(),
+        shape_matches(dim),
+        finite(),
+        num_examples_between(0, max_examples),
+    ]
+
+
+def validate(node: str, round_: int, res: FitRes, checks: Sequence[Check]) -> None:
+    """Run ``checks`` in order; the first failure raises ``UpdateRejected``."""
+    for check in checks:
+        check(node, round_, res)
