@@ -115,7 +115,9 @@ class CoordinatorLink:
                     raise
                 log.info(
                     "node=%s round=-: %s: coordinator unavailable, retrying in %.2f s",
-                    self.node, what, delay,
+                    self.node,
+                    what,
+                    delay,
                 )
                 time.sleep(delay)
 
@@ -124,10 +126,9 @@ class CoordinatorLink:
         req = pb.RegisterRequest(version=codec.PROTOCOL_VERSION, node=self.node)
 
         def call() -> bytes:
+            raw = req.SerializeToString()
             return bytes(
-                self._register(
-                    req.SerializeToString(), timeout=self.opts.call_timeout_s, metadata=self._metadata
-                )
+                self._register(raw, timeout=self.opts.call_timeout_s, metadata=self._metadata)
             )
 
         reply = codec.parse(pb.RegisterReply, self.retrying("register", call))
@@ -170,22 +171,30 @@ class CoordinatorLink:
             raise ProtocolError(f"instruction addressed to {ins.node!r}, not {self.node!r}")
         if ins.run_id != self.run_id:
             log.warning(
-                "node=%s round=%d: run changed from %s to %s", self.node, ins.round, self.run_id, ins.run_id
+                "node=%s round=%d: run changed from %s to %s",
+                self.node,
+                ins.round,
+                self.run_id,
+                ins.run_id,
             )
             self.run_id = ins.run_id
         return ins
 
     def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
         """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
-        header_fields = dict(
-            version=codec.PROTOCOL_VERSION, run_id=self.run_id, round=round_, node=self.node,
-            kind=pb.FIT, num_examples=res.num_examples,
-            metrics={k: float(v) for k, v in res.metrics.items()},
-        )
+        metrics = {k: float(v) for k, v in res.metrics.items()}
         blob = codec.encode_blob(res.update, layout)
 
         def parts() -> Iterator[bytes]:
-            header = pb.ResultHeader(**header_fields)
+            header = pb.ResultHeader(
+                version=codec.PROTOCOL_VERSION,
+                run_id=self.run_id,
+                round=round_,
+                node=self.node,
+                kind=pb.FIT,
+                num_examples=res.num_examples,
+                metrics=metrics,
+            )
             for part in result_parts(header, blob, self.opts.chunk_size):
                 yield part.SerializeToString()
 

@@ -11,6 +11,7 @@ accepted result is acknowledged as a duplicate and never counted twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -24,7 +25,8 @@ from murmura.types import Scalar
 
 log = logging.getLogger(__name__)
 
-Validator = Callable[[str, int, DecodedResult], None]
+Sink = Callable[[str, int, DecodedResult], None]
+"""Takes a decoded result as it arrives (validate + accumulate); raising rejects it."""
 
 
 class Refused(Exception):
@@ -52,7 +54,9 @@ class RoundState:
 
     outgoing: Outgoing
     targets: frozenset[str]
+    sink: Sink | None = None
     results: dict[str, DecodedResult] = field(default_factory=dict)
+    """Results kept whole only when the round has no sink; else their update is dropped."""
     failures: dict[str, str] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
     uploading: set[str] = field(default_factory=set)
@@ -80,17 +84,10 @@ class RoundOutcome:
 class Hub:
     """Shared state between the coordinator loop and the transport handlers."""
 
-    def __init__(
-        self,
-        run_id: str,
-        heartbeat_s: float = 2.0,
-        lost_after_s: float = 10.0,
-        validate: Validator | None = None,
-    ) -> None:
+    def __init__(self, run_id: str, heartbeat_s: float = 2.0, lost_after_s: float = 10.0) -> None:
         self.run_id = run_id
         self.heartbeat_s = heartbeat_s
         self.lost_after_s = lost_after_s
-        self.validate = validate
         self.last_seen: dict[str, float] = {}
         self.current: RoundState | None = None
         self.last_round = 0
@@ -115,10 +112,12 @@ class Hub:
         return self.current.round if self.current is not None else self.last_round
 
     # -- instructions -----------------------------------------------------------------
-    async def open_round(self, outgoing: Outgoing, targets: frozenset[str]) -> None:
-        """Open a round: ``targets`` will receive ``outgoing`` on their next pull."""
+    async def open_round(
+        self, outgoing: Outgoing, targets: frozenset[str], sink: Sink | None = None
+    ) -> None:
+        """Open a round: ``targets`` get ``outgoing`` on their next pull; results go to ``sink``."""
         async with self._changed:
-            self.current = RoundState(outgoing, targets)
+            self.current = RoundState(outgoing, targets, sink)
             self._changed.notify_all()
 
     def _pending(self, node: str, after_round: int) -> Outgoing | None:
@@ -211,8 +210,8 @@ class Hub:
             )
         cur.uploading.discard(node)
         try:
-            if self.validate is not None:
-                self.validate(node, res.round, res)
+            if cur.sink is not None:
+                cur.sink(node, res.round, res)
         except Exception as exc:  # the validator's own error types; the reason goes to failures
             reason = getattr(exc, "reason", str(exc))
             cur.failures[node] = f"update rejected: {reason}"
@@ -220,6 +219,8 @@ class Hub:
             log.warning("node=%s round=%d: update rejected: %s", node, res.round, reason)
             await self._notify()
             raise Refused("INVALID_ARGUMENT", f"update rejected: {reason}") from None
+        if cur.sink is not None:  # keep only what duplicate detection needs
+            res = dataclasses.replace(res, update=None)
         cur.results[node] = res
         self.counters["accepted"] += 1
         log.info("node=%s round=%d: result accepted", node, res.round)

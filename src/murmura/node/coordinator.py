@@ -1,0 +1,231 @@
+"""The coordinator: drives rounds with a Strategy over the gRPC endpoint, and survives restarts.
+
+Per round: wait for nodes, sample, send the model, collect results until ``round_timeout`` (or
+all are in, or the missing ones are lost), validate each update on arrival into an
+``UpdateBuffer``, aggregate (the strategy keeps the model bitwise unchanged below
+``min_clients``), write the checkpoint atomically, then mark the round completed in SQLite.
+A restarted coordinator resumes from the last completed round of the unfinished run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from murmura.aggregate.buffer import UpdateBuffer
+from murmura.node.state import StateStore
+from murmura.ops.run_dir import save_model
+from murmura.strategy.base import Strategy
+from murmura.transport import codec
+from murmura.transport.grpc_server import ServerOptions, start_server
+from murmura.transport.hub import Hub, Outgoing, RoundOutcome
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedResult
+from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector
+from murmura.validation import Check, default_checks, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    """How the coordinator runs rounds and where it keeps its state."""
+
+    state_dir: Path
+    rounds: int = 10
+    run_name: str = "murmura"
+    round_timeout_s: float = 60.0
+    min_nodes: int = 1
+    """Nodes that must be connected before a round starts (waits up to ``join_timeout_s``)."""
+    join_timeout_s: float = 60.0
+    heartbeat_s: float = 1.0
+    lost_after_s: float = 5.0
+    evaluate_every: int = 1
+    client_config: Mapping[str, Scalar] = field(default_factory=dict)
+    """Sent with every FIT instruction (local hyper-parameters), under the strategy's own."""
+    config: Mapping[str, object] = field(default_factory=dict)
+    """The resolved run config, stored with the run."""
+    shutdown_grace_s: float = 2.0
+
+
+@dataclass(slots=True)
+class CoordinatorResult:
+    """The outcome of ``Coordinator.run``: final weights and the rounds run by this process."""
+
+    run_id: str
+    weights: Vector
+    rounds: list[RoundMetrics]
+
+
+def checkpoint_path(state_dir: Path, round_: int) -> Path:
+    """Where the model after ``round_`` is kept (round 0: the initial model)."""
+    return state_dir / "checkpoints" / f"round-{round_:05d}.safetensors"
+
+
+def write_checkpoint(path: Path, weights: Vector, layout: Layout) -> str:
+    """Write atomically (temp, fsync, rename, fsync dir); return the SHA-256 of the weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, weights, layout)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes()).hexdigest()
+
+
+def load_checkpoint(path: Path | str, layout: Layout) -> Vector:
+    """Load a checkpoint written by ``write_checkpoint`` as a flat vector."""
+    return layout.flatten(load_file(str(path)))
+
+
+class Coordinator:
+    """Runs a federated training run over gRPC with a Strategy."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        initial_weights: Vector,
+        layout: Layout,
+        settings: CoordinatorSettings,
+        server: ServerOptions,
+        checks: Sequence[Check] | None = None,
+    ) -> None:
+        self.strategy, self.layout, self.settings, self.server = strategy, layout, settings, server
+        self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
+        self.checks = list(checks) if checks is not None else default_checks(layout.size)
+        self.state = StateStore(settings.state_dir / "state.sqlite")
+        self.hub: Hub | None = None
+        self.port = 0
+
+    async def run(self) -> CoordinatorResult:
+        """Serve and run every remaining round of the run; resume if one was interrupted."""
+        s = self.settings
+        rec = self.state.open_run(
+            s.run_name, f"{s.run_name}-{secrets.token_hex(4)}", dict(s.config)
+        )
+        start = rec.last_round + 1
+        if rec.checkpoint is not None:
+            self.weights = load_checkpoint(rec.checkpoint, self.layout)
+            log.info("node=coordinator round=%d: resuming run %s", rec.last_round, rec.run_id)
+        else:
+            write_checkpoint(checkpoint_path(s.state_dir, 0), self.weights, self.layout)
+        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
+        server, self.port = await start_server(self.hub, self.server)
+        (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
+        done: list[RoundMetrics] = []
+        try:
+            for r in range(start, s.rounds + 1):
+                done.append(await self.run_round(rec.run_id, r, final=r == s.rounds))
+            self.state.finish_run(rec.run_id)
+            await self.hub.finish()
+            await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
+        finally:
+            await server.stop(grace=0.5)
+            self.state.close()
+        return CoordinatorResult(rec.run_id, self.weights, done)
+
+    async def _wait_for_nodes(self, round_: int) -> list[str]:
+        assert self.hub is not None
+        deadline = time.monotonic() + self.settings.join_timeout_s
+        while len(self.hub.alive()) < self.settings.min_nodes and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        nodes = self.hub.alive()
+        log.info("node=coordinator round=%d: %d nodes connected", round_, len(nodes))
+        return nodes
+
+    async def run_round(self, run_id: str, round_: int, final: bool) -> RoundMetrics:
+        """One round over the network; its checkpoint is on disk before it counts as completed."""
+        assert self.hub is not None
+        t0 = time.perf_counter()
+        self.state.start_round(run_id, round_)
+        nodes = await self._wait_for_nodes(round_)
+        try:
+            cohort = self.strategy.sample(round_, nodes)
+        except Exception as exc:  # too few nodes: the round passes with the model unchanged
+            log.warning("node=coordinator round=%d: cannot sample: %s", round_, exc)
+            cohort = []
+        buffer = UpdateBuffer(len(cohort), self.layout.size, self.strategy.keep_rows)
+        outcome = await self._collect(round_, cohort, buffer)
+        failures = [Failure(n, why) for n, why in sorted(outcome.failures.items())]
+        for f in failures:
+            log.warning("node=%s round=%d: failed: %s", f.node, round_, f.reason)
+        new = await asyncio.to_thread(
+            self.strategy.aggregate, round_, self.weights, buffer, failures
+        )
+        if new is not None:
+            self.weights = np.asarray(new, dtype=np.float32)
+        metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
+        metrics.train_loss = _mean_metric(buffer, "train_loss")
+        if final or (
+            self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
+        ):
+            ev = await asyncio.to_thread(self.strategy.evaluate, round_, self.weights)
+            if ev is not None:
+                metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+        metrics.seconds = time.perf_counter() - t0
+        self._record(run_id, round_, buffer, metrics)
+        return metrics
+
+    async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
+        assert self.hub is not None
+        if not cohort:
+            return RoundOutcome(round_, {}, {})
+        config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
+        blob = codec.encode_blob(self.weights, self.layout)
+        outgoing = Outgoing(round_, pb.FIT, dict(config), blob)
+
+        def sink(node: str, r: int, res: DecodedResult) -> None:
+            if res.update is None:
+                raise ValueError("FIT result without an update")
+            fit = FitRes(res.update, res.num_examples, res.metrics)
+            validate(node, r, fit, self.checks)
+            buffer.add(node, fit.update, fit.num_examples, fit.metrics)
+
+        log.info("node=coordinator round=%d: sent to %d nodes", round_, len(cohort))
+        await self.hub.open_round(outgoing, frozenset(cohort), sink)
+        return await self.hub.collect(self.settings.round_timeout_s)
+
+    def _record(self, run_id: str, round_: int, buffer: UpdateBuffer, m: RoundMetrics) -> None:
+        path = checkpoint_path(self.settings.state_dir, round_)
+        digest = write_checkpoint(path, self.weights, self.layout)
+        self.state.complete_round(
+            run_id,
+            round_,
+            participants=len(buffer),
+            failures=[{"node": f.node, "reason": f.reason} for f in m.failures],
+            checkpoint=str(path),
+            model_sha256=digest,
+            metrics=m.to_json(),
+        )
+        for node in buffer.nodes:
+            self.state.seen(run_id, node, completed_round=True)
+        with open(self.settings.state_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(m.to_json()) + "\n")
+        log.info(
+            "node=coordinator round=%d: completed with %d results, %d failures, acc %s",
+            round_,
+            len(buffer),
+            len(m.failures),
+            m.test_accuracy,
+        )
+
+
+def _mean_metric(buffer: UpdateBuffer, key: str) -> float | None:
+    """Examples-weighted mean of a metric the nodes reported, if any did."""
+    pairs = [
+        (m[key], n) for m, n in zip(buffer.metrics, buffer.num_examples, strict=True) if key in m
+    ]
+    total = sum(n for _, n in pairs)
+    return None if not pairs or total == 0 else float(sum(v * n for v, n in pairs) / total)

@@ -1,0 +1,156 @@
+"""A worker: wraps a Client, dials the coordinator, trains when told, and rejoins after faults.
+
+The node's identity is its certificate, so a restarted worker (or one that reconnects after
+the coordinator restarted) rejoins under the same id and picks up the next round it is sampled
+for. Heartbeats run in a background thread, also while the client trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from murmura.errors import ProtocolError
+from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedInstruction
+from murmura.types import FitIns, FitRes
+
+log = logging.getLogger(__name__)
+
+FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+class FitClient(Protocol):
+    """The part of ``murmura.client.Client`` a worker needs."""
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """Train from ``ins.weights`` and return the delta."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """What a worker did before it stopped."""
+
+    rounds: int
+    last_round: int
+    reason: str
+
+
+class Worker:
+    """Runs the pull -> fit -> push loop of one node until the coordinator says SHUTDOWN."""
+
+    def __init__(
+        self, link: CoordinatorLink, client: FitClient, rejoin_max_s: float = 600.0
+    ) -> None:
+        self.link, self.client = link, client
+        self.rejoin_max_s = rejoin_max_s
+        self.after_round = 0
+        self.rounds_done = 0
+        self._stop = threading.Event()
+        self._heartbeat_s = 1.0
+
+    @property
+    def node(self) -> str:
+        """Id of the node: its certificate's common name."""
+        return self.link.node
+
+    def stop(self) -> None:
+        """Ask the loop to stop after its current step."""
+        self._stop.set()
+
+    def run(self) -> WorkerStats:
+        """Register, then serve instructions; rejoin with backoff when the link drops."""
+        delays = backoff_delays(0.5, 10.0, random.Random())
+        down_since: float | None = None
+        beat = threading.Thread(target=self._heartbeats, daemon=True)
+        while not self._stop.is_set():
+            try:
+                reply = self.link.register()
+                self._heartbeat_s = max(reply.heartbeat_ms / 1000, 0.1)
+                if not beat.is_alive() and not beat.ident:
+                    beat.start()
+                down_since = None
+                if self._serve():
+                    return WorkerStats(self.rounds_done, self.after_round, "shutdown")
+            except grpc.RpcError as exc:
+                if exc.code() in FATAL:
+                    log.error(
+                        "node=%s round=%d: refused: %s", self.node, self.after_round, exc.details()
+                    )
+                    self._stop.set()
+                    return WorkerStats(
+                        self.rounds_done, self.after_round, f"refused: {exc.details()}"
+                    )
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > self.rejoin_max_s:
+                    return WorkerStats(self.rounds_done, self.after_round, "coordinator gone")
+                delay = next(delays)
+                log.warning(
+                    "node=%s round=%d: link error %s; rejoining in %.1f s",
+                    self.node,
+                    self.after_round,
+                    exc.code(),
+                    delay,
+                )
+                self._stop.wait(delay)
+        return WorkerStats(self.rounds_done, self.after_round, "stopped")
+
+    def _serve(self) -> bool:
+        """Pull and handle instructions; True once the coordinator said SHUTDOWN."""
+        while not self._stop.is_set():
+            try:
+                ins = self.link.pull(self.after_round)
+            except ProtocolError as exc:
+                log.warning(
+                    "node=%s round=%d: bad instruction: %s", self.node, self.after_round, exc
+                )
+                continue
+            if ins.kind == pb.SHUTDOWN:
+                log.info("node=%s round=%d: run finished", self.node, ins.round)
+                return True
+            if ins.kind == pb.FIT:
+                self._fit(ins)
+        return False
+
+    def _fit(self, ins: DecodedInstruction) -> None:
+        assert ins.weights is not None and ins.layout is not None
+        log.info("node=%s round=%d: training", self.node, ins.round)
+        try:
+            res = self.client.fit(FitIns(ins.round, ins.weights, ins.config))
+        except Exception:
+            log.exception("node=%s round=%d: local training failed", self.node, ins.round)
+            self.after_round = ins.round
+            return
+        try:
+            reply = self.link.push(ins.round, res, ins.layout)
+            self.rounds_done += int(not reply.duplicate)
+            log.info("node=%s round=%d: result delivered", self.node, ins.round)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.warning(
+                "node=%s round=%d: result refused: %s %s",
+                self.node,
+                ins.round,
+                exc.code(),
+                exc.details(),
+            )
+        self.after_round = ins.round
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self._heartbeat_s):
+            try:
+                if self.link.heartbeat(self.after_round).shutdown:
+                    return
+            except (grpc.RpcError, ProtocolError) as exc:
+                log.debug(
+                    "node=%s round=%d: heartbeat failed: %s", self.node, self.after_round, exc
+                )
