@@ -92,6 +92,32 @@ class SimulationSection(Section):
     executor: Literal["auto", "sequential"] = "auto"
 
 
+class TopologySection(Section):
+    """[topology]: "star" is server-client; "tree" hierarchical; any other graph is P2P.
+
+    For P2P, ``args`` go to the graph builder (``n``, the number of peers, defaults to
+    ``partition.num_clients``; with fewer peers each holds a contiguous block of clients).
+    ``algorithm`` "dpsgd" trains ``local_steps`` minibatches between exchanges, "gossip"
+    ``client.epochs`` epochs; ``robust`` is "none", "clipped" (``tau``; adaptive when unset)
+    or an aggregator name with ``robust_args``. ``edges`` is the tree's edge count.
+    """
+
+    kind: str = "star"
+    args: dict[str, Any] = Field(default_factory=dict)
+    algorithm: Literal["dpsgd", "gossip"] = "dpsgd"
+    local_steps: int = Field(1, ge=1)
+    robust: str = "none"
+    robust_args: dict[str, Any] = Field(default_factory=dict)
+    tau: float | None = Field(None, gt=0)
+    clip_weight: float = Field(0.25, ge=0, lt=1)
+    time_varying: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    byzantine_fraction: float = Field(0.0, ge=0, lt=1)
+    attack: str = "sign_flip"
+    attack_args: dict[str, Any] = Field(default_factory=dict)
+    edges: int = Field(2, ge=1)
+
+
 class Config(Section):
     """A whole run."""
 
@@ -102,6 +128,7 @@ class Config(Section):
     strategy: StrategySection = StrategySection()
     evaluation: EvaluationSection = EvaluationSection()
     simulation: SimulationSection = SimulationSection()
+    topology: TopologySection = TopologySection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
