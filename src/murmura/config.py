@@ -78,6 +78,22 @@ class StrategySection(Section):
     server_lr: float = Field(1.0, gt=0)
     aggregator: str = "weighted_mean"
     aggregator_args: dict[str, Any] = Field(default_factory=dict)
+    # Server optimiser (Reddi et al. 2021 defaults): server_momentum is FedAvgM's; beta1, beta2
+    # and tau are FedAdagrad's, FedAdam's and FedYogi's; other strategies ignore them.
+    server_momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_server_lr(cls, data: Any) -> Any:
+        """Without ``server_lr`` the strategy's own default applies (FedAdam: 10^-2)."""
+        if isinstance(data, dict) and "server_lr" not in data:
+            from murmura.strategy.fedopt import default_server_lr
+
+            return {**data, "server_lr": default_server_lr(str(data.get("name", "fedavg")))}
+        return data
 
 
 class EvaluationSection(Section):

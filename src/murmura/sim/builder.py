@@ -58,6 +58,10 @@ def build_experiment(cfg: Config) -> Experiment:
         server_lr=s.server_lr,
         seed=cfg.run.seed,
         evaluate_fn=evaluate,
+        server_momentum=s.server_momentum,
+        beta1=s.beta1,
+        beta2=s.beta2,
+        tau=s.tau,
     )
     log.info(
         "task %s: %d clients (%s partition), %d parameters",

@@ -5,10 +5,18 @@ from collections.abc import Callable
 from murmura.registry import Registry
 from murmura.strategy.base import Strategy
 from murmura.strategy.fedavg import FedAvg
+from murmura.strategy.fedopt import FedOpt, fedadagrad, fedadam, fedavg, fedavgm, fedyogi
 
+# Every factory takes the same keywords: fraction, min_clients, aggregator, server_lr (None:
+# the algorithm's default), seed, evaluate_fn, server_momentum, beta1, beta2, tau; each uses
+# the ones its algorithm has (see murmura.strategy.fedopt).
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
-STRATEGIES.register("fedavg")(FedAvg)
+STRATEGIES.register("fedavg")(fedavg)
 # FedProx is FedAvg on the server; its proximal term lives in the client ([client] proximal_mu).
-STRATEGIES.register("fedprox")(FedAvg)
+STRATEGIES.register("fedprox")(fedavg)
+STRATEGIES.register("fedavgm")(fedavgm)
+STRATEGIES.register("fedadagrad")(fedadagrad)
+STRATEGIES.register("fedadam")(fedadam)
+STRATEGIES.register("fedyogi")(fedyogi)
 
-__all__ = ["STRATEGIES", "FedAvg", "Strategy"]
+__all__ = ["STRATEGIES", "FedAvg", "FedOpt", "Strategy"]
