@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.node.state import StateStore
-from murmura.ops.run_dir import save_model
 from murmura.strategy.base import Strategy
 from murmura.transport import codec
 from murmura.transport.grpc_server import ServerOptions, start_server
@@ -74,9 +73,17 @@ def checkpoint_path(state_dir: Path, round_: int) -> Path:
 
 
 def write_checkpoint(path: Path, weights: Vector, layout: Layout) -> str:
-    """Write atomically (temp, fsync, rename, fsync dir); return the SHA-256 of the weights."""
+    """Write atomically (temp, fsync, rename, fsync dir); return the SHA-256 of the weights.
+
+    A crash at any step leaves either the old file or the new one, never a torn one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, weights, layout)
+    tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -122,12 +129,13 @@ class Coordinator:
         else:
             write_checkpoint(checkpoint_path(s.state_dir, 0), self.weights, self.layout)
         self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
+        self.hub.last_round = rec.last_round
         server, self.port = await start_server(self.hub, self.server)
         (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
         done: list[RoundMetrics] = []
         try:
             for r in range(start, s.rounds + 1):
-                done.append(await self.run_round(rec.run_id, r, final=r == s.rounds))
+                done.append(await self.run_round(rec.run_id, r, first=r == start))
             self.state.finish_run(rec.run_id)
             await self.hub.finish()
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
@@ -136,21 +144,24 @@ class Coordinator:
             self.state.close()
         return CoordinatorResult(rec.run_id, self.weights, done)
 
-    async def _wait_for_nodes(self, round_: int) -> list[str]:
+    async def _wait_for_nodes(self, round_: int, first: bool) -> list[str]:
+        """Connected nodes; before this process's first round, wait for ``min_nodes``."""
         assert self.hub is not None
         deadline = time.monotonic() + self.settings.join_timeout_s
-        while len(self.hub.alive()) < self.settings.min_nodes and time.monotonic() < deadline:
+        while first and len(self.hub.alive()) < self.settings.min_nodes:
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.1)
         nodes = self.hub.alive()
         log.info("node=coordinator round=%d: %d nodes connected", round_, len(nodes))
         return nodes
 
-    async def run_round(self, run_id: str, round_: int, final: bool) -> RoundMetrics:
+    async def run_round(self, run_id: str, round_: int, first: bool = False) -> RoundMetrics:
         """One round over the network; its checkpoint is on disk before it counts as completed."""
         assert self.hub is not None
         t0 = time.perf_counter()
         self.state.start_round(run_id, round_)
-        nodes = await self._wait_for_nodes(round_)
+        nodes = await self._wait_for_nodes(round_, first)
         try:
             cohort = self.strategy.sample(round_, nodes)
         except Exception as exc:  # too few nodes: the round passes with the model unchanged
@@ -168,6 +179,7 @@ class Coordinator:
             self.weights = np.asarray(new, dtype=np.float32)
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
         metrics.train_loss = _mean_metric(buffer, "train_loss")
+        final = round_ == self.settings.rounds
         if final or (
             self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
         ):
@@ -184,7 +196,7 @@ class Coordinator:
             return RoundOutcome(round_, {}, {})
         config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
         blob = codec.encode_blob(self.weights, self.layout)
-        outgoing = Outgoing(round_, pb.FIT, dict(config), blob)
+        outgoing = Outgoing(round_, pb.FIT, dict(config), blob, self.layout)
 
         def sink(node: str, r: int, res: DecodedResult) -> None:
             if res.update is None:

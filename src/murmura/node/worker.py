@@ -131,11 +131,11 @@ class Worker:
             return
         try:
             reply = self.link.push(ins.round, res, ins.layout)
-            self.rounds_done += int(not reply.duplicate)
-            log.info("node=%s round=%d: result delivered", self.node, ins.round)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise
+            # Not advancing: if this round is (re)opened, e.g. by a restarted coordinator, the
+            # next pull hands it out again; if it is over, the pull returns a newer one.
             log.warning(
                 "node=%s round=%d: result refused: %s %s",
                 self.node,
@@ -143,7 +143,10 @@ class Worker:
                 exc.code(),
                 exc.details(),
             )
+            return
+        self.rounds_done += int(not reply.duplicate)
         self.after_round = ins.round
+        log.info("node=%s round=%d: result delivered", self.node, ins.round)
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self._heartbeat_s):

@@ -183,6 +183,7 @@ class CoordinatorService:
             if self.hub.admit(node, header):
                 return _reply(accepted=True, duplicate=True, reason="already counted")
             admitted = True
+            reader.expected = self.hub.expected_layout()
             reader.start_blob()
             async for raw in it:
                 reader.read_chunk(raw)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from murmura.transport import codec
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult
-from murmura.types import Scalar
+from murmura.types import Layout, Scalar
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class Outgoing:
     kind: int
     config: dict[str, Scalar]
     blob: codec.Blob | None
+    layout: Layout | None = None
+    """The layout every returned update must have (None: not checked here)."""
 
 
 @dataclass(slots=True)
@@ -192,6 +194,10 @@ class Hub:
             )
         cur.uploading.add(node)
         return False
+
+    def expected_layout(self) -> Layout | None:
+        """Layout that updates for the open round must have."""
+        return self.current.outgoing.layout if self.current is not None else None
 
     def release(self, node: str, round_: int, error: str | None = None) -> None:
         """End an upload that did not deliver; remember why, for the failure reason."""

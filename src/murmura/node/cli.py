@@ -1,0 +1,98 @@
+"""``murmura server`` and ``murmura client``: the deployed coordinator and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from murmura.errors import MurmuraError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+log = logging.getLogger(__name__)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(2)
+
+
+@app.command("server")
+def server(
+    config: Annotated[Path, typer.Argument(help="Run config with a [server] table.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set server.port=6000.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="No TLS (loopback only; for local tests).")
+    ] = False,
+) -> None:
+    """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted."""
+    from murmura.node.deploy import build_coordinator, split_config
+
+    try:
+        cfg, section = split_config(config, set_)
+        coordinator = build_coordinator(cfg, section, insecure)
+        result = asyncio.run(coordinator.run())
+    except MurmuraError as exc:
+        raise _fail(exc) from None
+    last = result.rounds[-1] if result.rounds else None
+    acc = last.test_accuracy if last is not None else None
+    console.print(
+        f"run {result.run_id}: {len(result.rounds)} rounds in this process, "
+        f"final test accuracy {'-' if acc is None else format(acc, '.4f')}"
+    )
+
+
+@app.command("client")
+def client(
+    server_address: Annotated[str, typer.Option("--server", help="Coordinator HOST:PORT.")],
+    partition: Annotated[str, typer.Option("--partition", help="This node's data: i/n.")],
+    cert: Annotated[Path | None, typer.Option("--cert", help="Node certificate (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Node private key (PEM).")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="Project CA certificate (PEM).")] = None,
+    task: Annotated[str, typer.Option("--task", help="Task name.")] = "digits",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Read task, partition and seed from a config.")
+    ] = None,
+    partitioner: Annotated[str | None, typer.Option("--partitioner")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Node id in --insecure mode (else from --cert).")
+    ] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS (loopback only).")] = False,
+) -> None:
+    """Run a worker: train on local partition i/n whenever the coordinator asks."""
+    from murmura.node.deploy import client_from_config, local_client, split_config
+    from murmura.node.worker import Worker
+    from murmura.transport import keys
+    from murmura.transport.grpc_client import CoordinatorLink
+
+    try:
+        if insecure:
+            creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
+        elif cert and key and ca:
+            creds = keys.Credentials.load(cert, key, ca)
+            node = creds.name
+        else:
+            raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
+        if config is not None:
+            local = client_from_config(split_config(config)[0], partition)
+        else:
+            local = local_client(task, partition, partitioner, seed)
+        stats = Worker(CoordinatorLink(server_address, node, creds), local).run()
+    except MurmuraError as exc:
+        raise _fail(exc) from None
+    console.print(f"{node}: {stats.rounds} rounds trained, stopped: {stats.reason}")
+    if stats.reason.startswith("refused"):
+        raise typer.Exit(3)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,168 @@
+"""Building deployed nodes from config: the ``[server]`` table and a worker's local client.
+
+A deployment config is a run config (``murmura.config``) plus a ``[server]`` table that only
+the coordinator reads. Workers load the same task and partition locally, so their data never
+travels; the coordinator sends the ``[client]`` hyper-parameters with every round.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from murmura.errors import ConfigError
+from murmura.node.coordinator import Coordinator, CoordinatorSettings
+from murmura.node.worker import FitClient
+from murmura.transport import keys
+from murmura.transport.grpc_server import ServerOptions
+
+
+class ServerSection(BaseModel):
+    """[server]: where the coordinator listens, who may join, and round timing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    allowlist: list[str] | None = None
+    state_dir: str = "runs/coordinator"
+    round_timeout: float = Field(60.0, gt=0)
+    min_nodes: int = Field(1, ge=1)
+    join_timeout: float = Field(120.0, ge=0)
+    heartbeat: float = Field(1.0, gt=0)
+    lost_after: float = Field(5.0, gt=0)
+    max_update_mb: float = Field(2048.0, gt=0)
+    chunk_kb: int = Field(1024, ge=1, le=3072)
+
+
+def split_config(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, ServerSection]:
+    """Load a deployment TOML: the run ``Config`` and the ``[server]`` section."""
+    from murmura.config import apply_overrides, config_from_dict
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    data = apply_overrides(data, overrides or [])
+    server_data = data.pop("server", {})
+    try:
+        server = ServerSection(**server_data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} [server]: {exc}") from None
+    return config_from_dict(data, str(path)), server
+
+
+def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
+    """Transport options from the ``[server]`` section; TLS unless ``insecure``."""
+    creds = None
+    if not insecure:
+        if not (s.cert and s.key and s.ca):
+            raise ConfigError(
+                "[server] needs cert, key and ca (or run with --insecure on loopback)"
+            )
+        creds = keys.Credentials.load(s.cert, s.key, s.ca)
+    return ServerOptions(
+        host=s.host,
+        port=s.port,
+        credentials=creds,
+        insecure=insecure,
+        allowlist=frozenset(s.allowlist) if s.allowlist is not None else None,
+        max_update_bytes=int(s.max_update_mb * (1 << 20)),
+        chunk_size=s.chunk_kb * 1024,
+    )
+
+
+def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coordinator:
+    """A coordinator for run config ``cfg``: same model init and strategy as the simulation."""
+    from murmura.sim.builder import build_experiment
+    from murmura.sim.runtime import Simulation
+
+    if cfg.topology.kind != "star":
+        raise ConfigError(
+            f"murmura server runs star topologies; the config has {cfg.topology.kind!r}"
+        )
+    exp = build_experiment(cfg)
+    sim = exp.simulation
+    if not isinstance(sim, Simulation):
+        raise ConfigError("murmura server needs a server-client (star) run config")
+    settings = CoordinatorSettings(
+        state_dir=Path(s.state_dir),
+        rounds=cfg.run.rounds,
+        run_name=cfg.run.name,
+        round_timeout_s=s.round_timeout,
+        min_nodes=s.min_nodes,
+        join_timeout_s=s.join_timeout,
+        heartbeat_s=s.heartbeat,
+        lost_after_s=s.lost_after,
+        evaluate_every=cfg.evaluation.every,
+        client_config=cfg.client.model_dump(),
+        config=cfg.model_dump(mode="json"),
+    )
+    return Coordinator(
+        sim.strategy,
+        sim.weights,
+        exp.model.layout,
+        settings,
+        server_options(s, insecure),
+    )
+
+
+def parse_partition(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i_s, n_s = spec.split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ConfigError(f"--partition must look like i/n (e.g. 0/5), got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"--partition {spec}: need 0 <= i < n")
+    return i, n
+
+
+def local_client(
+    task_name: str,
+    partition: str,
+    partitioner: str | None = None,
+    seed: int = 0,
+    task_args: dict[str, Any] | None = None,
+    partition_args: dict[str, Any] | None = None,
+    threads: int = 1,
+) -> FitClient:
+    """A TorchClient on partition ``i`` of ``n`` of a task, loaded on this machine.
+
+    ``threads`` caps torch's intra-op threads: small models train fastest on one, and several
+    workers often share a machine.
+    """
+    import torch
+
+    from murmura.client import FlatModel, LocalSGD, TorchClient
+    from murmura.tasks import load_task
+
+    i, n = parse_partition(partition)
+    torch.set_num_threads(threads)
+    task = load_task(task_name, **(task_args or {}))
+    kind = partitioner or str(getattr(task, "default_partitioner", "iid"))
+    data = task.federate(n, kind, partition_args or {}, seed=seed)
+    torch.manual_seed(seed)
+    model = FlatModel(task.build_model())
+    return TorchClient(i, data, task, model, LocalSGD(), seed=seed)
+
+
+def client_from_config(cfg: Any, partition: str) -> FitClient:
+    """A TorchClient for partition ``i/n`` of the task and partition a run config names."""
+    i, n = parse_partition(partition)
+    if n != cfg.partition.num_clients:
+        raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
+    from murmura.tasks import load_task
+
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    return local_client(
+        cfg.task.name, partition, kind, cfg.run.seed, cfg.task.args, cfg.partition.args(kind)
+    )
