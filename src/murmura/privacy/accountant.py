@@ -301,6 +301,30 @@ def _next_guess(
     return min(max(guess, lo + 0.05 * width), hi - 0.05 * width)
 
 
+def _refine(
+    bracket: tuple[float, float, float, float],
+    target: float,
+    tolerance: float,
+    setting: dict[str, Any],
+) -> tuple[float, float]:
+    """Shrink the bracket until eps(hi) is in ``[(1 - tolerance) target, target]``."""
+    last = [(bracket[0], bracket[1]), (bracket[2], bracket[3])]
+    aim = (1.0 - tolerance / 2.0) * target
+    bisect, widths = False, [bracket[2] - bracket[0]]
+    for _ in range(100):
+        lo, lo_eps, hi, hi_eps = bracket
+        if hi_eps >= (1.0 - tolerance) * target or hi - lo < 1e-9 * hi:
+            break
+        z = _next_guess(bracket, last, aim, bisect)
+        eps = _epsilon_at(z, setting)
+        last.append((z, eps))
+        bracket = (lo, lo_eps, z, eps) if eps <= target else (z, eps, hi, hi_eps)
+        # secant steps that have not halved the bracket in two tries have stalled: bisect
+        widths.append(bracket[2] - bracket[0])
+        bisect = len(widths) >= 3 and widths[-1] > 0.5 * widths[-3] and not bisect
+    return bracket[2], bracket[3]
+
+
 def plan_noise_multiplier(
     target_epsilon: float,
     delta: float,
@@ -329,21 +353,6 @@ def plan_noise_multiplier(
         "rounds": rounds,
         "sample_rate": sample_rate,
     }
-    bracket = _bracket(target_epsilon, setting)
-    last = [(bracket[0], bracket[1]), (bracket[2], bracket[3])]
-    aim = (1.0 - tolerance / 2.0) * target_epsilon
-    bisect, widths = False, [bracket[2] - bracket[0]]
-    for _ in range(100):
-        lo, lo_eps, hi, hi_eps = bracket
-        if hi_eps >= (1.0 - tolerance) * target_epsilon or hi - lo < 1e-9 * hi:
-            break
-        z = _next_guess(bracket, last, aim, bisect)
-        eps = _epsilon_at(z, setting)
-        last.append((z, eps))
-        bracket = (lo, lo_eps, z, eps) if eps <= target_epsilon else (z, eps, hi, hi_eps)
-        # secant steps that have not halved the bracket in two tries have stalled: bisect
-        widths.append(bracket[2] - bracket[0])
-        bisect = len(widths) >= 3 and widths[-1] > 0.5 * widths[-3] and not bisect
-    _, _, z, eps = bracket
+    z, eps = _refine(_bracket(target_epsilon, setting), target_epsilon, tolerance, setting)
     log.info("noise plan: z=%.5g reaches epsilon %.5g (target %g)", z, eps, target_epsilon)
     return NoisePlan(z, eps, target_epsilon, delta, rounds, sample_rate, accountant)

@@ -33,6 +33,9 @@ def plan(
 ) -> None:
     """Print the noise multiplier that keeps a run within (epsilon, delta)."""
     console = Console()
+    if accountant == "rdp_fixed_size" and population is None:
+        console.print("[red]error:[/red] accountant rdp_fixed_size needs --population")
+        raise typer.Exit(code=2)
     params = {} if population is None else {"population": population}
     try:
         result = plan_noise_multiplier(epsilon, delta, rounds, sample_rate, accountant, **params)

@@ -118,41 +118,36 @@ def private_gradient(
     With Poisson-sampled batches pass ``expected_batch_size`` (``q N``): dividing by the
     realised size would leak it. An empty batch yields pure noise, as the analysis requires.
     """
-    if noise_multiplier < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier!r}")
+    if noise_multiplier < 0 or not clip_norm > 0:
+        raise ValueError(
+            f"need noise_multiplier >= 0 and clip_norm > 0, got {noise_multiplier}, {clip_norm}"
+        )
     batch = int(inputs.shape[0])
     divisor = expected_batch_size if expected_batch_size is not None else batch
     if divisor < 1:
         raise ValueError("expected_batch_size (or the batch) must hold at least one sample")
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if batch:
         grads, losses = per_sample_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
         clipped, norms = clip_per_sample(grads, clip_norm)
         sums = {n: g.sum(dim=0) for n, g in clipped.items()}
-        stats = DPStepStats(
-            float(losses.mean()),
-            batch,
-            float((norms > clip_norm).float().mean()),
-            float(norms.mean()),
-        )
+        clipped_fraction = float((norms > clip_norm).float().mean())
+        stats = DPStepStats(float(losses.mean()), batch, clipped_fraction, float(norms.mean()))
     else:
-        sums = {n: torch.zeros_like(p) for n, p in params.items()}
+        params = (p for p in model.named_parameters() if p[1].requires_grad)
+        sums = {n: torch.zeros_like(p) for n, p in params}
         stats = DPStepStats(float("nan"), 0, 0.0, 0.0)
     std = noise_multiplier * clip_norm
-    out: Grads = {}
-    for name, total in sums.items():
-        if std > 0:
-            noise = torch.normal(
-                0.0,
-                std,
-                size=total.shape,
-                generator=generator,
-                dtype=total.dtype,
-                device=total.device,
-            )
-            total = total + noise
-        out[name] = total / divisor
-    return out, stats
+    return {n: _noised(total, std, generator) / divisor for n, total in sums.items()}, stats
+
+
+def _noised(total: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+    """Add ``N(0, std^2)`` drawn from ``generator`` (seeded for reproducible runs)."""
+    if std == 0:
+        return total
+    noise = torch.normal(
+        0.0, std, size=total.shape, generator=generator, dtype=total.dtype, device=total.device
+    )
+    return total + noise
 
 
 def dp_sgd_step(
