@@ -197,7 +197,7 @@ class CoordinatorService:
             self._release(admitted, node, round_, exc.reason)
             await _abort(context, node, round_, exc.code, exc.reason)
         except ProtocolError as exc:
-            self._release(admitted, node, round_, str(exc))
+            self._release(admitted, node, round_, f"{type(exc).__name__}: {exc}")
             code = (
                 "RESOURCE_EXHAUSTED"
                 if isinstance(exc, codec.SizeLimitExceeded)
@@ -212,6 +212,8 @@ class CoordinatorService:
     def _release(self, admitted: bool, node: str, round_: int, why: str) -> None:
         if admitted:
             self.hub.release(node, round_, why)
+        else:
+            self.hub.note_error(node, why)
 
 
 def _reply(accepted: bool, duplicate: bool = False, reason: str = "") -> bytes:

@@ -199,6 +199,12 @@ class Hub:
         """Layout that updates for the open round must have."""
         return self.current.outgoing.layout if self.current is not None else None
 
+    def note_error(self, node: str, error: str) -> None:
+        """Remember a refused upload of a node the open round waits for (failure reason)."""
+        cur = self.current
+        if cur is not None and node in cur.targets and node not in cur.results:
+            cur.last_error.setdefault(node, error)
+
     def release(self, node: str, round_: int, error: str | None = None) -> None:
         """End an upload that did not deliver; remember why, for the failure reason."""
         cur = self.current

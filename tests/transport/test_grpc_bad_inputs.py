@@ -1,0 +1,107 @@
+"""Bad inputs on the wire get typed errors; the server keeps serving and the round completes.
+
+Evidence 6 and RELIABILITY 3, 9, 10, 17: garbage bytes, a truncated chunk stream, a
+wrong-length update, a NaN update, an update one byte over the size limit, a message over the
+gRPC limit, a replay and a stale round.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from murmura.transport import codec
+from murmura.transport.background import ServerThread
+from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
+from murmura.transport.grpc_server import SERVICE
+from murmura.transport.hub import Outgoing
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedResult, result_parts
+from murmura.types import FitRes, Layout
+
+pytestmark = pytest.mark.network
+
+LAYOUT = Layout(("w",), ((12,),))
+FAST = LinkOptions(call_timeout_s=5, pull_wait_s=0.5, max_retry_s=1.0, chunk_size=16)
+
+
+def _sink(node: str, round_: int, res: DecodedResult) -> None:
+    assert res.update is not None
+    if not np.isfinite(res.update).all():
+        raise ValueError("update has non-finite values")
+
+
+def _raw_push(server: ServerThread, pki, name: str, parts: list[bytes]) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+    link = CoordinatorLink(server.target, name, pki.creds(name), FAST)
+    push = link.channel.stream_unary(f"/{SERVICE}/Push")
+    with pytest.raises(grpc.RpcError) as err:
+        push(iter(parts), timeout=5)
+    link.close()
+    return err.value
+
+
+def _parts(name: str, vec: np.ndarray, layout: Layout = LAYOUT, round_: int = 1) -> list[bytes]:
+    h = pb.ResultHeader(
+        version=1, run_id="run-1", round=round_, node=name, kind=pb.FIT, num_examples=3
+    )
+    return [p.SerializeToString() for p in result_parts(h, codec.encode_blob(vec, layout), 16)]
+
+
+def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pki) -> None:  # type: ignore[no-untyped-def]
+    nodes = {"w1", "w2", "w3", "w4", "w5", "w6", "w7"}
+    out = Outgoing(1, pb.FIT, {}, codec.encode_blob(np.zeros(12, np.float32), LAYOUT), LAYOUT)
+    server.call(server.hub.open_round(out, frozenset(nodes), _sink))
+    good = np.arange(12, dtype=np.float32)
+
+    err = _raw_push(server, pki, "w1", [b"\xff\x00garbage"])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Malformed" in (err.details() or "")
+
+    err = _raw_push(server, pki, "w2", _parts("w2", good)[:-1])  # truncated chunk stream
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "LengthMismatch" in (
+        err.details() or ""
+    )
+
+    wrong = Layout(("w",), ((11,),))
+    err = _raw_push(server, pki, "w3", _parts("w3", good[:11], wrong))  # wrong-length update
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Layout" in (err.details() or "")
+
+    nan = good.copy()
+    nan[3] = np.nan
+    err = _raw_push(server, pki, "w4", _parts("w4", nan))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "non-finite" in (err.details() or "")
+
+    over = _parts("w5", good)  # declares one byte more than the 48-byte limit
+    header = pb.ResultPart.FromString(over[0])
+    header.header.update.length = 49
+    err = _raw_push(server, pki, "w5", [header.SerializeToString(), *over[1:]])
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    big = pb.ResultPart(chunk=pb.Chunk(offset=0, data=b"\0" * (64 * 1024 + 1))).SerializeToString()
+    err = _raw_push(server, pki, "w5", [over[0], big])  # a message over the gRPC limit
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # The server still serves: valid results arrive; a replay counts once; other ids refused.
+    for name in ("w6", "w7"):
+        link = CoordinatorLink(server.target, name, pki.creds(name), FAST)
+        assert link.register().run_id == "run-1"
+        assert link.pull(0).kind == pb.FIT
+        assert link.push(1, FitRes(good, 3), LAYOUT).accepted
+        again = link.push(1, FitRes(good, 3), LAYOUT)
+        assert again.accepted and again.duplicate
+        with pytest.raises(grpc.RpcError) as e:
+            link.push(1, FitRes(good + 1, 3), LAYOUT)  # a different result for the same round
+        assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        link.close()
+
+    outcome = server.call(server.hub.collect(0.5))
+    assert sorted(outcome.results) == ["w6", "w7"]
+    assert set(outcome.failures) == {"w1", "w2", "w3", "w4", "w5"}
+    assert "non-finite" in outcome.failures["w4"]
+    assert "Malformed" in outcome.failures["w1"]
+    assert server.hub.counters["accepted"] == 2 and server.hub.counters["duplicates"] == 2
+
+    # The round is over: a late result is refused as stale and never counted.
+    err = _raw_push(server, pki, "w6", _parts("w6", good))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert server.hub.counters["accepted"] == 2
