@@ -1,0 +1,109 @@
+"""Process entry points for the deployment tests: a coordinator and numpy-only workers.
+
+Run as a script (``python tests/node/procs.py coordinator|worker ...``) so each node is a real
+separate process with its own certificate. Workers import no torch, so they start fast; their
+"training" is a deterministic function of (node, round, weights), and each saves its update so
+the test can recompute the expected aggregate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from murmura.node.worker import Worker
+from murmura.transport import keys
+from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
+from murmura.types import FitIns, FitRes, Layout
+
+LAYOUT = Layout(("a", "b"), ((50,), (10, 5)))
+
+
+def initial_weights() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(LAYOUT.size).astype(np.float32)
+
+
+class FakeClient:
+    """Deterministic local 'training'; hangs at ``hang_round`` after saying so in a file."""
+
+    def __init__(self, name: str, out: Path, hang_round: int) -> None:
+        self.name, self.out, self.hang_round = name, out, hang_round
+        self.crc = zlib.crc32(name.encode())
+
+    def fit(self, ins: FitIns) -> FitRes:
+        if ins.round == self.hang_round:
+            (self.out / f"{self.name}-hang-{ins.round}").touch()
+            time.sleep(3600)
+        rng = np.random.default_rng([self.crc, ins.round])
+        w = np.asarray(ins.weights, dtype=np.float32)
+        update = np.float32(-0.1) * w + rng.standard_normal(w.size).astype(np.float32) * 0.01
+        n = 10 + self.crc % 7
+        np.save(self.out / f"{self.name}-r{ins.round}.npy", update, allow_pickle=False)
+        (self.out / f"{self.name}-r{ins.round}.json").write_text(json.dumps({"n": n}))
+        return FitRes(update.astype(np.float32), n, {"train_loss": float(ins.round)})
+
+
+def coordinator(a: argparse.Namespace) -> None:
+    from murmura.node.coordinator import Coordinator, CoordinatorSettings
+    from murmura.strategy import FedAvg
+    from murmura.transport.grpc_server import ServerOptions
+
+    f = keys.node_files(a.keys, "coordinator")
+    settings = CoordinatorSettings(
+        state_dir=Path(a.state),
+        rounds=a.rounds,
+        run_name="test",
+        round_timeout_s=a.timeout,
+        min_nodes=a.min_nodes,
+        join_timeout_s=60,
+        heartbeat_s=0.3,
+        lost_after_s=a.lost_after,
+        shutdown_grace_s=1.0,
+    )
+    server = ServerOptions(
+        port=a.port,
+        credentials=keys.Credentials.load(f.cert, f.key, f.ca),
+        allowlist=frozenset(a.names.split(",")),
+    )
+    strategy = FedAvg(min_clients=a.min_clients, seed=0)
+    asyncio.run(Coordinator(strategy, initial_weights(), LAYOUT, settings, server).run())
+
+
+def worker(a: argparse.Namespace) -> None:
+    f = keys.node_files(a.keys, a.name)
+    opts = LinkOptions(pull_wait_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.5, max_retry_s=120)
+    link = CoordinatorLink(
+        f"127.0.0.1:{a.port}", a.name, keys.Credentials.load(f.cert, f.key, f.ca), opts
+    )
+    Worker(link, FakeClient(a.name, Path(a.out), a.hang_round), rejoin_max_s=120).run()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=["coordinator", "worker"])
+    p.add_argument("--keys", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--state", default="")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--min-clients", type=int, default=1)
+    p.add_argument("--min-nodes", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--lost-after", type=float, default=2.0)
+    p.add_argument("--names", default="")
+    p.add_argument("--name", default="")
+    p.add_argument("--out", default="")
+    p.add_argument("--hang-round", type=int, default=-1)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    coordinator(a) if a.role == "coordinator" else worker(a)
+
+
+if __name__ == "__main__":
+    main()
