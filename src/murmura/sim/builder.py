@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from murmura.aggregate import make_aggregator
-from murmura.client import FlatModel, LocalSGD, TorchClient
+from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
 from murmura.sim.runtime import Simulation
-from murmura.strategy import STRATEGIES
+from murmura.strategy import STRATEGIES, Strategy
+from murmura.strategy.anomaly import AnomalyMonitor
 from murmura.tasks import Task, evaluate_classifier, load_task
 from murmura.types import EvaluateRes, Vector
+
+if TYPE_CHECKING:
+    from murmura.sim.p2p import P2PSimulation
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +33,19 @@ class Experiment:
     task: Task
     data: FederatedDataset
     model: FlatModel
-    simulation: Simulation
+    simulation: Simulation | P2PSimulation
 
 
 def build_experiment(cfg: Config) -> Experiment:
     """Materialise the task, partition, clients and strategy that ``cfg`` describes."""
+    if cfg.topology.kind == "tree":
+        from murmura.sim.hierarchical import build_hierarchical_experiment
+
+        return build_hierarchical_experiment(cfg)
+    if cfg.topology.kind != "star":
+        from murmura.sim.p2p import build_p2p_experiment
+
+        return build_p2p_experiment(cfg)
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
     data = task.federate(
@@ -70,5 +84,32 @@ def build_experiment(cfg: Config) -> Experiment:
         kind,
         model.layout.size,
     )
-    sim = Simulation(strategy, clients, model.get(), evaluate_every=cfg.evaluation.every)
+    sim = Simulation(
+        strategy,
+        _wrap_clients(cfg, strategy, clients),
+        model.get(),
+        evaluate_every=cfg.evaluation.every,
+        observer=_anomaly_monitor(cfg),
+    )
     return Experiment(cfg, task, data, model, sim)
+
+
+def _wrap_clients(cfg: Config, strategy: Strategy, clients: Sequence[Client]) -> list[Client]:
+    """Per-client strategy state (SCAFFOLD's ``wrap_client``), then the [attack] wrappers."""
+    wrap = getattr(strategy, "wrap_client", None)
+    out: list[Client] = [wrap(c) for c in clients] if callable(wrap) else list(clients)
+    if cfg.attack.kind == "none":
+        return out
+    from murmura.attacks import AttackContext, wrap_byzantine
+
+    ctx = AttackContext(len(out), cfg.cohort_size(), cfg.strategy.server_lr, cfg.run.seed)
+    out, _ = wrap_byzantine(out, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx)
+    return out
+
+
+def _anomaly_monitor(cfg: Config) -> AnomalyMonitor | None:
+    """The [anomaly] monitor, if enabled."""
+    a = cfg.anomaly
+    if not a.enabled:
+        return None
+    return AnomalyMonitor(a.score, a.threshold, a.rounds, a.exclude)

@@ -1,0 +1,195 @@
+"""Hierarchical aggregation: edge aggregators between the root and the clients.
+
+An ``EdgeAggregator`` is a ``Client`` to its parent and runs a round over its own children
+with its own ``Strategy`` (so each edge may use its own robust rule). It reports its delta
+with the total example count of the children that contributed, so the parent's weighted
+mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
+Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from murmura.aggregate import make_aggregator
+from murmura.aggregate.buffer import UpdateBuffer
+from murmura.client import Client, FlatModel, LocalSGD, TorchClient
+from murmura.config import Config
+from murmura.errors import MurmuraError, UpdateRejected
+from murmura.seeding import derive_seed
+from murmura.sim.builder import Experiment
+from murmura.sim.executor import Executor, SequentialExecutor
+from murmura.sim.runtime import Simulation
+from murmura.strategy import STRATEGIES, FedAvg, Strategy
+from murmura.tasks import evaluate_classifier, load_task
+from murmura.topology import build_topology
+from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Vector
+from murmura.validation import Check, default_checks, validate
+
+log = logging.getLogger(__name__)
+
+
+class EdgeRoundFailed(MurmuraError):
+    """An edge aggregator had too few valid child updates to report one of its own."""
+
+
+class EdgeAggregator:
+    """A worker to its parent and a coordinator to its children (clients or other edges)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        children: Sequence[Client],
+        strategy: Strategy,
+        *,
+        executor: Executor | None = None,
+        checks: Sequence[Check] | None = None,
+    ) -> None:
+        if not children:
+            raise ValueError(f"edge {node_id!r} has no children")
+        self.node_id = node_id
+        self.children = {c.node_id: c for c in children}
+        self.strategy = strategy
+        self.executor = executor or SequentialExecutor()
+        self.checks = list(checks) if checks is not None else None
+        self.last_sampled: list[str] = []
+        self.last_failures: list[Failure] = []
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """One round over the children; return the aggregated delta and the example total."""
+        weights = np.asarray(ins.weights, dtype=np.float32)
+        sampled = self.strategy.sample(ins.round, list(self.children))
+        self.last_sampled = list(sampled)
+        config = {**ins.config, **self.strategy.configure(ins.round, weights)}
+        child_ins = FitIns(ins.round, weights, config)
+        buffer = UpdateBuffer(len(sampled), weights.size, self.strategy.keep_rows)
+        checks = self.checks if self.checks is not None else default_checks(weights.size)
+        failures: list[Failure] = []
+        for node, outcome in self.executor.fit([self.children[n] for n in sampled], child_ins):
+            reason = _accept(ins.round, node, outcome, buffer, checks)
+            if reason is not None:
+                failures.append(Failure(node, reason))
+        self.last_failures = failures
+        new = self.strategy.aggregate(ins.round, weights, buffer, failures)
+        if new is None or len(buffer) == 0:
+            raise EdgeRoundFailed(
+                f"edge {self.node_id!r} round {ins.round}: {len(buffer)} valid child updates, "
+                f"{len(failures)} failures; nothing to report"
+            )
+        metrics = {"clients": float(len(buffer)), "child_failures": float(len(failures))}
+        loss = _weighted_metric(buffer, "train_loss")
+        if loss is not None:
+            metrics["train_loss"] = loss
+        delta = np.asarray(new, dtype=np.float32) - weights
+        return FitRes(update=delta, num_examples=int(sum(buffer.num_examples)), metrics=metrics)
+
+    def evaluate(self, weights: Vector) -> EvaluateRes:
+        """Examples-weighted loss and accuracy of ``weights`` over the children that answer."""
+        results = []
+        for child in self.children.values():
+            try:
+                results.append(child.evaluate(weights))
+            except Exception as exc:  # noqa: BLE001 - one failing child must not end the edge
+                log.warning(
+                    "edge %s: child %s evaluate raised %r", self.node_id, child.node_id, exc
+                )
+        total = sum(r.num_examples for r in results)
+        if total == 0:
+            return EvaluateRes(loss=float("nan"), num_examples=0)
+        loss = sum(r.loss * r.num_examples for r in results) / total
+        acc = sum(r.metrics.get("accuracy", 0.0) * r.num_examples for r in results) / total
+        return EvaluateRes(loss=loss, num_examples=total, metrics={"accuracy": acc})
+
+
+def _accept(
+    round_: int,
+    node: str,
+    outcome: FitRes | BaseException,
+    buffer: UpdateBuffer,
+    checks: Sequence[Check],
+) -> str | None:
+    """Validate one child outcome into ``buffer``, or return why it was left out."""
+    if isinstance(outcome, BaseException):
+        log.warning("round %d node %s: child raised %r", round_, node, outcome)
+        return f"child raised {type(outcome).__name__}: {outcome}"
+    try:
+        validate(node, round_, outcome, checks)
+    except UpdateRejected as exc:
+        log.warning("%s", exc)
+        return f"rejected: {exc.reason}"
+    buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
+    return None
+
+
+def _weighted_metric(buffer: UpdateBuffer, key: str) -> float | None:
+    pairs = [
+        (m[key], n) for m, n in zip(buffer.metrics, buffer.num_examples, strict=True) if key in m
+    ]
+    total = sum(n for _, n in pairs)
+    return None if total == 0 else float(sum(v * n for v, n in pairs) / total)
+
+
+def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:
+    """Clients in contiguous blocks per edge, as ``murmura.topology``'s ``tree`` places them."""
+    graph = build_topology("tree", edges=edges, leaves=len(clients))
+    first = edges + 1
+    groups: list[list[Client]] = [[] for _ in range(edges)]
+    for i, client in enumerate(clients):
+        groups[int(graph.nodes[first + i]["parent"]) - 1].append(client)
+    return groups
+
+
+def build_edges(
+    groups: Sequence[Sequence[Client]], make_strategy: Callable[[int, int], Strategy]
+) -> list[EdgeAggregator]:
+    """One ``EdgeAggregator`` per group; ``make_strategy(edge, num_children)`` builds its rule."""
+    return [
+        EdgeAggregator(f"edge-{e}", group, make_strategy(e, len(group)))
+        for e, group in enumerate(groups, start=1)
+    ]
+
+
+def build_hierarchical_experiment(cfg: Config) -> Experiment:
+    """Root -> ``topology.edges`` edges -> clients; edges run ``[strategy]``, the root FedAvg.
+
+    Each edge samples its own children with ``strategy.fraction`` and aggregates them with
+    ``strategy.aggregator``; the root takes every edge and applies ``strategy.server_lr``.
+    """
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    data = task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    hp = LocalSGD(**cfg.client.model_dump())
+    clients: list[Client] = [
+        TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
+        for cid in range(data.num_clients)
+    ]
+    s = cfg.strategy
+
+    def edge_strategy(edge: int, size: int) -> Strategy:
+        rule: Strategy = STRATEGIES.get(s.name)(
+            fraction=s.fraction,
+            min_clients=min(s.min_clients, size),
+            aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+            seed=derive_seed(cfg.run.seed, edge),
+        )
+        return rule
+
+    edges = build_edges(split_clients(clients, cfg.topology.edges), edge_strategy)
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Vector) -> EvaluateRes:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
+    root = FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
+    log.info("hierarchical: %d edges over %d clients", len(edges), data.num_clients)
+    sim = Simulation(root, edges, model.get(), evaluate_every=cfg.evaluation.every)
+    return Experiment(cfg, task, data, model, sim)

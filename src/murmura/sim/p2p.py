@@ -1,0 +1,284 @@
+"""Peer-to-peer learning simulated in one process: every peer trains, sends, and mixes.
+
+Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronous: each peer
+trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
+``Sender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
+(Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import torch
+
+from murmura.client import FlatModel, LocalSGD
+from murmura.config import Config, TopologySection
+from murmura.data.federated import Batch, FederatedDataset
+from murmura.errors import ConfigError
+from murmura.seeding import derive_seed, round_rng
+from murmura.sim.builder import Experiment
+from murmura.sim.peer import (
+    SENDERS,
+    LocalWork,
+    Mixer,
+    PeerTrainer,
+    Sender,
+    Trainer,
+    honest,
+    make_mixer,
+    weighted_mix,
+)
+from murmura.sim.runtime import History, RoundCallback
+from murmura.tasks import evaluate_classifier, load_task
+from murmura.topology import (
+    TOPOLOGIES,
+    build_topology,
+    consensus_distance,
+    describe,
+    metropolis_hastings,
+    random_matching,
+)
+from murmura.types import EvaluateRes, Failure, RoundMetrics, Vector
+
+log = logging.getLogger(__name__)
+EvaluateFn = Callable[[Vector], EvaluateRes]
+
+
+@dataclass(frozen=True, slots=True)
+class P2POptions:
+    """How peers exchange: robust mixing, Byzantine senders, time-varying graph, failures.
+
+    ``byzantine`` maps a peer to the ``Sender`` that replaces its honest messages;
+    ``dropout`` is the chance that a peer misses a round's exchange (it keeps training, its
+    neighbours skip it and renormalise their weights).
+    """
+
+    mixer: Mixer = weighted_mix
+    byzantine: Mapping[int, Sender] = field(default_factory=dict)
+    time_varying: bool = False
+    dropout: float = 0.0
+    seed: int = 0
+    evaluate_every: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class P2PSimulation:
+    """Synchronous decentralised training of ``n`` peers on a communication graph.
+
+    ``initial_weights`` is one model every peer starts from, or an ``(n, d)`` matrix of
+    per-peer starting models.
+    """
+
+    def __init__(
+        self,
+        graph: nx.Graph,
+        trainers: Sequence[Trainer],
+        model: FlatModel,
+        initial_weights: Vector,
+        options: P2POptions | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> None:
+        n = graph.number_of_nodes()
+        if len(trainers) != n:
+            raise ValueError(f"graph has {n} nodes but {len(trainers)} trainers were given")
+        self.graph, self.trainers, self.model = graph, list(trainers), model
+        self.options = options or P2POptions()
+        bad = [i for i in self.options.byzantine if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"Byzantine peers {bad} outside 0..{n - 1}")
+        self.mixing = metropolis_hastings(graph)
+        start = np.asarray(initial_weights, dtype=np.float32)
+        self.x = start.copy() if start.ndim == 2 else np.tile(start, (n, 1))
+        if self.x.shape[0] != n:
+            raise ValueError(f"initial weights for {self.x.shape[0]} peers, graph has {n}")
+        self.evaluate_fn = evaluate_fn
+        self.honest = [i for i in range(n) if i not in self.options.byzantine]
+
+    @property
+    def num_peers(self) -> int:
+        """Number of peers."""
+        return int(self.x.shape[0])
+
+    def average(self) -> Vector:
+        """The average of the honest peers' models."""
+        return np.asarray(self.x[self.honest].mean(axis=0), dtype=np.float32)
+
+    def run(self, rounds: int, on_round: RoundCallback | None = None, start: int = 1) -> History:
+        """Run rounds ``start..rounds``; ``on_round`` sees the metrics and the average model."""
+        history = History(self.average())
+        for r in range(start, rounds + 1):
+            metrics = self.run_round(r, final=r == rounds)
+            history.rounds.append(metrics)
+            if on_round is not None:
+                on_round(metrics, self.average())
+        history.weights = self.average()
+        return history
+
+    def run_round(self, round_: int, final: bool = False) -> RoundMetrics:
+        """Train every peer, exchange along this round's graph, mix; report the metrics."""
+        t0 = time.perf_counter()
+        rng = round_rng(self.options.seed, round_)
+        w = random_matching(self.num_peers, rng, self.graph) if self.options.time_varying else None
+        missing = self._draw_missing(rng)
+        trained, losses = self._train_all(round_)
+        sent = self._messages(trained, missing)
+        self.x = self._mix_all(w if w is not None else self.mixing, trained, sent, missing)
+        failures = [Failure(f"peer-{i}", "missed this round's exchange") for i in sorted(missing)]
+        metrics = RoundMetrics(
+            round_, participants=self.num_peers - len(missing), failures=failures
+        )
+        metrics.train_loss = float(np.mean([losses[i] for i in self.honest]))
+        metrics.extra["consensus_distance"] = consensus_distance(self.x[self.honest])
+        every = self.options.evaluate_every
+        if final or (every > 0 and round_ % every == 0):
+            self._evaluate(metrics)
+        metrics.seconds = time.perf_counter() - t0
+        log.info(
+            "round %d: acc %s, consensus distance %.4g, %d missing",
+            round_,
+            metrics.test_accuracy,
+            metrics.extra["consensus_distance"],
+            len(missing),
+        )
+        return metrics
+
+    def _draw_missing(self, rng: np.random.Generator) -> set[int]:
+        if self.options.dropout == 0:
+            return set()
+        return {int(i) for i in np.flatnonzero(rng.random(self.num_peers) < self.options.dropout)}
+
+    def _train_all(self, round_: int) -> tuple[np.ndarray, list[float]]:
+        trained = np.empty_like(self.x)
+        losses = []
+        for i, trainer in enumerate(self.trainers):
+            trained[i], loss = trainer.train(self.model, self.x[i], round_)
+            losses.append(loss)
+        return trained, losses
+
+    def _messages(self, trained: np.ndarray, missing: Collection[int]) -> dict[int, Vector]:
+        """What each present peer sends; a non-finite message is dropped like a missing peer."""
+        out: dict[int, Vector] = {}
+        for i in range(self.num_peers):
+            if i in missing:
+                continue
+            msg = self.options.byzantine.get(i, honest)(self.x[i], trained[i])
+            if np.isfinite(msg).all():
+                out[i] = np.asarray(msg, dtype=np.float32)
+        return out
+
+    def _mix_all(
+        self, w: np.ndarray, trained: np.ndarray, sent: Mapping[int, Vector], missing: set[int]
+    ) -> np.ndarray:
+        out = trained.copy()
+        for i in range(self.num_peers):
+            if i in missing:
+                continue
+            row = {int(j): float(w[i, j]) for j in np.flatnonzero(w[i])} | {i: float(w[i, i])}
+            received = {j: sent[j] for j in row if j != i and j in sent}
+            out[i] = self.options.mixer(i, trained[i], received, row)
+        return out
+
+    def _evaluate(self, metrics: RoundMetrics) -> None:
+        """Mean test accuracy over honest peers, its spread, and the average model's."""
+        if self.evaluate_fn is None:
+            return
+        results = [self.evaluate_fn(self.x[i]) for i in self.honest]
+        accs = np.asarray([r.metrics.get("accuracy", np.nan) for r in results])
+        metrics.test_accuracy = float(accs.mean())
+        metrics.test_loss = float(np.mean([r.loss for r in results]))
+        metrics.extra.update(
+            accuracy_std=float(accs.std()),
+            accuracy_min=float(accs.min()),
+            accuracy_max=float(accs.max()),
+            average_model_accuracy=self.evaluate_fn(self.average()).metrics.get("accuracy"),
+        )
+
+
+def peer_data(data: FederatedDataset, peers: int) -> list[Batch]:
+    """Each peer's training data: the union of a contiguous block of the dataset's clients."""
+    if not 1 <= peers <= data.num_clients:
+        raise ConfigError(f"{peers} peers cannot share {data.num_clients} clients' data")
+    blocks = np.array_split(np.arange(data.num_clients), peers)
+    out = []
+    for block in blocks:
+        parts = [data.client_train(int(c)) for c in block]
+        out.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+    return out
+
+
+def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
+    """The P2P graph of ``[topology]``; ``n`` defaults to the number of clients."""
+    if t.kind in ("star", "tree"):
+        raise ConfigError(f"topology.kind {t.kind!r} is not a peer-to-peer graph")
+    args = dict(t.args)
+    if "n" in inspect.signature(TOPOLOGIES.get(t.kind)).parameters and args.get("n") is None:
+        args["n"] = default_n
+    return build_topology(t.kind, **args)
+
+
+def byzantine_senders(t: TopologySection, n: int, seed: int) -> dict[int, Sender]:
+    """``round(byzantine_fraction * n)`` peers, drawn with the run seed, get the attack."""
+    k = min(round(t.byzantine_fraction * n), n - 1)
+    if k == 0:
+        return {}
+    try:
+        sender = SENDERS.get(t.attack)(**t.attack_args)
+    except TypeError as exc:
+        raise ConfigError(f"topology.attack_args {t.attack_args}: {exc}") from None
+    chosen = np.random.default_rng(derive_seed(seed, 0xB1)).choice(n, size=k, replace=False)
+    return {int(i): sender for i in sorted(chosen)}
+
+
+def build_p2p_experiment(cfg: Config) -> Experiment:
+    """The P2P run ``cfg`` describes, as an ``Experiment`` whose simulation is peer-to-peer."""
+    t = cfg.topology
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    data = task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+    graph = topology_graph(t, data.num_clients)
+    n = graph.number_of_nodes()
+    mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
+    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
+    trainers = [
+        PeerTrainer(p, x, y, task, work, cfg.run.seed)
+        for p, (x, y) in enumerate(peer_data(data, n))
+    ]
+    options = P2POptions(
+        mixer=mixer,
+        byzantine=byzantine_senders(t, n, cfg.run.seed),
+        time_varying=t.time_varying,
+        dropout=t.dropout,
+        seed=cfg.run.seed,
+        evaluate_every=cfg.evaluation.every,
+    )
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Vector) -> EvaluateRes:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
+    log.info("topology %s (%s, robust %s): %s", t.kind, t.algorithm, t.robust, describe(graph))
+    if options.byzantine:
+        log.info("Byzantine peers (%s): %s", t.attack, sorted(options.byzantine))
+    sim = P2PSimulation(graph, trainers, model, model.get(), options, evaluate)
+    return Experiment(cfg, task, data, model, sim)
+
+
+def run_p2p(cfg: Config, on_round: RoundCallback | None = None) -> History:
+    """Run the P2P experiment of ``cfg``: per-round metrics and the honest peers' average."""
+    exp = build_p2p_experiment(cfg)
+    return exp.simulation.run(cfg.run.rounds, on_round=on_round)

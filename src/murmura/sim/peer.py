@@ -1,0 +1,235 @@
+"""One peer's logic in peer-to-peer learning: train locally, send, mix with neighbours.
+
+Nothing here knows how models travel, so the in-process simulation (``murmura.sim.p2p``)
+and a networked peer share it. A round is D-PSGD's "local step(s), then mix"
+(Lian et al. 2017) or gossip learning's "local epochs, then mix"; robust mixing is
+ClippedGossip (He, Karimireddy & Jaggi 2022) or any rule of ``murmura.aggregate`` applied to
+the neighbourhood. Byzantine behaviour is a ``Sender``: it changes only what a peer sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from murmura.aggregate import AGGREGATORS, make_aggregator
+from murmura.client import FlatModel, LocalSGD, train_local_sgd
+from murmura.errors import ConfigError
+from murmura.registry import Registry
+from murmura.seeding import client_generator, derive_seed
+from murmura.tasks.base import Task
+from murmura.topology import adaptive_tau, clipped_mix, renormalize, robust_neighbourhood_mix
+from murmura.types import Vector
+
+Algorithm = Literal["dpsgd", "gossip"]
+
+
+class Mixer(Protocol):
+    """Combines a peer's own model with the models its neighbours sent this round."""
+
+    def __call__(
+        self, node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
+    ) -> Vector:
+        """The peer's next model; ``weights`` is its mixing row (self included)."""
+        ...
+
+
+def present_weights(
+    node: int, received: Mapping[int, Vector], weights: Mapping[int, float]
+) -> tuple[list[int], Vector, float]:
+    """Neighbours that sent a model, their weights, and the self weight after renormalising.
+
+    A neighbour that did not answer is skipped and its weight goes back to ``node``.
+    """
+    row = renormalize(weights, node, set(received))
+    others = sorted(j for j in row if j != node)
+    return others, np.asarray([row[j] for j in others], dtype=np.float64), row[node]
+
+
+def weighted_mix(
+    node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
+) -> Vector:
+    """Plain gossip: ``w_ii x_i + sum_j w_ij x_j`` over the neighbours present."""
+    others, w, w_self = present_weights(node, received, weights)
+    out = w_self * np.asarray(own, dtype=np.float64)
+    for j, wj in zip(others, w, strict=True):
+        out += wj * np.asarray(received[j], dtype=np.float64)
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class ClippedMixer:
+    """ClippedGossip: each neighbour's pull clipped to radius ``tau`` (adaptive when None).
+
+    The adaptive radius clips the farthest neighbours holding up to ``clip_weight`` of the
+    row's neighbour weight (``murmura.topology.adaptive_tau``).
+    """
+
+    tau: float | None = None
+    clip_weight: float = 0.25
+
+    def __call__(
+        self, node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
+    ) -> Vector:
+        """The clipped mix of ``own`` with the neighbours present."""
+        others, w, _ = present_weights(node, received, weights)
+        if not others:
+            return np.array(own, dtype=np.float32)
+        nbrs = np.stack([received[j] for j in others])
+        tau = self.tau
+        if tau is None:
+            tau = adaptive_tau(own, nbrs, w, self.clip_weight * float(w.sum()))
+        return clipped_mix(np.asarray(own, dtype=np.float32), nbrs, w, tau)
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorMixer:
+    """A robust rule of ``murmura.aggregate`` over own model plus neighbours', MH-weighted."""
+
+    rule: str
+    params: Mapping[str, Any]
+
+    def __call__(
+        self, node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
+    ) -> Vector:
+        """The rule applied to ``[own, neighbours...]`` with weights ``[w_ii, w_ij...]``."""
+        others, w, w_self = present_weights(node, received, weights)
+        if not others:
+            return np.array(own, dtype=np.float32)
+        agg = make_aggregator(self.rule, **self.params)
+        nbrs = np.stack([received[j] for j in others])
+        return robust_neighbourhood_mix(own, nbrs, agg, np.concatenate([[w_self], w]))
+
+
+def make_mixer(
+    robust: str = "none",
+    *,
+    tau: float | None = None,
+    clip_weight: float = 0.25,
+    params: Mapping[str, Any] | None = None,
+) -> Mixer:
+    """``"none"`` (plain gossip), ``"clipped"`` (ClippedGossip) or an aggregator's name."""
+    if robust == "none":
+        return weighted_mix
+    if robust == "clipped":
+        if tau is not None and tau <= 0:
+            raise ConfigError(f"topology.tau must be > 0, got {tau}")
+        if not 0 <= clip_weight < 1:
+            raise ConfigError(f"topology.clip_weight must be in [0, 1), got {clip_weight}")
+        return ClippedMixer(tau, clip_weight)
+    if robust not in AGGREGATORS:
+        valid = ", ".join(["none", "clipped", *AGGREGATORS.names()])
+        raise ConfigError(f"unknown topology.robust {robust!r}; valid: {valid}")
+    make_aggregator(robust, **(params or {}))  # fail on bad parameters before training
+    return AggregatorMixer(robust, dict(params or {}))
+
+
+Sender = Callable[[Vector, Vector], Vector]
+"""What a peer sends, given its model before and after this round's local training."""
+
+SENDERS: Registry[Callable[..., Sender]] = Registry("peer attack")
+
+
+def honest(before: Vector, after: Vector) -> Vector:
+    """An honest peer sends its trained model."""
+    return after
+
+
+@SENDERS.register("none")
+def _honest_sender() -> Sender:
+    return honest
+
+
+@SENDERS.register("sign_flip")
+def sign_flip(scale: float = 1.0, relative_to: Literal["delta", "model"] = "model") -> Sender:
+    """Sign-flipping Byzantine peer: negate the honest delta, or send ``-scale`` x the model.
+
+    ``relative_to="delta"`` sends ``before - scale * (after - before)``; ``"model"`` sends
+    ``-scale * after``. Only what is sent changes; the peer's own state stays honest.
+    """
+    if not scale > 0:
+        raise ConfigError(f"sign_flip: scale must be > 0, got {scale}")
+    if relative_to not in ("delta", "model"):
+        raise ConfigError(f"sign_flip: relative_to must be 'delta' or 'model', got {relative_to!r}")
+    s = np.float32(scale)
+
+    def send(before: Vector, after: Vector) -> Vector:
+        if relative_to == "delta":
+            return (before - s * (after - before)).astype(np.float32)
+        return (-s * after).astype(np.float32)
+
+    return send
+
+
+@dataclass(frozen=True, slots=True)
+class LocalWork:
+    """How much a peer trains between two exchanges.
+
+    ``dpsgd``: ``steps`` minibatches drawn from the peer's own endless shuffled stream, so
+    successive rounds walk through its epochs; ``gossip``: ``hp.epochs`` full local epochs.
+    """
+
+    algorithm: Algorithm
+    hp: LocalSGD
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("dpsgd", "gossip"):
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; valid: dpsgd, gossip")
+        if self.steps < 1:
+            raise ConfigError(f"local steps must be >= 1, got {self.steps}")
+
+
+class Trainer(Protocol):
+    """Local training of one peer between two exchanges."""
+
+    @property
+    def num_examples(self) -> int:
+        """Training examples the peer holds."""
+        ...
+
+    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
+        """Train from ``weights``; return the new weights and the mean training loss."""
+        ...
+
+
+class PeerTrainer:
+    """Local training of one peer on its own data, with its own seeded random streams."""
+
+    def __init__(
+        self, peer: int, x: torch.Tensor, y: torch.Tensor, task: Task, work: LocalWork, seed: int
+    ) -> None:
+        if len(x) == 0:
+            raise ConfigError(f"peer {peer} holds no training data")
+        self.peer, self.x, self.y, self.task, self.work, self.seed = peer, x, y, task, work, seed
+        self._stream = torch.Generator().manual_seed(derive_seed(seed, peer, 1))
+        self._queue = torch.empty(0, dtype=torch.int64)
+
+    @property
+    def num_examples(self) -> int:
+        """Training examples this peer holds."""
+        return len(self.x)
+
+    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
+        """Train from ``weights`` in ``model`` (shared scratch); return new weights and loss."""
+        model.set(weights)
+        gen = client_generator(self.seed, round_, self.peer)
+        if self.work.algorithm == "gossip":
+            loss = train_local_sgd(model, self.task, self.x, self.y, self.work.hp, gen)
+        else:
+            idx = self._next_indices(self.work.steps * self.work.hp.batch_size)
+            hp = replace(self.work.hp, epochs=1)
+            loss = train_local_sgd(model, self.task, self.x[idx], self.y[idx], hp, gen)
+        return model.get(), loss
+
+    def _next_indices(self, count: int) -> torch.Tensor:
+        """The next ``count`` sample indices of an endless per-epoch reshuffled stream."""
+        while len(self._queue) < count:
+            perm = torch.randperm(len(self.x), generator=self._stream)
+            self._queue = torch.cat([self._queue, perm])
+        out, self._queue = self._queue[:count], self._queue[count:]
+        return out
