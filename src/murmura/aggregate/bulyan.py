@@ -1,0 +1,85 @@
+"""Bulyan (El Mhamdi et al. 2018, "The Hidden Vulnerability of Distributed Learning in Byzantium").
+
+Krum applied repeatedly picks ``n - 2f`` updates; a coordinate-wise trimmed mean around
+their median combines them. Needs ``n >= 4f + 3``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
+from murmura.aggregate.distances import gram, squared_distances
+from murmura.aggregate.krum import Indices, check_f, krum_ranking
+from murmura.aggregate.median import sorted_blocks
+from murmura.errors import AggregationError
+
+
+def bulyan_select(updates: Matrix, f: int) -> Indices:
+    """Return the ``n - 2f`` rows chosen by Krum applied repeatedly, in the order chosen.
+
+    The pairwise distances are computed once; each round scores the remaining rows on their
+    sub-matrix and removes the winner.
+    """
+    n = updates.shape[0]
+    check_f("bulyan", f)
+    check_bulyan(n, f=f)
+    g = gram(updates)
+    d2, sq_norms = squared_distances(g), np.diag(g)
+    remaining = np.arange(n)
+    chosen = np.empty(n - 2 * f, dtype=np.intp)
+    for step in range(n - 2 * f):
+        sub = np.ix_(remaining, remaining)
+        best = int(krum_ranking(d2[sub], sq_norms[remaining], f)[0])
+        chosen[step] = remaining[best]
+        remaining = np.delete(remaining, best)
+    return chosen
+
+
+def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
+    """Return, per row of a row-sorted block, the mean of the ``beta`` values closest to its median.
+
+    The ``beta`` values nearest the median form a window of consecutive sorted values; the
+    window whose farther end is nearest the median wins (ties: the lower window).
+    """
+    theta = sorted_block.shape[1]
+    k = theta // 2
+    med = 0.5 * (sorted_block[:, (theta - 1) // 2] + sorted_block[:, k])
+    lows = sorted_block[:, : theta - beta + 1]
+    highs = sorted_block[:, beta - 1 :]
+    reach = np.maximum(med[:, None] - lows, highs - med[:, None])
+    start = np.argmin(reach, axis=1)
+    sums = np.zeros((sorted_block.shape[0], theta + 1))
+    np.cumsum(sorted_block, axis=1, dtype=np.float64, out=sums[:, 1:])
+    rows = np.arange(sorted_block.shape[0])
+    out: Vector = ((sums[rows, start + beta] - sums[rows, start]) / beta).astype(np.float32)
+    return out
+
+
+def bulyan(updates: Matrix, weights: Vector, f: int = 1) -> Vector:
+    """Return Bulyan's aggregate; ``weights`` are ignored, as in the paper.
+
+    Krum-select ``n - 2f`` rows, then per coordinate average the ``n - 4f`` selected values
+    closest to their median.
+    """
+    chosen = np.sort(bulyan_select(updates, f))
+    beta = len(chosen) - 2 * f
+    out = np.empty(updates.shape[1], dtype=np.float32)
+    for cols, block in sorted_blocks(updates, chosen):
+        out[cols] = closest_to_median_mean(block, beta)
+    return out
+
+
+def check_bulyan(n: int, *, f: int) -> None:
+    """Raise ``AggregationError`` unless ``n >= 4f + 3``."""
+    if n < 4 * f + 3:
+        raise AggregationError(
+            f"bulyan: f = {f} is too large for n = {n} clients; it needs n >= 4f + 3 = "
+            f"{4 * f + 3} (at most f = {max((n - 3) // 4, 0)} for n = {n})"
+        )
+
+
+@AGGREGATORS.register("bulyan")
+def _bulyan_rule(f: int = 1) -> Aggregator:
+    check_f("bulyan", f)
+    return Rule("bulyan", bulyan, {"f": f}, precondition=check_bulyan)

@@ -1,0 +1,65 @@
+"""Coordinate-wise median (Yin et al. 2018, "Byzantine-Robust Distributed Learning")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from numpy.typing import NDArray
+
+from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
+from murmura.errors import AggregationError
+
+SORT_BLOCK = 8_192
+"""Columns per transposed block. Measured on W3: 2k-8k columns keep the block in cache and sort
+fastest; 32k and more are slower. Sorting rows of ~100 values uses numpy's SIMD sort, which
+beats ``np.partition`` here (a multi-``kth`` partition is several times slower still)."""
+
+
+def sorted_blocks(
+    updates: Matrix, rows: NDArray[np.intp] | None = None
+) -> Iterator[tuple[slice, Matrix]]:
+    """Yield ``(columns, block)``: ``updates[rows, columns].T`` as float32, each row sorted.
+
+    The block is a reused buffer of shape ``(columns, len(rows))``: read it before asking for
+    the next one. Working on column blocks keeps memory at one block, whatever ``d`` is.
+    """
+    n, d = updates.shape
+    k = n if rows is None else len(rows)
+    buffer = np.empty((min(SORT_BLOCK, d), k), dtype=np.float32)
+    for start in range(0, d, SORT_BLOCK):
+        cols = slice(start, min(start + SORT_BLOCK, d))
+        part = updates[:, cols] if rows is None else updates[rows, cols]
+        block = buffer[: part.shape[1]]
+        np.copyto(block, part.T, casting="same_kind")
+        block.sort(axis=1)
+        yield cols, block
+
+
+def middle(sorted_block: Matrix) -> Vector:
+    """Return the median of each row of a row-sorted block (mean of the two middles if even)."""
+    k = sorted_block.shape[1]
+    if k % 2:
+        return sorted_block[:, k // 2]
+    out: Vector = 0.5 * (sorted_block[:, k // 2 - 1] + sorted_block[:, k // 2])
+    return out
+
+
+def coordinate_median(updates: Matrix, weights: Vector) -> Vector:
+    """Return the coordinate-wise median of the rows; ``weights`` are ignored, as in the paper."""
+    check_median(updates.shape[0])
+    out = np.empty(updates.shape[1], dtype=np.float32)
+    for cols, block in sorted_blocks(updates):
+        out[cols] = middle(block)
+    return out
+
+
+def check_median(n: int) -> None:
+    """Raise ``AggregationError`` unless there is at least one client."""
+    if n < 1:
+        raise AggregationError(f"coordinate_median needs n >= 1 client; got n = {n}")
+
+
+@AGGREGATORS.register("coordinate_median")
+def _coordinate_median_rule() -> Aggregator:
+    return Rule("coordinate_median", coordinate_median, precondition=check_median)
