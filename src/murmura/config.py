@@ -134,6 +134,33 @@ class TopologySection(Section):
     edges: int = Field(2, ge=1)
 
 
+class AttackSection(Section):
+    """[attack]: simulated Byzantine clients (simulation only); ``kind = "none"`` disables.
+
+    ``fraction`` of the clients, chosen by ``[run] seed``, wrap attack ``kind`` with ``args``.
+    """
+
+    kind: str = "none"
+    fraction: float = Field(0.2, ge=0, le=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class AnomalySection(Section):
+    """[anomaly]: per-client scores each round in metrics.jsonl, and flagging.
+
+    A client is flagged once ``score`` crosses ``threshold`` (for ``cosine``: falls below it;
+    for the others: rises above it) in ``rounds`` consecutive rounds it takes part in;
+    ``exclude = true`` leaves flagged clients out of later rounds. ``*_ratio`` scores divide
+    by the round's median, so one threshold fits any model scale.
+    """
+
+    enabled: bool = False
+    score: Literal["cosine", "l2", "l2_ratio", "norm", "norm_ratio"] = "cosine"
+    threshold: float = 0.0
+    rounds: int = Field(3, ge=1)
+    exclude: bool = False
+
+
 class Config(Section):
     """A whole run."""
 
@@ -145,6 +172,8 @@ class Config(Section):
     evaluation: EvaluationSection = EvaluationSection()
     simulation: SimulationSection = SimulationSection()
     topology: TopologySection = TopologySection()
+    attack: AttackSection = AttackSection()
+    anomaly: AnomalySection = AnomalySection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
@@ -249,9 +278,18 @@ def _check_plugins(cfg: Config, source: str) -> None:
             "strategy.aggregator_args",
             lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
         ),
+        ("attack", lambda: _check_attack(cfg.attack)),
     ]
     for key, check in checks:
         try:
             check()
         except (MurmuraError, TypeError) as exc:
             raise ConfigError(f"{source}: key '{key}': {exc}") from None
+
+
+def _check_attack(attack: AttackSection) -> None:
+    """The attack is registered and takes its arguments."""
+    if attack.kind != "none":
+        from murmura.attacks import check_attack
+
+        check_attack(attack.kind, attack.args)

@@ -1,11 +1,23 @@
-"""The in-process round loop: sample, train, validate, aggregate, evaluate, report."""
+"""The in-process round loop: sample, train, validate, aggregate, evaluate, report.
+
+Omniscient attacker hook (simulation only): a client that implements ``OmniscientClient``
+(an attack such as ALIE or IPM, see ``murmura.attacks``) trains like any other, but its result
+is held back until every other result of the round has been validated; the runtime then calls
+``client.craft(view, own)`` with a ``HonestView`` of the accepted honest updates, and
+validates what it returns like any update. Strategies never see the difference.
+
+Round observer hook: an optional ``RoundObserver`` (anomaly scores) sees each round's
+validated updates after aggregation, adds to the round's metrics, and can name nodes to leave
+out of later rounds.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,6 +31,42 @@ from murmura.validation import Check, default_checks, validate
 
 log = logging.getLogger(__name__)
 RoundCallback = Callable[[RoundMetrics, Vector], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HonestView:
+    """What an omniscient attacker sees: this round's validated honest results."""
+
+    round: int
+    updates: Sequence[Vector]
+    num_examples: Sequence[int]
+    num_byzantine: int
+
+
+@runtime_checkable
+class OmniscientClient(Protocol):
+    """A simulated attacker that crafts its update from the round's honest updates."""
+
+    node_id: str
+
+    def craft(self, view: HonestView, own: FitRes) -> FitRes:
+        """The update to send, given the honest view and this client's own honest result."""
+        ...
+
+
+class RoundObserver(Protocol):
+    """Sees each round's accepted updates after aggregation (e.g. anomaly scores)."""
+
+    @property
+    def excluded(self) -> Collection[str]:
+        """Nodes to leave out of later rounds."""
+        ...
+
+    def observe(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, strategy: Strategy
+    ) -> dict[str, object]:
+        """Entries for this round's ``RoundMetrics.extra``; ``weights`` are the previous model."""
+        ...
 
 
 @dataclass(slots=True)
@@ -41,8 +89,10 @@ class Simulation:
         executor: Executor | None = None,
         checks: Sequence[Check] | None = None,
         evaluate_every: int = 1,
+        observer: RoundObserver | None = None,
     ) -> None:
         self.strategy = strategy
+        self.observer = observer
         self.clients = {c.node_id: c for c in clients}
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
         self.executor = executor or SequentialExecutor()
@@ -63,19 +113,21 @@ class Simulation:
     def run_round(self, round_: int, final: bool = False) -> RoundMetrics:
         """One round: every failure is recorded with its node and reason; the round goes on."""
         t0 = time.perf_counter()
-        cohort = [self.clients[n] for n in self.strategy.sample(round_, list(self.clients))]
+        excluded = self.observer.excluded if self.observer is not None else ()
+        nodes = [n for n in self.clients if n not in excluded]
+        cohort = [self.clients[n] for n in self.strategy.sample(round_, nodes)]
         config = self.strategy.configure(round_, self.weights)
         ins = FitIns(round_, self.weights, config)
-        buffer = UpdateBuffer(len(cohort), self.weights.size, self.strategy.keep_rows)
-        failures: list[Failure] = []
-        for node, outcome in self.executor.fit(cohort, ins):
-            failure = self._accept(round_, node, outcome, buffer)
-            if failure is not None:
-                failures.append(failure)
+        keep_rows = self.strategy.keep_rows or self.observer is not None
+        buffer = UpdateBuffer(len(cohort), self.weights.size, keep_rows)
+        failures = self._collect(round_, cohort, ins, buffer)
+        previous = self.weights
         new = self.strategy.aggregate(round_, self.weights, buffer, failures)
         if new is not None:
             self.weights = new
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
+        if self.observer is not None:
+            metrics.extra.update(self.observer.observe(round_, previous, buffer, self.strategy))
         metrics.train_loss = _mean_metric(buffer, "train_loss")
         if final or (self.evaluate_every > 0 and round_ % self.evaluate_every == 0):
             ev = self.strategy.evaluate(round_, self.weights)
@@ -83,6 +135,38 @@ class Simulation:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
         metrics.seconds = time.perf_counter() - t0
         return metrics
+
+    def _collect(
+        self, round_: int, cohort: Sequence[Client], ins: FitIns, buffer: UpdateBuffer
+    ) -> list[Failure]:
+        """Validate every result into ``buffer``; omniscient attackers craft theirs last."""
+        omniscient = {c.node_id for c in cohort if isinstance(c, OmniscientClient)}
+        failures: list[Failure] = []
+        held: list[tuple[str, FitRes]] = []
+        honest: list[FitRes] = []
+        for node, outcome in self.executor.fit(cohort, ins):
+            if node in omniscient and isinstance(outcome, FitRes):
+                held.append((node, outcome))
+                continue
+            failure = self._accept(round_, node, outcome, buffer)
+            if failure is not None:
+                failures.append(failure)
+            elif omniscient and isinstance(outcome, FitRes):
+                honest.append(outcome)
+        view = HonestView(
+            round_, [r.update for r in honest], [r.num_examples for r in honest], len(omniscient)
+        )
+        for node, own in held:
+            attacker = self.clients[node]
+            assert isinstance(attacker, OmniscientClient)
+            try:
+                crafted: FitRes | BaseException = attacker.craft(view, own)
+            except Exception as exc:  # noqa: BLE001 - a failing attacker must not end the round
+                crafted = exc
+            failure = self._accept(round_, node, crafted, buffer)
+            if failure is not None:
+                failures.append(failure)
+        return failures
 
     def _accept(
         self, round_: int, node: str, outcome: FitRes | BaseException, buffer: UpdateBuffer

@@ -6,6 +6,7 @@ from murmura.registry import Registry
 from murmura.strategy.base import Strategy
 from murmura.strategy.fedavg import FedAvg
 from murmura.strategy.fedopt import FedOpt, fedadagrad, fedadam, fedavg, fedavgm, fedyogi
+from murmura.strategy.scaffold import Scaffold, ScaffoldClient, scaffold
 
 # Every factory takes the same keywords: fraction, min_clients, aggregator, server_lr (None:
 # the algorithm's default), seed, evaluate_fn, server_momentum, beta1, beta2, tau; each uses
@@ -18,5 +19,6 @@ STRATEGIES.register("fedavgm")(fedavgm)
 STRATEGIES.register("fedadagrad")(fedadagrad)
 STRATEGIES.register("fedadam")(fedadam)
 STRATEGIES.register("fedyogi")(fedyogi)
+STRATEGIES.register("scaffold")(scaffold)
 
-__all__ = ["STRATEGIES", "FedAvg", "FedOpt", "Strategy"]
+__all__ = ["STRATEGIES", "FedAvg", "FedOpt", "Scaffold", "ScaffoldClient", "Strategy"]

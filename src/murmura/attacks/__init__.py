@@ -1,0 +1,27 @@
+"""Simulated attacks (simulation only): wrappers around honest clients, and ``ATTACKS``.
+
+Registered: ``sign_flip``, ``gaussian``, ``scaling``, ``label_flip``, ``alie``, ``ipm``,
+``malformed``. Select with ``[attack] kind``, ``fraction`` and ``args``.
+"""
+
+from murmura.attacks import label_flip, model_poisoning, omniscient
+from murmura.attacks.base import (
+    ATTACKS,
+    AttackContext,
+    UpdateAttack,
+    check_attack,
+    choose_byzantine,
+    wrap_byzantine,
+)
+
+__all__ = [
+    "ATTACKS",
+    "AttackContext",
+    "UpdateAttack",
+    "check_attack",
+    "choose_byzantine",
+    "label_flip",
+    "model_poisoning",
+    "omniscient",
+    "wrap_byzantine",
+]

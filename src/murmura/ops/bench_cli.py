@@ -1,0 +1,60 @@
+"""``murmura bench ...``: benchmark commands (mounted by the main CLI as ``bench``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from murmura.errors import MurmuraError
+
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmarks: figures printed and written to files."""
+
+
+def _names(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list, or the default list."""
+    return default if not value else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@bench_app.command("robustness")
+def robustness_cmd(
+    config: Annotated[Path, typer.Argument(help="TOML config of the task (e.g. W1).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/robustness"),
+    attacks: Annotated[
+        str | None, typer.Option("--attacks", help="Comma-separated attacks (default: all).")
+    ] = None,
+    rules: Annotated[
+        str | None, typer.Option("--rules", help="Comma-separated rules (default: all).")
+    ] = None,
+    fraction: Annotated[float, typer.Option("--fraction", help="Byzantine fraction.")] = 0.2,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel.")] = 1,
+) -> None:
+    """Run the attacks x rules grid on CONFIG; write robustness.md/.png/.json under --out."""
+    from murmura.ops.robustness import ATTACKS_DEFAULT, RULES_DEFAULT, Cell, robustness
+
+    def report(cell: Cell) -> None:
+        acc = "error" if cell.accuracy is None else f"{cell.accuracy:.4f}"
+        console.print(f"{cell.attack:>12} x {cell.rule:<18} {acc}  ({cell.seconds:.0f} s)")
+
+    try:
+        robustness(
+            config,
+            out,
+            _names(attacks, ATTACKS_DEFAULT),
+            _names(rules, RULES_DEFAULT),
+            fraction,
+            jobs,
+            on_cell=report,
+        )
+    except MurmuraError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"written: {out / 'robustness.md'}, {out / 'robustness.png'}")

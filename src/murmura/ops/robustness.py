@@ -1,0 +1,225 @@
+"""The robustness grid: every attack against every aggregation rule on one task.
+
+Each cell is the base config with ``[attack] kind/fraction/args`` and ``[strategy]
+aggregator/aggregator_args`` replaced, run for the config's rounds; the final central test
+accuracy goes into ``robustness.md`` (a table) and ``robustness.png`` (a heatmap), and every
+cell's outcome into ``robustness.json`` as it finishes (a rerun skips the cells already there).
+Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``;
+other parameters are the rules' and attacks' defaults, not tuned to this task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from murmura.config import Config, config_from_dict, load_config
+
+log = logging.getLogger(__name__)
+
+ATTACKS_DEFAULT = (
+    "none",
+    "sign_flip",
+    "gaussian",
+    "scaling",
+    "label_flip",
+    "alie",
+    "ipm",
+    "malformed",
+)
+RULES_DEFAULT = (
+    "weighted_mean",
+    "coordinate_median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "geometric_median",
+    "centered_clipping",
+    "norm_bounding",
+)
+TAKES_F = frozenset({"krum", "multi_krum", "bulyan"})
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """The outcome of one (attack, rule) run."""
+
+    attack: str
+    rule: str
+    accuracy: float | None
+    seconds: float
+    failures: int = 0
+    error: str | None = None
+
+
+def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
+    """The rule's parameters for ``fraction`` attackers among ``cohort`` participants."""
+    if rule in TAKES_F:
+        return {"f": math.floor(fraction * cohort + 0.5)}
+    if rule == "trimmed_mean":
+        return {"beta": fraction}
+    return {}
+
+
+def cell_config(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -> Config:
+    """The base config with this cell's attack and rule."""
+    cohort = config_from_dict(dict(base)).cohort_size()
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    data["attack"] = {"kind": attack, "fraction": fraction if attack != "none" else 0.0}
+    data["strategy"] = {
+        **data.get("strategy", {}),
+        "aggregator": rule,
+        "aggregator_args": rule_args(rule, fraction, cohort),
+    }
+    return config_from_dict(data, f"robustness cell {attack} x {rule}")
+
+
+def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -> Cell:
+    """Run one cell in this process (one torch thread); errors become the cell's outcome."""
+    import torch
+
+    from murmura.sim.builder import build_experiment
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    try:
+        cfg = cell_config(base, attack, rule, fraction)
+        exp = build_experiment(cfg)
+        history = exp.simulation.run(cfg.run.rounds)
+    except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a crash
+        log.warning("cell %s x %s failed: %s", attack, rule, exc)
+        return Cell(attack, rule, None, time.perf_counter() - t0, error=f"{exc}")
+    last = history.rounds[-1]
+    failures = sum(len(m.failures) for m in history.rounds)
+    return Cell(attack, rule, last.test_accuracy, time.perf_counter() - t0, failures)
+
+
+def run_grid(
+    base: Mapping[str, Any],
+    attacks: Sequence[str],
+    rules: Sequence[str],
+    fraction: float,
+    jobs: int = 1,
+    done: Mapping[tuple[str, str], Cell] | None = None,
+) -> Iterator[Cell]:
+    """Yield each cell's outcome as it finishes, ``jobs`` processes at a time."""
+    todo = [(a, r) for a in attacks for r in rules if (a, r) not in (done or {})]
+    if jobs <= 1:
+        for a, r in todo:
+            yield run_cell(base, a, r, fraction)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_cell, dict(base), a, r, fraction) for a, r in todo]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def load_cells(path: Path) -> dict[tuple[str, str], Cell]:
+    """Cells already recorded in ``robustness.json`` (none if it does not exist)."""
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())
+    return {(c["attack"], c["rule"]): Cell(**c) for c in rows}
+
+
+def save_cells(path: Path, cells: Mapping[tuple[str, str], Cell]) -> None:
+    """Write every cell as JSON (atomically: temp file, then rename)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps([asdict(c) for c in cells.values()], indent=1) + "\n")
+    tmp.replace(path)
+
+
+def markdown_table(
+    cells: Mapping[tuple[str, str], Cell], attacks: Sequence[str], rules: Sequence[str]
+) -> str:
+    """Final accuracy per attack (rows) and rule (columns); errors as ``err``."""
+    head = "| attack \\ rule | " + " | ".join(rules) + " |"
+    lines = [head, "|---|" + "---|" * len(rules)]
+    for a in attacks:
+        vals = []
+        for r in rules:
+            c = cells.get((a, r))
+            vals.append("" if c is None else "err" if c.accuracy is None else f"{c.accuracy:.3f}")
+        lines.append(f"| {a} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path,
+    cells: Mapping[tuple[str, str], Cell],
+    attacks: Sequence[str],
+    rules: Sequence[str],
+    header: str,
+) -> None:
+    """``robustness.md`` (table, notes on failed cells) and ``robustness.png`` (heatmap)."""
+    errors = [f"- {c.attack} x {c.rule}: {c.error}" for c in cells.values() if c.error]
+    body = [header, "", markdown_table(cells, attacks, rules), ""]
+    if errors:
+        body += ["Cells that could not run:", "", *errors, ""]
+    (out / "robustness.md").write_text("\n".join(body))
+    heatmap(out / "robustness.png", cells, attacks, rules)
+
+
+def heatmap(
+    path: Path, cells: Mapping[tuple[str, str], Cell], attacks: Sequence[str], rules: Sequence[str]
+) -> None:
+    """Final accuracy as a colour grid, the value printed in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    grid = np.full((len(attacks), len(rules)), np.nan)
+    for i, a in enumerate(attacks):
+        for j, r in enumerate(rules):
+            c = cells.get((a, r))
+            if c is not None and c.accuracy is not None:
+                grid[i, j] = c.accuracy
+    fig, ax = plt.subplots(figsize=(1.1 * len(rules) + 2, 0.6 * len(attacks) + 1.5))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(rules)), rules, rotation=35, ha="right")
+    ax.set_yticks(range(len(attacks)), attacks)
+    for (i, j), v in np.ndenumerate(grid):
+        text = "err" if np.isnan(v) else f"{v:.2f}"
+        ax.text(j, i, text, ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+    fig.colorbar(im, ax=ax, label="final test accuracy")
+    ax.set_title("robustness: attacks x aggregation rules")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def robustness(
+    config_path: Path,
+    out: Path,
+    attacks: Sequence[str] = ATTACKS_DEFAULT,
+    rules: Sequence[str] = RULES_DEFAULT,
+    fraction: float = 0.2,
+    jobs: int = 1,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> dict[tuple[str, str], Cell]:
+    """Run (or finish) the grid for ``config_path`` and write its outputs under ``out``."""
+    base = load_config(config_path).model_dump()
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "robustness.json"
+    cells = load_cells(store)
+    for cell in run_grid(base, attacks, rules, fraction, jobs, cells):
+        cells[(cell.attack, cell.rule)] = cell
+        save_cells(store, cells)
+        if on_cell is not None:
+            on_cell(cell)
+    header = (
+        f"# Robustness: {config_path.name}, {round(fraction * 100)}% Byzantine clients, "
+        f"{base['run']['rounds']} rounds, final test accuracy"
+    )
+    write_report(out, cells, attacks, rules, header)
+    return cells
