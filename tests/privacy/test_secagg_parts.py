@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from murmura.errors import ConfigError, ProtocolError
-from murmura.privacy.secagg import SecAggConfig, default_neighbours, shamir
+from murmura.privacy.secagg import SecAggConfig, default_neighbours, default_threshold, shamir
 from murmura.privacy.secagg.crypto import prg
 from murmura.privacy.secagg.graph import neighbour_graph
 from murmura.privacy.secagg.messages import (
@@ -98,10 +98,13 @@ def test_graph_is_symmetric_k_regular_and_seeded(n: int, k: int) -> None:
         assert graph != neighbour_graph(n, k, seed=4)
 
 
-def test_default_neighbours_grow_logarithmically() -> None:
+def test_default_neighbours_grow_logarithmically_and_threshold_is_a_majority() -> None:
     assert default_neighbours(5) == 4
     assert default_neighbours(100) == 14
     assert default_neighbours(10_000) == 28
+    for k in (4, 14, 28):
+        t = default_threshold(k)
+        assert 2 * t > k + 1 >= t  # strict majority of the closed neighbourhood
 
 
 def test_prg_is_deterministic_and_looks_uniform() -> None:

@@ -100,6 +100,17 @@ def test_dequantised_result_is_the_weighted_sum_within_quantisation_error() -> N
     np.testing.assert_allclose(mean, exact / weights[survivors].sum(), atol=1e-6)
 
 
+def test_defaults_survive_ten_percent_dropouts_before_input() -> None:
+    n = 30
+    updates, weights = _data(n, 16, seed=4)
+    result = run_secagg_round(updates, weights, dropouts={Stage.MASKED_INPUT: {1, 12, 25}},
+                              rounding="deterministic")
+    assert len(result.survivors) == n - 3
+    np.testing.assert_array_equal(
+        result.raw_sum, _quantised_sum(updates, weights, result.survivors, float(weights.max()))
+    )
+
+
 def test_complete_graph_tolerates_n_minus_t_dropouts_after_upload_and_aborts_one_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

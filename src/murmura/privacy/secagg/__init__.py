@@ -14,7 +14,12 @@ also get a neighbour excluded by reporting it falsely (a denial of service, neve
 """
 
 from murmura.privacy.secagg.client import SecAggClient
-from murmura.privacy.secagg.config import SecAggConfig, Stage, default_neighbours
+from murmura.privacy.secagg.config import (
+    SecAggConfig,
+    Stage,
+    default_neighbours,
+    default_threshold,
+)
 from murmura.privacy.secagg.errors import SecAggAbort
 from murmura.privacy.secagg.quantize import Quantizer
 from murmura.privacy.secagg.server import SecAggResult, SecAggServer
@@ -29,5 +34,6 @@ __all__ = [
     "SecAggServer",
     "Stage",
     "default_neighbours",
+    "default_threshold",
     "run_secagg_round",
 ]

@@ -32,6 +32,16 @@ def default_neighbours(num_clients: int) -> int:
     return min(num_clients - 1, k + (k % 2))
 
 
+def default_threshold(neighbours: int) -> int:
+    """Shamir threshold t: a strict majority of a closed neighbourhood (k neighbours + self).
+
+    With a majority, two disjoint groups of share holders can never both reach t, so a server
+    that tells some holders "u dropped" and others "u survived" cannot collect both of u's
+    secrets from honest clients (Bonawitz et al. 2017, section 4).
+    """
+    return neighbours // 2 + 1
+
+
 @dataclass(frozen=True, slots=True)
 class SecAggConfig:
     """What every party of a round must agree on before it starts.

@@ -61,9 +61,11 @@ class Quantizer:
         Stochastic rounding (unbiased) needs ``rng``; deterministic rounding rounds to nearest.
         """
         w = float(np.clip(weight, 0.0, self.max_weight))
-        x = np.clip(np.asarray(update, dtype=np.float64), -self.clip, self.clip)
+        x = np.asarray(update).reshape(-1)
+        # float64 throughout: integers up to 2^31 must be exact before rounding.
         scaled = np.empty(x.size + 1, dtype=np.float64)
-        np.multiply(x, w * self.value_scale, out=scaled[:-1])
+        np.clip(x, -self.clip, self.clip, out=scaled[:-1])
+        scaled[:-1] *= w * self.value_scale
         scaled[-1] = w * self.weight_scale
         if self.stochastic:
             if rng is None:

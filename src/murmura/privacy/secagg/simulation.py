@@ -22,7 +22,12 @@ from numpy.typing import NDArray
 
 from murmura.errors import ConfigError
 from murmura.privacy.secagg.client import SecAggClient
-from murmura.privacy.secagg.config import SecAggConfig, Stage, default_neighbours
+from murmura.privacy.secagg.config import (
+    SecAggConfig,
+    Stage,
+    default_neighbours,
+    default_threshold,
+)
 from murmura.privacy.secagg.errors import SecAggAbort
 from murmura.privacy.secagg.messages import (
     ClientMessage,
@@ -131,7 +136,7 @@ def run_secagg_round(
     updates: NDArray[np.floating],
     weights: Sequence[float] | NDArray[np.floating],
     *,
-    threshold: int,
+    threshold: int | None = None,
     neighbours: int | None = None,
     dropouts: Mapping[Stage, Set[int]] | None = None,
     seed: int = 0,
@@ -150,16 +155,18 @@ def run_secagg_round(
     no input, at UNMASK their input is in but they reveal no shares. ``intercept`` sees, and
     may replace, every message a client sends (tampering tests). ``max_weight`` defaults to
     the largest weight; a deployment must fix it in advance. ``seed`` fixes the public graph
-    and the rounding noise, never key material. Raises :class:`SecAggAbort` when some
-    neighbourhood keeps fewer than ``threshold`` members.
+    and the rounding noise, never key material. ``neighbours`` and ``threshold`` default to
+    :func:`default_neighbours` and :func:`default_threshold`. Raises :class:`SecAggAbort`
+    when some closed neighbourhood keeps fewer than ``threshold`` members.
     """
     n, d = np.shape(updates)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ConfigError(f"weights must be {n} finite non-negative numbers")
+    k = default_neighbours(n) if neighbours is None else neighbours
     config = SecAggConfig(
-        num_clients=n, dim=d, threshold=threshold,
-        neighbours=default_neighbours(n) if neighbours is None else neighbours,
+        num_clients=n, dim=d, neighbours=k,
+        threshold=default_threshold(k) if threshold is None else threshold,
         clip=clip, max_weight=float(max_weight or w.max() or 1.0),
         round_=round_, graph_seed=seed, rounding=rounding,
     )  # fmt: skip
