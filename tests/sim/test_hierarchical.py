@@ -65,6 +65,11 @@ def test_two_level_fedavg_equals_flat_fedavg() -> None:
     assert np.abs(tree.weights - flat.weights).max() < 1e-6
     for f, t in zip(flat.rounds, tree.rounds, strict=True):
         assert t.train_loss == pytest.approx(f.train_loss, rel=1e-6)
+    # three levels: root -> 2 regional edges -> 3 edges each -> clients
+    leaves = build_edges(split_clients(clients, 6), lambda e, n: FedAvg(seed=e))
+    regions = build_edges([leaves[:3], leaves[3:]], lambda e, n: FedAvg(seed=10 + e))
+    deep = Simulation(FedAvg(), regions, w0).run(ROUNDS)
+    assert np.abs(deep.weights - flat.weights).max() < 1e-6
 
 
 def test_two_level_fedavg_equals_flat_on_the_same_sampled_clients() -> None:
