@@ -210,8 +210,17 @@ class Coordinator:
         return await self.hub.collect(self.settings.round_timeout_s)
 
     def _record(self, run_id: str, round_: int, buffer: UpdateBuffer, m: RoundMetrics) -> None:
+        """Write the checkpoint, the metrics line, then commit the round in SQLite.
+
+        A crash before the commit redoes the round: its metrics line may appear twice, never
+        zero times.
+        """
         path = checkpoint_path(self.settings.state_dir, round_)
         digest = write_checkpoint(path, self.weights, self.layout)
+        with open(self.settings.state_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(m.to_json()) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         self.state.complete_round(
             run_id,
             round_,
@@ -223,8 +232,6 @@ class Coordinator:
         )
         for node in buffer.nodes:
             self.state.seen(run_id, node, completed_round=True)
-        with open(self.settings.state_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(m.to_json()) + "\n")
         log.info(
             "node=coordinator round=%d: completed with %d results, %d failures, acc %s",
             round_,

@@ -152,7 +152,7 @@ class CoordinatorLink:
         return reply
 
     def pull(self, after_round: int) -> DecodedInstruction:
-        """Long-poll for the next instruction after ``after_round`` (with retries)."""
+        """Long-poll for the next instruction (with retries); ``after_round`` is informational."""
         req = pb.PullRequest(
             version=codec.PROTOCOL_VERSION,
             run_id=self.run_id,

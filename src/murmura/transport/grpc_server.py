@@ -147,11 +147,8 @@ class CoordinatorService:
         """Long-poll for the next instruction; stream its header and weight chunks."""
         node = await self._identify(context)
         req = await _decode(pb.PullRequest, raw, context)
-        if req.run_id and req.run_id != self.hub.run_id:
-            # A worker from an earlier run: tell it the current one via a WAIT header.
-            req.after_round = -1
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
-        out = await self.hub.next_instruction(node, int(req.after_round), wait)
+        out = await self.hub.next_instruction(node, wait)
         header = pb.InstructionHeader(
             version=codec.PROTOCOL_VERSION,
             run_id=self.hub.run_id,

@@ -122,20 +122,22 @@ class Hub:
             self.current = RoundState(outgoing, targets, sink)
             self._changed.notify_all()
 
-    def _pending(self, node: str, after_round: int) -> Outgoing | None:
+    def _pending(self, node: str) -> Outgoing | None:
+        # Decided by this hub's own record only: a worker's "last round done" may refer to a
+        # round a restarted coordinator has reopened, and that round must be trained again.
         cur = self.current
-        if cur is None or not cur.open or node not in cur.targets or cur.round <= after_round:
+        if cur is None or not cur.open or node not in cur.targets:
             return None
-        if node in cur.results or node in cur.failures:
+        if node in cur.results or node in cur.failures or node in cur.uploading:
             return None
         return cur.outgoing
 
-    async def next_instruction(self, node: str, after_round: int, wait_s: float) -> Outgoing | None:
-        """Long-poll for an instruction newer than ``after_round``; None on timeout."""
+    async def next_instruction(self, node: str, wait_s: float) -> Outgoing | None:
+        """Long-poll for the open round's instruction if ``node`` still owes a result."""
         deadline = time.monotonic() + wait_s
         async with self._changed:
             while not self.finished:
-                out = self._pending(node, after_round)
+                out = self._pending(node)
                 if out is not None:
                     return out
                 left = deadline - time.monotonic()
