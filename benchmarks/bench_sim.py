@@ -1,0 +1,135 @@
+"""W1 benchmark: murmura's simulation against a plain-torch loop doing the same client-epochs.
+
+Prints wall time, peak RSS and final accuracy of both, and the ratios murmura / ideal for the
+whole process and for the training loop alone. Each side runs in its own child process so peak
+memory is measured per side (``wait4``'s ``ru_maxrss``). See shared/BENCHMARKS.md, W1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+W1 = ROOT / "examples" / "digits-fedavg.toml"
+
+
+def ideal(
+    rounds: int = 20, clients: int = 100, epochs: int = 5, bs: int = 16, lr: float = 0.05
+) -> dict[str, float]:
+    """FedAvg on W1 written as a plain torch loop: no framework, the same batches."""
+    import torch
+    from torch import nn
+
+    from murmura.data.partition import partition
+    from murmura.seeding import client_generator
+    from murmura.tasks.digits import load_digits_split
+
+    torch.set_num_threads(1)  # the same setting murmura's simulation uses by default
+    x_tr, y_tr, x_te, y_te = load_digits_split()
+    parts = partition("dirichlet", y_tr, clients, 0, alpha=0.5)
+    xs = [torch.from_numpy(x_tr[p]) for p in parts]
+    ys = [torch.from_numpy(y_tr[p]) for p in parts]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    t0 = time.perf_counter()
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for r in range(1, rounds + 1):
+        acc = {k: torch.zeros_like(v) for k, v in global_state.items()}
+        total = 0
+        for c in range(clients):
+            model.load_state_dict(global_state)
+            g = client_generator(0, r, c)
+            n = len(xs[c])
+            for _ in range(epochs):
+                perm = torch.randperm(n, generator=g)
+                for i in range(0, n, bs):
+                    idx = perm[i : i + bs]
+                    opt.zero_grad()
+                    loss_fn(model(xs[c][idx]), ys[c][idx]).backward()
+                    opt.step()
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    acc[k] += v * n
+            total += n
+        global_state = {k: v / total for k, v in acc.items()}
+    loop = time.perf_counter() - t0
+    model.load_state_dict(global_state)
+    with torch.no_grad():
+        accuracy = float(
+            (model(torch.from_numpy(x_te)).argmax(1) == torch.from_numpy(y_te)).float().mean()
+        )
+    return {"loop_seconds": loop, "accuracy": accuracy}
+
+
+def murmura_loop(config: Path, overrides: list[str]) -> dict[str, float]:
+    """The same workload through murmura's builder and runtime, timing the round loop."""
+    from murmura.config import load_config
+    from murmura.sim.builder import build_experiment
+
+    cfg = load_config(config, overrides)
+    exp = build_experiment(cfg)
+    t0 = time.perf_counter()
+    history = exp.simulation.run(cfg.run.rounds)
+    loop = time.perf_counter() - t0
+    return {"loop_seconds": loop, "accuracy": float(history.rounds[-1].test_accuracy or 0.0)}
+
+
+def child(args: list[str]) -> tuple[float, float, str]:
+    """Run a child process; return (wall seconds, peak RSS MB, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"child {args} failed with status {status}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--role", choices=["ideal", "murmura"], help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, default=W1)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    if args.role == "ideal":
+        print(json.dumps(ideal()))
+        return
+    if args.role == "murmura":
+        print(json.dumps(murmura_loop(args.config, args.overrides)))
+        return
+    py = sys.executable
+    i_wall, i_mem, i_out = child([py, __file__, "--role", "ideal"])
+    sets = [a for s in args.overrides for a in ("--set", s)]
+    m_wall, m_mem, m_out = child(
+        [py, __file__, "--role", "murmura", "--config", str(args.config), *sets]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = [str(Path(py).parent / "murmura"), "run", str(args.config), "--out", tmp, *sets]
+        c_wall, c_mem, _ = child(cli)
+    ide, mur = json.loads(i_out), json.loads(m_out)
+    rows = [
+        ("ideal (plain torch)", i_wall, ide["loop_seconds"], i_mem, ide["accuracy"]),
+        ("murmura (API)", m_wall, mur["loop_seconds"], m_mem, mur["accuracy"]),
+        ("murmura run (CLI)", c_wall, float("nan"), c_mem, float("nan")),
+    ]
+    print(f"{'':22} {'process s':>10} {'loop s':>8} {'peak MB':>8} {'accuracy':>9}")
+    for name, wall, loop, mem, acc in rows:
+        print(f"{name:22} {wall:10.2f} {loop:8.2f} {mem:8.0f} {acc:9.4f}")
+    print(f"ratio loop (murmura / ideal):          {mur['loop_seconds'] / ide['loop_seconds']:.3f}")
+    print(f"ratio whole process, API (murmura / ideal): {m_wall / i_wall:.3f}")
+    print(f"ratio whole process, CLI (murmura / ideal): {c_wall / i_wall:.3f}")
+
+
+if __name__ == "__main__":
+    main()
