@@ -14,9 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from murmura import __version__
 from murmura.errors import MurmuraError
+from murmura.privacy.cli import privacy_app
 from murmura.types import RoundMetrics, Vector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 
 
@@ -58,6 +60,7 @@ def run(
     """Run a simulation from CONFIG and write runs/<run-id>/."""
     from murmura.config import load_config
     from murmura.ops.run_dir import RunDirectory
+    from murmura.privacy.budget import privacy_summary
     from murmura.sim.builder import build_experiment
 
     try:
@@ -95,6 +98,7 @@ def run(
         "final_test_loss": last.test_loss,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "failures": sum(len(m.failures) for m in history.rounds),
+        **privacy_summary(history.rounds, cfg.run.rounds),
     }
     run_dir.finish(history.weights, exp.model.layout, summary)
     console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")

@@ -103,9 +103,22 @@ class EvaluationSection(Section):
 
 
 class SimulationSection(Section):
-    """[simulation]: how client training is executed in this process."""
+    """[simulation]: how client training is executed (see ``murmura.sim.choose``).
 
-    executor: Literal["auto", "sequential"] = "auto"
+    "auto" trains cohorts vectorised when that equals sequential training, else sequentially;
+    "process" splits each cohort over ``workers`` local processes (0: one per core); "ray"
+    over Ray actors at ``ray_address`` (None: a local Ray), each reserving
+    ``num_cpus_per_client`` CPUs for the client it is training.
+    """
+
+    executor: Literal["auto", "sequential", "vectorized", "process", "ray"] = "auto"
+    workers: int = Field(0, ge=0)
+    ray_address: str | None = None
+    num_cpus_per_client: float = Field(1.0, gt=0)
+    threads: int = Field(1, ge=0)
+    """torch intra-op threads per process (0: torch's default). Client models are small, so
+    parallelism comes from executors; idle OpenMP threads spinning on a loaded machine cost
+    more than they give."""
 
 
 class TopologySection(Section):
@@ -161,6 +174,30 @@ class AnomalySection(Section):
     exclude: bool = False
 
 
+class PrivacySection(Section):
+    """[privacy]: differential privacy (see ``murmura.privacy.wiring``); off by default.
+
+    ``mode`` "central" is DP-FedAvg with Poisson sampling at ``strategy.fraction``, "local"
+    clips and noises on every client; ``dp_sgd`` adds sample-level DP-SGD on the clients.
+    Without ``noise_multiplier`` the noise is planned for ``target_epsilon`` over
+    ``run.rounds``; a run stops before ``target_epsilon`` would be exceeded.
+    """
+
+    mode: Literal["none", "central", "local"] = "none"
+    clip_norm: float = Field(1.0, gt=0)
+    noise_multiplier: float | None = Field(None, ge=0)
+    adaptive_clipping: bool = False
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_learning_rate: float = Field(0.2, gt=0)
+    clip_count_stddev: float | None = Field(None, gt=0)
+    accountant: Literal["rdp", "pld"] = "rdp"
+    delta: float = Field(1e-5, gt=0, lt=1)
+    target_epsilon: float | None = Field(None, gt=0)
+    dp_sgd: bool = False
+    dp_sgd_clip_norm: float = Field(1.0, gt=0)
+    dp_sgd_noise_multiplier: float = Field(1.0, ge=0)
+
+
 class Config(Section):
     """A whole run."""
 
@@ -174,6 +211,7 @@ class Config(Section):
     topology: TopologySection = TopologySection()
     attack: AttackSection = AttackSection()
     anomaly: AnomalySection = AnomalySection()
+    privacy: PrivacySection = PrivacySection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
@@ -279,6 +317,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
             lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
         ),
         ("attack", lambda: _check_attack(cfg.attack)),
+        ("privacy", lambda: _check_privacy(cfg)),
     ]
     for key, check in checks:
         try:
@@ -293,3 +332,11 @@ def _check_attack(attack: AttackSection) -> None:
         from murmura.attacks import check_attack
 
         check_attack(attack.kind, attack.args)
+
+
+def _check_privacy(cfg: Config) -> None:
+    """The [privacy] settings fit together and with the strategy (messages name the key)."""
+    if cfg.privacy != PrivacySection():
+        from murmura.privacy.wiring import check_privacy
+
+        check_privacy(cfg)

@@ -13,6 +13,8 @@ from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
+from murmura.privacy.wiring import apply_privacy
+from murmura.sim.choose import choose_executor
 from murmura.sim.runtime import Simulation
 from murmura.strategy import STRATEGIES, Strategy
 from murmura.strategy.anomaly import AnomalyMonitor
@@ -51,6 +53,8 @@ def build_experiment(cfg: Config) -> Experiment:
     data = task.federate(
         cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
     )
+    if cfg.simulation.threads:
+        torch.set_num_threads(cfg.simulation.threads)
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
     hp = LocalSGD(**cfg.client.model_dump())
@@ -84,10 +88,13 @@ def build_experiment(cfg: Config) -> Experiment:
         kind,
         model.layout.size,
     )
+    strategy, private = apply_privacy(cfg, strategy, clients)  # [privacy]; as is when off
+    wrapped = _wrap_clients(cfg, strategy, private)
     sim = Simulation(
         strategy,
-        _wrap_clients(cfg, strategy, clients),
+        wrapped,
         model.get(),
+        executor=choose_executor(cfg, model, task, wrapped),
         evaluate_every=cfg.evaluation.every,
         observer=_anomaly_monitor(cfg),
     )

@@ -9,6 +9,10 @@ validates what it returns like any update. Strategies never see the difference.
 Round observer hook: an optional ``RoundObserver`` (anomaly scores) sees each round's
 validated updates after aggregation, adds to the round's metrics, and can name nodes to leave
 out of later rounds.
+
+Budget hook: a strategy that implements ``Budgeted`` (differential privacy, see
+``murmura.strategy.dp``) adds ``round_metrics`` to each round's metrics (epsilon), and the run
+ends before any round for which ``should_stop`` is true; the last round run is then evaluated.
 """
 
 from __future__ import annotations
@@ -69,6 +73,19 @@ class RoundObserver(Protocol):
         ...
 
 
+@runtime_checkable
+class Budgeted(Protocol):
+    """A strategy that spends a budget each round and may end the run before it runs out."""
+
+    def should_stop(self, round_: int) -> bool:
+        """Whether running ``round_`` would exceed the budget."""
+        ...
+
+    def round_metrics(self, round_: int) -> dict[str, object]:
+        """Entries for the round's ``RoundMetrics.extra`` (e.g. epsilon spent so far)."""
+        ...
+
+
 @dataclass(slots=True)
 class History:
     """The outcome of a run: the final weights and one ``RoundMetrics`` per round."""
@@ -103,6 +120,9 @@ class Simulation:
         """Run rounds ``start..rounds``; ``on_round`` sees each round's metrics and weights."""
         history = History(self.weights)
         for r in range(start, rounds + 1):
+            if self._should_stop(r):
+                log.warning("round %d would exceed the budget: stopping after round %d", r, r - 1)
+                break
             metrics = self.run_round(r, final=r == rounds)
             history.rounds.append(metrics)
             if on_round is not None:
@@ -128,6 +148,9 @@ class Simulation:
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
         if self.observer is not None:
             metrics.extra.update(self.observer.observe(round_, previous, buffer, self.strategy))
+        if isinstance(self.strategy, Budgeted):
+            metrics.extra.update(self.strategy.round_metrics(round_))
+            final = final or self._should_stop(round_ + 1)
         metrics.train_loss = _mean_metric(buffer, "train_loss")
         if final or (self.evaluate_every > 0 and round_ % self.evaluate_every == 0):
             ev = self.strategy.evaluate(round_, self.weights)
@@ -135,6 +158,10 @@ class Simulation:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
         metrics.seconds = time.perf_counter() - t0
         return metrics
+
+    def _should_stop(self, round_: int) -> bool:
+        """Whether a ``Budgeted`` strategy refuses to run ``round_``."""
+        return isinstance(self.strategy, Budgeted) and self.strategy.should_stop(round_)
 
     def _collect(
         self, round_: int, cohort: Sequence[Client], ins: FitIns, buffer: UpdateBuffer

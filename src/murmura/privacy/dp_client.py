@@ -1,0 +1,131 @@
+"""Sample-level DP-SGD inside a simulated client (Abadi et al. 2016).
+
+``DPSGDClient`` is a ``TorchClient`` whose local training is ``train_dp_sgd``: every step
+draws a Poisson batch (each sample with probability ``q = B / n``), computes per-sample
+gradients with ``torch.func``, clips each to ``C``, adds ``N(0, (z C)^2)`` to the sum and
+divides by the expected batch ``q n`` (``murmura.privacy.dp_sgd.private_gradient``); the
+client's SGD rule (momentum, weight decay, FedProx's term) then post-processes that gradient.
+An epoch is ``round(n / B)`` steps, so one round is ``epochs * round(n / B)`` sampled
+Gaussian steps at rate ``q``: ``dp_sgd_schedule`` gives those numbers to the accountant.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# The client's own SGD rule and config overrides: DP-SGD changes only the gradient.
+from murmura.client import FlatModel, LocalSGD, TorchClient, _override, _sgd_step
+from murmura.data.federated import FederatedDataset
+from murmura.privacy.dp_sgd import check_dp_compatible, private_gradient
+from murmura.seeding import client_generator
+from murmura.tasks.base import Task
+from murmura.types import FitIns, FitRes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DPSGDParams:
+    """Per-sample clip norm ``C`` and noise multiplier ``z`` of DP-SGD."""
+
+    clip_norm: float
+    noise_multiplier: float
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0 or not self.noise_multiplier >= 0:
+            raise ValueError(
+                f"DP-SGD needs clip_norm > 0 and noise_multiplier >= 0, got "
+                f"{self.clip_norm!r}, {self.noise_multiplier!r}"
+            )
+
+
+def dp_sgd_schedule(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(sample rate, steps per round) of Poisson-batched DP-SGD on ``num_examples`` samples."""
+    if num_examples < 1 or batch_size < 1 or epochs < 1:
+        raise ValueError("num_examples, batch_size and epochs must be >= 1")
+    rate = min(1.0, batch_size / num_examples)
+    return rate, epochs * max(1, round(num_examples / batch_size))
+
+
+def train_dp_sgd(
+    model: FlatModel,
+    task: Task,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hp: LocalSGD,
+    dp: DPSGDParams,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """DP-SGD in place on ``model``; returns (mean batch loss, mean share of clipped samples)."""
+    n = len(x)
+    rate, steps = dp_sgd_schedule(n, hp.batch_size, hp.epochs)
+    expected = min(hp.batch_size, n)  # q * n, an integer by construction of q
+    start = model.flat.clone() if hp.proximal_mu > 0 else None
+    buf = torch.zeros_like(model.flat) if hp.momentum > 0 else None
+    losses, clipped = [], []
+    for _ in range(steps):
+        idx = (torch.rand(n, generator=generator) < rate).nonzero().squeeze(1)
+        grads, stats = private_gradient(
+            model.module,
+            task.loss,
+            x[idx],
+            y[idx],
+            clip_norm=dp.clip_norm,
+            noise_multiplier=dp.noise_multiplier,
+            generator=generator,
+            expected_batch_size=expected,
+        )
+        with torch.no_grad():
+            model.grad.copy_(torch.cat([grads[name].reshape(-1) for name in model.layout.names]))
+            _sgd_step(model, hp, start, buf)
+        if stats.batch_size:
+            losses.append(stats.loss)
+            clipped.append(stats.clipped_fraction)
+    mean = float(np.mean(losses)) if losses else float("nan")
+    return mean, float(np.mean(clipped)) if clipped else 0.0
+
+
+class DPSGDClient(TorchClient):
+    """A ``TorchClient`` that trains with sample-level DP-SGD instead of plain SGD."""
+
+    def __init__(
+        self,
+        cid: int,
+        data: FederatedDataset,
+        task: Task,
+        model: FlatModel,
+        hp: LocalSGD,
+        dp: DPSGDParams,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(cid, data, task, model, hp, seed)
+        check_dp_compatible(model.module)
+        self.dp = dp
+
+    @classmethod
+    def of(cls, client: TorchClient, dp: DPSGDParams) -> DPSGDClient:
+        """The DP-SGD twin of ``client``: same data, model, hyper-parameters and seed."""
+        return cls(client.cid, client.data, client.task, client.model, client.hp, dp, client.seed)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """DP-SGD from the global weights; returns the delta and the mean training loss."""
+        x, y = self.data.client_train(self.cid)
+        global_w = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
+        self.model.flat.copy_(global_w)
+        hp = _override(self.hp, ins.config)
+        loss, clipped = train_dp_sgd(
+            self.model,
+            self.task,
+            x,
+            y,
+            hp,
+            self.dp,
+            client_generator(self.seed, ins.round, self.cid),
+        )
+        delta = (self.model.flat - global_w).numpy()
+        metrics = {"train_loss": loss, "dp_sgd_clipped_fraction": clipped}
+        return FitRes(update=delta, num_examples=len(x), metrics=metrics)

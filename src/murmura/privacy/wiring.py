@@ -1,0 +1,194 @@
+"""From a ``[privacy]`` config to the pieces that deliver it: strategy, clients, budgets.
+
+- ``mode = "central"``: DP-FedAvg (McMahan et al. 2018) around the configured FedAvg-family
+  strategy, with Poisson sampling at ``strategy.fraction``; optional adaptive clipping
+  (Andrew et al. 2021).
+- ``mode = "local"``: every client clips and noises its delta (``LocalDPClient``); the budget
+  assumes a client releases in every round (the server sees who sent, so no amplification).
+- ``dp_sgd = true``: sample-level DP-SGD on every client (Abadi et al. 2016); its budget,
+  ``sample_epsilon``, is that of the smallest client (its batches are the largest share of
+  its data), assuming it trains in every round.
+
+``target_epsilon`` bounds the client-level budget (``epsilon``), or ``sample_epsilon`` when
+``mode = "none"``. Without ``noise_multiplier``, the noise is planned so that ``run.rounds``
+rounds reach ``target_epsilon``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from murmura.client import Client, TorchClient
+from murmura.config import Config, PrivacySection
+from murmura.errors import ConfigError
+from murmura.privacy.accountant import create_accountant, plan_noise_multiplier
+from murmura.privacy.adaptive_clipping import AdaptiveClipper, delta_noise_multiplier
+from murmura.privacy.budget import PrivacyBudget
+from murmura.privacy.dp_client import DPSGDClient, DPSGDParams, dp_sgd_schedule
+from murmura.privacy.local import LocalDPClient
+from murmura.privacy.mechanisms import CentralDP
+from murmura.strategy.base import Strategy
+from murmura.strategy.dp import Accounted, DifferentiallyPrivate, check_fedavg_family
+
+log = logging.getLogger(__name__)
+
+
+def _error(key: str, message: str) -> ConfigError:
+    return ConfigError(f"privacy.{key}: {message}")
+
+
+def client_sample_rate(cfg: Config) -> float:
+    """Probability that a client releases in a round: ``fraction`` (central), 1 (local)."""
+    return cfg.strategy.fraction if cfg.privacy.mode == "central" else 1.0
+
+
+def count_noise_std(p: PrivacySection, expected_cohort: float, z: float) -> float:
+    """Std of the noised clip count: the configured one, else Andrew et al.'s ``qN / 20``."""
+    if z == 0:
+        return 0.0
+    return p.clip_count_stddev if p.clip_count_stddev is not None else expected_cohort / 20.0
+
+
+def check_privacy(cfg: Config) -> None:
+    """Combinations that cannot work, refused before training with the key to change."""
+    p = cfg.privacy
+    if p.adaptive_clipping and p.mode != "central":
+        raise _error("adaptive_clipping", f"needs mode = 'central', got {p.mode!r}")
+    if p.mode == "none" and not p.dp_sgd:
+        return
+    if cfg.topology.kind != "star":
+        raise _error("mode", f"DP is wired for topology 'star' only, got {cfg.topology.kind!r}")
+    if p.mode != "none" and p.noise_multiplier is None and p.target_epsilon is None:
+        raise _error("noise_multiplier", "set it, or set target_epsilon to plan it")
+    if p.dp_sgd and cfg.strategy.name == "scaffold":
+        raise _error("dp_sgd", "SCAFFOLD's corrected local steps are not DP-SGD steps")
+    if p.mode == "central":
+        from murmura.aggregate import make_aggregator
+        from murmura.strategy import STRATEGIES
+
+        s = cfg.strategy
+        inner = STRATEGIES.get(s.name)(
+            fraction=s.fraction, aggregator=make_aggregator(s.aggregator, **s.aggregator_args)
+        )
+        try:
+            check_fedavg_family(inner)
+        except ConfigError as exc:
+            raise _error("mode", str(exc)) from None
+    if p.mode != "none" and p.noise_multiplier is not None:
+        _client_budget(cfg, p.noise_multiplier)  # refuses a target one round would spend
+        if p.adaptive_clipping:
+            _update_noise(cfg, p.noise_multiplier)
+
+
+def _client_budget(cfg: Config, z: float) -> PrivacyBudget:
+    p = cfg.privacy
+    try:
+        return PrivacyBudget(
+            create_accountant(p.accountant),
+            noise_multiplier=z,
+            sample_rate=client_sample_rate(cfg),
+            delta=p.delta,
+            target_epsilon=p.target_epsilon,
+        )
+    except ConfigError as exc:
+        raise _error("target_epsilon", str(exc)) from None
+
+
+def _update_noise(cfg: Config, z: float) -> tuple[float, float]:
+    """(update noise multiplier, count noise std) so that a round still costs ``z``."""
+    expected = cfg.strategy.fraction * cfg.partition.num_clients
+    count_std = count_noise_std(cfg.privacy, expected, z)
+    if z == 0:
+        return 0.0, 0.0
+    try:
+        return delta_noise_multiplier(z, count_std), count_std
+    except ConfigError as exc:
+        raise _error("clip_count_stddev", str(exc)) from None
+
+
+def resolve_noise_multiplier(cfg: Config) -> float:
+    """The configured client-level noise multiplier, or the one planned for the target."""
+    p = cfg.privacy
+    if p.noise_multiplier is not None:
+        return p.noise_multiplier
+    assert p.target_epsilon is not None  # check_privacy refuses neither
+    plan = plan_noise_multiplier(
+        p.target_epsilon, p.delta, cfg.run.rounds, client_sample_rate(cfg), p.accountant
+    )
+    log.info(
+        "privacy: planned noise multiplier %.4g (epsilon %.4g)", plan.noise_multiplier, plan.epsilon
+    )
+    return plan.noise_multiplier
+
+
+def _central(cfg: Config, inner: Strategy, population: int, z: float) -> DifferentiallyPrivate:
+    p = cfg.privacy
+    expected = cfg.strategy.fraction * population
+    clipper, z_update = None, z
+    if p.adaptive_clipping:
+        z_update, count_std = _update_noise(cfg, z)
+        clipper = AdaptiveClipper(
+            p.clip_norm,
+            expected_cohort_size=expected,
+            target_quantile=p.target_quantile,
+            learning_rate=p.clip_learning_rate,
+            count_noise_std=count_std,
+        )
+    mechanism = CentralDP(p.clip_norm, z_update, expected)
+    return DifferentiallyPrivate(
+        inner, mechanism, _client_budget(cfg, z), clipper=clipper, seed=cfg.run.seed
+    )
+
+
+def _sample_budget(cfg: Config, clients: Sequence[TorchClient]) -> PrivacyBudget:
+    """DP-SGD's budget for the smallest client, assumed to train in every round."""
+    p, hp = cfg.privacy, cfg.client
+    smallest = min(c.data.client_size(c.cid) for c in clients)
+    rate, steps = dp_sgd_schedule(smallest, hp.batch_size, hp.epochs)
+    try:
+        return PrivacyBudget(
+            create_accountant(p.accountant),
+            noise_multiplier=p.dp_sgd_noise_multiplier,
+            sample_rate=rate,
+            delta=p.delta,
+            target_epsilon=p.target_epsilon if p.mode == "none" else None,
+            steps_per_round=steps,
+            name="sample_epsilon",
+        )
+    except ConfigError as exc:
+        raise _error("target_epsilon", str(exc)) from None
+
+
+def apply_privacy(
+    cfg: Config, strategy: Strategy, clients: Sequence[TorchClient]
+) -> tuple[Strategy, list[Client]]:
+    """The strategy and clients that ``cfg.privacy`` asks for (unchanged when it is off)."""
+    p = cfg.privacy
+    out: list[Client] = list(clients)
+    if p.mode == "none" and not p.dp_sgd:
+        return strategy, out
+    budgets: list[PrivacyBudget] = []
+    if p.dp_sgd:
+        dp = DPSGDParams(p.dp_sgd_clip_norm, p.dp_sgd_noise_multiplier)
+        out = [DPSGDClient.of(c, dp) for c in clients]
+        budgets.append(_sample_budget(cfg, clients))
+    if p.mode != "none":
+        z = resolve_noise_multiplier(cfg)
+        if p.mode == "central":
+            strategy = _central(cfg, strategy, len(clients), z)
+        else:
+            out = [
+                LocalDPClient(
+                    c,
+                    client_index=t.cid,
+                    clip_norm=p.clip_norm,
+                    noise_multiplier=z,
+                    seed=cfg.run.seed,
+                )
+                for c, t in zip(out, clients, strict=True)
+            ]
+            budgets.insert(0, _client_budget(cfg, z))
+    if budgets:
+        strategy = Accounted(strategy, budgets)
+    return strategy, out

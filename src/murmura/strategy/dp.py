@@ -1,0 +1,251 @@
+"""DP-FedAvg (McMahan et al. 2018) as a wrapper around any FedAvg-family strategy.
+
+``DifferentiallyPrivate`` replaces the inner strategy's sampling and aggregation and keeps
+its server update (FedAvg's step, FedAvgM's momentum, FedAdam's moments, ...):
+
+- **sampling**: each node takes part independently with probability ``q`` (the inner
+  strategy's ``fraction``), so the Poisson accountant matches the sampling that happens;
+- **aggregation**: every delta is clipped to L2 norm ``C`` with weight 1, the clipped deltas
+  are summed, ``N(0, (z_update C)^2)`` is added and the sum is divided by the *expected*
+  cohort ``q N`` (``CentralDP.finalize``, the seam where secure aggregation's unmasked sum
+  plugs in); the result goes to the inner strategy's ``server_update``;
+- **adaptive clipping** (Andrew et al. 2021), optional: ``C`` follows a quantile of the update
+  norms from a noised count, with the update noise raised so that the round still costs ``z``;
+- **accounting**: every round is one sampled Gaussian step ``(z, q)``; ``round_metrics`` gives
+  epsilon at the configured delta and ``should_stop`` is true when the next round would pass
+  ``target_epsilon``.
+
+Every round is released, even with fewer results than ``min_clients`` or none at all (pure
+noise then): skipping a round on the realised count would reveal membership, which the
+analysis does not cover. ``Accounted`` is the lighter wrapper for local DP and DP-SGD, where
+the noise is added on the clients and the server only keeps the books.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from murmura.aggregate.buffer import UpdateBuffer
+from murmura.errors import ConfigError
+from murmura.privacy.adaptive_clipping import AdaptiveClipper
+from murmura.privacy.budget import PrivacyBudget
+from murmura.privacy.clipping import clip_rows
+from murmura.privacy.mechanisms import CentralDP
+from murmura.seeding import derive_seed
+from murmura.strategy.base import Strategy
+from murmura.strategy.fedavg import FedAvg
+from murmura.types import EvaluateRes, Failure, Scalar, Vector
+
+log = logging.getLogger(__name__)
+
+# Independent random streams per (seed, round): who is sampled, the update noise, the
+# count noise. Tags keep them apart from the streams of ``murmura.seeding.round_rng``.
+_SAMPLING, _NOISE, _COUNT = 0x5A11, 0x401E, 0xC0C7
+_KIND = "dp_fedavg"
+_VERSION = 1
+
+
+def check_fedavg_family(inner: object) -> FedAvg:
+    """``inner`` if it is a FedAvg-family strategy (linear rule, FedAvg's round), else refuse."""
+    if not isinstance(inner, FedAvg):
+        raise ConfigError(f"central DP wraps FedAvg-family strategies; got {type(inner).__name__}")
+    if type(inner).aggregate is not FedAvg.aggregate or hasattr(inner, "wrap_client"):
+        raise ConfigError(
+            f"central DP needs FedAvg's round (combine, then server_update); "
+            f"{type(inner).__name__} changes it"
+        )
+    if not inner.aggregator.linear:
+        raise ConfigError(
+            f"central DP bounds each client's weight in a sum; aggregator "
+            f"{inner.aggregator.name!r} needs individual updates: use weighted_mean"
+        )
+    return inner
+
+
+def _rng(seed: int, round_: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(seed, round_, stream))
+
+
+def poisson_sample(seed: int, round_: int, nodes: Sequence[str], rate: float) -> list[str]:
+    """Each node independently with probability ``rate``, seeded by (seed, round)."""
+    keep = _rng(seed, round_, _SAMPLING).random(len(nodes)) < rate
+    return [n for n, k in zip(nodes, keep, strict=True) if k]
+
+
+class DifferentiallyPrivate:
+    """DP-FedAvg around a FedAvg-family strategy (McMahan et al. 2018)."""
+
+    def __init__(
+        self,
+        inner: Strategy,
+        mechanism: CentralDP,
+        budget: PrivacyBudget,
+        *,
+        clipper: AdaptiveClipper | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.inner = check_fedavg_family(inner)
+        if abs(budget.sample_rate - self.inner.fraction) > 1e-12:
+            raise ConfigError(
+                f"budget sample rate {budget.sample_rate} differs from the strategy's "
+                f"fraction {self.inner.fraction}: the accountant must see the real sampling"
+            )
+        self.mechanism, self.budget, self.clipper, self.seed = mechanism, budget, clipper, seed
+        self._last: dict[str, object] = {}
+
+    @property
+    def keep_rows(self) -> bool:
+        """Every row is clipped before it enters the sum."""
+        return True
+
+    @property
+    def sample_rate(self) -> float:
+        """Probability that a node takes part in a round."""
+        return self.budget.sample_rate
+
+    @property
+    def clip_norm(self) -> float:
+        """The clip norm of the next round (adaptive or fixed)."""
+        return self.mechanism.clip_norm if self.clipper is None else self.clipper.clip_norm
+
+    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """Poisson sampling at rate ``q``: the cohort size varies from round to round."""
+        return poisson_sample(self.seed, round_, nodes, self.sample_rate)
+
+    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
+        """The inner strategy's instructions."""
+        return self.inner.configure(round_, weights)
+
+    def aggregate(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector | None:
+        """Clip, sum, noise, divide by ``q N``; the inner strategy applies the result."""
+        if len(updates) < self.inner.min_clients:
+            log.info(
+                "round %d: %d results < min_clients %d; released anyway (DP)",
+                round_,
+                len(updates),
+                self.inner.min_clients,
+            )
+        clip = self.clip_norm
+        clipped, norms = clip_rows(updates.rows(), clip)
+        total = clipped.sum(axis=0, dtype=np.float64).astype(np.float32)
+        mechanism = dataclasses.replace(self.mechanism, clip_norm=clip)
+        delta = mechanism.finalize(total, _rng(self.seed, round_, _NOISE))
+        new = self.inner.server_update(weights, delta)
+        epsilon = self.budget.spend()
+        if self.clipper is not None:
+            self.clipper.update(norms, _rng(self.seed, round_, _COUNT))
+        clipped_fraction = float((norms > clip).mean()) if norms.size else 0.0
+        self._last = {"dp_clip_norm": clip, "dp_clipped_fraction": clipped_fraction}
+        log.info("round %d: DP-FedAvg with C=%.4g, epsilon %.4g", round_, clip, epsilon)
+        return new
+
+    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
+        """The inner strategy's central evaluation."""
+        return self.inner.evaluate(round_, weights)
+
+    def should_stop(self, round_: int) -> bool:
+        """Whether running ``round_`` would take epsilon past the target."""
+        return self.budget.would_exceed()
+
+    def round_metrics(self, round_: int) -> dict[str, object]:
+        """Epsilon so far, delta, and the clip norm used in the last round."""
+        return {**self.budget.metrics(), **self._last}
+
+    def state_dict(self) -> dict[str, object]:
+        """Accountant, adaptive clip norm and the inner server optimiser's state."""
+        inner = getattr(self.inner, "state_dict", None)
+        return {
+            "kind": _KIND,
+            "version": _VERSION,
+            "budget": self.budget.state_dict(),
+            "clipper": None if self.clipper is None else self.clipper.state_dict(),
+            "inner": inner() if callable(inner) else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict``; refuses a state of another kind."""
+        if state.get("kind") != _KIND or state.get("version") != _VERSION:
+            raise ConfigError(f"cannot load a state of kind {state.get('kind')!r} into {_KIND}")
+        if (state.get("clipper") is None) != (self.clipper is None):
+            raise ConfigError("state and strategy disagree on adaptive clipping")
+        self.budget.load_state_dict(state["budget"])
+        if self.clipper is not None:
+            self.clipper.load_state_dict(dict(state["clipper"]))
+        load_inner = getattr(self.inner, "load_state_dict", None)
+        if callable(load_inner) and state.get("inner") is not None:
+            load_inner(state["inner"])
+
+
+class Accounted:
+    """A strategy unchanged, with privacy budgets spent once per round (local DP, DP-SGD)."""
+
+    def __init__(self, inner: Strategy, budgets: Sequence[PrivacyBudget]) -> None:
+        if len({b.name for b in budgets}) != len(budgets):
+            raise ConfigError("each privacy budget needs its own name")
+        self.inner, self.budgets = inner, list(budgets)
+
+    @property
+    def keep_rows(self) -> bool:
+        """As the inner strategy."""
+        return self.inner.keep_rows
+
+    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's sample."""
+        return self.inner.sample(round_, nodes)
+
+    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
+        """The inner strategy's instructions."""
+        return self.inner.configure(round_, weights)
+
+    def aggregate(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector | None:
+        """The inner strategy's aggregate; then every budget spends one round."""
+        new = self.inner.aggregate(round_, weights, updates, failures)
+        for budget in self.budgets:
+            budget.spend()
+        return new
+
+    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
+        """The inner strategy's central evaluation."""
+        return self.inner.evaluate(round_, weights)
+
+    def should_stop(self, round_: int) -> bool:
+        """Whether running ``round_`` would take any budget past its target."""
+        stop = getattr(self.inner, "should_stop", None)
+        inner_stops = bool(stop(round_)) if callable(stop) else False
+        return inner_stops or any(b.would_exceed() for b in self.budgets)
+
+    def round_metrics(self, round_: int) -> dict[str, object]:
+        """Each budget's epsilon so far (and the inner strategy's own metrics)."""
+        own = getattr(self.inner, "round_metrics", None)
+        out: dict[str, object] = dict(own(round_)) if callable(own) else {}
+        for budget in self.budgets:
+            out.update(budget.metrics())
+        return out
+
+    def state_dict(self) -> dict[str, object]:
+        """The budgets' and the inner strategy's states."""
+        inner = getattr(self.inner, "state_dict", None)
+        return {
+            "kind": "accounted",
+            "budgets": {b.name: b.state_dict() for b in self.budgets},
+            "inner": inner() if callable(inner) else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the budgets and the inner strategy's state."""
+        if state.get("kind") != "accounted":
+            raise ConfigError(f"cannot load a state of kind {state.get('kind')!r} into accounted")
+        for budget in self.budgets:
+            budget.load_state_dict(state["budgets"][budget.name])
+        load_inner = getattr(self.inner, "load_state_dict", None)
+        if callable(load_inner) and state.get("inner") is not None:
+            load_inner(state["inner"])
