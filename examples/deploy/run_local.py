@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from murmura.transport import keys
 
@@ -77,31 +78,68 @@ def write_setup(workdir: Path, workers: int, rounds: int, port: int) -> Path:
     cfg = workdir / "deploy.toml"
     cfg.write_text(
         CONFIG.format(
-            rounds=rounds, workers=workers, min_clients=max(1, workers - 2), port=port,
-            keys=key_dir, allowlist=json.dumps(names), state=workdir / "state",
+            rounds=rounds,
+            workers=workers,
+            min_clients=max(1, workers - 2),
+            port=port,
+            keys=key_dir,
+            allowlist=json.dumps(names),
+            state=workdir / "state",
         )
     )
     return cfg
+
+
+_LOGS: list[BinaryIO] = []
+
+
+def _log(path: Path) -> BinaryIO:
+    fh = open(path, "wb")
+    _LOGS.append(fh)
+    return fh
+
+
+def close_logs() -> None:
+    """Close the log files ``launch`` opened."""
+    while _LOGS:
+        _LOGS.pop().close()
 
 
 def launch(workdir: Path, cfg: Path, workers: int, port: int) -> list[subprocess.Popen[bytes]]:
     """Start the coordinator, then the workers; each logs to its own file in ``workdir``."""
     cli = [sys.executable, "-m", "murmura.node.cli"]
     key_dir = workdir / "keys"
-    procs = [subprocess.Popen([*cli, "server", str(cfg)], stdout=open(workdir / "coordinator.log", "wb"), stderr=subprocess.STDOUT)]
+    procs = [
+        subprocess.Popen(
+            [*cli, "server", str(cfg)],
+            stdout=_log(workdir / "coordinator.log"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
     for i in range(workers):
         name = f"worker-{i}"
         args = [
-            "client", "--server", f"127.0.0.1:{port}", "--partition", f"{i}/{workers}",
-            "--config", str(cfg), "--cert", str(key_dir / f"{name}.pem"),
-            "--key", str(key_dir / f"{name}.key"), "--ca", str(key_dir / "ca.pem"),
+            "client",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--partition",
+            f"{i}/{workers}",
+            "--config",
+            str(cfg),
+            "--cert",
+            str(key_dir / f"{name}.pem"),
+            "--key",
+            str(key_dir / f"{name}.key"),
+            "--ca",
+            str(key_dir / "ca.pem"),
         ]
-        log = open(workdir / f"{name}.log", "wb")
+        log = _log(workdir / f"{name}.log")
         procs.append(subprocess.Popen([*cli, *args], stdout=log, stderr=subprocess.STDOUT))
     return procs
 
 
 def main() -> int:
+    """Set up, run, and print the final test accuracy."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
@@ -122,6 +160,7 @@ def main() -> int:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        close_logs()
     lines = (workdir / "state" / "metrics.jsonl").read_text().splitlines()
     final = json.loads(lines[-1])
     print(f"workdir: {workdir}")
