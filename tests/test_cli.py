@@ -1,0 +1,56 @@
+import json
+from pathlib import Path
+
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from murmura import __version__
+from murmura.cli import app
+
+runner = CliRunner()
+
+
+def test_run_writes_the_run_directory(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(
+        '[run]\nname = "small"\nrounds = 2\n[partition]\nkind = "iid"\nnum_clients = 5\n'
+        '[client]\nlr = 0.1\n[simulation]\nexecutor = "sequential"\n'
+    )
+    result = runner.invoke(
+        app, ["run", str(cfg), "--out", str(tmp_path / "runs"), "--set", "run.rounds=3"]
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("small-")
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.toml",
+        "metrics.jsonl",
+        "accuracy.png",
+        "model.safetensors",
+        "summary.json",
+    }
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["round"] for x in lines] == [1, 2, 3]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"] > 0.5
+    tensors = load_file(str(run_dir / "model.safetensors"))
+    assert tensors["0.weight"].shape == (64, 64) and tensors["2.bias"].shape == (10,)
+    assert "rounds = 3" in (run_dir / "config.toml").read_text()
+    assert "final test accuracy" in result.output and str(run_dir) in result.output.replace(
+        "\n", ""
+    )
+
+
+def test_bad_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[partition]\nalpha = 0\n")
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "partition.alpha" in result.output and "greater than 0" in result.output
+    assert not any(tmp_path.glob("murmura-*"))
+
+
+def test_tasks_and_version() -> None:
+    out = runner.invoke(app, ["tasks"]).output
+    assert "digits" in out and "synthetic" in out
+    assert __version__ in runner.invoke(app, ["--version"]).output
