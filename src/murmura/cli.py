@@ -14,11 +14,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from murmura import __version__
 from murmura.errors import MurmuraError
+from murmura.node import cli as node_cli
+from murmura.ops.bench_cli import bench_app
 from murmura.privacy.cli import privacy_app
+from murmura.transport.keys_cli import app as keys_app
 from murmura.types import RoundMetrics, Vector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
+app.add_typer(bench_app, name="bench")
+app.command("server")(node_cli.server)
+app.command("client")(node_cli.client)
 console = Console()
 
 
