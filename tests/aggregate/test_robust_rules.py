@@ -324,3 +324,14 @@ def test_column_blocks_give_the_same_result_as_one_block() -> None:
     np.testing.assert_allclose(trimmed_mean(x, w, beta=0.2), s[1:6].mean(0), rtol=1e-5, atol=1e-6)
     exact = ((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1)
     np.testing.assert_allclose(pairwise_squared_distances(x), exact, rtol=1e-6)
+
+
+def test_bulyan_matches_a_direct_reference_across_column_blocks() -> None:
+    # Per coordinate: the n - 4f chosen values closest to the chosen values' median, averaged.
+    n, f = 11, 2
+    x = normal(4, n, 20_000)
+    chosen = x[bulyan_select(x, f)].astype(np.float64)
+    deviation = np.abs(chosen - np.median(chosen, axis=0))
+    closest = np.argsort(deviation, axis=0, kind="stable")[: n - 4 * f]
+    expected = np.take_along_axis(chosen, closest, axis=0).mean(axis=0)
+    np.testing.assert_allclose(bulyan(x, np.ones(n, np.float32), f=f), expected, atol=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
 from murmura.aggregate.distances import gram, squared_distances
 from murmura.aggregate.krum import Indices, check_f, krum_ranking
-from murmura.aggregate.median import sorted_blocks
+from murmura.aggregate.median import middle, sorted_blocks
 from murmura.errors import AggregationError
 
 
@@ -39,20 +39,19 @@ def bulyan_select(updates: Matrix, f: int) -> Indices:
 def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
     """Return, per row of a row-sorted block, the mean of the ``beta`` values closest to its median.
 
-    The ``beta`` values nearest the median form a window of consecutive sorted values; the
-    window whose farther end is nearest the median wins (ties: the lower window).
+    The ``k = theta - beta`` values left out are the farthest from the median, taken from the two
+    ends of the sorted row: the ``i``-th lowest goes iff it is farther than the
+    ``(k + 1 - i)``-th highest (ties keep the low value). Sums run in float64 so that a huge
+    left-out value does not swamp the rest.
     """
     theta = sorted_block.shape[1]
-    k = theta // 2
-    med = 0.5 * (sorted_block[:, (theta - 1) // 2] + sorted_block[:, k])
-    lows = sorted_block[:, : theta - beta + 1]
-    highs = sorted_block[:, beta - 1 :]
-    reach = np.maximum(med[:, None] - lows, highs - med[:, None])
-    start = np.argmin(reach, axis=1)
-    sums = np.zeros((sorted_block.shape[0], theta + 1))
-    np.cumsum(sorted_block, axis=1, dtype=np.float64, out=sums[:, 1:])
-    rows = np.arange(sorted_block.shape[0])
-    out: Vector = ((sums[rows, start + beta] - sums[rows, start]) / beta).astype(np.float32)
+    k = theta - beta
+    med = middle(sorted_block)[:, None]
+    lows, highs = sorted_block[:, :k], sorted_block[:, theta - k :]
+    drop_low = (med - lows) > (highs - med)
+    dropped = np.where(drop_low, lows, highs).sum(axis=1, dtype=np.float64)
+    kept = sorted_block.sum(axis=1, dtype=np.float64) - dropped
+    out: Vector = (kept / beta).astype(np.float32)
     return out
 
 

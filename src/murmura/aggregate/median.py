@@ -21,19 +21,22 @@ def sorted_blocks(
 ) -> Iterator[tuple[slice, Matrix]]:
     """Yield ``(columns, block)``: ``updates[rows, columns].T`` as float32, each row sorted.
 
-    The block is a reused buffer of shape ``(columns, len(rows))``: read it before asking for
-    the next one. Working on column blocks keeps memory at one block, whatever ``d`` is.
+    The block is a view of a reused buffer, of shape ``(columns, len(rows))``: read it before
+    asking for the next one. Working on column blocks keeps memory at one block, whatever
+    ``d`` is. Updates must be finite (the runtime rejects others before aggregation).
     """
     n, d = updates.shape
-    k = n if rows is None else len(rows)
-    buffer = np.empty((min(SORT_BLOCK, d), k), dtype=np.float32)
+    left_out = None if rows is None else np.setdiff1d(np.arange(n), rows)
+    buffer = np.empty((min(SORT_BLOCK, d), n), dtype=np.float32)
     for start in range(0, d, SORT_BLOCK):
         cols = slice(start, min(start + SORT_BLOCK, d))
-        part = updates[:, cols] if rows is None else updates[rows, cols]
-        block = buffer[: part.shape[1]]
-        np.copyto(block, part.T, casting="same_kind")
+        block = buffer[: cols.stop - cols.start]
+        np.copyto(block, updates[:, cols].T, casting="same_kind")
+        if left_out is not None:
+            # Rows left out sort last as +inf: cheaper than gathering the chosen ones.
+            block[:, left_out] = np.inf
         block.sort(axis=1)
-        yield cols, block
+        yield cols, block[:, : n if rows is None else len(rows)]
 
 
 def middle(sorted_block: Matrix) -> Vector:
