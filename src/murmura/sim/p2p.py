@@ -18,11 +18,12 @@ import networkx as nx
 import numpy as np
 import torch
 
+from murmura.attacks.base import choose_byzantine
 from murmura.client import FlatModel, LocalSGD
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
-from murmura.seeding import derive_seed, round_rng
+from murmura.seeding import round_rng
 from murmura.sim.builder import Experiment
 from murmura.sim.peer import (
     SENDERS,
@@ -227,16 +228,17 @@ def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
 
 
 def byzantine_senders(t: TopologySection, n: int, seed: int) -> dict[int, Sender]:
-    """``round(byzantine_fraction * n)`` peers, drawn with the run seed, get the attack."""
-    k = min(round(t.byzantine_fraction * n), n - 1)
-    if k == 0:
+    """The peers ``choose_byzantine`` picks (as for server-client runs) get the attack."""
+    chosen = choose_byzantine(n, t.byzantine_fraction, seed)
+    if not chosen:
         return {}
+    if len(chosen) == n:
+        raise ConfigError(f"topology.byzantine_fraction {t.byzantine_fraction}: no honest peer")
     try:
         sender = SENDERS.get(t.attack)(**t.attack_args)
     except TypeError as exc:
         raise ConfigError(f"topology.attack_args {t.attack_args}: {exc}") from None
-    chosen = np.random.default_rng(derive_seed(seed, 0xB1)).choice(n, size=k, replace=False)
-    return {int(i): sender for i in sorted(chosen)}
+    return {i: sender for i in chosen}
 
 
 def build_p2p_experiment(cfg: Config) -> Experiment:
