@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector, normalized
+from murmura.aggregate.distances import combine
 
 
 def weighted_mean(updates: Matrix, weights: Vector) -> Vector:
     """Return ``sum_i w_i x_i / sum_i w_i`` as float32, one pass over the matrix."""
-    w = normalized(weights).astype(np.float32)
-    return np.asarray(w @ updates, dtype=np.float32)
+    return combine(normalized(weights), updates)
 
 
 @AGGREGATORS.register("weighted_mean")
