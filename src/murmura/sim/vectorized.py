@@ -1,0 +1,310 @@
+"""Vectorised cohort training: many ``TorchClient``s of one architecture in one SGD loop.
+
+The clients' parameters are stacked along a leading client axis and every step runs forward
+and backward for all of them at once (``torch.func.functional_call`` under ``vmap``), each
+client on its own batch. Clients are sorted by their number of steps, so the clients still
+training at step ``t`` are a prefix of the stack and finished ones cost nothing; a smaller
+last batch is padded and masked per sample, so each client's loss is its own batch mean. The
+batches, their order and the SGD arithmetic are those of ``train_local_sgd``: the result
+equals sequential training to float32 tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from murmura.client import Client, FlatModel, LocalSGD, TorchClient, _override
+from murmura.seeding import client_generator
+from murmura.sim.executor import Outcome
+from murmura.tasks.base import Task
+from murmura.types import FitIns, FitRes
+
+log = logging.getLogger(__name__)
+
+# Stacked parameters, gradients and optimiser state of a cohort stay under this many bytes;
+# larger cohorts are trained in chunks.
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+
+def batch_schedule(n: int, hp: LocalSGD, generator: torch.Generator) -> torch.Tensor:
+    """The ``(steps, batch_size)`` sample indices ``train_local_sgd`` visits; -1 pads a batch.
+
+    One ``randperm`` per epoch from ``generator``, cut into batches in order, exactly as the
+    sequential loop draws them.
+    """
+    b = hp.batch_size
+    per_epoch = -(-n // b)
+    table = torch.full((hp.epochs * per_epoch, b), -1, dtype=torch.int64)
+    for e in range(hp.epochs):
+        perm = torch.randperm(n, generator=generator)
+        block = table[e * per_epoch : (e + 1) * per_epoch].view(-1)
+        block[:n] = perm
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """A cohort's batches laid out step-major: step ``t`` trains the first ``active[t]`` clients.
+
+    ``rows[starts[t] : starts[t] + active[t]]`` are that step's ``(client, batch)`` indices into
+    the concatenated cohort data, and ``weight`` the matching per-sample loss weights
+    (1 / batch size for real samples, 0 for padding).
+    """
+
+    active: list[int]
+    starts: list[int]
+    steps: list[int]
+    rows: torch.Tensor
+    weight: torch.Tensor
+
+
+def plan_steps(tables: Sequence[torch.Tensor], offsets: Sequence[int]) -> StepPlan:
+    """Interleave per-client batch tables (sorted by length, longest first) step by step."""
+    steps = [len(t) for t in tables]
+    if any(a < b for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("clients must be sorted by number of steps, longest first")
+    s_max = steps[0] if steps else 0
+    finished_by = np.cumsum(np.bincount(np.asarray(steps, dtype=np.int64), minlength=s_max + 1))
+    active = (len(steps) - finished_by[:s_max]).tolist()
+    starts = np.concatenate([[0], np.cumsum(active)[:-1]]).astype(np.int64).tolist()
+    width = tables[0].shape[1] if tables else 1
+    rows = torch.empty((sum(steps), width), dtype=torch.int64)
+    valid = torch.empty((sum(steps), width), dtype=torch.bool)
+    for k, (table, off) in enumerate(zip(tables, offsets, strict=True)):
+        at = torch.tensor(starts[: len(table)], dtype=torch.int64) + k
+        valid[at] = table >= 0
+        rows[at] = torch.where(table >= 0, table + off, off)
+    weight = valid.float()
+    weight /= weight.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return StepPlan(active, starts[: len(active)], steps, rows, weight)
+
+
+@dataclass(frozen=True, slots=True)
+class CohortResult:
+    """Final flat weights ``(k, d)`` and mean batch loss ``(k,)`` of each trained client."""
+
+    weights: torch.Tensor
+    loss: torch.Tensor
+
+
+class VectorizedTrainer:
+    """Trains stacked copies of one module with local SGD, one client per stack row."""
+
+    def __init__(self, module: nn.Module, task: Task) -> None:
+        self.module, self.task = module, task
+        self.names = [n for n, _ in module.named_parameters()]
+        self.shapes = [tuple(p.shape) for _, p in module.named_parameters()]
+        self._forward = vmap(self._forward_one)
+        self._sample_loss = vmap(self._loss_one)
+
+    def _forward_one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = functional_call(self.module, params, (x,))
+        return out
+
+    def _loss_one(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.task.loss(out.unsqueeze(0), y.unsqueeze(0))
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """``(k, d)`` flat weights -> one contiguous ``(k, *shape)`` tensor per parameter."""
+        out, off = [], 0
+        for shape in self.shapes:
+            n = int(np.prod(shape, dtype=np.int64))
+            # always a copy: ``flat`` may be a view of the caller's global weights
+            piece = flat[:, off : off + n].reshape(flat.shape[0], *shape)
+            out.append(piece.clone(memory_format=torch.contiguous_format))
+            off += n
+        return out
+
+    def step_losses(
+        self, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Each client's own batch-mean loss ``(k,)``; ``x`` is ``(k, batch, ...)``."""
+        k, b = weight.shape
+        out = self._forward(dict(zip(self.names, params, strict=True)), x)
+        per_sample = self._sample_loss(out.flatten(0, 1), y.flatten(0, 1)).view(k, b)
+        return (per_sample * weight).sum(dim=1)
+
+    def train(
+        self, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: StepPlan, hp: LocalSGD
+    ) -> CohortResult:
+        """Run ``plan`` from flat weights ``start`` ``(d,)``; ``x, y`` hold every client's data."""
+        k_all = plan.active[0] if plan.active else 0
+        params = self.split(start.expand(k_all, -1))
+        origin = self.split(start.unsqueeze(0)) if hp.proximal_mu > 0 else None
+        bufs = [torch.zeros_like(p) for p in params] if hp.momentum > 0 else None
+        loss_sum = torch.zeros(k_all, dtype=torch.float64)
+        for k, s in zip(plan.active, plan.starts, strict=True):
+            rows = plan.rows[s : s + k]
+            leaves = [p[:k].detach().requires_grad_(True) for p in params]
+            losses = self.step_losses(leaves, x[rows], y[rows], plan.weight[s : s + k])
+            grads = torch.autograd.grad(losses.sum(), leaves)
+            with torch.no_grad():
+                _sgd_step([p[:k] for p in params], list(grads), hp, origin, bufs, k)
+            loss_sum[:k] += losses.detach()
+        steps = torch.tensor(plan.steps[:k_all], dtype=torch.float64)
+        flat = torch.cat([p.reshape(k_all, int(np.prod(p.shape[1:]))) for p in params], dim=1)
+        return CohortResult(flat, loss_sum / steps.clamp_min(1))
+
+
+def _sgd_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    hp: LocalSGD,
+    origin: list[torch.Tensor] | None,
+    bufs: list[torch.Tensor] | None,
+    k: int,
+) -> None:
+    """``_sgd_step`` of ``murmura.client`` on stacked tensors: same terms, same order."""
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if hp.weight_decay:
+            g.add_(p, alpha=hp.weight_decay)
+        if origin is not None:
+            g.add_(p - origin[i], alpha=hp.proximal_mu)
+        if bufs is not None:
+            buf = bufs[i][:k]
+            buf.mul_(hp.momentum).add_(g)
+            g = buf
+        p.add_(g, alpha=-hp.lr)
+
+
+def is_plain(client: object) -> bool:
+    """Whether ``client`` is a bare ``TorchClient`` (a wrapper or subclass runs its own fit)."""
+    return type(client) is TorchClient
+
+
+GroupKey = tuple[int, int, LocalSGD]
+
+
+def group_plain(cohort: Sequence[Client], config: object) -> dict[GroupKey, list[TorchClient]]:
+    """Plain clients grouped by shared model, task and effective hyper-parameters."""
+    groups: dict[GroupKey, list[TorchClient]] = {}
+    for c in cohort:
+        if isinstance(c, TorchClient) and is_plain(c):
+            key = (id(c.model), id(c.task), _override(c.hp, config))
+            groups.setdefault(key, []).append(c)
+    return groups
+
+
+class VectorizedExecutor:
+    """Trains the plain ``TorchClient``s of a cohort together; any other client runs its own fit.
+
+    Results are yielded in cohort order. Should the vectorised pass fail, its clients are
+    trained one by one so each reports its own outcome.
+    """
+
+    def __init__(self, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.memory_budget = memory_budget
+        self._trainers: dict[tuple[int, int], VectorizedTrainer] = {}
+
+    def fit(self, cohort: Sequence[Client], ins: FitIns) -> Iterator[Outcome]:
+        """Yield ``(node id, result or exception)`` for every client, in cohort order."""
+        done: dict[str, FitRes | BaseException] = {}
+        for (_, _, hp), clients in group_plain(cohort, ins.config).items():
+            done.update(self._fit_group(clients, ins, hp))
+        for client in cohort:
+            if client.node_id in done:
+                yield client.node_id, done.pop(client.node_id)
+            else:
+                yield client.node_id, _own_fit(client, ins)
+
+    def trainer(self, model: FlatModel, task: Task) -> VectorizedTrainer:
+        """The cached trainer of one (model, task) pair."""
+        key = (id(model), id(task))
+        if key not in self._trainers:
+            self._trainers[key] = VectorizedTrainer(model.module, task)
+        return self._trainers[key]
+
+    def _fit_group(
+        self, clients: list[TorchClient], ins: FitIns, hp: LocalSGD
+    ) -> dict[str, FitRes | BaseException]:
+        try:
+            return fit_vectorized(
+                self.trainer(clients[0].model, clients[0].task),
+                clients,
+                ins,
+                hp,
+                self.chunk(clients[0].model.layout.size),
+            )
+        except Exception as exc:  # noqa: BLE001 - fall back so each client reports its own outcome
+            log.warning(
+                "round %d: vectorised training of %d clients failed (%r); training them one by one",
+                ins.round,
+                len(clients),
+                exc,
+            )
+            return {c.node_id: _own_fit(c, ins) for c in clients}
+
+    def chunk(self, dim: int) -> int:
+        """How many clients one vectorised pass trains, given the memory budget."""
+        # params, grads, momentum, activations' share: about eight float32 copies per client
+        return max(1, self.memory_budget // (8 * 4 * max(dim, 1)))
+
+
+def _own_fit(client: Client, ins: FitIns) -> FitRes | BaseException:
+    """A client's own ``fit``, with its exception returned rather than raised."""
+    try:
+        return client.fit(ins)
+    except Exception as exc:  # noqa: BLE001 - a failing client must not end the round
+        return exc
+
+
+def fit_vectorized(
+    trainer: VectorizedTrainer,
+    clients: Sequence[TorchClient],
+    ins: FitIns,
+    hp: LocalSGD,
+    chunk: int,
+) -> dict[str, FitRes | BaseException]:
+    """Train ``clients`` (one model, task and ``hp``) from ``ins.weights``, ``chunk`` at a time."""
+    start = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
+    data = [c.data.client_train(c.cid) for c in clients]
+    tables = [
+        batch_schedule(len(x), hp, client_generator(c.seed, ins.round, c.cid))
+        for c, (x, _) in zip(clients, data, strict=True)
+    ]
+    order = sorted(range(len(clients)), key=lambda i: -len(tables[i]))
+    out: dict[str, FitRes | BaseException] = {}
+    for lo in range(0, len(order), chunk):
+        part = order[lo : lo + chunk]
+        sizes = [len(data[i][0]) for i in part]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        plan = plan_steps([tables[i] for i in part], offsets)
+        x = torch.cat([data[i][0] for i in part])
+        y = torch.cat([data[i][1] for i in part])
+        res = _train_or_copy(trainer, start, x, y, plan, hp, len(part))
+        delta = (res.weights - start).numpy()
+        for row, i in enumerate(part):
+            out[clients[i].node_id] = FitRes(
+                update=delta[row],
+                num_examples=sizes[row],
+                metrics={"train_loss": float(res.loss[row])},
+            )
+    log.debug("round %d: vectorised %d clients", ins.round, len(clients))
+    return out
+
+
+def _train_or_copy(
+    trainer: VectorizedTrainer,
+    start: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plan: StepPlan,
+    hp: LocalSGD,
+    k: int,
+) -> CohortResult:
+    """Train the chunk; clients with no data (no steps) keep the start weights and loss 0."""
+    res = trainer.train(start, x, y, plan, hp)
+    trained = res.weights.shape[0]
+    if trained == k:
+        return res
+    rest = start.expand(k - trained, -1)
+    return CohortResult(
+        torch.cat([res.weights, rest]), torch.cat([res.loss, torch.zeros(k - trained)])
+    )
