@@ -95,7 +95,7 @@ def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -
         exp = build_experiment(cfg)
         history = exp.simulation.run(cfg.run.rounds)
     except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a crash
-        log.warning("cell %s x %s failed: %s", attack, rule, exc)
+        log.warning("cell %s x %s failed: %s", attack, rule, exc, exc_info=True)
         return Cell(attack, rule, None, time.perf_counter() - t0, error=f"{exc}")
     last = history.rounds[-1]
     failures = sum(len(m.failures) for m in history.rounds)
