@@ -129,6 +129,7 @@ class TopologySection(Section):
     ``algorithm`` "dpsgd" trains ``local_steps`` minibatches between exchanges, "gossip"
     ``client.epochs`` epochs; ``robust`` is "none", "clipped" (``tau``; adaptive when unset)
     or an aggregator name with ``robust_args``. ``edges`` is the tree's edge count.
+    ``byzantine_peers`` names the attacking peers (else a seeded ``byzantine_fraction``).
     """
 
     kind: str = "star"
@@ -142,6 +143,7 @@ class TopologySection(Section):
     time_varying: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
     byzantine_fraction: float = Field(0.0, ge=0, lt=1)
+    byzantine_peers: list[int] | None = None
     attack: str = "sign_flip"
     attack_args: dict[str, Any] = Field(default_factory=dict)
     edges: int = Field(2, ge=1)

@@ -179,6 +179,11 @@ def test_config_byzantine_gossip_and_errors() -> None:
     assert isinstance(exp.simulation, P2PSimulation)
     assert len(exp.simulation.options.byzantine) == 1
     assert len(exp.simulation.honest) == 4
+    named = _digits_config(kind="ring", args={"n": 5}, byzantine_peers=[1, 3])
+    sim = build_experiment(config_from_dict(named)).simulation
+    assert isinstance(sim, P2PSimulation) and sim.honest == [0, 2, 4]
+    with pytest.raises(ConfigError, match="byzantine_peers"):
+        build_experiment(config_from_dict(_digits_config(kind="ring", byzantine_peers=[30])))
     with pytest.raises(ConfigError):
         build_experiment(config_from_dict(_digits_config(kind="ring", args={"n": 30})))
     with pytest.raises(ConfigError):

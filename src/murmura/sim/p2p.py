@@ -228,8 +228,13 @@ def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
 
 
 def byzantine_senders(t: TopologySection, n: int, seed: int) -> dict[int, Sender]:
-    """The peers ``choose_byzantine`` picks (as for server-client runs) get the attack."""
-    chosen = choose_byzantine(n, t.byzantine_fraction, seed)
+    """Peers ``byzantine_peers``, else those ``choose_byzantine`` picks, get the attack."""
+    if t.byzantine_peers is not None:
+        chosen = sorted(set(t.byzantine_peers))
+        if any(not 0 <= i < n for i in chosen):
+            raise ConfigError(f"topology.byzantine_peers {chosen}: peers are 0..{n - 1}")
+    else:
+        chosen = choose_byzantine(n, t.byzantine_fraction, seed)
     if not chosen:
         return {}
     if len(chosen) == n:
