@@ -13,6 +13,10 @@ out of later rounds.
 Budget hook: a strategy that implements ``Budgeted`` (differential privacy, see
 ``murmura.strategy.dp``) adds ``round_metrics`` to each round's metrics (epsilon), and the run
 ends before any round for which ``should_stop`` is true; the last round run is then evaluated.
+
+Report hook: a strategy that implements ``RoundReporter`` (secure aggregation, see
+``murmura.strategy.secure``) amends each round's metrics after aggregating: clients that
+dropped out inside the protocol become failures, ``participants`` counts those in the sum.
 """
 
 from __future__ import annotations
@@ -86,6 +90,15 @@ class Budgeted(Protocol):
         ...
 
 
+@runtime_checkable
+class RoundReporter(Protocol):
+    """A strategy that amends its round's metrics (failures and figures it alone knows)."""
+
+    def report(self, round_: int, metrics: RoundMetrics) -> None:
+        """Add this round's failures and entries to ``metrics``, set ``participants``."""
+        ...
+
+
 @dataclass(slots=True)
 class History:
     """The outcome of a run: the final weights and one ``RoundMetrics`` per round."""
@@ -146,6 +159,8 @@ class Simulation:
         if new is not None:
             self.weights = new
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
+        if isinstance(self.strategy, RoundReporter):
+            self.strategy.report(round_, metrics)
         if self.observer is not None:
             metrics.extra.update(self.observer.observe(round_, previous, buffer, self.strategy))
         if isinstance(self.strategy, Budgeted):
