@@ -203,3 +203,28 @@ def test_fuzz_mutated_streams_raise_only_protocol_errors(parts: list[bytes]) -> 
     # Whatever got through must be exactly what the digest vouches for.
     assert res.update is not None
     assert hashlib.sha256(res.update.tobytes()).digest() == res.digest
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**40), st.binary(min_size=1, max_size=300))
+def test_chunk_frames_are_canonical_protobuf(offset: int, data: bytes) -> None:
+    from murmura.transport.frames import chunk_frame, parse_chunk_frame
+
+    frame = chunk_frame(offset, data)
+    for cls in (pb.ResultPart, pb.Instruction):
+        assert frame == cls(chunk=pb.Chunk(offset=offset, data=data)).SerializeToString()
+    got = parse_chunk_frame(frame)
+    assert got is not None and got[0] == offset and bytes(got[1]) == data
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=64))
+def test_chunk_fast_path_never_disagrees_with_protobuf(raw: bytes) -> None:
+    from murmura.transport.frames import parse_chunk_frame
+
+    fast = parse_chunk_frame(raw)
+    if fast is None:
+        return
+    msg = pb.ResultPart.FromString(raw)  # must parse, to the same chunk
+    assert msg.WhichOneof("part") == "chunk"
+    assert (msg.chunk.offset, msg.chunk.data) == (fast[0], bytes(fast[1]))

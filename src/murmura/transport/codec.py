@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from murmura.errors import ProtocolError
+from murmura.transport.frames import chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
 
@@ -136,6 +137,13 @@ class Blob:
         for off in range(0, len(self.data), chunk_size):
             yield pb.Chunk(offset=off, data=bytes(self.data[off : off + chunk_size]))
 
+    def frames(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        """Yield serialized chunk messages (``ResultPart``/``Instruction``), one copy each."""
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        for off in range(0, len(self.data), chunk_size):
+            yield chunk_frame(off, self.data[off : off + chunk_size])
+
 
 def encode_blob(vector: Vector, layout: Layout) -> Blob:
     """Describe ``vector`` (float32, shaped as ``layout``) for sending; no copy if contiguous LE."""
@@ -187,17 +195,21 @@ class BlobAssembler:
 
     def add(self, chunk: pb.Chunk) -> None:
         """Append one chunk; it must start where the previous one ended and fit the length."""
-        n = len(chunk.data)
-        if chunk.offset != self._filled:
-            raise MalformedMessage(f"chunk at offset {chunk.offset}, expected {self._filled}")
+        self.add_bytes(int(chunk.offset), chunk.data)
+
+    def add_bytes(self, offset: int, data: bytes | memoryview) -> None:
+        """Append ``data`` found at ``offset``, with the same checks as ``add``."""
+        n = len(data)
+        if offset != self._filled:
+            raise MalformedMessage(f"chunk at offset {offset}, expected {self._filled}")
         if n == 0:
             raise MalformedMessage("empty chunk")
         if self._filled + n > len(self._buf):
             raise LengthMismatch(
                 f"chunk ends at {self._filled + n} B, beyond the declared length {len(self._buf)} B"
             )
-        self._buf[self._filled : self._filled + n] = chunk.data
-        self._hash.update(chunk.data)
+        self._buf[self._filled : self._filled + n] = data
+        self._hash.update(data)
         self._filled += n
 
     def finish(self) -> Vector:

@@ -20,7 +20,7 @@ from murmura.errors import ProtocolError
 from murmura.transport import codec, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE
 from murmura.transport.proto import murmura_pb2 as pb
-from murmura.transport.streams import DecodedInstruction, decode_instruction, result_parts
+from murmura.transport.streams import DecodedInstruction, decode_instruction, result_frames
 from murmura.types import FitRes, Layout
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,7 @@ class CoordinatorLink:
                 num_examples=res.num_examples,
                 metrics=metrics,
             )
-            for part in result_parts(header, blob, self.opts.chunk_size):
-                yield part.SerializeToString()
+            yield from result_frames(header, blob, self.opts.chunk_size)
 
         def call() -> bytes:
             return bytes(

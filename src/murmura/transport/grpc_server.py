@@ -23,7 +23,7 @@ from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, keys
 from murmura.transport.hub import Hub, Outgoing, Refused
 from murmura.transport.proto import murmura_pb2 as pb
-from murmura.transport.streams import ResultReader, instruction_parts
+from murmura.transport.streams import ResultReader, instruction_frames
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ class CoordinatorService:
         for key, value in codec.config_to_proto(out.config).items():
             header.config[key].CopyFrom(value)
         log.info("node=%s round=%d: sending %s", node, out.round, pb.Kind.Name(out.kind))
-        for part in instruction_parts(header, out.blob, self.opts.chunk_size):
-            yield part.SerializeToString()
+        for frame in instruction_frames(header, out.blob, self.opts.chunk_size):
+            yield frame
 
     async def push(
         self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]

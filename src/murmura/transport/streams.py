@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from murmura.transport import codec
 from murmura.transport.codec import BlobAssembler, MalformedMessage
+from murmura.transport.frames import parse_chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
 
@@ -90,6 +91,10 @@ class ResultReader:
 
     def read_chunk(self, raw: bytes) -> None:
         """Parse one chunk message and add it to the update."""
+        fast = parse_chunk_frame(raw)
+        if fast is not None and self._blob is not None:
+            self._blob.add_bytes(*fast)
+            return
         part = codec.parse(pb.ResultPart, raw)
         if part.WhichOneof("part") != "chunk":
             raise MalformedMessage("only chunks may follow the header")
@@ -146,6 +151,10 @@ def decode_instruction(
     config = codec.config_from_proto(h.config)
     blob = BlobAssembler(h.weights, max_bytes) if h.HasField("weights") else None
     for item in it:
+        fast = parse_chunk_frame(item) if isinstance(item, bytes) else None
+        if fast is not None and blob is not None:
+            blob.add_bytes(*fast)
+            continue
         part = _instruction(item)
         if part.WhichOneof("part") != "chunk" or blob is None:
             raise MalformedMessage("unexpected message after the instruction header")
@@ -187,3 +196,25 @@ def instruction_parts(
     if blob is not None:
         for chunk in blob.chunks(chunk_size):
             yield pb.Instruction(chunk=chunk)
+
+
+def result_frames(
+    header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+) -> Iterator[bytes]:
+    """Yield a serialized Push stream; chunks take the one-copy fast path."""
+    if blob is not None:
+        header.update.CopyFrom(blob.header)
+    yield bytes(pb.ResultPart(header=header).SerializeToString())
+    if blob is not None:
+        yield from blob.frames(chunk_size)
+
+
+def instruction_frames(
+    header: pb.InstructionHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+) -> Iterator[bytes]:
+    """Yield a serialized Pull stream; chunks take the one-copy fast path."""
+    if blob is not None:
+        header.weights.CopyFrom(blob.header)
+    yield bytes(pb.Instruction(header=header).SerializeToString())
+    if blob is not None:
+        yield from blob.frames(chunk_size)
