@@ -1,0 +1,50 @@
+"""Project CA and node certificates, and the ``keys`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from typer.testing import CliRunner
+
+from murmura.errors import ConfigError
+from murmura.transport import keys
+from murmura.transport.keys_cli import app
+
+
+def test_issue_names_the_node_and_role(tmp_path: Path) -> None:
+    keys.init_ca(tmp_path)
+    files = keys.issue(tmp_path, "worker-7", "worker", hosts=["10.0.0.7", "edge.example"])
+    assert keys.identity_of(files.cert.read_bytes()) == ("worker-7", "worker")
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "edge.example" in san.get_values_for_type(x509.DNSName)
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    assert keys.Credentials.load(files.cert, files.key, files.ca).name == "worker-7"
+
+
+def test_refusals(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="keys init"):
+        keys.issue(tmp_path, "w", "worker")
+    keys.init_ca(tmp_path)
+    with pytest.raises(ConfigError, match="already holds a CA"):
+        keys.init_ca(tmp_path)
+    with pytest.raises(ConfigError, match="invalid node name"):
+        keys.issue(tmp_path, "../evil", "worker")
+    with pytest.raises(ConfigError, match="invalid role"):
+        keys.issue(tmp_path, "w", "admin")
+    keys.issue(tmp_path, "w", "worker")
+    with pytest.raises(ConfigError, match="already exists"):
+        keys.issue(tmp_path, "w", "worker")
+
+
+def test_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", str(tmp_path / "k")]).exit_code == 0
+    res = runner.invoke(app, ["issue", str(tmp_path / "k"), "coord", "--role", "coordinator"])
+    assert res.exit_code == 0, res.output
+    assert keys.identity_of((tmp_path / "k" / "coord.pem").read_bytes()) == ("coord", "coordinator")
+    assert runner.invoke(app, ["issue", str(tmp_path / "k"), "x", "--role", "boss"]).exit_code == 2
