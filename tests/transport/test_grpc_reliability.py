@@ -111,3 +111,11 @@ def test_keepalive_settings_match() -> None:
     assert (
         client["grpc.keepalive_timeout_ms"] <= 20_000 and server["grpc.keepalive_time_ms"] <= 60_000
     )
+
+
+def test_insecure_link_only_to_loopback() -> None:
+    from murmura.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TLS is required"):
+        CoordinatorLink("10.1.2.3:5000", "w1", None)
+    CoordinatorLink("localhost:5000", "w1", None).close()

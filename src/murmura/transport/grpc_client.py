@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from murmura.errors import ProtocolError
+from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, keys
-from murmura.transport.grpc_server import NODE_HEADER, SERVICE
+from murmura.transport.grpc_server import NODE_HEADER, SERVICE, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedInstruction, decode_instruction, result_frames
 from murmura.types import FitRes, Layout
@@ -86,6 +86,12 @@ class CoordinatorLink:
         self._rng = random.Random(seed)
         self._metadata: tuple[tuple[str, str], ...] = ()
         if credentials is None:
+            host = target.rsplit(":", 1)[0]
+            if not is_loopback(host):
+                raise ConfigError(
+                    f"refusing an insecure link to {target}: TLS is required off loopback"
+                )
+            log.warning("node=%s round=-: INSECURE link (no TLS) to %s", node, target)
             self._metadata = ((NODE_HEADER, node),)
             self.channel = grpc.insecure_channel(target, channel_options(self.opts))
         else:
