@@ -192,6 +192,8 @@ class PrivacySection(Section):
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_learning_rate: float = Field(0.2, gt=0)
     clip_count_stddev: float | None = Field(None, gt=0)
+    # central: a client's weight is min(examples / weight_cap, 1); None: every client weighs 1
+    weight_cap: float | None = Field(None, gt=0)
     accountant: Literal["rdp", "pld"] = "rdp"
     delta: float = Field(1e-5, gt=0, lt=1)
     target_epsilon: float | None = Field(None, gt=0)

@@ -114,6 +114,7 @@ def test_a_target_spent_by_one_round_fails_at_load_time_naming_the_key() -> None
         ),
         ({"mode": "central", "noise_multiplier": -1.0}, {}, "noise_multiplier"),
         ({"mode": "central", "delta": 1.5, "noise_multiplier": 1.0}, {}, "delta"),
+        ({"mode": "local", "noise_multiplier": 1.0, "weight_cap": 10.0}, {}, "weight_cap"),
         (
             {"mode": "central", "noise_multiplier": 3.0, "adaptive_clipping": True},
             {"fraction": 0.5},
@@ -163,6 +164,21 @@ def test_each_row_is_clipped_and_weighted_equally_before_the_server_step() -> No
     assert new is not None
     clipped = np.array([[0.6, 0.8], [0.3, 0.4], [-0.6, 0.8], [0.0, 0.1]])
     np.testing.assert_allclose(new, clipped.mean(axis=0), rtol=1e-5)
+
+
+def test_capped_example_weights_follow_the_weighted_estimator() -> None:
+    rows = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], dtype=np.float32)
+    budget = PrivacyBudget(
+        create_accountant("rdp"), noise_multiplier=0.0, sample_rate=1.0, delta=DELTA
+    )
+    # examples 10, 20, 30, 40 with cap 20: weights 0.5, 1, 1, 1; expected total weight 3.5
+    dp = DifferentiallyPrivate(
+        FedAvg(fraction=1.0), CentralDP(1e6, 0.0, 3.5), budget, weight_cap=20.0
+    )
+    new = dp.aggregate(1, np.zeros(2, np.float32), _buffer(rows), [])
+    assert new is not None
+    expected = (0.5 * rows[0] + rows[1] + rows[2] + rows[3]) / 3.5
+    np.testing.assert_allclose(new, expected, rtol=1e-6)
 
 
 def test_an_empty_round_still_releases_noise_and_spends_budget() -> None:

@@ -2,7 +2,7 @@
 
 - ``mode = "central"``: DP-FedAvg (McMahan et al. 2018) around the configured FedAvg-family
   strategy, with Poisson sampling at ``strategy.fraction``; optional adaptive clipping
-  (Andrew et al. 2021).
+  (Andrew et al. 2021) and example weights capped at ``weight_cap``.
 - ``mode = "local"``: every client clips and noises its delta (``LocalDPClient``); the budget
   assumes a client releases in every round (the server sees who sent, so no amplification).
 - ``dp_sgd = true``: sample-level DP-SGD on every client (Abadi et al. 2016); its budget,
@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
+
 from murmura.client import Client, TorchClient
 from murmura.config import Config, PrivacySection
 from murmura.errors import ConfigError
@@ -29,7 +31,12 @@ from murmura.privacy.dp_client import DPSGDClient, DPSGDParams, dp_sgd_schedule
 from murmura.privacy.local import LocalDPClient
 from murmura.privacy.mechanisms import CentralDP
 from murmura.strategy.base import Strategy
-from murmura.strategy.dp import Accounted, DifferentiallyPrivate, check_fedavg_family
+from murmura.strategy.dp import (
+    Accounted,
+    DifferentiallyPrivate,
+    check_fedavg_family,
+    client_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ def check_privacy(cfg: Config) -> None:
     p = cfg.privacy
     if p.adaptive_clipping and p.mode != "central":
         raise _error("adaptive_clipping", f"needs mode = 'central', got {p.mode!r}")
+    if p.weight_cap is not None and p.mode != "central":
+        raise _error("weight_cap", f"needs mode = 'central', got {p.mode!r}")
     if p.mode == "none" and not p.dp_sgd:
         return
     if cfg.topology.kind != "star":
@@ -122,9 +131,14 @@ def resolve_noise_multiplier(cfg: Config) -> float:
     return plan.noise_multiplier
 
 
-def _central(cfg: Config, inner: Strategy, population: int, z: float) -> DifferentiallyPrivate:
+def _central(
+    cfg: Config, inner: Strategy, clients: Sequence[TorchClient], z: float
+) -> DifferentiallyPrivate:
     p = cfg.privacy
-    expected = cfg.strategy.fraction * population
+    expected = cfg.strategy.fraction * len(clients)
+    # the estimate divides by the expected total weight q W; client sizes are public here
+    sizes = np.array([c.data.client_size(c.cid) for c in clients], dtype=np.float32)
+    expected_weight = cfg.strategy.fraction * float(client_weights(sizes, p.weight_cap).sum())
     clipper, z_update = None, z
     if p.adaptive_clipping:
         z_update, count_std = _update_noise(cfg, z)
@@ -135,9 +149,14 @@ def _central(cfg: Config, inner: Strategy, population: int, z: float) -> Differe
             learning_rate=p.clip_learning_rate,
             count_noise_std=count_std,
         )
-    mechanism = CentralDP(p.clip_norm, z_update, expected)
+    mechanism = CentralDP(p.clip_norm, z_update, expected_weight)
     return DifferentiallyPrivate(
-        inner, mechanism, _client_budget(cfg, z), clipper=clipper, seed=cfg.run.seed
+        inner,
+        mechanism,
+        _client_budget(cfg, z),
+        clipper=clipper,
+        weight_cap=p.weight_cap,
+        seed=cfg.run.seed,
     )
 
 
@@ -176,7 +195,7 @@ def apply_privacy(
     if p.mode != "none":
         z = resolve_noise_multiplier(cfg)
         if p.mode == "central":
-            strategy = _central(cfg, strategy, len(clients), z)
+            strategy = _central(cfg, strategy, clients, z)
         else:
             out = [
                 LocalDPClient(

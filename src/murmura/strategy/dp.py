@@ -5,10 +5,13 @@ its server update (FedAvg's step, FedAvgM's momentum, FedAdam's moments, ...):
 
 - **sampling**: each node takes part independently with probability ``q`` (the inner
   strategy's ``fraction``), so the Poisson accountant matches the sampling that happens;
-- **aggregation**: every delta is clipped to L2 norm ``C`` with weight 1, the clipped deltas
-  are summed, ``N(0, (z_update C)^2)`` is added and the sum is divided by the *expected*
-  cohort ``q N`` (``CentralDP.finalize``, the seam where secure aggregation's unmasked sum
-  plugs in); the result goes to the inner strategy's ``server_update``;
+- **aggregation**: every delta is clipped to L2 norm ``C`` and weighted by
+  ``w = min(n / weight_cap, 1)`` (weight 1 without a cap; the weighted estimator of McMahan
+  et al. 2018), the weighted deltas are summed, ``N(0, (z_update C)^2)`` is added and the sum
+  is divided by the *expected* total weight ``q W`` (``q N`` with unit weights) given to
+  ``CentralDP`` (``finalize`` is the seam where secure aggregation's unmasked sum plugs in);
+  the result goes to the inner strategy's ``server_update``. ``w <= 1`` keeps the
+  sensitivity ``C``;
 - **adaptive clipping** (Andrew et al. 2021), optional: ``C`` follows a quantile of the update
   norms from a noised count, with the update noise raised so that the round still costs ``z``;
 - **accounting**: every round is one sampled Gaussian step ``(z, q)``; ``round_metrics`` gives
@@ -29,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
@@ -77,6 +81,12 @@ def poisson_sample(seed: int, round_: int, nodes: Sequence[str], rate: float) ->
     return [n for n, k in zip(nodes, keep, strict=True) if k]
 
 
+def client_weights(num_examples: Vector, weight_cap: float | None) -> NDArray[np.float64]:
+    """Per-client weights ``min(n / weight_cap, 1)``, or all 1 without a cap."""
+    n = np.asarray(num_examples, dtype=np.float64)
+    return np.ones_like(n) if weight_cap is None else np.minimum(n / weight_cap, 1.0)
+
+
 class DifferentiallyPrivate:
     """DP-FedAvg around a FedAvg-family strategy (McMahan et al. 2018)."""
 
@@ -87,6 +97,7 @@ class DifferentiallyPrivate:
         budget: PrivacyBudget,
         *,
         clipper: AdaptiveClipper | None = None,
+        weight_cap: float | None = None,
         seed: int = 0,
     ) -> None:
         self.inner = check_fedavg_family(inner)
@@ -95,7 +106,10 @@ class DifferentiallyPrivate:
                 f"budget sample rate {budget.sample_rate} differs from the strategy's "
                 f"fraction {self.inner.fraction}: the accountant must see the real sampling"
             )
+        if weight_cap is not None and not weight_cap > 0:
+            raise ConfigError(f"weight_cap must be > 0, got {weight_cap!r}")
         self.mechanism, self.budget, self.clipper, self.seed = mechanism, budget, clipper, seed
+        self.weight_cap = weight_cap
         self._last: dict[str, object] = {}
 
     @property
@@ -134,7 +148,8 @@ class DifferentiallyPrivate:
             )
         clip = self.clip_norm
         clipped, norms = clip_rows(updates.rows(), clip)
-        total = clipped.sum(axis=0, dtype=np.float64).astype(np.float32)
+        share = client_weights(updates.weights(), self.weight_cap)
+        total = (share @ clipped.astype(np.float64)).astype(np.float32)
         mechanism = dataclasses.replace(self.mechanism, clip_norm=clip)
         delta = mechanism.finalize(total, _rng(self.seed, round_, _NOISE))
         new = self.inner.server_update(weights, delta)
