@@ -3,10 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench proto clean
+.PHONY: demo test lint bench proto docs clean
 
 $(BIN)/python:
-	$(shell command -v $(PY) || command -v python3) -m venv $(VENV)
+	$$(command -v $(PY) || command -v python3) -m venv $(VENV)
 
 # torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk; anything else pulls CUDA.
 $(STAMP): $(BIN)/python pyproject.toml
@@ -27,6 +27,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
+
+docs: $(STAMP)
+	$(BIN)/python -m murmura.config_doc README.md
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src src/murmura/transport/proto/murmura.proto

@@ -120,3 +120,12 @@ def tasks() -> None:
     for name in TASKS.names():
         doc = (TASKS.get(name).__doc__ or "").strip().splitlines()[0]
         console.print(f"[bold]{name}[/]  {doc}")
+
+
+@app.command("config")
+def config_keys() -> None:
+    """Print the config reference: every table and key with its default."""
+    from murmura.config_doc import config_reference
+
+    print(config_reference())  # plain Markdown, for piping into a file
+
