@@ -1,8 +1,9 @@
-"""W1 benchmark: murmura's simulation against a plain-torch loop doing the same client-epochs.
+"""W1/W2 benchmark: murmura's simulation against a plain-torch loop doing the same client-epochs.
 
 Prints wall time, peak RSS and final accuracy of both, and the ratios murmura / ideal for the
 whole process and for the training loop alone. Each side runs in its own child process so peak
-memory is measured per side (``wait4``'s ``ru_maxrss``). See shared/BENCHMARKS.md, W1.
+memory is measured per side (``wait4``'s ``ru_maxrss``). ``--workload W1|W2`` picks the
+workload, ``--executor`` murmura's ``[simulation] executor``. See shared/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 W1 = ROOT / "examples" / "digits-fedavg.toml"
+W2 = ROOT / "examples" / "synthetic-1000.toml"
 
 
 def ideal(
@@ -70,6 +72,56 @@ def ideal(
     return {"loop_seconds": loop, "accuracy": accuracy}
 
 
+def ideal_w2(
+    rounds: int = 10, clients: int = 1000, cohort: int = 100, bs: int = 10, lr: float = 0.01
+) -> dict[str, float]:
+    """FedAvg on W2 as a plain torch loop: the same sampled clients and batches, no framework."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from murmura.seeding import client_generator, round_rng
+    from murmura.tasks.synthetic import synthetic_client
+
+    torch.set_num_threads(1)
+    train, held = [], []
+    for c in range(clients):
+        x, y = (torch.from_numpy(a) for a in synthetic_client(1.0, 1.0, 0, c))
+        n_train = len(x) - int(round(0.2 * len(x)))
+        train.append((x[:n_train], y[:n_train]))
+        held.append((x[n_train:], y[n_train:]))
+    torch.manual_seed(0)
+    model = nn.Linear(60, 10)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    t0 = time.perf_counter()
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for r in range(1, rounds + 1):
+        chosen = np.sort(round_rng(0, r).choice(clients, size=cohort, replace=False))
+        acc = {k: torch.zeros_like(v) for k, v in global_state.items()}
+        total = 0
+        for c in chosen.tolist():
+            model.load_state_dict(global_state)
+            xs, ys = train[c]
+            perm = torch.randperm(len(xs), generator=client_generator(0, r, c))
+            for i in range(0, len(xs), bs):
+                idx = perm[i : i + bs]
+                opt.zero_grad()
+                loss_fn(model(xs[idx]), ys[idx]).backward()
+                opt.step()
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    acc[k] += v * len(xs)
+            total += len(xs)
+        global_state = {k: v / total for k, v in acc.items()}
+    loop = time.perf_counter() - t0
+    model.load_state_dict(global_state)
+    x_te, y_te = torch.cat([h[0] for h in held]), torch.cat([h[1] for h in held])
+    with torch.no_grad():
+        accuracy = float((model(x_te).argmax(1) == y_te).float().mean())
+    return {"loop_seconds": loop, "accuracy": accuracy}
+
+
 def murmura_loop(config: Path, overrides: list[str]) -> dict[str, float]:
     """The same workload through murmura's builder and runtime, timing the round loop."""
     from murmura.config import load_config
@@ -99,17 +151,28 @@ def child(args: list[str]) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", choices=["ideal", "murmura"], help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, default=W1)
+    parser.add_argument("--workload", choices=["W1", "W2"], default="W1")
+    parser.add_argument("--config", type=Path, default=None, help="default: the workload's")
+    parser.add_argument(
+        "--executor",
+        choices=["auto", "sequential", "vectorized", "process", "ray"],
+        default=None,
+        help="[simulation] executor for murmura (default: the config's)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    if args.config is None:
+        args.config = W1 if args.workload == "W1" else W2
+    if args.executor is not None:
+        args.overrides.append(f"simulation.executor={args.executor!r}")
     if args.role == "ideal":
-        print(json.dumps(ideal()))
+        print(json.dumps(ideal() if args.workload == "W1" else ideal_w2()))
         return
     if args.role == "murmura":
         print(json.dumps(murmura_loop(args.config, args.overrides)))
         return
     py = sys.executable
-    i_wall, i_mem, i_out = child([py, __file__, "--role", "ideal"])
+    i_wall, i_mem, i_out = child([py, __file__, "--role", "ideal", "--workload", args.workload])
     sets = [a for s in args.overrides for a in ("--set", s)]
     m_wall, m_mem, m_out = child(
         [py, __file__, "--role", "murmura", "--config", str(args.config), *sets]
@@ -123,6 +186,7 @@ def main() -> None:
         ("murmura (API)", m_wall, mur["loop_seconds"], m_mem, mur["accuracy"]),
         ("murmura run (CLI)", c_wall, float("nan"), c_mem, float("nan")),
     ]
+    print(f"workload {args.workload}, executor {args.executor or 'from the config'}")
     print(f"{'':22} {'process s':>10} {'loop s':>8} {'peak MB':>8} {'accuracy':>9}")
     for name, wall, loop, mem, acc in rows:
         print(f"{name:22} {wall:10.2f} {loop:8.2f} {mem:8.0f} {acc:9.4f}")

@@ -211,3 +211,21 @@ def test_simulation_rounds_match_sequential() -> None:
         runs[kind] = exp.simulation.run(2)
     assert isinstance(build_experiment(cfg).simulation.executor, VectorizedExecutor)  # type: ignore[union-attr]
     np.testing.assert_allclose(runs["auto"].weights, runs["sequential"].weights, atol=ATOL)
+
+
+class SmoothedDigits(DigitsTask):
+    """Not plain cross-entropy: the vectorised loss must take the generic per-sample path."""
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(outputs, targets, label_smoothing=0.1)
+
+
+def test_generic_loss_path_equals_sequential() -> None:
+    clients = digits_clients(LocalSGD(epochs=2, batch_size=8, lr=0.05), n=6)
+    task = SmoothedDigits(hidden=16)
+    for c in clients:
+        c.task = task
+    ex = VectorizedExecutor()
+    seq, vec = run_both(clients, FitIns(1, clients[0].model.get(), {}), ex)
+    assert_same(seq, vec)
+    assert ex.trainer(clients[0].model, task)._cross_entropy is False

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn import functional
 
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient, _override
 from murmura.seeding import client_generator
@@ -33,20 +35,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
-def batch_schedule(n: int, hp: LocalSGD, generator: torch.Generator) -> torch.Tensor:
+def batch_schedule(n: int, hp: LocalSGD, generator: torch.Generator) -> NDArray[np.int64]:
     """The ``(steps, batch_size)`` sample indices ``train_local_sgd`` visits; -1 pads a batch.
 
     One ``randperm`` per epoch from ``generator``, cut into batches in order, exactly as the
     sequential loop draws them.
     """
     b = hp.batch_size
-    per_epoch = -(-n // b)
-    table = torch.full((hp.epochs * per_epoch, b), -1, dtype=torch.int64)
+    table = np.full((hp.epochs, -(-n // b) * b), -1, dtype=np.int64)
     for e in range(hp.epochs):
-        perm = torch.randperm(n, generator=generator)
-        block = table[e * per_epoch : (e + 1) * per_epoch].view(-1)
-        block[:n] = perm
-    return table
+        table[e, :n] = torch.randperm(n, generator=generator).numpy()
+    return table.reshape(-1, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +64,31 @@ class StepPlan:
     weight: torch.Tensor
 
 
-def plan_steps(tables: Sequence[torch.Tensor], offsets: Sequence[int]) -> StepPlan:
+def plan_steps(tables: Sequence[NDArray[np.int64]], offsets: Sequence[int]) -> StepPlan:
     """Interleave per-client batch tables (sorted by length, longest first) step by step."""
-    steps = [len(t) for t in tables]
-    if any(a < b for a, b in zip(steps, steps[1:], strict=False)):
+    steps = np.asarray([len(t) for t in tables], dtype=np.int64)
+    if np.any(steps[1:] > steps[:-1]):
         raise ValueError("clients must be sorted by number of steps, longest first")
-    s_max = steps[0] if steps else 0
-    finished_by = np.cumsum(np.bincount(np.asarray(steps, dtype=np.int64), minlength=s_max + 1))
-    active = (len(steps) - finished_by[:s_max]).tolist()
-    starts = np.concatenate([[0], np.cumsum(active)[:-1]]).astype(np.int64).tolist()
+    s_max = int(steps[0]) if len(steps) else 0
+    active = len(steps) - np.cumsum(np.bincount(steps, minlength=s_max + 1))[:s_max]
+    starts = np.concatenate([[0], np.cumsum(active)[:-1]]).astype(np.int64)
     width = tables[0].shape[1] if tables else 1
-    rows = torch.empty((sum(steps), width), dtype=torch.int64)
-    valid = torch.empty((sum(steps), width), dtype=torch.bool)
-    for k, (table, off) in enumerate(zip(tables, offsets, strict=True)):
-        at = torch.tensor(starts[: len(table)], dtype=torch.int64) + k
-        valid[at] = table >= 0
-        rows[at] = torch.where(table >= 0, table + off, off)
-    weight = valid.float()
-    weight /= weight.sum(dim=1, keepdim=True).clamp_min(1.0)
-    return StepPlan(active, starts[: len(active)], steps, rows, weight)
+    # client k's t-th batch goes to row starts[t] + k: it is the k-th of the active prefix
+    dest = np.concatenate([starts[:n] + k for k, n in enumerate(steps)] or [steps])
+    local = np.concatenate(tables) if tables else np.empty((0, width), dtype=np.int64)
+    base = np.repeat(np.asarray(offsets, dtype=np.int64), steps)[:, None]
+    rows = np.empty_like(local)
+    rows[dest] = np.where(local >= 0, local + base, base)
+    weight = np.zeros(local.shape, dtype=np.float32)
+    weight[dest] = local >= 0
+    weight /= np.maximum(weight.sum(axis=1, keepdims=True), 1.0)
+    return StepPlan(
+        active.tolist(),
+        starts[: len(active)].tolist(),
+        steps.tolist(),
+        torch.from_numpy(rows),
+        torch.from_numpy(weight),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class VectorizedTrainer:
         self.shapes = [tuple(p.shape) for _, p in module.named_parameters()]
         self._forward = vmap(self._forward_one)
         self._sample_loss = vmap(self._loss_one)
+        self._cross_entropy: bool | None = None  # decided on the first batch
 
     def _forward_one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = functional_call(self.module, params, (x,))
@@ -128,8 +134,22 @@ class VectorizedTrainer:
         """Each client's own batch-mean loss ``(k,)``; ``x`` is ``(k, batch, ...)``."""
         k, b = weight.shape
         out = self._forward(dict(zip(self.names, params, strict=True)), x)
-        per_sample = self._sample_loss(out.flatten(0, 1), y.flatten(0, 1)).view(k, b)
+        per_sample = self.sample_losses(out.flatten(0, 1), y.flatten(0, 1)).view(k, b)
         return (per_sample * weight).sum(dim=1)
+
+    def sample_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses ``(n,)``: ``task.loss`` vmapped over samples, or its fused form.
+
+        A task whose loss is batch-mean cross-entropy (checked once, on a real and a random
+        batch) gets ``cross_entropy(reduction="none")``: one kernel instead of a vmap.
+        """
+        if self._cross_entropy is None:
+            self._cross_entropy = acts_as_cross_entropy(self.task, out.detach(), y)
+            log.debug("task %s: fused cross-entropy %s", self.task.name, self._cross_entropy)
+        if self._cross_entropy:
+            return functional.cross_entropy(out, y, reduction="none")
+        per_sample: torch.Tensor = self._sample_loss(out, y)
+        return per_sample
 
     def train(
         self, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: StepPlan, hp: LocalSGD
@@ -151,6 +171,20 @@ class VectorizedTrainer:
         steps = torch.tensor(plan.steps[:k_all], dtype=torch.float64)
         flat = torch.cat([p.reshape(k_all, int(np.prod(p.shape[1:]))) for p in params], dim=1)
         return CohortResult(flat, loss_sum / steps.clamp_min(1))
+
+
+def acts_as_cross_entropy(task: Task, out: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether ``task.loss(out, y)`` equals batch-mean cross-entropy on ``out`` and noise."""
+    if out.dim() != 2 or y.dim() != 1 or y.dtype != torch.int64 or len(out) == 0:
+        return False
+    try:
+        with torch.no_grad():
+            return all(
+                torch.allclose(task.loss(o, y), functional.cross_entropy(o, y), rtol=1e-6)
+                for o in (out, torch.randn_like(out) * 4)
+            )
+    except Exception:  # noqa: BLE001 - any failure just means "not cross-entropy"
+        return False
 
 
 def _sgd_step(
