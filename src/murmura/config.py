@@ -202,6 +202,35 @@ class PrivacySection(Section):
     dp_sgd_noise_multiplier: float = Field(1.0, ge=0)
 
 
+SecAggStage = Literal["advertise", "share", "masked_input", "unmask"]
+
+
+class SecAggSection(Section):
+    """[secagg]: SecAgg+ secure aggregation (``murmura.privacy.secure_wiring``); off by default.
+
+    ``neighbours`` (k) and ``threshold`` (t) default to ``default_neighbours`` of the cohort and
+    ``default_threshold(k)``; ``clip`` is the quantisation range per coordinate (None:
+    ``privacy.clip_norm`` under central DP, else 1); ``max_weight`` bounds a client's weight
+    (None: the largest client's example count). ``dropout = {stage = fraction}`` simulates
+    clients that stop answering at that stage (seeded by ``run.seed``), for experiments.
+    """
+
+    enabled: bool = False
+    neighbours: int | None = Field(None, ge=1)
+    threshold: int | None = Field(None, ge=1)
+    clip: float | None = Field(None, gt=0)
+    max_weight: float | None = Field(None, gt=0)
+    rounding: Literal["stochastic", "deterministic"] = "stochastic"
+    dropout: dict[SecAggStage, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SecAggSection:
+        for stage, fraction in self.dropout.items():
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"dropout.{stage} must be a fraction in [0, 1], got {fraction}")
+        return self
+
+
 class Config(Section):
     """A whole run."""
 
@@ -216,6 +245,7 @@ class Config(Section):
     attack: AttackSection = AttackSection()
     anomaly: AnomalySection = AnomalySection()
     privacy: PrivacySection = PrivacySection()
+    secagg: SecAggSection = SecAggSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
@@ -322,6 +352,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ),
         ("attack", lambda: _check_attack(cfg.attack)),
         ("privacy", lambda: _check_privacy(cfg)),
+        ("secagg", lambda: _check_secagg(cfg)),
     ]
     for key, check in checks:
         try:
@@ -344,3 +375,11 @@ def _check_privacy(cfg: Config) -> None:
         from murmura.privacy.wiring import check_privacy
 
         check_privacy(cfg)
+
+
+def _check_secagg(cfg: Config) -> None:
+    """[secagg] fits the strategy, aggregator, anomaly and privacy settings."""
+    if cfg.secagg.enabled:
+        from murmura.privacy.secure_wiring import check_secagg
+
+        check_secagg(cfg)

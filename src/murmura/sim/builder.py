@@ -13,6 +13,7 @@ from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
+from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy
 from murmura.sim.choose import choose_executor
 from murmura.sim.runtime import Simulation
@@ -89,6 +90,8 @@ def build_experiment(cfg: Config) -> Experiment:
         model.layout.size,
     )
     strategy, private = apply_privacy(cfg, strategy, clients)  # [privacy]; as is when off
+    largest = max(data.client_size(c) for c in range(data.num_clients))
+    strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
     wrapped = _wrap_clients(cfg, strategy, private)
     sim = Simulation(
         strategy,
