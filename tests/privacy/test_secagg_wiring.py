@@ -74,13 +74,16 @@ def test_secagg_run_equals_fedavg_up_to_quantisation_and_is_deterministic() -> N
         assert m.extra["secagg_bytes_per_client"] > 4 * secure.weights.size
 
 
-def test_secagg_with_central_dp_equals_dp_up_to_quantisation() -> None:
+@pytest.mark.parametrize("weight_cap", [None, 250.0])
+def test_secagg_with_central_dp_equals_dp_up_to_quantisation(weight_cap: float | None) -> None:
     privacy = {"mode": "central", "clip_norm": 0.5, "noise_multiplier": 1.0}
+    if weight_cap is not None:
+        privacy["weight_cap"] = weight_cap
     strategy = {"fraction": 0.6}
     plain = _run(_config(None, privacy=privacy, strategy=strategy))
     secure = _run(_config({"clip": None}, privacy=privacy, strategy=strategy))
     # Same Poisson cohorts and noise; the clipped sum differs by quantisation only
-    # (clip = C = 0.5, weights 1: under 1e-8 per coordinate and round).
+    # (clip = C = 0.5, weights at most 1: under 1e-8 per coordinate and round).
     np.testing.assert_allclose(secure.weights, plain.weights, rtol=0, atol=1e-6)
     for p, s in zip(plain.rounds, secure.rounds, strict=True):
         assert s.extra["epsilon"] == p.extra["epsilon"]

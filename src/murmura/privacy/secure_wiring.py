@@ -49,10 +49,6 @@ def check_secagg(cfg: Config) -> None:
             "secagg.enabled = true cannot be combined with privacy.adaptive_clipping = true: "
             "adaptive clipping needs each update's norm, and " + _WHY
         )
-    if getattr(cfg.privacy, "weight_cap", None) is not None:
-        raise ConfigError(
-            "secagg.enabled = true is not wired for privacy.weight_cap yet: leave it unset"
-        )
     _check_graph(cfg, a)
 
 

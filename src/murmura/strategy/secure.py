@@ -8,8 +8,9 @@ the survivors. The inner strategy's ``server_update`` (FedAvg's step, FedAvgM, F
 is then applied to ``weighted_sum / total_weight``.
 
 With central DP (``DifferentiallyPrivate`` inside, possibly under ``Accounted``) each client
-clips its delta to L2 norm ``C`` with weight 1 before masking, and the server adds the noise
-to the unmasked sum (``CentralDP.finalize``), as in DP-FedAvg (McMahan et al. 2018).
+clips its delta to L2 norm ``C`` and masks it with DP's weight ``min(n / weight_cap, 1)`` (1
+without a cap), and the server adds the noise to the unmasked sum (``CentralDP.finalize``),
+as in DP-FedAvg (McMahan et al. 2018).
 
 Dropouts become round failures with their reasons. A ``SecAggAbort`` (too few survivors in
 some neighbourhood) leaves the model bitwise unchanged and is reported in the round's
@@ -42,7 +43,7 @@ from murmura.privacy.secagg import (
 )
 from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy
-from murmura.strategy.dp import Accounted, DifferentiallyPrivate
+from murmura.strategy.dp import Accounted, DifferentiallyPrivate, client_weights
 from murmura.strategy.fedavg import FedAvg
 from murmura.types import EvaluateRes, Failure, RoundMetrics, Scalar, Vector
 
@@ -199,7 +200,7 @@ class SecureAggregation:
         max_weight = p.max_weight
         if self.dp is not None:
             rows, _ = clip_rows(rows, self.dp.clip_norm)
-            w, max_weight = np.ones(n), 1.0
+            w, max_weight = client_weights(updates.weights(), self.dp.weight_cap), 1.0
         k, t = p.graph(n)
         return run_secagg_round(
             rows, w, threshold=t, neighbours=k, dropouts=dropouts,
