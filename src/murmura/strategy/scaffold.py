@@ -9,7 +9,9 @@ How ``c`` and ``delta c_i`` travel, so that this works over the wire unchanged:
 
 - down: ``FitIns.config["scaffold_c"]`` holds ``c`` as base64 of little-endian float32
   (``encode_vector``); no runtime or transport change is needed. It costs about 1.33x the
-  model's bytes per round, like the paper's doubled download.
+  model's bytes per round, like the paper's doubled download. Over gRPC the config rides in
+  the instruction header, one message under the 4 MiB default limit, so this carries models
+  up to about 780k parameters; larger ones need ``c`` streamed in chunks like the weights.
 - up: nothing extra. Under option II, ``c_i+ - c_i = -c - delta_i / (K_i * lr)``, which the
   server computes from the delta it already receives and the two scalars the client reports
   in its metrics (``scaffold_steps`` = K_i, ``scaffold_lr`` = lr). So the strategy keeps
