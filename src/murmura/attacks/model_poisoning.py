@@ -29,9 +29,12 @@ class SignFlip(UpdateAttack):
 
 
 class GaussianNoise(UpdateAttack):
-    """Send a random ``N(0, std^2)`` vector instead of the update (Blanchard et al. 2017)."""
+    """Send a random ``N(0, std^2)`` vector instead of the update (Blanchard et al. 2017).
 
-    def __init__(self, inner: Client, seed: int, std: float = 1.0) -> None:
+    The default ``std = 200`` is the Gaussian Byzantine worker of Blanchard et al.'s experiments.
+    """
+
+    def __init__(self, inner: Client, seed: int, std: float = 200.0) -> None:
         super().__init__(inner)
         if not std > 0:
             raise ConfigError(f"gaussian: std = {std} must be > 0")
@@ -86,7 +89,7 @@ def _sign_flip(inner: Client, ctx: AttackContext, scale: float = 1.0) -> Client:
 
 
 @ATTACKS.register("gaussian")
-def _gaussian(inner: Client, ctx: AttackContext, std: float = 1.0) -> Client:
+def _gaussian(inner: Client, ctx: AttackContext, std: float = 200.0) -> Client:
     return GaussianNoise(inner, ctx.seed, std)
 
 
