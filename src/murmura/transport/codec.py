@@ -168,7 +168,7 @@ class BlobAssembler:
     max_bytes: int = DEFAULT_MAX_BYTES
     expected: Layout | None = None
     layout: Layout = field(init=False)
-    _buf: bytearray = field(init=False)
+    _buf: memoryview = field(init=False)
     _filled: int = field(init=False, default=0)
     _hash: hashlib._Hash = field(init=False)
 
@@ -190,7 +190,8 @@ class BlobAssembler:
                 f"declared length {h.length} B, layout needs {layout_bytes(self.layout)} B"
             )
         # Only now, with every claim consistent and under the limit, allocate.
-        self._buf = bytearray(h.length)
+        # np.empty, not bytearray: no zero-fill pass; every byte is written before use.
+        self._buf = memoryview(np.empty(h.length, dtype=np.uint8).data).cast("B")
         self._hash = hashlib.sha256()
 
     def add(self, chunk: pb.Chunk) -> None:
