@@ -117,6 +117,17 @@ def _san(name: str, hosts: Iterable[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(list(dict.fromkeys(entries)))
 
 
+def _load_ca(d: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    try:
+        ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"no CA in {d}; run `murmura keys init {d}` first") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{d / CA_KEY} is not an EC key made by `murmura keys init`")
+    return ca_key, ca_cert
+
+
 def issue(
     directory: Path | str, name: str, role: str, hosts: Iterable[str] = (), days: int = 365
 ) -> NodeFiles:
@@ -127,13 +138,7 @@ def issue(
     d = Path(directory)
     if (d / f"{name}.pem").exists():
         raise ConfigError(f"{d / name}.pem already exists; refusing to overwrite it")
-    try:
-        ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), password=None)
-        ca_cert = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"no CA in {d}; run `murmura keys init {d}` first") from None
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{d / CA_KEY} is not an EC key made by `murmura keys init`")
+    ca_key, ca_cert = _load_ca(d)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name(
