@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from murmura.aggregate import make_aggregator
 from murmura.attacks import ATTACKS, AttackContext, choose_byzantine, wrap_byzantine
 from murmura.attacks.label_flip import FlippedLabels
 from murmura.attacks.omniscient import alie_update, alie_z_max, ipm_update
@@ -65,12 +66,38 @@ def test_update_attacks_transform_the_honest_update() -> None:
     np.testing.assert_array_equal(a, noise.fit(ins).update)  # seeded per (round, node)
 
 
-@pytest.mark.parametrize("mode", ["nan", "inf", "short"])
+@pytest.mark.parametrize("mode", ["nan", "inf", "short", "float64"])
 def test_malformed_updates_are_rejected_before_aggregation(mode: str) -> None:
+    """RELIABILITY 17: rejected before aggregation, listed with a reason, model finite."""
     bad = ATTACKS.get("malformed")(Fixed("bad", [100.0, 100.0]), CTX, mode=mode)
-    delta, failed = _simulate([Fixed("a", [1.0, 1.0]), Fixed("b", [3.0, 3.0]), bad])
-    assert failed == ["bad"]
-    np.testing.assert_array_equal(delta, [2.0, 2.0])
+    sim = Simulation(
+        STRATEGIES.get("fedavg")(),
+        [Fixed("a", [1.0, 1.0]), Fixed("b", [3.0, 3.0]), bad],
+        np.zeros(2, np.float32),
+    )
+    metrics = sim.run_round(1)
+    assert [f.node for f in metrics.failures] == ["bad"]
+    assert metrics.failures[0].reason.startswith("rejected: ")
+    np.testing.assert_array_equal(sim.weights, [2.0, 2.0])
+
+
+def test_scaled_update_is_bounded_by_norm_bounding() -> None:
+    """RELIABILITY 18: with bound C, one boosted client moves the model by <= C * its share."""
+    honest = [Fixed(f"h{i}", [0.0, 0.0]) for i in range(4)]
+    boosted = ATTACKS.get("scaling")(Fixed("x", [3.0, 4.0]), CTX)  # norm 5 * 5 = 25
+    rule = make_aggregator("norm_bounding", bound=1.0)
+    sim = Simulation(
+        STRATEGIES.get("fedavg")(aggregator=rule), [*honest, boosted], np.zeros(2, np.float32)
+    )
+    sim.run_round(1)
+    assert np.linalg.norm(sim.weights) <= 1.0 * (1 / 5) + 1e-6
+
+
+def test_inflated_count_claims_more_examples() -> None:
+    res = ATTACKS.get("inflate")(Fixed("x", [1.0], n=3), CTX, factor=10).fit(
+        FitIns(1, np.zeros(1, np.float32))
+    )
+    assert res.num_examples == 30
 
 
 def test_alie_z_max_follows_the_paper() -> None:

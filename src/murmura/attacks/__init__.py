@@ -1,7 +1,8 @@
 """Simulated attacks (simulation only): wrappers around honest clients, and ``ATTACKS``.
 
 Registered: ``sign_flip``, ``gaussian``, ``scaling``, ``label_flip``, ``alie``, ``ipm``,
-``malformed``. Select with ``[attack] kind``, ``fraction`` and ``args``.
+``malformed`` (NaN, Inf, wrong length, float64) and ``inflate`` (an inflated example
+count). Select with ``[attack] kind``, ``fraction`` and ``args``.
 """
 
 from murmura.attacks import label_flip, model_poisoning, omniscient

@@ -11,7 +11,7 @@ from murmura.attacks.base import ATTACKS, AttackContext, UpdateAttack
 from murmura.client import Client
 from murmura.errors import ConfigError
 from murmura.seeding import derive_seed
-from murmura.types import FitIns, Vector
+from murmura.types import FitIns, FitRes, Vector
 
 
 class SignFlip(UpdateAttack):
@@ -62,25 +62,42 @@ class Scaling(UpdateAttack):
         return (np.float32(self.boost) * update).astype(np.float32)
 
 
-Malformation = Literal["nan", "inf", "short"]
+Malformation = Literal["nan", "inf", "short", "float64"]
 
 
 class Malformed(UpdateAttack):
-    """Send a broken update (NaN, Inf or one entry short) that validation must reject."""
+    """Send a broken update (NaN, Inf, one entry short, float64) that validation must reject."""
 
     def __init__(self, inner: Client, mode: Malformation = "nan") -> None:
         super().__init__(inner)
-        if mode not in ("nan", "inf", "short"):
-            raise ConfigError(f"malformed: mode = {mode!r}; valid: nan, inf, short")
+        if mode not in ("nan", "inf", "short", "float64"):
+            raise ConfigError(f"malformed: mode = {mode!r}; valid: nan, inf, short, float64")
         self.mode = mode
 
     def corrupt(self, ins: FitIns, update: Vector) -> Vector:
         """The update with the chosen defect."""
         if self.mode == "short":
             return update[:-1].copy()
+        if self.mode == "float64":
+            return update.astype(np.float64)
         out = update.copy()
         out[:: max(1, out.size // 10)] = np.nan if self.mode == "nan" else np.inf
         return out
+
+
+class InflatedCount(UpdateAttack):
+    """Claim ``factor`` times the real example count, to buy weight in weighted rules."""
+
+    def __init__(self, inner: Client, factor: float = 100.0) -> None:
+        super().__init__(inner)
+        if not factor >= 1:
+            raise ConfigError(f"inflate: factor = {factor} must be >= 1")
+        self.factor = factor
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """The honest update with an inflated ``num_examples``."""
+        res = self.inner.fit(ins)
+        return FitRes(res.update, int(res.num_examples * self.factor), res.metrics)
 
 
 @ATTACKS.register("sign_flip")
@@ -97,6 +114,11 @@ def _gaussian(inner: Client, ctx: AttackContext, std: float = 200.0) -> Client:
 def _scaling(inner: Client, ctx: AttackContext, boost: float | None = None) -> Client:
     # Bagdasaryan et al.'s gamma = n / eta: n participants per round, server lr eta.
     return Scaling(inner, ctx.cohort_size / ctx.server_lr if boost is None else boost)
+
+
+@ATTACKS.register("inflate")
+def _inflate(inner: Client, ctx: AttackContext, factor: float = 100.0) -> Client:
+    return InflatedCount(inner, factor)
 
 
 @ATTACKS.register("malformed")
