@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.config import config_from_dict
@@ -85,3 +88,26 @@ def test_config_defaults_follow_the_paper() -> None:
     assert config_from_dict({}).strategy.server_lr == 1.0
     with pytest.raises(ConfigError, match="beta2"):
         config_from_dict({"strategy": {"name": "fedyogi", "beta2": 1.0}})
+
+
+@given(
+    arrays(np.float32, (2, 4, 3), elements=st.floats(-1, 1, width=32)),
+    st.sampled_from(sorted(EXPECTED)),
+    st.permutations(range(4)),
+)
+@settings(max_examples=30, deadline=None)
+def test_two_rounds_do_not_depend_on_client_order(
+    rows: np.ndarray, name: str, order: list[int]
+) -> None:
+    def run(perm: list[int]) -> np.ndarray:
+        s, x = _strategy(name), np.zeros(3, np.float32)
+        for round_ in (1, 2):
+            buf = UpdateBuffer(4, 3, keep_rows=True)
+            for i in perm:
+                buf.add(f"c{i}", rows[round_ - 1, i], 5 + i, {})
+            new = s.aggregate(round_, x, buf, [])
+            assert new is not None
+            x = new
+        return x
+
+    np.testing.assert_allclose(run(list(range(4))), run(order), rtol=1e-5, atol=1e-6)
