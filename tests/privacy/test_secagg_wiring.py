@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.config import config_from_dict
+from murmura.config import config_from_dict, load_config
 from murmura.errors import ConfigError
 from murmura.privacy.secagg import Stage
 from murmura.sim.builder import build_experiment
@@ -182,3 +183,19 @@ def test_an_aborted_round_in_a_run_keeps_the_model_bitwise_and_the_run_goes_on()
     assert [m.extra["secagg_aborted"] for m in history.rounds] == [True, True]
     assert all(len(m.failures) == 7 for m in history.rounds)
     assert history.rounds[-1].test_accuracy is not None
+
+
+def test_an_aborted_round_under_central_dp_still_spends_the_budget() -> None:
+    privacy = {"mode": "central", "clip_norm": 0.5, "noise_multiplier": 1.0}
+    sim = _simulation(_config({"dropout": {"share": 0.9}}, privacy=privacy))
+    before = sim.weights.copy()
+    history = sim.run(3)
+    assert np.array_equal(history.weights, before)
+    epsilons = [float(str(m.extra["epsilon"])) for m in history.rounds]
+    assert all(m.extra["secagg_aborted"] for m in history.rounds)
+    assert epsilons == sorted(epsilons) and len(set(epsilons)) == 3
+
+
+def test_the_example_config_loads() -> None:
+    cfg = load_config(Path(__file__).parents[2] / "examples" / "digits-secagg.toml")
+    assert cfg.secagg.enabled and cfg.strategy.aggregator == "weighted_mean"
