@@ -275,3 +275,12 @@ def test_dp_sgd_config_reports_a_sample_level_epsilon() -> None:
     # every client holds fewer than 64 samples: q = 1, one step per epoch, one epoch
     assert m.extra["sample_epsilon"] == pytest.approx(_reference_epsilon(1.5, 1.0, 1))
     assert "epsilon" not in m.extra
+
+
+def test_local_dp_run_accounts_every_round_as_a_release() -> None:
+    data = _config({"mode": "local", "clip_norm": 0.5, "noise_multiplier": 2.0}, run={"rounds": 2})
+    data["strategy"]["fraction"] = 0.5  # the server sees who sent: no amplification, q = 1
+    history = _run(data)
+    for m in history.rounds:
+        assert m.extra["epsilon"] == pytest.approx(_reference_epsilon(2.0, 1.0, m.round))
+        assert m.train_loss is None  # no un-noised training metric leaves a node

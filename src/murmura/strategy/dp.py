@@ -20,8 +20,10 @@ its server update (FedAvg's step, FedAvgM's momentum, FedAdam's moments, ...):
 
 Every round is released, even with fewer results than ``min_clients`` or none at all (pure
 noise then): skipping a round on the realised count would reveal membership, which the
-analysis does not cover. ``Accounted`` is the lighter wrapper for local DP and DP-SGD, where
-the noise is added on the clients and the server only keeps the books.
+analysis does not cover. The round metrics (clipped fraction, clients' training loss) are
+the trusted server's log, not part of the DP release. ``Accounted`` is the lighter wrapper
+for local DP and DP-SGD, where the noise is added on the clients and the server only keeps
+the books.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class DifferentiallyPrivate:
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
-        """Clip, sum, noise, divide by ``q N``; the inner strategy applies the result."""
+        """Clip, weight, sum, noise, divide by ``q W``; the inner strategy applies the result."""
         if len(updates) < self.inner.min_clients:
             log.info(
                 "round %d: %d results < min_clients %d; released anyway (DP)",
