@@ -71,10 +71,11 @@ def assert_same(seq: dict[str, FitRes], vec: dict[str, FitRes]) -> None:
     ],
     ids=["sgd", "momentum", "wd+prox"],
 )
-def test_digits_equals_sequential(hp: LocalSGD) -> None:
+@pytest.mark.parametrize("cost", [0.0, 3.0, 1e9], ids=["all-vmapped", "default", "all-plain"])
+def test_digits_equals_sequential(hp: LocalSGD, cost: float) -> None:
     clients = digits_clients(hp)
     w = clients[0].model.get()
-    seq, vec = run_both(clients, FitIns(2, w, {}))
+    seq, vec = run_both(clients, FitIns(2, w, {}), VectorizedExecutor(vmap_cost=cost))
     assert_same(seq, vec)
 
 

@@ -49,7 +49,7 @@ def _sample_batch(clients: Sequence[Client]) -> tuple[torch.Tensor, torch.Tensor
 
 def dry_run(model: FlatModel, task: Task, x: torch.Tensor, y: torch.Tensor) -> str | None:
     """One vectorised step for two stacked copies; None if it runs and matches ``task.loss``."""
-    trainer = VectorizedTrainer(model.module, task)
+    trainer = VectorizedTrainer(model, task)
     flat = model.flat.detach().unsqueeze(0).expand(2, -1)
     params = [p.requires_grad_(True) for p in trainer.split(flat)]
     weight = torch.full((2, len(x)), 1.0 / len(x))

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional
 
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient, _override
+from murmura.client import _sgd_step as sgd_step
 from murmura.seeding import client_generator
 from murmura.sim.executor import Outcome
 from murmura.tasks.base import Task
@@ -62,6 +62,7 @@ class StepPlan:
     steps: list[int]
     rows: torch.Tensor
     weight: torch.Tensor
+    sizes: list[int]
 
 
 def plan_steps(tables: Sequence[NDArray[np.int64]], offsets: Sequence[int]) -> StepPlan:
@@ -81,13 +82,15 @@ def plan_steps(tables: Sequence[NDArray[np.int64]], offsets: Sequence[int]) -> S
     rows[dest] = np.where(local >= 0, local + base, base)
     weight = np.zeros(local.shape, dtype=np.float32)
     weight[dest] = local >= 0
-    weight /= np.maximum(weight.sum(axis=1, keepdims=True), 1.0)
+    sizes = weight.sum(axis=1, keepdims=True)
+    weight /= np.maximum(sizes, 1.0)
     return StepPlan(
         active.tolist(),
         starts[: len(active)].tolist(),
         steps.tolist(),
         torch.from_numpy(rows),
         torch.from_numpy(weight),
+        sizes[:, 0].astype(np.int64).tolist(),
     )
 
 
@@ -100,12 +103,19 @@ class CohortResult:
 
 
 class VectorizedTrainer:
-    """Trains stacked copies of one module with local SGD, one client per stack row."""
+    """Trains stacked copies of one model with local SGD, one client per stack row.
 
-    def __init__(self, module: nn.Module, task: Task) -> None:
-        self.module, self.task = module, task
-        self.names = [n for n, _ in module.named_parameters()]
-        self.shapes = [tuple(p.shape) for _, p in module.named_parameters()]
+    When only a few clients are left (as with a heavy-tailed client size), a vmapped step
+    can cost more than their plain steps one after another; counting one vmapped step of a
+    few clients as ``vmap_cost`` plain steps, the cheaper way finishes them, the plain way
+    one by one on ``model`` itself.
+    """
+
+    def __init__(self, model: FlatModel, task: Task, vmap_cost: float = 3.0) -> None:
+        self.model, self.module, self.task = model, model.module, task
+        self.vmap_cost = vmap_cost
+        self.names = [n for n, _ in self.module.named_parameters()]
+        self.shapes = [tuple(p.shape) for _, p in self.module.named_parameters()]
         self._forward = vmap(self._forward_one)
         self._sample_loss = vmap(self._loss_one)
         self._cross_entropy: bool | None = None  # decided on the first batch
@@ -160,7 +170,11 @@ class VectorizedTrainer:
         origin = self.split(start.unsqueeze(0)) if hp.proximal_mu > 0 else None
         bufs = [torch.zeros_like(p) for p in params] if hp.momentum > 0 else None
         loss_sum = torch.zeros(k_all, dtype=torch.float64)
-        for k, s in zip(plan.active, plan.starts, strict=True):
+        for t, (k, s) in enumerate(zip(plan.active, plan.starts, strict=True)):
+            if self._plain_is_cheaper(plan.steps, t, k):
+                for i in range(k):
+                    loss_sum[i] += self._finish_alone(i, t, plan, x, y, params, bufs, start, hp)
+                break
             rows = plan.rows[s : s + k]
             leaves = [p[:k].detach().requires_grad_(True) for p in params]
             losses = self.step_losses(leaves, x[rows], y[rows], plan.weight[s : s + k])
@@ -171,6 +185,43 @@ class VectorizedTrainer:
         steps = torch.tensor(plan.steps[:k_all], dtype=torch.float64)
         flat = torch.cat([p.reshape(k_all, int(np.prod(p.shape[1:]))) for p in params], dim=1)
         return CohortResult(flat, loss_sum / steps.clamp_min(1))
+
+    def _plain_is_cheaper(self, steps: list[int], t: int, k: int) -> bool:
+        """Whether the ``k`` clients left at step ``t`` finish sooner one by one."""
+        if k > 2 * self.vmap_cost:
+            return False
+        return sum(steps[i] - t for i in range(k)) <= self.vmap_cost * (steps[0] - t)
+
+    def _finish_alone(
+        self,
+        i: int,
+        t0: int,
+        plan: StepPlan,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        params: list[torch.Tensor],
+        bufs: list[torch.Tensor] | None,
+        start: torch.Tensor,
+        hp: LocalSGD,
+    ) -> float:
+        """Client ``i``'s steps from ``t0`` on, plain (``train_local_sgd``'s step); its loss sum."""
+        model = self.model
+        model.flat.copy_(torch.cat([p[i].reshape(-1) for p in params]))
+        buf = torch.cat([b[i].reshape(-1) for b in bufs]) if bufs is not None else None
+        origin = start if hp.proximal_mu > 0 else None
+        loss_sum = 0.0
+        for t in range(t0, plan.steps[i]):
+            r = plan.starts[t] + i
+            idx = plan.rows[r, : plan.sizes[r]]
+            model.grad.zero_()
+            loss = self.task.loss(model.module(x[idx]), y[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            with torch.no_grad():
+                sgd_step(model, hp, origin, buf)
+            loss_sum += loss.item()
+        for p, v in zip(params, self.split(model.flat.unsqueeze(0)), strict=True):
+            p[i].copy_(v[0])
+        return loss_sum
 
 
 def acts_as_cross_entropy(task: Task, out: torch.Tensor, y: torch.Tensor) -> bool:
@@ -233,8 +284,8 @@ class VectorizedExecutor:
     trained one by one so each reports its own outcome.
     """
 
-    def __init__(self, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        self.memory_budget = memory_budget
+    def __init__(self, memory_budget: int = DEFAULT_MEMORY_BUDGET, vmap_cost: float = 3.0) -> None:
+        self.memory_budget, self.vmap_cost = memory_budget, vmap_cost
         self._trainers: dict[tuple[int, int], VectorizedTrainer] = {}
 
     def fit(self, cohort: Sequence[Client], ins: FitIns) -> Iterator[Outcome]:
@@ -252,7 +303,7 @@ class VectorizedExecutor:
         """The cached trainer of one (model, task) pair."""
         key = (id(model), id(task))
         if key not in self._trainers:
-            self._trainers[key] = VectorizedTrainer(model.module, task)
+            self._trainers[key] = VectorizedTrainer(model, task, self.vmap_cost)
         return self._trainers[key]
 
     def _fit_group(
