@@ -152,8 +152,7 @@ class DifferentiallyPrivate:
         clipped, norms = clip_rows(updates.rows(), clip)
         share = client_weights(updates.weights(), self.weight_cap)
         total = (share @ clipped.astype(np.float64)).astype(np.float32)
-        mechanism = dataclasses.replace(self.mechanism, clip_norm=clip)
-        delta = mechanism.finalize(total, _rng(self.seed, round_, _NOISE))
+        delta = self.noised_mean(round_, total)
         new = self.inner.server_update(weights, delta)
         epsilon = self.budget.spend()
         if self.clipper is not None:
@@ -162,6 +161,14 @@ class DifferentiallyPrivate:
         self._last = {"dp_clip_norm": clip, "dp_clipped_fraction": clipped_fraction}
         log.info("round %d: DP-FedAvg with C=%.4g, epsilon %.4g", round_, clip, epsilon)
         return new
+
+    def noised_mean(self, round_: int, clipped_sum: Vector) -> Vector:
+        """Noise a weighted sum of clipped updates and divide by the expected weight.
+
+        The seam secure aggregation uses: it hands over the unmasked sum instead of rows.
+        """
+        mechanism = dataclasses.replace(self.mechanism, clip_norm=self.clip_norm)
+        return mechanism.finalize(clipped_sum, _rng(self.seed, round_, _NOISE))
 
     def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
         """The inner strategy's central evaluation."""

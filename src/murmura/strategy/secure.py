@@ -20,7 +20,6 @@ metrics; the run goes on. Privacy budgets are spent for every round, aborted or 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ log = logging.getLogger(__name__)
 # Random streams per (seed, round): simulated dropouts, stochastic rounding and the public
 # neighbour graph. _DP_NOISE is the stream DifferentiallyPrivate draws its noise from, so a
 # run with and without secure aggregation adds the same noise.
-_DROPOUT, _ROUNDING, _DP_NOISE = 0xD209, 0x5EC4, 0x401E
+_DROPOUT, _ROUNDING = 0xD209, 0x5EC4
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +210,7 @@ class SecureAggregation:
     def _release(self, round_: int, weights: Vector, result: SecAggResult) -> Vector | None:
         """The next model from the unmasked sum: DP noise first when central DP is on."""
         if self.dp is not None:
-            mechanism = dataclasses.replace(self.dp.mechanism, clip_norm=self.dp.clip_norm)
-            rng = np.random.default_rng(derive_seed(self.dp.seed, round_, _DP_NOISE))
-            delta = mechanism.finalize(result.weighted_sum.astype(np.float32), rng)
+            delta = self.dp.noised_mean(round_, result.weighted_sum.astype(np.float32))
             self._report.extra["dp_clip_norm"] = self.dp.clip_norm
         elif result.total_weight > 0:
             delta = (result.weighted_sum / result.total_weight).astype(np.float32)
