@@ -90,7 +90,9 @@ def build_experiment(cfg: Config) -> Experiment:
         model.layout.size,
     )
     strategy, private = apply_privacy(cfg, strategy, clients)  # [privacy]; as is when off
-    largest = max(data.client_size(c) for c in range(data.num_clients))
+    # only when needed: client_size generates a lazy task's client (100,000 of them in W4)
+    needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
+    largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
     strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
     wrapped = _wrap_clients(cfg, strategy, private)
     sim = Simulation(
