@@ -40,3 +40,15 @@ def test_layout_errors_name_the_tensor() -> None:
         layout.flatten({})
     with pytest.raises(ValueError, match="layout needs"):
         layout.unflatten(np.zeros(5, np.float32))
+
+
+def test_metrics_json_has_no_non_finite_numbers() -> None:
+    import json
+
+    from murmura.types import RoundMetrics
+
+    m = RoundMetrics(
+        1, 2, train_loss=float("nan"), extra={"epsilon": float("inf"), "s": [float("-inf")]}
+    )
+    out = json.loads(json.dumps(m.to_json(), allow_nan=False))
+    assert out["epsilon"] == "inf" and out["train_loss"] == "nan" and out["s"] == ["-inf"]

@@ -6,6 +6,7 @@ that vector back to named tensors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -143,4 +144,15 @@ class RoundMetrics:
             "seconds": round(self.seconds, 6),
         }
         out.update(self.extra)
-        return out
+        return {k: json_safe(v) for k, v in out.items()}
+
+
+def json_safe(value: object) -> object:
+    """``value`` with non-finite floats as the strings "inf", "-inf", "nan" (JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

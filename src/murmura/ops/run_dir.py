@@ -15,7 +15,7 @@ import tomli_w
 from safetensors.numpy import save_file
 
 from murmura.ops.plots import plot_accuracy
-from murmura.types import Layout, RoundMetrics, Vector
+from murmura.types import Layout, RoundMetrics, Vector, json_safe
 
 
 def new_run_id(name: str) -> str:
@@ -50,14 +50,15 @@ class RunDirectory:
         """Append one line to ``metrics.jsonl``."""
         self.rounds.append(metrics)
         with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(metrics.to_json()) + "\n")
+            fh.write(json.dumps(metrics.to_json(), allow_nan=False) + "\n")
 
     def finish(self, weights: Vector, layout: Layout, summary: Mapping[str, Any]) -> None:
         """Final model, plot and summary."""
         save_model(self.path / "model.safetensors", weights, layout)
         plot_accuracy(self.rounds, self.path / "accuracy.png")
         body = {"run_id": self.run_id, "layout": layout.to_dict(), **summary}
-        (self.path / "summary.json").write_text(json.dumps(body, indent=2) + "\n")
+        text = json.dumps(json_safe(body), indent=2, allow_nan=False)
+        (self.path / "summary.json").write_text(text + "\n")
 
 
 def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
