@@ -3,7 +3,8 @@
 W2's generator (Synthetic(1, 1), lazily generated clients) with 10,000 and 100,000 clients,
 1% sampled per round, 5 rounds. Each size runs in its own child process; printed per size:
 seconds to build the run, seconds per round, peak RSS (``wait4``'s ``ru_maxrss``), and memory
-per registered client (RSS after building minus RSS before, over the number of clients).
+per registered client (RSS after building minus RSS before, over the number of clients, so
+including the evaluation data), and the marginal memory per client between two sizes.
 Central evaluation uses the held-out parts of the first ``--eval-clients`` clients (the
 union over 100,000 clients would be ~10 GB of test data by itself). Target: 100,000
 registered clients under 4 GB peak.
@@ -62,6 +63,7 @@ def run_one(clients: int, rounds: int, executor: str, eval_clients: int) -> dict
         "build_s": build_s,
         "s_per_round": loop_s / rounds,
         "kb_per_client": (registered - before) * 1024 / clients,
+        "registered_mb": registered,
         "accuracy": history.rounds[-1].test_accuracy,
         "cohort": history.rounds[-1].participants,
     }
@@ -93,6 +95,7 @@ def main() -> None:
         f"{'clients':>8} {'executor':>20} {'build s':>8} {'s/round':>8} {'peak MB':>8} "
         f"{'KB/client':>9} {'accuracy':>8} {'peak/4GB':>8}"
     )
+    prev: tuple[int, float] | None = None
     for n in (int(c) for c in args.clients.split(",")):
         cmd = [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds)]
         cmd += ["--executor", args.executor, "--eval-clients", str(args.eval_clients)]
@@ -102,6 +105,10 @@ def main() -> None:
             f"{n:8d} {r['executor']:>20} {r['build_s']:8.2f} {r['s_per_round']:8.2f} "
             f"{peak:8.0f} {r['kb_per_client']:9.2f} {r['accuracy']:8.4f} {peak / TARGET_MB:8.3f}"
         )
+        if prev is not None:
+            extra = (r["registered_mb"] - prev[1]) * 1024 / (n - prev[0])
+            print(f"{'':8} marginal memory per registered client {prev[0]}->{n}: {extra:.2f} KB")
+        prev = (n, r["registered_mb"])
 
 
 if __name__ == "__main__":
