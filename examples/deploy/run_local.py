@@ -60,6 +60,11 @@ join_timeout = 120
 """
 
 
+def run_path(state: Path) -> Path:
+    """Folder of the coordinator's latest run (checkpoints, metrics.jsonl)."""
+    return state / "runs" / (state / "latest").read_text().strip()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:
@@ -161,7 +166,7 @@ def main() -> int:
             if p.poll() is None:
                 p.kill()
         close_logs()
-    lines = (workdir / "state" / "metrics.jsonl").read_text().splitlines()
+    lines = (run_path(workdir / "state") / "metrics.jsonl").read_text().splitlines()
     final = json.loads(lines[-1])
     print(f"workdir: {workdir}")
     print(f"{len(lines)} rounds, {args.workers} workers, {time.perf_counter() - t0:.1f} s")

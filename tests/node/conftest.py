@@ -39,8 +39,12 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def run_path(state: Path) -> Path:
+    return state / "runs" / (state / "latest").read_text().strip()
+
+
 def checkpoint(state: Path, round_: int) -> np.ndarray:
-    t = load_file(str(state / "checkpoints" / f"round-{round_:05d}.safetensors"))
+    t = load_file(str(run_path(state) / "checkpoints" / f"round-{round_:05d}.safetensors"))
     return np.concatenate([t["a"].reshape(-1), t["b"].reshape(-1)])
 
 
@@ -68,6 +72,7 @@ class Procs:
     make_keys = staticmethod(make_keys)
     wait_for = staticmethod(wait_for)
     checkpoint = staticmethod(checkpoint)
+    run_path = staticmethod(run_path)
 
     def stop_all(self) -> None:
         for p in self.procs.values():

@@ -33,14 +33,20 @@ def initial_weights() -> np.ndarray:
 class FakeClient:
     """Deterministic local 'training'; hangs at ``hang_round`` after saying so in a file."""
 
-    def __init__(self, name: str, out: Path, hang_round: int) -> None:
+    def __init__(self, name: str, out: Path, hang_round: int, pause_round: int = -1) -> None:
         self.name, self.out, self.hang_round = name, out, hang_round
+        self.pause_round = pause_round
         self.crc = zlib.crc32(name.encode())
 
     def fit(self, ins: FitIns) -> FitRes:
         if ins.round == self.hang_round:
             (self.out / f"{self.name}-hang-{ins.round}").touch()
             time.sleep(3600)
+        if ins.round == self.pause_round:  # once: wait until the test says go on
+            self.pause_round = -1
+            (self.out / f"{self.name}-paused").touch()
+            while not (self.out / "release").exists():
+                time.sleep(0.05)
         rng = np.random.default_rng([self.crc, ins.round])
         w = np.asarray(ins.weights, dtype=np.float32)
         update = np.float32(-0.1) * w + rng.standard_normal(w.size).astype(np.float32) * 0.01
@@ -82,7 +88,8 @@ def worker(a: argparse.Namespace) -> None:
     link = CoordinatorLink(
         f"127.0.0.1:{a.port}", a.name, keys.Credentials.load(f.cert, f.key, f.ca), opts
     )
-    Worker(link, FakeClient(a.name, Path(a.out), a.hang_round), rejoin_max_s=120).run()
+    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round)
+    Worker(link, client, rejoin_max_s=120).run()
 
 
 def main() -> None:
@@ -100,6 +107,7 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--out", default="")
     p.add_argument("--hang-round", type=int, default=-1)
+    p.add_argument("--pause-round", type=int, default=-1)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

@@ -42,7 +42,10 @@ def test_five_workers_train_digits_like_the_simulation(tmp_path: Path) -> None:
                 p.kill()
                 p.wait(10)
         ex.close_logs()
-    lines = [json.loads(x) for x in (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x)
+        for x in (ex.run_path(tmp_path / "state") / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [m["round"] for m in lines] == list(range(1, ROUNDS + 1))
     assert all(m["participants"] == WORKERS and not m["failures"] for m in lines)
     deployed = lines[-1]["test_accuracy"]

@@ -68,17 +68,21 @@ def test_coordinator_killed_and_resumed_gives_the_same_model(procs, tmp_path: Pa
     ]
     first = procs.start("coordinator", *coord_args)
     for name in NAMES:
-        procs.start(name, "worker", *common, "--name", name, "--out", str(out))
+        args = ["--name", name, "--out", str(out), "--pause-round", "3"]
+        procs.start(name, "worker", *common, *args)
     expected = _uninterrupted(tmp_path)  # while the nodes start up
 
-    procs.wait_for((state / "checkpoints" / "round-00002.safetensors").exists, 90, "round 2")
+    # Kill it mid-round 3: rounds 1-2 are completed, every worker holds round 3's model.
+    for name in NAMES:
+        procs.wait_for((out / f"{name}-paused").exists, 90, f"{name} in round 3")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     restarted = procs.start("coordinator-2", *coord_args)
+    (out / "release").touch()
     assert restarted.wait(90) == 0, procs.log("coordinator-2")
     assert all(procs.procs[n].wait(30) == 0 for n in NAMES)
 
-    assert "resuming run" in procs.log("coordinator-2")
+    assert "round=2: resuming run" in procs.log("coordinator-2")  # round 3 is redone
     final = procs.checkpoint(state, ROUNDS)
     assert final.tobytes() == expected.tobytes()
     assert final.tobytes() != procs.checkpoint(state, 0).tobytes()
@@ -87,5 +91,8 @@ def test_coordinator_killed_and_resumed_gives_the_same_model(procs, tmp_path: Pa
     assert rounds == [(r, "completed", 3) for r in range(1, ROUNDS + 1)]
     assert db.execute("SELECT COUNT(*), MIN(status) FROM runs").fetchone() == (1, "finished")
     db.close()
-    logged = [json.loads(x)["round"] for x in (state / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(x)["round"]
+        for x in (procs.run_path(state) / "metrics.jsonl").read_text().splitlines()
+    ]
     assert sorted(set(logged)) == list(range(1, ROUNDS + 1))

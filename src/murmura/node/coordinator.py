@@ -67,9 +67,14 @@ class CoordinatorResult:
     rounds: list[RoundMetrics]
 
 
-def checkpoint_path(state_dir: Path, round_: int) -> Path:
+def run_dir(state_dir: Path, run_id: str) -> Path:
+    """A run's folder: ``checkpoints/``, ``metrics.jsonl``; ``state_dir/latest`` names it."""
+    return state_dir / "runs" / run_id
+
+
+def checkpoint_path(run_path: Path, round_: int) -> Path:
     """Where the model after ``round_`` is kept (round 0: the initial model)."""
-    return state_dir / "checkpoints" / f"round-{round_:05d}.safetensors"
+    return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
 
 
 def write_checkpoint(path: Path, weights: Vector, layout: Layout) -> str:
@@ -114,6 +119,7 @@ class Coordinator:
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
         self.state = StateStore(settings.state_dir / "state.sqlite")
         self.hub: Hub | None = None
+        self.run_path = settings.state_dir
         self.port = 0
 
     async def run(self) -> CoordinatorResult:
@@ -123,11 +129,14 @@ class Coordinator:
             s.run_name, f"{s.run_name}-{secrets.token_hex(4)}", dict(s.config)
         )
         start = rec.last_round + 1
+        self.run_path = run_dir(s.state_dir, rec.run_id)
+        self.run_path.mkdir(parents=True, exist_ok=True)
+        (s.state_dir / "latest").write_text(rec.run_id + "\n")
         if rec.checkpoint is not None:
             self.weights = load_checkpoint(rec.checkpoint, self.layout)
             log.info("node=coordinator round=%d: resuming run %s", rec.last_round, rec.run_id)
         else:
-            write_checkpoint(checkpoint_path(s.state_dir, 0), self.weights, self.layout)
+            write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout)
         self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
         self.hub.last_round = rec.last_round
         server, self.port = await start_server(self.hub, self.server)
@@ -215,9 +224,9 @@ class Coordinator:
         A crash before the commit redoes the round: its metrics line may appear twice, never
         zero times.
         """
-        path = checkpoint_path(self.settings.state_dir, round_)
+        path = checkpoint_path(self.run_path, round_)
         digest = write_checkpoint(path, self.weights, self.layout)
-        with open(self.settings.state_dir / "metrics.jsonl", "a") as fh:
+        with open(self.run_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m.to_json()) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
