@@ -91,3 +91,14 @@ def test_insecure_only_on_loopback_and_loudly(caplog) -> None:  # type: ignore[n
     with ServerThread(hub, ServerOptions(insecure=True)):
         pass
     assert any("INSECURE" in r.getMessage() for r in caplog.records)
+
+
+def test_pull_and_heartbeat_claiming_another_id_are_refused(server: ServerThread, pki) -> None:  # type: ignore[no-untyped-def]
+    link = CoordinatorLink(server.target, "w1", pki.creds("w1"), FAST)
+    link.register()
+    link.node = "w2"  # the certificate still says w1
+    for call in (lambda: link.pull(0), lambda: link.heartbeat(0)):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    link.close()

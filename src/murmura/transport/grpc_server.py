@@ -112,12 +112,7 @@ class CoordinatorService:
     async def register(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Register: check identity, reply with the run id and heartbeat period."""
         node = await self._identify(context)
-        req = await _decode(pb.RegisterRequest, raw, context)
-        if req.node and req.node != node:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"claims node {req.node!r}, certificate says {node!r}",
-            )
+        await _decode(pb.RegisterRequest, raw, context, node)
         log.info("node=%s round=%d: registered", node, self.hub.round_now())
         return _ser(
             pb.RegisterReply(
@@ -131,8 +126,8 @@ class CoordinatorService:
 
     async def heartbeat(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Heartbeat: mark the node alive; tell it the round and whether the run is over."""
-        await self._identify(context)
-        await _decode(pb.HeartbeatRequest, raw, context)
+        node = await self._identify(context)
+        await _decode(pb.HeartbeatRequest, raw, context, node)
         return _ser(
             pb.HeartbeatReply(
                 version=codec.PROTOCOL_VERSION,
@@ -146,7 +141,7 @@ class CoordinatorService:
     ) -> AsyncIterator[bytes]:
         """Long-poll for the next instruction; stream its header and weight chunks."""
         node = await self._identify(context)
-        req = await _decode(pb.PullRequest, raw, context)
+        req = await _decode(pb.PullRequest, raw, context, node)
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
         out = await self.hub.next_instruction(node, wait)
         header = pb.InstructionHeader(
@@ -232,12 +227,19 @@ async def _abort(
     await context.abort(grpc.StatusCode[code], why)
 
 
-async def _decode(cls: Any, raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+async def _decode(cls: Any, raw: bytes, context: aio.ServicerContext[Any, Any], node: str) -> Any:
+    """Parse a unary request; refuse another version or a node id other than the certificate's."""
     try:
         msg = codec.parse(cls, raw)
         codec.check_version(msg.version)
     except ProtocolError as exc:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
+    if msg.node and msg.node != node:
+        log.warning("node=%s round=-: request claims node %r", node, msg.node)
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"claims node {msg.node!r}, certificate says {node!r}",
+        )
     return msg
 
 
