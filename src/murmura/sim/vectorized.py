@@ -190,7 +190,7 @@ class VectorizedTrainer:
         """Whether the ``k`` clients left at step ``t`` finish sooner one by one."""
         if k > 2 * self.vmap_cost:
             return False
-        return sum(steps[i] - t for i in range(k)) <= self.vmap_cost * (steps[0] - t)
+        return sum(steps[i] - t for i in range(k)) < self.vmap_cost * (steps[0] - t)
 
     def _finish_alone(
         self,
