@@ -12,7 +12,7 @@ from torch import nn
 from murmura.client import FlatModel, LocalSGD, TorchClient
 from murmura.config import config_from_dict
 from murmura.data.federated import ArrayFederatedDataset
-from murmura.sim import vectorized
+from murmura.sim import step_plan, vectorized
 from murmura.sim.builder import build_experiment
 from murmura.sim.choose import choose_executor, why_not_vectorized
 from murmura.sim.executor import SequentialExecutor
@@ -99,7 +99,7 @@ def test_empty_client_and_chunks() -> None:
 
 def test_batch_schedule_matches_randperm() -> None:
     hp = LocalSGD(epochs=2, batch_size=4)
-    table = vectorized.batch_schedule(6, hp, torch.Generator().manual_seed(1))
+    table = step_plan.batch_schedule(6, hp, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
     p1, p2 = torch.randperm(6, generator=g), torch.randperm(6, generator=g)
     assert table.tolist() == [p1[:4].tolist(), [*p1[4:].tolist(), -1, -1]] + [
