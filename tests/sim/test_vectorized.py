@@ -16,6 +16,7 @@ from murmura.sim import step_plan, vectorized
 from murmura.sim.builder import build_experiment
 from murmura.sim.choose import choose_executor, why_not_vectorized
 from murmura.sim.executor import SequentialExecutor
+from murmura.sim.runtime import Simulation
 from murmura.sim.vectorized import VectorizedExecutor
 from murmura.tasks import DigitsTask, SyntheticTask
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
@@ -230,3 +231,20 @@ def test_generic_loss_path_equals_sequential() -> None:
     seq, vec = run_both(clients, FitIns(1, clients[0].model.get(), {}), ex)
     assert_same(seq, vec)
     assert ex.trainer(clients[0].model, task)._cross_entropy is False
+
+
+@pytest.mark.parametrize("attack", ["sign_flip", "label_flip"])
+def test_attacks_work_on_the_vectorized_executor(attack: str) -> None:
+    base = {
+        "partition": {"kind": "dirichlet", "num_clients": 10},
+        "client": {"epochs": 1, "batch_size": 16, "lr": 0.05},
+        "attack": {"kind": attack, "fraction": 0.3},
+    }
+    out = {}
+    for kind in ("sequential", "vectorized"):
+        sim = build_experiment(config_from_dict({**base, "simulation": {"executor": kind}}))
+        assert isinstance(sim.simulation, Simulation)
+        out[kind] = sim.simulation.run(2).weights
+        if kind == "vectorized":
+            assert isinstance(sim.simulation.executor, VectorizedExecutor)
+    np.testing.assert_allclose(out["vectorized"], out["sequential"], atol=ATOL)

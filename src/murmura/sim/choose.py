@@ -4,7 +4,8 @@
 another: every client a plain ``TorchClient``, a model without buffers (batch-norm running
 statistics would be shared state), and a vmap dry run of one training step that succeeds
 (data-dependent control flow and random ops fail it) and agrees with the task's own loss.
-Otherwise it runs sequentially. A log line says which and why.
+Otherwise it runs sequentially. A log line says which and why. An explicit "vectorized",
+"process" or "ray" also takes wrapped clients (attacks, faults): those run their own ``fit``.
 """
 
 from __future__ import annotations
@@ -25,25 +26,30 @@ log = logging.getLogger(__name__)
 
 
 def why_not_vectorized(model: FlatModel, task: Task, clients: Sequence[Client]) -> str | None:
-    """The reason the cohort cannot be trained vectorised, or None if it can."""
+    """The reason "auto" does not train this population vectorised, or None if it does."""
     if not clients or not all(is_plain(c) for c in clients):
         return "not every client is a plain TorchClient"
+    return model_obstacle(model, task, clients)
+
+
+def model_obstacle(model: FlatModel, task: Task, clients: Sequence[Client]) -> str | None:
+    """Why the model or loss cannot be vmapped (buffers, dry-run failure), or None."""
     buffers = [n for n, _ in model.module.named_buffers()]
     if buffers:
         return f"the model has buffers ({', '.join(buffers[:3])}), e.g. batch-norm statistics"
     sample = _sample_batch(clients)
-    if sample is None:
-        return "no client holds data to try a vectorised step on"
+    if sample is None:  # nothing to vectorise; the executor's own fallback still guards
+        return None
     return dry_run(model, task, *sample)
 
 
 def _sample_batch(clients: Sequence[Client]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Up to four samples of the first client (of the first few) that has data."""
-    for c in clients[:8]:
-        if isinstance(c, TorchClient):
-            x, y = c.data.client_train(c.cid)
-            if len(x):
-                return x[:4], y[:4]
+    """Up to four samples of the first plain client (of the first few) that has data."""
+    plain = [c for c in clients[:64] if isinstance(c, TorchClient) and is_plain(c)]
+    for c in plain[:8]:
+        x, y = c.data.client_train(c.cid)
+        if len(x):
+            return x[:4], y[:4]
     return None
 
 
@@ -73,18 +79,20 @@ def choose_executor(
     kind = cfg.simulation.executor
     if kind == "sequential":
         return SequentialExecutor()
-    reason = why_not_vectorized(model, task, clients)
     if kind == "auto":
+        reason = why_not_vectorized(model, task, clients)
         if reason is None:
             log.info("executor: vectorized (auto: plain clients, no buffers, vmap dry run ok)")
             return VectorizedExecutor()
         log.info("executor: sequential (auto: %s)", reason)
         return SequentialExecutor()
+    # explicit choices: wrapped clients (attacks, faults) run their own fit on any executor
+    obstacle = model_obstacle(model, task, clients)
     if kind == "vectorized":
-        if reason is not None:
-            raise ConfigError(f"simulation.executor = 'vectorized' cannot be used: {reason}")
+        if obstacle is not None:
+            raise ConfigError(f"simulation.executor = 'vectorized' cannot be used: {obstacle}")
         return VectorizedExecutor()
-    inner = "vectorized" if reason is None else "sequential"
+    inner = "vectorized" if obstacle is None else "sequential"
     if kind == "process":
         from murmura.sim.process_pool import ProcessPoolExecutor
 
