@@ -84,6 +84,9 @@ class StrategySection(Section):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
+    # No client's weight may exceed this share of the round's total (an inflated example count
+    # is capped, not trusted); unset: weights are the reported example counts.
+    max_weight_share: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="before")
     @classmethod

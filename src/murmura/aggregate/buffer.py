@@ -12,14 +12,19 @@ from collections.abc import Mapping
 import numpy as np
 
 from murmura.aggregate.base import Matrix, Vector
+from murmura.aggregate.mean import weighted_mean
+from murmura.aggregate.weights import cap_weight_share
 
 
 class UpdateBuffer:
     """Collects one round's updates with their example counts and metrics."""
 
-    def __init__(self, capacity: int, dim: int, keep_rows: bool = True) -> None:
-        self.dim = dim
-        self.keep_rows = keep_rows
+    def __init__(
+        self, capacity: int, dim: int, keep_rows: bool = True, max_weight_share: float | None = None
+    ) -> None:
+        # capping shares needs every count before any weighting, so rows are kept
+        keep_rows = keep_rows or max_weight_share is not None
+        self.dim, self.keep_rows, self.max_weight_share = dim, keep_rows, max_weight_share
         self.nodes: list[str] = []
         self.num_examples: list[int] = []
         self.metrics: list[Mapping[str, float]] = []
@@ -50,8 +55,11 @@ class UpdateBuffer:
         return self._rows[: len(self.nodes)]
 
     def weights(self) -> Vector:
-        """Example counts as float32 weights, one per stored update."""
-        return np.asarray(self.num_examples, dtype=np.float32)
+        """Example counts as float32 weights, one per stored update, shares capped if set."""
+        counts = np.asarray(self.num_examples, dtype=np.float64)
+        if self.max_weight_share is not None:
+            counts = cap_weight_share(counts, self.max_weight_share)
+        return counts.astype(np.float32)
 
     def weighted_mean(self) -> Vector:
         """The examples-weighted mean of the stored updates."""
@@ -59,6 +67,5 @@ class UpdateBuffer:
         if not self.nodes or total <= 0:
             raise ValueError("no updates with a positive example count to average")
         if self.keep_rows:
-            w = np.asarray(self.num_examples, dtype=np.float32) / np.float32(total)
-            return np.asarray(w @ self.rows(), dtype=np.float32)
+            return weighted_mean(self.rows(), self.weights())
         return (self._sum / total).astype(np.float32)

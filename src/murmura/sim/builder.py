@@ -102,6 +102,7 @@ def build_experiment(cfg: Config) -> Experiment:
         executor=choose_executor(cfg, model, task, wrapped),
         evaluate_every=cfg.evaluation.every,
         observer=_anomaly_monitor(cfg),
+        max_weight_share=cfg.strategy.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim)
 

@@ -120,8 +120,10 @@ class Simulation:
         checks: Sequence[Check] | None = None,
         evaluate_every: int = 1,
         observer: RoundObserver | None = None,
+        max_weight_share: float | None = None,
     ) -> None:
         self.strategy = strategy
+        self.max_weight_share = max_weight_share
         self.observer = observer
         self.clients = {c.node_id: c for c in clients}
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
@@ -152,7 +154,7 @@ class Simulation:
         config = self.strategy.configure(round_, self.weights)
         ins = FitIns(round_, self.weights, config)
         keep_rows = self.strategy.keep_rows or self.observer is not None
-        buffer = UpdateBuffer(len(cohort), self.weights.size, keep_rows)
+        buffer = UpdateBuffer(len(cohort), self.weights.size, keep_rows, self.max_weight_share)
         failures = self._collect(round_, cohort, ins, buffer)
         previous = self.weights
         new = self.strategy.aggregate(round_, self.weights, buffer, failures)
