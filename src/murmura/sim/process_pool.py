@@ -36,6 +36,7 @@ from murmura.tasks import Task, load_task
 from murmura.types import FitIns, FitRes, Scalar, Vector
 
 log = logging.getLogger(__name__)
+MAX_RESTARTS = 3
 
 
 class WorkerError(MurmuraError):
@@ -184,6 +185,7 @@ class ProcessPoolExecutor:
         self.size = workers or os.cpu_count() or 1
         self._ctx = mp.get_context("spawn")
         self._workers = [_Worker(self._ctx, self.config, inner, i) for i in range(self.size)]
+        self._deaths = [0] * self.size
         self._finalizer = weakref.finalize(self, _stop_all, self._workers)
         log.info("process pool: %d workers (%s inside each)", self.size, inner)
 
@@ -200,8 +202,18 @@ class ProcessPoolExecutor:
         yield from in_cohort_order(cohort, done)
 
     def _send(self, i: int, share: list[TorchClient], ins: FitIns) -> bool:
-        """Send a request to worker ``i``, restarting it first if it has died."""
+        """Send a request to worker ``i``, restarting it first if it has died (3 times at most)."""
         if not self._workers[i].proc.is_alive():
+            self._deaths[i] += 1
+            if self._deaths[i] > MAX_RESTARTS:
+                if self._deaths[i] == MAX_RESTARTS + 1:
+                    log.error(
+                        "worker %d died %d times; its clients fail from now on. With the spawn "
+                        "start method the main script needs `if __name__ == '__main__':`",
+                        i,
+                        MAX_RESTARTS + 1,
+                    )
+                return False
             log.warning("round %d: worker %d had died; starting a new one", ins.round, i)
             self._workers[i].stop()
             self._workers[i] = _Worker(self._ctx, self.config, self.inner, i)
