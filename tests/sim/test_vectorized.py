@@ -248,3 +248,10 @@ def test_attacks_work_on_the_vectorized_executor(attack: str) -> None:
         if kind == "vectorized":
             assert isinstance(sim.simulation.executor, VectorizedExecutor)
     np.testing.assert_allclose(out["vectorized"], out["sequential"], atol=ATOL)
+
+
+def test_clients_per_pass_counts_parameters_and_activations() -> None:
+    assert vectorized.clients_per_pass(512 * 2**20, 4810, 16, 64) >= 1000  # W1: one pass
+    small_model_big_inputs = vectorized.clients_per_pass(512 * 2**20, 10_000, 32, 3 * 32 * 32)
+    assert 1 <= small_model_big_inputs < 200
+    assert vectorized.clients_per_pass(1, 10**7, 32, 10) == 1

@@ -256,7 +256,7 @@ class VectorizedExecutor:
                 clients,
                 ins,
                 hp,
-                self.chunk(clients[0].model.layout.size),
+                self.memory_budget,
             )
         except Exception as exc:  # noqa: BLE001 - fall back so each client reports its own outcome
             log.warning(
@@ -267,10 +267,15 @@ class VectorizedExecutor:
             )
             return {c.node_id: _own_fit(c, ins) for c in clients}
 
-    def chunk(self, dim: int) -> int:
-        """How many clients one vectorised pass trains, given the memory budget."""
-        # params, grads, momentum, activations' share: about eight float32 copies per client
-        return max(1, self.memory_budget // (8 * 4 * max(dim, 1)))
+
+def clients_per_pass(budget: int, dim: int, batch_size: int, sample_numel: int) -> int:
+    """How many clients one vectorised pass may train within ``budget`` bytes.
+
+    Per client: parameters, gradients, momentum and their temporaries (about eight float32
+    copies of the model) plus a step's activations (taken as 32 floats per input value).
+    """
+    per_client = 4 * (8 * dim + 32 * batch_size * sample_numel)
+    return max(1, budget // max(per_client, 1))
 
 
 def _own_fit(client: Client, ins: FitIns) -> FitRes | BaseException:
@@ -286,11 +291,16 @@ def fit_vectorized(
     clients: Sequence[TorchClient],
     ins: FitIns,
     hp: LocalSGD,
-    chunk: int,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, FitRes | BaseException]:
-    """Train ``clients`` (one model, task and ``hp``) from ``ins.weights``, ``chunk`` at a time."""
+    """Train ``clients`` (one model, task and ``hp``) from ``ins.weights``, pass by pass.
+
+    Each pass trains as many clients as ``memory_budget`` allows (``clients_per_pass``).
+    """
     start = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
     data = [c.data.client_train(c.cid) for c in clients]
+    sample = data[0][0][0].numel() if data and len(data[0][0]) else 1
+    chunk = clients_per_pass(memory_budget, len(start), hp.batch_size, sample)
     tables = [
         batch_schedule(len(x), hp, client_generator(c.seed, ins.round, c.cid))
         for c, (x, _) in zip(clients, data, strict=True)
