@@ -56,11 +56,11 @@ class Procs:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: list[BinaryIO] = []
 
-    def start(self, label: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, label: str, *args: str, script: Path = PROCS) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{label}.log", "ab")
         self.logs.append(log)
         p = subprocess.Popen(
-            [sys.executable, str(PROCS), *args], stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT
         )
         self.procs[label] = p
         return p

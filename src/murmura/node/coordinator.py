@@ -24,12 +24,17 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import StateStore
+from murmura.privacy.secagg import SecAggResult
 from murmura.strategy.base import Strategy
+from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
 from murmura.transport.grpc_server import ServerOptions, start_server
 from murmura.transport.hub import Hub, Outgoing, RoundOutcome
 from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.secagg_exchange import SecAggExchange
+from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
 from murmura.transport.streams import DecodedResult
 from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
@@ -56,6 +61,8 @@ class CoordinatorSettings:
     config: Mapping[str, object] = field(default_factory=dict)
     """The resolved run config, stored with the run."""
     shutdown_grace_s: float = 2.0
+    secagg_stage_timeout_s: float = 30.0
+    """Deadline of each secure aggregation step after advertise (that one has the round's)."""
 
 
 @dataclass(slots=True)
@@ -119,6 +126,7 @@ class Coordinator:
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
         self.state = StateStore(settings.state_dir / "state.sqlite")
         self.hub: Hub | None = None
+        self.secure: SecureRounds | None = None
         self.run_path = settings.state_dir
         self.port = 0
 
@@ -139,7 +147,13 @@ class Coordinator:
             write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout)
         self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
         self.hub.last_round = rec.last_round
-        server, self.port = await start_server(self.hub, self.server)
+        extra = []
+        if isinstance(self.strategy, SecureAggregation):
+            exchange = SecAggExchange(rec.run_id)
+            timing = SecureTiming(s.round_timeout_s, s.secagg_stage_timeout_s)
+            self.secure = SecureRounds(self.strategy, self.hub, exchange, timing)
+            extra.append(secagg_handlers(exchange))
+        server, self.port = await start_server(self.hub, self.server, extra)
         (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
         done: list[RoundMetrics] = []
         try:
@@ -176,18 +190,12 @@ class Coordinator:
         except Exception as exc:  # too few nodes: the round passes with the model unchanged
             log.warning("node=coordinator round=%d: cannot sample: %s", round_, exc)
             cohort = []
-        buffer = UpdateBuffer(len(cohort), self.layout.size, self.strategy.keep_rows)
-        outcome = await self._collect(round_, cohort, buffer)
-        failures = [Failure(n, why) for n, why in sorted(outcome.failures.items())]
-        for f in failures:
-            log.warning("node=%s round=%d: failed: %s", f.node, round_, f.reason)
-        new = await asyncio.to_thread(
-            self.strategy.aggregate, round_, self.weights, buffer, failures
-        )
+        if self.secure is not None:
+            new, metrics, included = await self._secure_round(round_, cohort)
+        else:
+            new, metrics, included = await self._plain_round(round_, cohort)
         if new is not None:
             self.weights = np.asarray(new, dtype=np.float32)
-        metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
-        metrics.train_loss = _mean_metric(buffer, "train_loss")
         final = round_ == self.settings.rounds
         if final or (
             self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
@@ -196,8 +204,46 @@ class Coordinator:
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
         metrics.seconds = time.perf_counter() - t0
-        self._record(run_id, round_, buffer, metrics)
+        self._record(run_id, round_, included, metrics)
         return metrics
+
+    async def _plain_round(
+        self, round_: int, cohort: list[str]
+    ) -> tuple[Vector | None, RoundMetrics, list[str]]:
+        """Collect plaintext updates and aggregate: (new model or None, metrics, contributors)."""
+        buffer = UpdateBuffer(len(cohort), self.layout.size, self.strategy.keep_rows)
+        outcome = await self._collect(round_, cohort, buffer)
+        failures = [Failure(n, why) for n, why in sorted(outcome.failures.items())]
+        for f in failures:
+            log.warning("node=%s round=%d: failed: %s", f.node, round_, f.reason)
+        new = await asyncio.to_thread(
+            self.strategy.aggregate, round_, self.weights, buffer, failures
+        )
+        metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
+        metrics.train_loss = _mean_metric(buffer, "train_loss")
+        return new, metrics, list(buffer.nodes)
+
+    async def _secure_round(
+        self, round_: int, cohort: list[str]
+    ) -> tuple[Vector | None, RoundMetrics, list[str]]:
+        """SecAgg+ over the cohort; the strategy's server update applies the unmasked mean."""
+        assert self.secure is not None
+        cohort = sorted(cohort)
+        config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
+        config[SECAGG_CONFIG_KEY] = True
+        blob = codec.encode_blob(self.weights, self.layout)
+        outgoing = Outgoing(round_, pb.FIT, config, blob, self.layout)
+        log.info("node=coordinator round=%d: secure round sent to %d nodes", round_, len(cohort))
+        outcome = await self.secure.run(outgoing, cohort, self.layout.size)
+        strategy = self.secure.strategy
+        new = await asyncio.to_thread(strategy.conclude, round_, self.weights, cohort, outcome)
+        metrics = RoundMetrics(round_, participants=0)
+        strategy.report(round_, metrics)
+        for f in metrics.failures:
+            log.warning("node=%s round=%d: failed: %s", f.node, round_, f.reason)
+        if not isinstance(outcome, SecAggResult):
+            return new, metrics, []
+        return new, metrics, [cohort[u] for u in outcome.survivors]
 
     async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
         assert self.hub is not None
@@ -218,7 +264,7 @@ class Coordinator:
         await self.hub.open_round(outgoing, frozenset(cohort), sink)
         return await self.hub.collect(self.settings.round_timeout_s)
 
-    def _record(self, run_id: str, round_: int, buffer: UpdateBuffer, m: RoundMetrics) -> None:
+    def _record(self, run_id: str, round_: int, nodes: Sequence[str], m: RoundMetrics) -> None:
         """Write the checkpoint, the metrics line, then commit the round in SQLite.
 
         A crash before the commit redoes the round: its metrics line may appear twice, never
@@ -233,18 +279,18 @@ class Coordinator:
         self.state.complete_round(
             run_id,
             round_,
-            participants=len(buffer),
+            participants=len(nodes),
             failures=[{"node": f.node, "reason": f.reason} for f in m.failures],
             checkpoint=str(path),
             model_sha256=digest,
             metrics=m.to_json(),
         )
-        for node in buffer.nodes:
+        for node in nodes:
             self.state.seen(run_id, node, completed_round=True)
         log.info(
             "node=coordinator round=%d: completed with %d results, %d failures, acc %s",
             round_,
-            len(buffer),
+            len(nodes),
             len(m.failures),
             m.test_accuracy,
         )

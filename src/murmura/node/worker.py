@@ -17,8 +17,10 @@ from typing import Protocol
 import grpc
 
 from murmura.errors import ProtocolError
+from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, SecAggLink
 from murmura.transport.streams import DecodedInstruction
 from murmura.types import FitIns, FitRes
 
@@ -48,9 +50,15 @@ class Worker:
     """Runs the pull -> fit -> push loop of one node until the coordinator says SHUTDOWN."""
 
     def __init__(
-        self, link: CoordinatorLink, client: FitClient, rejoin_max_s: float = 600.0
+        self,
+        link: CoordinatorLink,
+        client: FitClient,
+        rejoin_max_s: float = 600.0,
+        on_secagg_step: StepHook | None = None,
     ) -> None:
         self.link, self.client = link, client
+        self.on_secagg_step = on_secagg_step
+        """Observer of secure aggregation: called with (round, step) after each answer."""
         self.rejoin_max_s = rejoin_max_s
         self.after_round = 0
         self.rounds_done = 0
@@ -123,10 +131,17 @@ class Worker:
     def _fit(self, ins: DecodedInstruction) -> None:
         assert ins.weights is not None and ins.layout is not None
         log.info("node=%s round=%d: training", self.node, ins.round)
+        secure = bool(ins.config.get(SECAGG_CONFIG_KEY, False))
+        config = {k: v for k, v in ins.config.items() if k != SECAGG_CONFIG_KEY}
         try:
-            res = self.client.fit(FitIns(ins.round, ins.weights, ins.config))
+            res = self.client.fit(FitIns(ins.round, ins.weights, config))
         except Exception:
             log.exception("node=%s round=%d: local training failed", self.node, ins.round)
+            self.after_round = ins.round
+            return
+        if secure:  # the update leaves this process only masked
+            rounds = SecureRound(SecAggLink(self.link), ins.round, self._stop, self.on_secagg_step)
+            self.rounds_done += int(rounds.run(res.update, res.num_examples))
             self.after_round = ins.round
             return
         try:

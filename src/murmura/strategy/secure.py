@@ -176,16 +176,48 @@ class SecureAggregation:
             return None
         dropouts = self.params.dropouts(round_, n)
         try:
-            result = self._run(round_, updates, dropouts)
+            result: SecAggResult | SecAggAbort = self._run(round_, updates, dropouts)
         except SecAggAbort as exc:
-            self._aborted(round_, updates.nodes, dropouts, exc)
+            result = exc
+        return self._conclude(round_, weights, updates.nodes, dropouts, result)
+
+    def conclude(
+        self,
+        round_: int,
+        weights: Vector,
+        nodes: Sequence[str],
+        outcome: SecAggResult | SecAggAbort,
+    ) -> Vector | None:
+        """The next model from a round whose SecAgg+ stages ran elsewhere (a deployment).
+
+        ``nodes[u]`` is the node of SecAgg index ``u``; ``outcome`` the server's result or the
+        abort. Failures and figures go to :meth:`report`; budgets are spent as in
+        :meth:`aggregate`.
+        """
+        self._report = _Report()
+        try:
+            return self._conclude(round_, weights, nodes, {}, outcome)
+        finally:
+            for budget in self._budgets():
+                budget.spend()
+
+    def _conclude(
+        self,
+        round_: int,
+        weights: Vector,
+        nodes: Sequence[str],
+        dropouts: Mapping[Stage, set[int]],
+        outcome: SecAggResult | SecAggAbort,
+    ) -> Vector | None:
+        if isinstance(outcome, SecAggAbort):
+            self._aborted(round_, nodes, dropouts, outcome)
             return None
-        self._record(updates.nodes, dropouts, result)
-        if self.dp is None and len(result.survivors) < self.base.min_clients:
+        self._record(nodes, dropouts, outcome)
+        if self.dp is None and len(outcome.survivors) < self.base.min_clients:
             log.warning("round %d: %d survivors < min_clients %d; model unchanged",
-                        round_, len(result.survivors), self.base.min_clients)  # fmt: skip
+                        round_, len(outcome.survivors), self.base.min_clients)  # fmt: skip
             return None
-        return self._release(round_, weights, result)
+        return self._release(round_, weights, outcome)
 
     def _run(
         self, round_: int, updates: UpdateBuffer, dropouts: Mapping[Stage, set[int]]

@@ -102,6 +102,11 @@ class CoordinatorLink:
         self._pull = self.channel.unary_stream(f"/{SERVICE}/Pull")
         self._push = self.channel.stream_unary(f"/{SERVICE}/Push")
 
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata (the node id header in insecure mode only)."""
+        return self._metadata
+
     def close(self) -> None:
         """Close the channel."""
         self.channel.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,10 @@ class CoordinatorService:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {name!r} {reason}")
         self.hub.touch(name)
         return name
+
+    async def identify(self, context: aio.ServicerContext[Any, Any]) -> str:
+        """Node id of the caller, allowlist checked: for other services sharing this port."""
+        return await self._identify(context)
 
     async def register(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Register: check identity, reply with the run id and heartbeat period."""
@@ -256,10 +260,19 @@ def _handlers(svc: CoordinatorService) -> grpc.GenericRpcHandler:
     )
 
 
-async def start_server(hub: Hub, opts: ServerOptions) -> tuple[aio.Server, int]:
-    """Start serving ``hub``; return the server and the bound port."""
+async def start_server(
+    hub: Hub,
+    opts: ServerOptions,
+    extra: Sequence[Callable[[CoordinatorService], grpc.GenericRpcHandler]] = (),
+) -> tuple[aio.Server, int]:
+    """Start serving ``hub``; return the server and the bound port.
+
+    ``extra`` makes handlers of further services (secure aggregation) from the coordinator
+    service, so they share its port, identity check and allowlist.
+    """
     server = aio.server(options=server_channel_options(opts))
-    server.add_generic_rpc_handlers((_handlers(CoordinatorService(hub, opts)),))
+    svc = CoordinatorService(hub, opts)
+    server.add_generic_rpc_handlers((_handlers(svc), *(make(svc) for make in extra)))
     address = f"{opts.host}:{opts.port}"
     if opts.credentials is None:
         if not opts.insecure:
