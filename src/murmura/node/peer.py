@@ -1,0 +1,285 @@
+"""A networked peer: trains locally, serves its model, dials its neighbours, and mixes.
+
+The per-peer math is ``murmura.sim.peer`` (the same as the in-process P2P simulation); this
+module adds rounds over gRPC. Rounds are synchronous with a deadline: in round r a peer
+trains from its model, publishes what it sends for r, asks every neighbour for its round-r
+model (long-poll until the deadline), mixes with the neighbours that answered (the others are
+skipped and the weights renormalised, ``murmura.topology.renormalize``), then writes its
+model to its own checkpoint atomically. A neighbour that was unreachable in one round gets a
+single try in the next (no retries), so a dead neighbour costs one deadline, not one per round.
+A restarted peer resumes from its checkpoint and, if its neighbours are further on, jumps to
+their round; nothing ever waits past a deadline, so no peer deadlocks on a dead neighbour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from murmura.client import FlatModel
+from murmura.errors import ProtocolError
+from murmura.sim.peer import Mixer, Trainer
+from murmura.transport import codec, keys
+from murmura.transport.grpc_server import ServerOptions
+from murmura.transport.peer_service import Fetched, ModelStore, NeighbourLink, start_peer_server
+from murmura.types import EvaluateRes, Layout, Vector
+
+log = logging.getLogger(__name__)
+EvaluateFn = Callable[[Vector], EvaluateRes]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """Who this peer is, where everyone listens, and how rounds are timed."""
+
+    index: int
+    names: Sequence[str]
+    addresses: Sequence[str]
+    run_id: str
+    state_dir: Path
+    rounds: int = 10
+    round_timeout_s: float = 10.0
+    join_timeout_s: float = 60.0
+    """Deadline of the first round this process runs (neighbours may still be starting)."""
+    round_period_s: float = 0.0
+    """Least time between the starts of two rounds (paces the exchange); 0: no pacing."""
+    evaluate_every: int = 1
+    credentials: keys.Credentials | None = None
+    insecure: bool = False
+    max_model_bytes: int = codec.DEFAULT_MAX_BYTES
+    chunk_size: int = codec.DEFAULT_CHUNK
+
+    @property
+    def name(self) -> str:
+        """The peer's node id (its certificate's common name)."""
+        return self.names[self.index]
+
+
+@dataclass(slots=True)
+class PeerResult:
+    """What a peer did: rounds run by this process, the last round, and its final model."""
+
+    rounds_run: int
+    last_round: int
+    weights: Vector
+    resumed_from: int = 0
+    missing: dict[int, list[str]] = field(default_factory=dict)
+
+
+def checkpoint_file(state_dir: Path) -> Path:
+    """Where a peer keeps its latest model."""
+    return state_dir / "model.safetensors"
+
+
+def save_peer_checkpoint(
+    path: Path, weights: Vector, layout: Layout, meta: Mapping[str, str]
+) -> None:
+    """Write atomically (temp, fsync, rename, fsync dir): a crash leaves the old or new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=dict(meta))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Vector] | None:
+    """The metadata and model of a checkpoint written by ``save_peer_checkpoint``, if any."""
+    if not path.exists():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as fh:
+        meta = dict(fh.metadata() or {})
+    return meta, layout.flatten(load_file(str(path)))
+
+
+class Peer:
+    """One peer of a P2P run over gRPC; ``run`` serves, trains and mixes every round."""
+
+    def __init__(
+        self,
+        settings: PeerSettings,
+        trainer: Trainer,
+        model: FlatModel,
+        initial_weights: Vector,
+        layout: Layout,
+        row: Mapping[int, float],
+        mixer: Mixer,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> None:
+        self.s, self.trainer, self.model, self.layout = settings, trainer, model, layout
+        self.row, self.mixer, self.evaluate_fn = dict(row), mixer, evaluate_fn
+        self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
+        self.neighbours = sorted(j for j in self.row if j != settings.index)
+        self.suspects: set[int] = set()
+        self.links: dict[int, NeighbourLink] = {}
+        self.store = ModelStore(settings.run_id, settings.name, layout)
+        self.port = 0
+
+    def _tag(self, round_: int) -> str:
+        return f"node={self.s.name} round={round_}"
+
+    def _resume(self) -> int:
+        """Load our checkpoint if it belongs to this run; return the round it holds."""
+        got = load_peer_checkpoint(checkpoint_file(self.s.state_dir), self.layout)
+        if got is None:
+            return 0
+        meta, weights = got
+        if meta.get("run_id") != self.s.run_id or meta.get("node") != self.s.name:
+            log.warning("%s: checkpoint of another run or node ignored", self._tag(0))
+            return 0
+        self.weights = weights
+        done = int(meta.get("round", "0"))
+        log.info("%s: resumed from own checkpoint", self._tag(done))
+        return done
+
+    async def run(self) -> PeerResult:
+        """Serve and run rounds until ``rounds``; then serve until neighbours have our last."""
+        s = self.s
+        done = self._resume()
+        host, port = s.addresses[s.index].rsplit(":", 1)
+        opts = ServerOptions(
+            host=host,
+            port=int(port),
+            credentials=s.credentials,
+            insecure=s.insecure,
+            allowlist=frozenset(s.names[j] for j in self.neighbours),
+            chunk_size=s.chunk_size,
+        )
+        server, self.port = await start_peer_server(self.store, opts)
+        self.links = {
+            j: NeighbourLink(
+                s.name, s.names[j], s.addresses[j], s.run_id, self.layout, s.credentials,
+                s.max_model_bytes,
+            )
+            for j in self.neighbours
+        }  # fmt: skip
+        result = PeerResult(0, done, self.weights, resumed_from=done)
+        try:
+            r, first = done + 1, True
+            while r <= s.rounds:
+                began = time.monotonic()
+                r_next = await self.run_round(r, first, result)
+                await asyncio.sleep(max(0.0, s.round_period_s - (time.monotonic() - began)))
+                first, result.rounds_run, result.last_round = False, result.rounds_run + 1, r
+                r = r_next
+            if result.rounds_run:
+                await self._linger(result.last_round)
+        finally:
+            for link in self.links.values():
+                await link.close()
+            await server.stop(grace=0.5)
+        result.weights = self.weights
+        return result
+
+    async def run_round(self, round_: int, first: bool, result: PeerResult) -> int:
+        """Train, publish, gather, mix, checkpoint; return the next round to run."""
+        t0 = time.perf_counter()
+        trained, loss = await asyncio.to_thread(
+            self.trainer.train, self.model, self.weights, round_
+        )
+        await self.store.publish(round_, trained)
+        timeout = self.s.join_timeout_s if first else self.s.round_timeout_s
+        answers = await self.gather(round_, time.monotonic() + timeout)
+        received = {j: f.weights for j, f in answers.items() if f.weights is not None}
+        missing = [self.s.names[j] for j in self.neighbours if j not in received]
+        self.weights = np.asarray(
+            self.mixer(self.s.index, trained, received, self.row), dtype=np.float32
+        )
+        meta = {"run_id": self.s.run_id, "node": self.s.name, "round": str(round_)}
+        await asyncio.to_thread(
+            save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout, meta
+        )
+        if missing:
+            result.missing[round_] = missing
+            log.warning("%s: mixed without %s (weights renormalised)", self._tag(round_), missing)
+        self._record(round_, loss, sorted(received), missing, time.perf_counter() - t0)
+        lead = max((f.latest_round for f in answers.values()), default=round_)
+        if lead > round_ + 1:
+            log.info("%s: neighbours are at round %d; rejoining there", self._tag(round_), lead)
+            return lead
+        return round_ + 1
+
+    async def gather(self, round_: int, deadline: float) -> dict[int, Fetched]:
+        """Every neighbour's answer for ``round_`` that came before ``deadline``."""
+        order = list(self.links)
+        got = await asyncio.gather(*(self._ask(j, round_, deadline) for j in order))
+        answers = {j: f for j, f in zip(order, got, strict=True) if f is not None}
+        for j in order:
+            if j in answers and answers[j].weights is not None:
+                self.suspects.discard(j)
+            else:
+                self.suspects.add(j)
+        return answers
+
+    async def _ask(self, j: int, round_: int, deadline: float) -> Fetched | None:
+        """Long-poll neighbour ``j``; retry an unreachable one only if it answered last time."""
+        link, retry, delay = self.links[j], j not in self.suspects, 0.1
+        last: Fetched | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                last = await link.fetch(round_, left)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and retry:
+                    await asyncio.sleep(min(delay, left))
+                    delay = min(2 * delay, 1.0)
+                    continue
+                log.info("%s: %s did not answer: %s", self._tag(round_), link.neighbour, exc.code())
+                return last
+            except ProtocolError as exc:
+                log.warning("%s: bad reply from %s: %s", self._tag(round_), link.neighbour, exc)
+                return None
+            if last.weights is not None or last.latest_round >= round_:
+                return last
+        return last
+
+    async def _linger(self, last_round: int) -> None:
+        """Keep serving until the neighbours that are alive fetched our last model."""
+        alive = {self.s.names[j] for j in self.neighbours if j not in self.suspects}
+        left = await self.store.wait_fetched(alive, last_round, self.s.round_timeout_s)
+        if left:
+            log.info("%s: leaving before %s fetched our last model", self._tag(last_round), left)
+
+    def _record(
+        self, round_: int, loss: float, present: list[int], missing: list[str], secs: float
+    ) -> None:
+        line: dict[str, object] = {
+            "round": round_,
+            "node": self.s.name,
+            "train_loss": loss,
+            "neighbours": [self.s.names[j] for j in present],
+            "missing": missing,
+            "seconds": secs,
+        }
+        every = self.s.evaluate_every
+        if self.evaluate_fn is not None and (
+            round_ == self.s.rounds or (every > 0 and round_ % every == 0)
+        ):
+            ev = self.evaluate_fn(self.weights)
+            line["test_loss"], line["test_accuracy"] = ev.loss, ev.metrics.get("accuracy")
+        with open(self.s.state_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        log.info(
+            "%s: mixed with %d of %d neighbours, acc %s",
+            self._tag(round_),
+            len(present),
+            len(self.neighbours),
+            line.get("test_accuracy"),
+        )

@@ -1,0 +1,223 @@
+"""Building networked peers and edge aggregators from config: ``[peers]`` and ``[edge]``.
+
+A P2P deployment config is a P2P run config (``[topology] kind = "ring"`` etc.) plus a
+``[peers]`` table with one address per peer; peer K listens on ``addresses[K]``, holds the
+K-th contiguous block of the run's clients (as in the simulation) and uses the certificate
+``<key_dir>/<names[K]>.pem``. An edge config is a run config plus an ``[edge]`` table: the
+parent's address, where the edge listens for its children, and its own certificate; the
+edge runs ``[strategy]`` over its children.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import zlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from murmura.errors import ConfigError
+from murmura.node.coordinator import CoordinatorSettings
+from murmura.node.edge import Edge, EdgeSettings
+from murmura.node.peer import Peer, PeerSettings
+from murmura.transport import keys
+from murmura.transport.grpc_client import LinkOptions
+from murmura.transport.grpc_server import ServerOptions
+
+TABLES = ("server", "peers", "edge")
+
+
+class PeersSection(BaseModel):
+    """[peers]: every peer's address, names and keys, and round timing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    addresses: list[str] = Field(min_length=2)
+    names: list[str] | None = None
+    """Node ids (certificate common names); default ``peer-0``, ``peer-1``, ..."""
+    key_dir: str | None = None
+    state_dir: str = "runs/peers"
+    """Each peer keeps its checkpoint and metrics in ``state_dir/<name>``."""
+    round_timeout: float = Field(10.0, gt=0)
+    join_timeout: float = Field(60.0, gt=0)
+    round_period: float = Field(0.0, ge=0)
+    """Least seconds between the starts of two rounds (paces the gossip); 0: no pacing."""
+    max_model_mb: float = Field(2048.0, gt=0)
+    chunk_kb: int = Field(1024, ge=1, le=3072)
+
+    def peer_names(self) -> list[str]:
+        """The node ids, checked against the addresses."""
+        names = self.names or [f"peer-{i}" for i in range(len(self.addresses))]
+        if len(names) != len(self.addresses) or len(set(names)) != len(names):
+            raise ConfigError("[peers] names must be unique, one per address")
+        return names
+
+
+class EdgeSection(BaseModel):
+    """[edge]: the parent, where the edge listens, its identity and its children's rounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    parent: str
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    key_dir: str | None = None
+    allowlist: list[str] | None = None
+    state_dir: str = "runs/edges"
+    round_timeout: float = Field(60.0, gt=0)
+    min_nodes: int = Field(1, ge=1)
+    join_timeout: float = Field(120.0, ge=0)
+    heartbeat: float = Field(1.0, gt=0)
+    lost_after: float = Field(5.0, gt=0)
+
+
+def load_tables(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """A deployment TOML: the run ``Config`` and its deployment tables (server, peers, edge)."""
+    from murmura.config import apply_overrides, config_from_dict
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    data = apply_overrides(data, overrides or [])
+    tables = {t: data.pop(t) for t in TABLES if t in data}
+    return config_from_dict(data, str(path)), tables
+
+
+def _section(model: type[BaseModel], tables: dict[str, Any], table: str, path: object) -> Any:
+    if table not in tables:
+        raise ConfigError(f"{path} has no [{table}] table")
+    try:
+        return model(**tables[table])
+    except ValidationError as exc:
+        raise ConfigError(f"{path} [{table}]: {exc}") from None
+
+
+def credentials(key_dir: str | None, name: str, insecure: bool) -> keys.Credentials | None:
+    """The node's TLS files from ``key_dir`` (None when insecure)."""
+    if insecure:
+        return None
+    if key_dir is None:
+        raise ConfigError("key_dir is required for TLS (or run with --insecure on loopback)")
+    f = keys.node_files(key_dir, name)
+    try:
+        return keys.Credentials.load(f.cert, f.key, f.ca)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS files of {name!r} in {key_dir}: {exc}") from None
+
+
+def build_peer(
+    path: Path | str, index: int, overrides: list[str] | None = None, insecure: bool = False
+) -> Peer:
+    """Peer ``index`` of the P2P run in ``path``: its data block, trainer, mixer and links."""
+    import torch
+
+    from murmura.client import FlatModel, LocalSGD
+    from murmura.sim.p2p import peer_data, topology_graph
+    from murmura.sim.peer import LocalWork, PeerTrainer, make_mixer
+    from murmura.tasks import evaluate_classifier, load_task
+    from murmura.topology import neighbour_weights
+
+    cfg, tables = load_tables(path, overrides)
+    sec: PeersSection = _section(PeersSection, tables, "peers", path)
+    names, t, n = sec.peer_names(), cfg.topology, len(sec.addresses)
+    if not 0 <= index < n:
+        raise ConfigError(f"--id {index}: [peers] lists {n} peers (0..{n - 1})")
+    if t.time_varying or t.byzantine_fraction or t.byzantine_peers or t.dropout:
+        raise ConfigError("time-varying graphs, dropout and Byzantine peers are simulation-only")
+    graph = topology_graph(t, n)
+    if graph.number_of_nodes() != n:
+        raise ConfigError(f"[topology] has {graph.number_of_nodes()} nodes, [peers] {n}")
+    torch.set_num_threads(1)
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    data = task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+    x, y = peer_data(data, n)[index]
+    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Any) -> Any:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
+    settings = PeerSettings(
+        index=index,
+        names=names,
+        addresses=sec.addresses,
+        run_id=cfg.run.name,
+        state_dir=Path(sec.state_dir) / names[index],
+        rounds=cfg.run.rounds,
+        round_timeout_s=sec.round_timeout,
+        join_timeout_s=sec.join_timeout,
+        round_period_s=sec.round_period,
+        evaluate_every=cfg.evaluation.every,
+        credentials=credentials(sec.key_dir, names[index], insecure),
+        insecure=insecure,
+        max_model_bytes=int(sec.max_model_mb * (1 << 20)),
+        chunk_size=sec.chunk_kb * 1024,
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
+    trainer = PeerTrainer(index, x, y, task, work, cfg.run.seed)
+    row = neighbour_weights(graph)[index]
+    return Peer(settings, trainer, model, model.get(), model.layout, row, mixer, evaluate)
+
+
+def edge_strategy(cfg: Any, children: int, edge: str) -> Any:
+    """``[strategy]`` over the edge's children, with ``min_clients`` capped at their number."""
+    from murmura.aggregate import make_aggregator
+    from murmura.seeding import derive_seed
+    from murmura.strategy import STRATEGIES
+
+    s = cfg.strategy
+    return STRATEGIES.get(s.name)(
+        fraction=s.fraction,
+        min_clients=min(s.min_clients, children),
+        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+        seed=derive_seed(cfg.run.seed, zlib.crc32(edge.encode())),
+    )
+
+
+def build_edge(
+    path: Path | str, overrides: list[str] | None = None, insecure: bool = False
+) -> Edge:
+    """The edge aggregator of ``[edge]`` in ``path``, running ``[strategy]`` over its children."""
+    from murmura.client import FlatModel
+    from murmura.tasks import load_task
+
+    cfg, tables = load_tables(path, overrides)
+    sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
+    creds = credentials(sec.key_dir, sec.name, insecure)
+    children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
+    min_clients = min(cfg.strategy.min_clients, children)
+    layout = FlatModel(load_task(cfg.task.name, **cfg.task.args).build_model()).layout
+    state_dir = Path(sec.state_dir) / sec.name
+    coordinator = CoordinatorSettings(
+        state_dir=state_dir,
+        run_name=f"{cfg.run.name}-{sec.name}",
+        round_timeout_s=sec.round_timeout,
+        min_nodes=sec.min_nodes,
+        join_timeout_s=sec.join_timeout,
+        heartbeat_s=sec.heartbeat,
+        lost_after_s=sec.lost_after,
+        evaluate_every=0,
+        shutdown_grace_s=1.0,
+    )
+    server = ServerOptions(
+        host=sec.host,
+        port=sec.port,
+        credentials=creds,
+        insecure=insecure,
+        allowlist=frozenset(sec.allowlist) if sec.allowlist is not None else None,
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    settings = EdgeSettings(
+        sec.name, sec.parent, coordinator, server, creds, min_clients, LinkOptions(pull_wait_s=5.0)
+    )
+    return Edge(settings, edge_strategy(cfg, children, sec.name), layout)

@@ -1,0 +1,180 @@
+"""8 peers on a ring train digits over mTLS gRPC; one is killed mid-run and restarted.
+
+Each peer is its own process (``murmura peer CONFIG --id K``) with its own certificate. Peer 3
+is SIGKILLed after its second round: its neighbours skip it (weights renormalised) and go on.
+It is then started again: it resumes from its own checkpoint, jumps to its neighbours' round
+and mixes with them again. Every peer but the killed one finishes every round, and the mean
+final accuracy is far above chance.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from murmura.transport import keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+PEERS, ROUNDS, KILLED = 8, 30, 3
+
+CONFIG = """
+[run]
+name = "ring-grpc"
+seed = 0
+rounds = {rounds}
+
+[task]
+name = "digits"
+
+[partition]
+kind = "iid"
+num_clients = {peers}
+
+[client]
+epochs = 1
+batch_size = 16
+lr = 0.05
+
+[evaluation]
+every = 5
+
+[topology]
+kind = "ring"
+algorithm = "gossip"
+
+[peers]
+addresses = {addresses}
+key_dir = "{keys}"
+state_dir = "{state}"
+round_timeout = 2.0
+round_period = 0.5
+join_timeout = 60.0
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Peers:
+    """Starts peer processes, each logging to its own file; kills what is left at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.state = tmp, tmp / "state"
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.logs: list[BinaryIO] = []
+        key_dir = tmp / "keys"
+        keys.init_ca(key_dir)
+        for i in range(PEERS):
+            keys.issue(key_dir, f"peer-{i}", "worker")
+        addresses = [f"127.0.0.1:{p}" for p in _free_ports(PEERS)]
+        self.config = tmp / "ring.toml"
+        self.config.write_text(
+            CONFIG.format(
+                rounds=ROUNDS,
+                peers=PEERS,
+                addresses=json.dumps(addresses),
+                keys=key_dir,
+                state=self.state,
+            )
+        )
+
+    def start(self, i: int) -> None:
+        log = open(self.tmp / f"peer-{i}.log", "ab")
+        self.logs.append(log)
+        cmd = [sys.executable, "-m", "murmura.node.topology_cli", "peer", str(self.config)]
+        self.procs[i] = subprocess.Popen(
+            [*cmd, "--id", str(i)], stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def metrics(self, i: int) -> list[dict[str, Any]]:
+        path = self.state / f"peer-{i}" / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+    def last_round(self, i: int) -> int:
+        lines = self.metrics(i)
+        return int(lines[-1]["round"]) if lines else 0
+
+    def log(self, i: int) -> str:
+        return (self.tmp / f"peer-{i}.log").read_text(errors="replace")
+
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for log in self.logs:
+            log.close()
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    p = Peers(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def test_ring_of_eight_survives_a_killed_peer_which_then_rejoins(peers: Peers) -> None:
+    for i in range(PEERS):
+        peers.start(i)
+    peers.wait_for(lambda: peers.last_round(KILLED) >= 2, 120, "peer 3 to finish round 2")
+    peers.procs[KILLED].send_signal(signal.SIGKILL)
+    peers.procs[KILLED].wait(10)
+    killed_at = peers.last_round(KILLED)
+    # Its neighbours notice (skip it, renormalise) and go on; then it comes back.
+    peers.wait_for(
+        lambda: any("peer-3" in m["missing"] for m in peers.metrics(2)),
+        60,
+        "peer 2 to mix without peer 3",
+    )
+    peers.start(KILLED)
+    for i, p in peers.procs.items():
+        assert p.wait(120) == 0, peers.log(i)
+
+    for i in (2, 4):  # the neighbours finished every round, some without peer 3
+        lines = peers.metrics(i)
+        assert [m["round"] for m in lines] == list(range(1, ROUNDS + 1))
+        skipped = [m["round"] for m in lines if "peer-3" in m["missing"]]
+        assert skipped and min(skipped) > killed_at
+    back = peers.metrics(KILLED)
+    resumed = [m for m in back if m["round"] > killed_at]
+    assert "resumed from own checkpoint" in peers.log(KILLED)
+    assert resumed and resumed[-1]["round"] == ROUNDS
+    # it rejoined: it mixed with both neighbours again, and they with it
+    assert any(set(m["neighbours"]) == {"peer-2", "peer-4"} for m in resumed)
+    late = [m for m in peers.metrics(2) if m["round"] > resumed[0]["round"]]
+    assert any("peer-3" in m["neighbours"] for m in late)
+
+    finals = [peers.metrics(i)[-1] for i in range(PEERS)]
+    assert all(m["round"] == ROUNDS for m in finals)
+    accs = [float(m["test_accuracy"]) for m in finals]
+    assert sum(accs) / PEERS > 0.8, accs
