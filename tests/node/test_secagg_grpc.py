@@ -41,22 +41,28 @@ def _expected_mean(w0: np.ndarray, out: Path) -> np.ndarray:
     return (weights[:, None] * rows).sum(0) / weights.sum()
 
 
-def test_secagg_round_survives_two_deaths_after_masked_input(procs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
-    key_dir = procs.make_keys(tmp_path / "keys", NAMES)
+def _launch(procs, tmp_path: Path, names: list[str], victims: set[str]):  # type: ignore[no-untyped-def]
+    """Coordinator and workers; ``victims`` die right after their masked input is accepted."""
+    key_dir = procs.make_keys(tmp_path / "keys", names)
     state, out = tmp_path / "state", tmp_path / "out"
     out.mkdir()
     port = str(procs.free_port())
     common = ["--keys", str(key_dir), "--port", port]
     coord = procs.start(
         "coordinator", "coordinator", *common, "--state", str(state),
-        "--min-nodes", "10", "--names", ",".join(NAMES), script=SCRIPT,
+        "--min-nodes", str(len(names)), "--names", ",".join(names), script=SCRIPT,
     )  # fmt: skip
-    for name in NAMES:
-        extra = ["--die-after-masked-input"] if name in VICTIMS else []
+    for name in names:
+        extra = ["--die-after-masked-input"] if name in victims else []
         procs.start(
             name, "worker", *common, "--name", name, "--out", str(out), *extra, script=SCRIPT
         )
+    return coord, state
+
+
+def test_secagg_round_survives_two_deaths_after_masked_input(procs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    coord, state = _launch(procs, tmp_path, NAMES, VICTIMS)
     assert coord.wait(80) == 0, procs.log("coordinator")
     for name in VICTIMS:
         assert procs.procs[name].wait(10) == -signal.SIGKILL, procs.log(name)
@@ -78,3 +84,20 @@ def test_secagg_round_survives_two_deaths_after_masked_input(procs, tmp_path: Pa
     np.testing.assert_allclose(w1 - w0, expected, atol=2e-6, rtol=0)
     assert np.abs(w1 - w0).max() > 1e-2  # the model did move
     print(f"secure round over gRPC: {time.monotonic() - t0:.1f} s")
+
+
+def test_secagg_round_below_threshold_aborts_and_keeps_the_model(procs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # 4 nodes: the complete graph, t = 2; 3 die after masked input, so no input's self-mask
+    # seed has 2 share holders left: the server must abort before reconstructing anything.
+    names = ["a0", "a1", "a2", "a3"]
+    coord, state = _launch(procs, tmp_path, names, {"a1", "a2", "a3"})
+    assert coord.wait(80) == 0, procs.log("coordinator")
+    coord_log = procs.log("coordinator")
+    assert "secure aggregation aborted in round 1 at stage 'unmask'" in coord_log, coord_log
+    assert "model unchanged" in coord_log
+    db = sqlite3.connect(state / "state.sqlite")
+    ((participants, metrics),) = db.execute(
+        "SELECT participants, metrics FROM rounds WHERE round = 1"
+    ).fetchall()
+    assert participants == 0 and json.loads(metrics)["secagg_aborted"] is True
+    assert procs.checkpoint(state, 1).tobytes() == procs.checkpoint(state, 0).tobytes()

@@ -15,6 +15,7 @@ node is a dropout for that step.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ class _Step:
 
     requests: Mapping[str, bytes]
     answered: dict[str, bytes] = field(default_factory=dict)
+    """SHA-256 of each accepted answer: enough to spot a duplicate, no masked vectors kept."""
     rejected: set[str] = field(default_factory=set)
     open: bool = True
 
@@ -175,8 +177,9 @@ class SecAggExchange:
                 "FAILED_PRECONDITION",
                 f"step {step} of round {round_} is not open for this node (a dropout there)",
             )
+        digest = hashlib.sha256(payload).digest()
         if node in st.answered:
-            if st.answered[node] == payload:
+            if st.answered[node] == digest:
                 return True
             raise Refused("ALREADY_EXISTS", "a different answer was already counted")
         if node in st.rejected:
@@ -187,7 +190,7 @@ class SecAggExchange:
             st.rejected.add(node)
             await self._notify()
             raise
-        st.answered[node] = payload
+        st.answered[node] = digest
         log.info("node=%s round=%d: secagg step %d answer received", node, round_, step)
         await self._notify()
         return False
