@@ -39,6 +39,8 @@ class ServerSection(BaseModel):
     lost_after: float = Field(5.0, gt=0)
     max_update_mb: float = Field(2048.0, gt=0)
     chunk_kb: int = Field(1024, ge=1, le=3072)
+    secagg_stage_timeout: float = Field(30.0, gt=0)
+    """Deadline of each secure aggregation step after advertise (``[secagg] enabled``)."""
 
 
 def split_config(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, ServerSection]:
@@ -103,6 +105,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         evaluate_every=cfg.evaluation.every,
         client_config=cfg.client.model_dump(),
         config=cfg.model_dump(mode="json"),
+        secagg_stage_timeout_s=s.secagg_stage_timeout,
     )
     return Coordinator(
         sim.strategy,

@@ -149,6 +149,9 @@ class SecureRounds:
     def __init__(self, strategy: SecureAggregation, hub: Hub, exchange: SecAggExchange,
                  timing: SecureTiming) -> None:  # fmt: skip
         self.strategy, self.hub, self.exchange, self.timing = strategy, hub, exchange, timing
+        if strategy.params.dropout:
+            log.warning("node=coordinator round=-: secagg.dropout simulates dropouts in "
+                        "simulation only; a deployment has real ones")  # fmt: skip
 
     async def run(
         self, outgoing: Outgoing, cohort: list[str], dim: int
