@@ -22,6 +22,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from murmura.transport import keys
+from murmura.types import Layout
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -191,7 +192,7 @@ def test_root_two_edges_six_workers_train_digits_like_flat_fedavg(tree: Tree) ->
     np.testing.assert_allclose(deployed, flat_round_1, rtol=0, atol=1e-5)
 
 
-def _flat_fedavg_round_1(cfg_path: Path) -> tuple[np.ndarray, object]:
+def _flat_fedavg_round_1(cfg_path: Path) -> tuple[np.ndarray, Layout]:
     """Round 1 of the in-process star simulation over the same 6 clients."""
     import torch
 
