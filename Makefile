@@ -32,7 +32,7 @@ docs: $(STAMP)
 	$(BIN)/python -m murmura.config_doc README.md
 
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src src/murmura/transport/proto/murmura.proto src/murmura/transport/proto/secagg.proto
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src src/murmura/transport/proto/murmura.proto src/murmura/transport/proto/secagg.proto src/murmura/transport/proto/peer.proto
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from murmura import __version__
 from murmura.errors import MurmuraError
 from murmura.node import cli as node_cli
+from murmura.node import topology_cli
 from murmura.ops.bench_cli import bench_app
 from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
@@ -26,6 +27,8 @@ app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
+app.command("peer")(topology_cli.peer)
+app.command("edge")(topology_cli.edge)
 console = Console()
 
 

@@ -24,8 +24,8 @@ InsecureOption = Annotated[
 
 
 def peer(
-    config: Annotated[Path, typer.Argument(help="P2P run config with a [peers] table.")],
-    peer_id: Annotated[int, typer.Option("--id", help="This peer's index in [peers].")],
+    config: Annotated[Path, typer.Argument(help="P2P run config with a \\[peers] table.")],
+    peer_id: Annotated[int, typer.Option("--id", help="This peer's index in \\[peers].")],
     set_: SetOption = None,
     insecure: InsecureOption = False,
 ) -> None:
@@ -45,7 +45,7 @@ def peer(
 
 
 def edge(
-    config: Annotated[Path, typer.Argument(help="Run config with an [edge] table.")],
+    config: Annotated[Path, typer.Argument(help="Run config with an \\[edge] table.")],
     set_: SetOption = None,
     insecure: InsecureOption = False,
 ) -> None:
