@@ -18,7 +18,6 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -153,8 +152,3 @@ class Edge:
             coord.state.close()
         log.info("node=%s round=%d: edge stopped: %s", s.name, stats.last_round, stats.reason)
         return stats
-
-
-def edge_state_dir(root: Path | str, name: str) -> Path:
-    """The edge's own state folder (SQLite, checkpoints of its aggregates, metrics)."""
-    return Path(root) / name

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from murmura.client import FlatModel
 from murmura.errors import ProtocolError
 from murmura.sim.peer import Mixer, Trainer
 from murmura.transport import codec, keys
+from murmura.transport.grpc_client import backoff_delays
 from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.peer_service import Fetched, ModelStore, NeighbourLink, start_peer_server
 from murmura.types import EvaluateRes, Layout, Vector
@@ -132,6 +134,7 @@ class Peer:
         self.links: dict[int, NeighbourLink] = {}
         self.store = ModelStore(settings.run_id, settings.name, layout)
         self.port = 0
+        self._rng = random.Random()
 
     def _tag(self, round_: int) -> str:
         return f"node={self.s.name} round={round_}"
@@ -231,20 +234,25 @@ class Peer:
 
     async def _ask(self, j: int, round_: int, deadline: float) -> Fetched | None:
         """Long-poll neighbour ``j``; retry an unreachable one only if it answered last time."""
-        link, retry, delay = self.links[j], j not in self.suspects, 0.1
+        link, retry = self.links[j], j not in self.suspects
+        delays = backoff_delays(0.1, 1.0, self._rng)
         last: Fetched | None = None
         while (left := deadline - time.monotonic()) > 0:
             try:
                 last = await link.fetch(round_, left)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and retry:
-                    await asyncio.sleep(min(delay, left))
-                    delay = min(2 * delay, 1.0)
+                    await asyncio.sleep(min(next(delays), left))
                     continue
                 log.info("%s: %s did not answer: %s", self._tag(round_), link.neighbour, exc.code())
                 return last
             except ProtocolError as exc:
                 log.warning("%s: bad reply from %s: %s", self._tag(round_), link.neighbour, exc)
+                return None
+            if last.weights is not None and not np.isfinite(last.weights).all():
+                log.warning(
+                    "%s: non-finite model from %s dropped", self._tag(round_), link.neighbour
+                )
                 return None
             if last.weights is not None or last.latest_round >= round_:
                 return last
