@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from murmura.client import Client
+from murmura.client import Client, TorchClient
 from murmura.config import Config, config_from_dict
 from murmura.sim import process_pool
 from murmura.sim.builder import build_experiment
@@ -101,3 +101,17 @@ def test_simulation_on_process_pool_matches_sequential(
     got = sim.run(2).weights
     want = simulation("sequential").run(2).weights
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_attack_wrappers_run_beside_the_pool(pool: ProcessPoolExecutor) -> None:
+    cfg = config_from_dict({**CONFIG, "attack": {"kind": "sign_flip", "fraction": 0.3}})
+    sim = build_experiment(cfg).simulation
+    assert isinstance(sim, Simulation)
+    cohort = list(sim.clients.values())
+    ins = FitIns(2, sim.weights, {})
+    got = dict(pool.fit(cohort, ins))
+    want = dict(SequentialExecutor().fit(cohort, ins))
+    assert any(not isinstance(c, TorchClient) for c in cohort)
+    for node, res in want.items():
+        assert isinstance(res, FitRes)
+        np.testing.assert_allclose(got[node].update, res.update, atol=2e-5)  # type: ignore[union-attr]
