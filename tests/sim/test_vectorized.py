@@ -255,3 +255,17 @@ def test_clients_per_pass_counts_parameters_and_activations() -> None:
     small_model_big_inputs = vectorized.clients_per_pass(512 * 2**20, 10_000, 32, 3 * 32 * 32)
     assert 1 <= small_model_big_inputs < 200
     assert vectorized.clients_per_pass(1, 10**7, 32, 10) == 1
+
+
+def test_ray_missing_is_a_config_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from murmura.errors import ConfigError
+    from murmura.sim import ray_executor
+
+    def no_ray(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(importlib, "import_module", no_ray)
+    with pytest.raises(ConfigError, match=r"murmura\[ray\]"):
+        ray_executor.import_ray()
