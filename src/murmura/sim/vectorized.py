@@ -299,7 +299,7 @@ def fit_vectorized(
     """
     start = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
     data = [c.data.client_train(c.cid) for c in clients]
-    sample = data[0][0][0].numel() if data and len(data[0][0]) else 1
+    sample = next((x[0].numel() for x, _ in data if len(x)), 1)
     chunk = clients_per_pass(memory_budget, len(start), hp.batch_size, sample)
     tables = [
         batch_schedule(len(x), hp, client_generator(c.seed, ins.round, c.cid))
