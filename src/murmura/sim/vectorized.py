@@ -30,8 +30,8 @@ from murmura.types import FitIns, FitRes
 
 log = logging.getLogger(__name__)
 
-# Stacked parameters, gradients and optimiser state of a cohort stay under this many bytes;
-# larger cohorts are trained in chunks.
+# One vectorised pass (stacked parameters, gradients, optimiser state and a step's
+# activations) stays under this many bytes; larger cohorts are trained in several passes.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
