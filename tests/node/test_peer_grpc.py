@@ -24,7 +24,7 @@ from murmura.transport import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
-PEERS, ROUNDS, KILLED = 8, 30, 3
+PEERS, ROUNDS, KILLED = 8, 24, 3
 
 CONFIG = """
 [run]
