@@ -91,13 +91,13 @@ def train_local_sgd(
             loss = task.loss(model.module(x[idx]), y[idx])
             loss.backward()  # type: ignore[no-untyped-call]
             with torch.no_grad():
-                _sgd_step(model, hp, start, buf)
+                sgd_step(model, hp, start, buf)
             loss_sum += loss.item()
             steps += 1
     return loss_sum / max(steps, 1)
 
 
-def _sgd_step(
+def sgd_step(
     model: FlatModel, hp: LocalSGD, start: torch.Tensor | None, buf: torch.Tensor | None
 ) -> None:
     """One SGD step on the flat buffers, in the order torch.optim.SGD applies its terms."""
@@ -137,7 +137,7 @@ class TorchClient:
         x, y = self.data.client_train(self.cid)
         global_w = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
         self.model.flat.copy_(global_w)
-        hp = _override(self.hp, ins.config)
+        hp = with_overrides(self.hp, ins.config)
         loss = train_local_sgd(
             self.model, self.task, x, y, hp, client_generator(self.seed, ins.round, self.cid)
         )
@@ -151,7 +151,7 @@ class TorchClient:
         return evaluate_classifier(self.model.module, self.task, x, y)
 
 
-def _override(hp: LocalSGD, config: object) -> LocalSGD:
+def with_overrides(hp: LocalSGD, config: object) -> LocalSGD:
     """Hyper-parameters with any the server sent in ``FitIns.config`` taking precedence."""
     if not isinstance(config, dict) or not config:
         return hp

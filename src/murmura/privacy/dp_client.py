@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 # The client's own SGD rule and config overrides: DP-SGD changes only the gradient.
-from murmura.client import FlatModel, LocalSGD, TorchClient, _override, _sgd_step
+from murmura.client import FlatModel, LocalSGD, TorchClient, sgd_step, with_overrides
 from murmura.data.federated import FederatedDataset
 from murmura.privacy.dp_sgd import check_dp_compatible, private_gradient
 from murmura.seeding import client_generator
@@ -81,7 +81,7 @@ def train_dp_sgd(
         )
         with torch.no_grad():
             model.grad.copy_(torch.cat([grads[name].reshape(-1) for name in model.layout.names]))
-            _sgd_step(model, hp, start, buf)
+            sgd_step(model, hp, start, buf)
         if stats.batch_size:
             losses.append(stats.loss)
             clipped.append(stats.clipped_fraction)
@@ -116,7 +116,7 @@ class DPSGDClient(TorchClient):
         x, y = self.data.client_train(self.cid)
         global_w = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
         self.model.flat.copy_(global_w)
-        hp = _override(self.hp, ins.config)
+        hp = with_overrides(self.hp, ins.config)
         loss, clipped = train_dp_sgd(
             self.model,
             self.task,

@@ -20,8 +20,7 @@ import torch
 from torch.func import functional_call, vmap
 from torch.nn import functional
 
-from murmura.client import Client, FlatModel, LocalSGD, TorchClient, _override
-from murmura.client import _sgd_step as sgd_step
+from murmura.client import Client, FlatModel, LocalSGD, TorchClient, sgd_step, with_overrides
 from murmura.seeding import client_generator
 from murmura.sim.executor import Outcome
 from murmura.sim.step_plan import StepPlan, batch_schedule, plan_steps
@@ -121,7 +120,7 @@ class VectorizedTrainer:
             losses = self.step_losses(leaves, x[rows], y[rows], plan.weight[s : s + k])
             grads = torch.autograd.grad(losses.sum(), leaves)
             with torch.no_grad():
-                _sgd_step([p[:k] for p in params], list(grads), hp, origin, bufs, k)
+                stacked_sgd_step([p[:k] for p in params], list(grads), hp, origin, bufs, k)
             loss_sum[:k] += losses.detach()
         steps = torch.tensor(plan.steps[:k_all], dtype=torch.float64)
         flat = torch.cat([p.reshape(k_all, int(np.prod(p.shape[1:]))) for p in params], dim=1)
@@ -179,7 +178,7 @@ def acts_as_cross_entropy(task: Task, out: torch.Tensor, y: torch.Tensor) -> boo
         return False
 
 
-def _sgd_step(
+def stacked_sgd_step(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     hp: LocalSGD,
@@ -187,7 +186,7 @@ def _sgd_step(
     bufs: list[torch.Tensor] | None,
     k: int,
 ) -> None:
-    """``_sgd_step`` of ``murmura.client`` on stacked tensors: same terms, same order."""
+    """``sgd_step`` of ``murmura.client`` on stacked tensors: same terms, same order."""
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         if hp.weight_decay:
             g.add_(p, alpha=hp.weight_decay)
@@ -213,7 +212,7 @@ def group_plain(cohort: Sequence[Client], config: object) -> dict[GroupKey, list
     groups: dict[GroupKey, list[TorchClient]] = {}
     for c in cohort:
         if isinstance(c, TorchClient) and is_plain(c):
-            key = (id(c.model), id(c.task), _override(c.hp, config))
+            key = (id(c.model), id(c.task), with_overrides(c.hp, config))
             groups.setdefault(key, []).append(c)
     return groups
 
