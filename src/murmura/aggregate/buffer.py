@@ -54,6 +54,14 @@ class UpdateBuffer:
             raise ValueError("this buffer keeps a running sum, not rows")
         return self._rows[: len(self.nodes)]
 
+    def mean_metric(self, key: str) -> float | None:
+        """Examples-weighted mean of a metric the clients reported, if any did."""
+        pairs = [
+            (m[key], n) for m, n in zip(self.metrics, self.num_examples, strict=True) if key in m
+        ]
+        total = sum(n for _, n in pairs)
+        return None if total == 0 else float(sum(v * n for v, n in pairs) / total)
+
     def weights(self) -> Vector:
         """Example counts as float32 weights, one per stored update, shares capped if set."""
         counts = np.asarray(self.num_examples, dtype=np.float64)

@@ -81,7 +81,7 @@ class EdgeAggregator:
                 f"{len(failures)} failures; nothing to report"
             )
         metrics = {"clients": float(len(buffer)), "child_failures": float(len(failures))}
-        loss = _weighted_metric(buffer, "train_loss")
+        loss = buffer.mean_metric("train_loss")
         if loss is not None:
             metrics["train_loss"] = loss
         delta = np.asarray(new, dtype=np.float32) - weights
@@ -124,13 +124,6 @@ def _accept(
     buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
     return None
 
-
-def _weighted_metric(buffer: UpdateBuffer, key: str) -> float | None:
-    pairs = [
-        (m[key], n) for m, n in zip(buffer.metrics, buffer.num_examples, strict=True) if key in m
-    ]
-    total = sum(n for _, n in pairs)
-    return None if total == 0 else float(sum(v * n for v, n in pairs) / total)
 
 
 def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:

@@ -168,7 +168,7 @@ class Simulation:
         if isinstance(self.strategy, Budgeted):
             metrics.extra.update(self.strategy.round_metrics(round_))
             final = final or self._should_stop(round_ + 1)
-        metrics.train_loss = _mean_metric(buffer, "train_loss")
+        metrics.train_loss = buffer.mean_metric("train_loss")
         if final or (self.evaluate_every > 0 and round_ % self.evaluate_every == 0):
             ev = self.strategy.evaluate(round_, self.weights)
             if ev is not None:
@@ -227,11 +227,3 @@ class Simulation:
         buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
         return None
 
-
-def _mean_metric(buffer: UpdateBuffer, key: str) -> float | None:
-    """Examples-weighted mean of a metric the clients reported, if any did."""
-    pairs = [
-        (m[key], n) for m, n in zip(buffer.metrics, buffer.num_examples, strict=True) if key in m
-    ]
-    total = sum(n for _, n in pairs)
-    return None if not pairs or total == 0 else float(sum(v * n for v, n in pairs) / total)
