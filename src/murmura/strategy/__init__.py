@@ -4,21 +4,21 @@ from collections.abc import Callable
 
 from murmura.registry import Registry
 from murmura.strategy.base import Strategy
-from murmura.strategy.fedavg import FedAvg
-from murmura.strategy.fedopt import FedOpt, fedadagrad, fedadam, fedavg, fedavgm, fedyogi
-from murmura.strategy.scaffold import Scaffold, ScaffoldClient, scaffold
+from murmura.strategy.fedavg import FedAvg, fixed_lr_factory
+from murmura.strategy.fedopt import FedOpt, fedadagrad, fedadam, fedavgm, fedyogi
+from murmura.strategy.scaffold import Scaffold, ScaffoldClient
 
 # Every factory takes the same keywords: fraction, min_clients, aggregator, server_lr (None:
 # the algorithm's default), seed, evaluate_fn, server_momentum, beta1, beta2, tau; each uses
 # the ones its algorithm has (see murmura.strategy.fedopt).
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
-STRATEGIES.register("fedavg")(fedavg)
+STRATEGIES.register("fedavg")(fixed_lr_factory(FedAvg))
 # FedProx is FedAvg on the server; its proximal term lives in the client ([client] proximal_mu).
-STRATEGIES.register("fedprox")(fedavg)
+STRATEGIES.register("fedprox")(fixed_lr_factory(FedAvg))
 STRATEGIES.register("fedavgm")(fedavgm)
 STRATEGIES.register("fedadagrad")(fedadagrad)
 STRATEGIES.register("fedadam")(fedadam)
 STRATEGIES.register("fedyogi")(fedyogi)
-STRATEGIES.register("scaffold")(scaffold)
+STRATEGIES.register("scaffold")(fixed_lr_factory(Scaffold))
 
 __all__ = ["STRATEGIES", "FedAvg", "FedOpt", "Scaffold", "ScaffoldClient", "Strategy"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,3 +98,24 @@ class FedAvg:
     def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
         """Central evaluation through ``evaluate_fn`` if one was given."""
         return None if self.evaluate_fn is None else self.evaluate_fn(weights)
+
+
+def fixed_lr_factory(cls: Callable[..., FedAvg]) -> Callable[..., FedAvg]:
+    """A factory with the common strategy signature for a strategy without server optimiser.
+
+    Every registered factory takes the same keywords (see ``murmura.strategy``); this one drops
+    the optimiser keys and defaults ``server_lr`` to 1.
+    """
+
+    def make(
+        *,
+        server_lr: float | None = None,
+        server_momentum: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        tau: float | None = None,
+        **common: Any,
+    ) -> FedAvg:
+        return cls(server_lr=1.0 if server_lr is None else server_lr, **common)
+
+    return make

@@ -116,27 +116,3 @@ fedavgm = partial(make_fedopt, "sgd")
 fedadagrad = partial(make_fedopt, "adagrad")
 fedadam = partial(make_fedopt, "adam")
 fedyogi = partial(make_fedopt, "yogi")
-
-
-def fedavg(
-    *,
-    fraction: float = 1.0,
-    min_clients: int = 1,
-    aggregator: Aggregator | None = None,
-    server_lr: float | None = None,
-    seed: int = 0,
-    evaluate_fn: EvaluateFn | None = None,
-    server_momentum: float | None = None,
-    beta1: float | None = None,
-    beta2: float | None = None,
-    tau: float | None = None,
-) -> FedAvg:
-    """FedAvg (McMahan et al. 2017) with the common factory signature; optimiser keys unused."""
-    return FedAvg(
-        fraction=fraction,
-        min_clients=min_clients,
-        aggregator=aggregator,
-        server_lr=1.0 if server_lr is None else server_lr,
-        seed=seed,
-        evaluate_fn=evaluate_fn,
-    )

@@ -220,27 +220,3 @@ def _corrected_sgd(
             loss_sum += loss.item()
             steps += 1
     return loss_sum / max(steps, 1), steps
-
-
-def scaffold(
-    *,
-    fraction: float = 1.0,
-    min_clients: int = 1,
-    aggregator: Aggregator | None = None,
-    server_lr: float | None = None,
-    seed: int = 0,
-    evaluate_fn: EvaluateFn | None = None,
-    server_momentum: float | None = None,
-    beta1: float | None = None,
-    beta2: float | None = None,
-    tau: float | None = None,
-) -> Scaffold:
-    """SCAFFOLD with the common strategy-factory signature (optimiser keys unused)."""
-    return Scaffold(
-        fraction=fraction,
-        min_clients=min_clients,
-        aggregator=aggregator,
-        server_lr=1.0 if server_lr is None else server_lr,
-        seed=seed,
-        evaluate_fn=evaluate_fn,
-    )
