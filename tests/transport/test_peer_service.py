@@ -115,3 +115,17 @@ def test_the_dialer_checks_the_neighbours_certificate_name(pki: Pki) -> None:
         assert store.fetched == {}
 
     _serve(pki, body)
+
+
+def test_no_tls_only_on_loopback_and_only_when_asked() -> None:
+    from murmura.errors import ConfigError
+
+    async def main() -> None:
+        store = ModelStore("run-1", "w1", LAYOUT)
+        for opts in (ServerOptions(), ServerOptions(host="0.0.0.0", insecure=True)):
+            with pytest.raises(ConfigError):
+                await start_peer_server(store, opts)
+        with pytest.raises(ConfigError):
+            NeighbourLink("w2", "w1", "10.1.2.3:7000", "run-1", LAYOUT, None)
+
+    asyncio.run(main())

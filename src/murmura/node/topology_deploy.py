@@ -13,17 +13,18 @@ from __future__ import annotations
 import tomllib
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError
-from murmura.node.coordinator import CoordinatorSettings
-from murmura.node.edge import Edge, EdgeSettings
 from murmura.node.peer import Peer, PeerSettings
 from murmura.transport import keys
 from murmura.transport.grpc_client import LinkOptions
 from murmura.transport.grpc_server import ServerOptions
+
+if TYPE_CHECKING:
+    from murmura.node.edge import Edge
 
 TABLES = ("server", "peers", "edge")
 
@@ -108,6 +109,27 @@ def credentials(key_dir: str | None, name: str, insecure: bool) -> keys.Credenti
         raise ConfigError(f"cannot read the TLS files of {name!r} in {key_dir}: {exc}") from None
 
 
+def peer_settings(cfg: Any, sec: PeersSection, index: int, insecure: bool) -> PeerSettings:
+    """Peer ``index``'s identity, addresses and timing from the run config and ``[peers]``."""
+    names = sec.peer_names()
+    return PeerSettings(
+        index=index,
+        names=names,
+        addresses=sec.addresses,
+        run_id=cfg.run.name,
+        state_dir=Path(sec.state_dir) / names[index],
+        rounds=cfg.run.rounds,
+        round_timeout_s=sec.round_timeout,
+        join_timeout_s=sec.join_timeout,
+        round_period_s=sec.round_period,
+        evaluate_every=cfg.evaluation.every,
+        credentials=credentials(sec.key_dir, names[index], insecure),
+        insecure=insecure,
+        max_model_bytes=int(sec.max_model_mb * (1 << 20)),
+        chunk_size=sec.chunk_kb * 1024,
+    )
+
+
 def build_peer(
     path: Path | str, index: int, overrides: list[str] | None = None, insecure: bool = False
 ) -> Peer:
@@ -122,7 +144,7 @@ def build_peer(
 
     cfg, tables = load_tables(path, overrides)
     sec: PeersSection = _section(PeersSection, tables, "peers", path)
-    names, t, n = sec.peer_names(), cfg.topology, len(sec.addresses)
+    t, n = cfg.topology, len(sec.addresses)
     if not 0 <= index < n:
         raise ConfigError(f"--id {index}: [peers] lists {n} peers (0..{n - 1})")
     if t.time_varying or t.byzantine_fraction or t.byzantine_peers or t.dropout:
@@ -146,22 +168,7 @@ def build_peer(
         model.set(weights)
         return evaluate_classifier(model.module, task, test_x, test_y)
 
-    settings = PeerSettings(
-        index=index,
-        names=names,
-        addresses=sec.addresses,
-        run_id=cfg.run.name,
-        state_dir=Path(sec.state_dir) / names[index],
-        rounds=cfg.run.rounds,
-        round_timeout_s=sec.round_timeout,
-        join_timeout_s=sec.join_timeout,
-        round_period_s=sec.round_period,
-        evaluate_every=cfg.evaluation.every,
-        credentials=credentials(sec.key_dir, names[index], insecure),
-        insecure=insecure,
-        max_model_bytes=int(sec.max_model_mb * (1 << 20)),
-        chunk_size=sec.chunk_kb * 1024,
-    )
+    settings = peer_settings(cfg, sec, index, insecure)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
     trainer = PeerTrainer(index, x, y, task, work, cfg.run.seed)
@@ -189,6 +196,8 @@ def build_edge(
 ) -> Edge:
     """The edge aggregator of ``[edge]`` in ``path``, running ``[strategy]`` over its children."""
     from murmura.client import FlatModel
+    from murmura.node.coordinator import CoordinatorSettings
+    from murmura.node.edge import Edge, EdgeSettings
     from murmura.tasks import load_task
 
     cfg, tables = load_tables(path, overrides)
