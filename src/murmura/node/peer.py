@@ -213,12 +213,24 @@ class Peer:
         if missing:
             result.missing[round_] = missing
             log.warning("%s: mixed without %s (weights renormalised)", self._tag(round_), missing)
-        self._record(round_, loss, sorted(received), missing, time.perf_counter() - t0)
-        lead = max((f.latest_round for f in answers.values()), default=round_)
-        if lead > round_ + 1:
-            log.info("%s: neighbours are at round %d; rejoining there", self._tag(round_), lead)
-            return lead
-        return round_ + 1
+        # Evaluating may take a while on a big task: off the loop, which keeps serving.
+        await asyncio.to_thread(
+            self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0
+        )
+        return self._next_round(round_, answers)
+
+    def _next_round(self, round_: int, answers: Mapping[int, Fetched]) -> int:
+        """``round_ + 1``, or the round the neighbours are at if we fell more than one behind.
+
+        Only authenticated neighbours' claims count, and the jump goes to the nearest of
+        those ahead, never past the last round, so one neighbour cannot end our run early.
+        """
+        ahead = [f.latest_round for f in answers.values() if f.latest_round > round_ + 1]
+        if not ahead:
+            return round_ + 1
+        target = max(min(min(ahead), self.s.rounds), round_ + 1)
+        log.info("%s: neighbours are at round %d; rejoining there", self._tag(round_), target)
+        return target
 
     async def gather(self, round_: int, deadline: float) -> dict[int, Fetched]:
         """Every neighbour's answer for ``round_`` that came before ``deadline``."""
