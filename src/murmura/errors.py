@@ -34,3 +34,7 @@ class AggregationError(MurmuraError, ValueError):
 
 class ProtocolError(MurmuraError):
     """A message on the wire is malformed, of an unknown kind or version, or out of place."""
+
+
+class CheckpointError(MurmuraError, ValueError):
+    """A checkpoint cannot be read back, or does not belong to the run that loads it."""

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from murmura.node.worker import Worker
+from murmura.strategy.base import Strategy
 from murmura.transport import keys
 from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
 from murmura.types import FitIns, FitRes, Layout
 
 LAYOUT = Layout(("a", "b"), ((50,), (10, 5)))
+DP_NOISE, DP_CLIP, DP_DELTA = 1.0, 0.5, 1e-5
 
 
 def initial_weights() -> np.ndarray:
@@ -56,12 +58,40 @@ class FakeClient:
         return FitRes(update.astype(np.float32), n, {"train_loss": float(ins.round)})
 
 
+def make_strategy(
+    kind: str, min_clients: int, cohort: int = 3, target_epsilon: float | None = None
+) -> Strategy:
+    """``fedavg``, ``fedadam``, or ``dp``: central DP (DP-FedAvg, q = 1) around FedAdam."""
+    from murmura.privacy.accountant import create_accountant
+    from murmura.privacy.budget import PrivacyBudget
+    from murmura.privacy.mechanisms import CentralDP
+    from murmura.strategy import FedAvg
+    from murmura.strategy.dp import DifferentiallyPrivate
+    from murmura.strategy.fedopt import fedadam
+
+    if kind == "fedavg":
+        return FedAvg(min_clients=min_clients, seed=0)
+    adam = fedadam(min_clients=min_clients, seed=0, server_lr=0.05)
+    if kind == "fedadam":
+        return adam
+    budget = PrivacyBudget(
+        create_accountant("rdp"),
+        noise_multiplier=DP_NOISE,
+        sample_rate=1.0,
+        delta=DP_DELTA,
+        target_epsilon=target_epsilon,
+    )
+    mechanism = CentralDP(DP_CLIP, DP_NOISE, float(cohort))
+    return DifferentiallyPrivate(adam, mechanism, budget, seed=0)
+
+
 def coordinator(a: argparse.Namespace) -> None:
     from murmura.node.coordinator import Coordinator, CoordinatorSettings
-    from murmura.strategy import FedAvg
     from murmura.transport.grpc_server import ServerOptions
 
     f = keys.node_files(a.keys, "coordinator")
+    names = a.names.split(",")
+    strategy = make_strategy(a.strategy, a.min_clients, len(names), a.target_epsilon)
     settings = CoordinatorSettings(
         state_dir=Path(a.state),
         rounds=a.rounds,
@@ -76,9 +106,8 @@ def coordinator(a: argparse.Namespace) -> None:
     server = ServerOptions(
         port=a.port,
         credentials=keys.Credentials.load(f.cert, f.key, f.ca),
-        allowlist=frozenset(a.names.split(",")),
+        allowlist=frozenset(names),
     )
-    strategy = FedAvg(min_clients=a.min_clients, seed=0)
     asyncio.run(Coordinator(strategy, initial_weights(), LAYOUT, settings, server).run())
 
 
@@ -108,6 +137,8 @@ def main() -> None:
     p.add_argument("--out", default="")
     p.add_argument("--hang-round", type=int, default=-1)
     p.add_argument("--pause-round", type=int, default=-1)
+    p.add_argument("--strategy", choices=["fedavg", "fedadam", "dp"], default="fedavg")
+    p.add_argument("--target-epsilon", type=float, default=None)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

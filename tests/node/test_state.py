@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from murmura.node.coordinator import checkpoint_path, load_checkpoint, write_checkpoint
+from murmura.node.checkpoint import checkpoint_path, load_checkpoint, write_checkpoint
 from murmura.node.state import StateStore
 from murmura.types import Layout
 

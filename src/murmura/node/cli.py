@@ -47,6 +47,9 @@ def server(
         f"run {result.run_id}: {len(result.rounds)} rounds in this process, "
         f"final test accuracy {'-' if acc is None else format(acc, '.4f')}"
     )
+    if "epsilon" in result.summary:
+        eps, delta = result.summary["epsilon"], result.summary.get("delta")
+        console.print(f"privacy: epsilon {eps} at delta {delta} (summary.json)")
 
 
 @app.command("client")

@@ -5,12 +5,17 @@ all are in, or the missing ones are lost), validate each update on arrival into 
 ``UpdateBuffer``, aggregate (the strategy keeps the model bitwise unchanged below
 ``min_clients``), write the checkpoint atomically, then mark the round completed in SQLite.
 A restarted coordinator resumes from the last completed round of the unfinished run.
+
+The checkpoint carries the strategy's state with the model (``murmura.node.checkpoint``), so a
+resumed run keeps its privacy accountant (epsilon), clip norm and optimiser moments. Like the
+simulation runtime (``murmura.strategy.hooks``), a ``Budgeted`` strategy's ``round_metrics``
+(epsilon) go into every round's metrics, and the run ends before a round that ``should_stop``;
+``summary.json`` then repeats the last epsilon.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -21,13 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.node.checkpoint import (
+    checkpoint_path,
+    read_checkpoint,
+    restore_strategy_state,
+    strategy_state,
+    write_checkpoint,
+)
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
-from murmura.node.state import StateStore
+from murmura.node.state import RunRecord, StateStore
+from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.strategy.base import Strategy
+from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
 from murmura.transport.grpc_server import ServerOptions, start_server
@@ -36,7 +49,7 @@ from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_exchange import SecAggExchange
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
 from murmura.transport.streams import DecodedResult
-from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector
+from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector, json_safe
 from murmura.validation import Check, default_checks, validate
 
 log = logging.getLogger(__name__)
@@ -67,46 +80,17 @@ class CoordinatorSettings:
 
 @dataclass(slots=True)
 class CoordinatorResult:
-    """The outcome of ``Coordinator.run``: final weights and the rounds run by this process."""
+    """The outcome of ``Coordinator.run``: final weights, this process's rounds, the summary."""
 
     run_id: str
     weights: Vector
     rounds: list[RoundMetrics]
+    summary: dict[str, object] = field(default_factory=dict)
 
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
     """A run's folder: ``checkpoints/``, ``metrics.jsonl``; ``state_dir/latest`` names it."""
     return state_dir / "runs" / run_id
-
-
-def checkpoint_path(run_path: Path, round_: int) -> Path:
-    """Where the model after ``round_`` is kept (round 0: the initial model)."""
-    return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
-
-
-def write_checkpoint(path: Path, weights: Vector, layout: Layout) -> str:
-    """Write atomically (temp, fsync, rename, fsync dir); return the SHA-256 of the weights.
-
-    A crash at any step leaves either the old file or the new one, never a torn one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes()).hexdigest()
-
-
-def load_checkpoint(path: Path | str, layout: Layout) -> Vector:
-    """Load a checkpoint written by ``write_checkpoint`` as a flat vector."""
-    return layout.flatten(load_file(str(path)))
 
 
 class Coordinator:
@@ -133,18 +117,12 @@ class Coordinator:
     async def run(self) -> CoordinatorResult:
         """Serve and run every remaining round of the run; resume if one was interrupted."""
         s = self.settings
-        rec = self.state.open_run(
-            s.run_name, f"{s.run_name}-{secrets.token_hex(4)}", dict(s.config)
-        )
+        try:
+            rec = self._open_run()
+        except BaseException:
+            self.state.close()
+            raise
         start = rec.last_round + 1
-        self.run_path = run_dir(s.state_dir, rec.run_id)
-        self.run_path.mkdir(parents=True, exist_ok=True)
-        (s.state_dir / "latest").write_text(rec.run_id + "\n")
-        if rec.checkpoint is not None:
-            self.weights = load_checkpoint(rec.checkpoint, self.layout)
-            log.info("node=coordinator round=%d: resuming run %s", rec.last_round, rec.run_id)
-        else:
-            write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout)
         self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
         self.hub.last_round = rec.last_round
         extra = []
@@ -158,14 +136,60 @@ class Coordinator:
         done: list[RoundMetrics] = []
         try:
             for r in range(start, s.rounds + 1):
+                if budget_stops(self.strategy, r):
+                    log.warning(
+                        "node=coordinator round=%d: would exceed the privacy budget; "
+                        "the run ends after round %d",
+                        r,
+                        r - 1,
+                    )
+                    break
                 done.append(await self.run_round(rec.run_id, r, first=r == start))
+            summary = self._write_summary(rec.run_id)
             self.state.finish_run(rec.run_id)
             await self.hub.finish()
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
         finally:
             await server.stop(grace=0.5)
             self.state.close()
-        return CoordinatorResult(rec.run_id, self.weights, done)
+        return CoordinatorResult(rec.run_id, self.weights, done, summary)
+
+    def _open_run(self) -> RunRecord:
+        """Open or resume the run: restore the model and strategy state, or save round 0."""
+        s = self.settings
+        rec = self.state.open_run(
+            s.run_name, f"{s.run_name}-{secrets.token_hex(4)}", dict(s.config)
+        )
+        self.run_path = run_dir(s.state_dir, rec.run_id)
+        self.run_path.mkdir(parents=True, exist_ok=True)
+        (s.state_dir / "latest").write_text(rec.run_id + "\n")
+        if rec.checkpoint is None:
+            initial = strategy_state(self.strategy)
+            write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout, initial)
+            return rec
+        self.weights, saved = read_checkpoint(rec.checkpoint, self.layout)
+        restore_strategy_state(self.strategy, saved, rec.checkpoint)
+        log.info("node=coordinator round=%d: resuming run %s", rec.last_round, rec.run_id)
+        return rec
+
+    def _write_summary(self, run_id: str) -> dict[str, object]:
+        """Write ``summary.json`` over every completed round (all processes), epsilon included."""
+        rows = [r for r in self.state.rounds(run_id) if r["status"] == "completed"]
+        last: dict[str, object] = rows[-1]["metrics"] if rows else {}
+        tail = [RoundMetrics(rows[-1]["round"], 0, extra=dict(last))] if rows else []
+        summary: dict[str, object] = {
+            "run_id": run_id,
+            "rounds": len(rows),
+            "planned_rounds": self.settings.rounds,
+            "final_test_accuracy": last.get("test_accuracy"),
+            "final_test_loss": last.get("test_loss"),
+            "failures": sum(len(r["failures"]) for r in rows),
+            **privacy_summary(tail, self.settings.rounds),
+        }
+        tmp = self.run_path / ".summary.json.tmp"
+        tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, self.run_path / "summary.json")
+        return summary
 
     async def _wait_for_nodes(self, round_: int, first: bool) -> list[str]:
         """Connected nodes; before this process's first round, wait for ``min_nodes``."""
@@ -196,7 +220,8 @@ class Coordinator:
             new, metrics, included = await self._plain_round(round_, cohort)
         if new is not None:
             self.weights = np.asarray(new, dtype=np.float32)
-        final = round_ == self.settings.rounds
+        metrics.extra.update(budget_metrics(self.strategy, round_))
+        final = round_ == self.settings.rounds or budget_stops(self.strategy, round_ + 1)
         if final or (
             self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
         ):
@@ -265,13 +290,14 @@ class Coordinator:
         return await self.hub.collect(self.settings.round_timeout_s)
 
     def _record(self, run_id: str, round_: int, nodes: Sequence[str], m: RoundMetrics) -> None:
-        """Write the checkpoint, the metrics line, then commit the round in SQLite.
+        """Write the checkpoint (model and strategy state), the metrics line, then commit.
 
         A crash before the commit redoes the round: its metrics line may appear twice, never
         zero times.
         """
         path = checkpoint_path(self.run_path, round_)
-        digest = write_checkpoint(path, self.weights, self.layout)
+        state = strategy_state(self.strategy)  # after aggregate: what round_ + 1 starts from
+        digest = write_checkpoint(path, self.weights, self.layout, state)
         with open(self.run_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m.to_json()) + "\n")
             fh.flush()

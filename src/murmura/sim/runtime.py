@@ -13,6 +13,7 @@ out of later rounds.
 Budget hook: a strategy that implements ``Budgeted`` (differential privacy, see
 ``murmura.strategy.dp``) adds ``round_metrics`` to each round's metrics (epsilon), and the run
 ends before any round for which ``should_stop`` is true; the last round run is then evaluated.
+The protocol and its helpers live in ``murmura.strategy.hooks``, shared with the coordinator.
 
 Report hook: a strategy that implements ``RoundReporter`` (secure aggregation, see
 ``murmura.strategy.secure``) amends each round's metrics after aggregating: clients that
@@ -34,6 +35,7 @@ from murmura.client import Client
 from murmura.errors import UpdateRejected
 from murmura.sim.executor import Executor, SequentialExecutor
 from murmura.strategy.base import Strategy
+from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.types import Failure, FitIns, FitRes, RoundMetrics, Vector
 from murmura.validation import Check, default_checks, validate
 
@@ -74,19 +76,6 @@ class RoundObserver(Protocol):
         self, round_: int, weights: Vector, updates: UpdateBuffer, strategy: Strategy
     ) -> dict[str, object]:
         """Entries for this round's ``RoundMetrics.extra``; ``weights`` are the previous model."""
-        ...
-
-
-@runtime_checkable
-class Budgeted(Protocol):
-    """A strategy that spends a budget each round and may end the run before it runs out."""
-
-    def should_stop(self, round_: int) -> bool:
-        """Whether running ``round_`` would exceed the budget."""
-        ...
-
-    def round_metrics(self, round_: int) -> dict[str, object]:
-        """Entries for the round's ``RoundMetrics.extra`` (e.g. epsilon spent so far)."""
         ...
 
 
@@ -135,7 +124,7 @@ class Simulation:
         """Run rounds ``start..rounds``; ``on_round`` sees each round's metrics and weights."""
         history = History(self.weights)
         for r in range(start, rounds + 1):
-            if self._should_stop(r):
+            if budget_stops(self.strategy, r):
                 log.warning("round %d would exceed the budget: stopping after round %d", r, r - 1)
                 break
             metrics = self.run_round(r, final=r == rounds)
@@ -165,9 +154,8 @@ class Simulation:
             self.strategy.report(round_, metrics)
         if self.observer is not None:
             metrics.extra.update(self.observer.observe(round_, previous, buffer, self.strategy))
-        if isinstance(self.strategy, Budgeted):
-            metrics.extra.update(self.strategy.round_metrics(round_))
-            final = final or self._should_stop(round_ + 1)
+        metrics.extra.update(budget_metrics(self.strategy, round_))
+        final = final or budget_stops(self.strategy, round_ + 1)
         metrics.train_loss = buffer.mean_metric("train_loss")
         if final or (self.evaluate_every > 0 and round_ % self.evaluate_every == 0):
             ev = self.strategy.evaluate(round_, self.weights)
@@ -175,10 +163,6 @@ class Simulation:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
         metrics.seconds = time.perf_counter() - t0
         return metrics
-
-    def _should_stop(self, round_: int) -> bool:
-        """Whether a ``Budgeted`` strategy refuses to run ``round_``."""
-        return isinstance(self.strategy, Budgeted) and self.strategy.should_stop(round_)
 
     def _collect(
         self, round_: int, cohort: Sequence[Client], ins: FitIns, buffer: UpdateBuffer

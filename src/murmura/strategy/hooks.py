@@ -1,0 +1,48 @@
+"""Optional strategy capabilities that every round loop honours, simulated or deployed.
+
+``Budgeted`` (differential privacy, see ``murmura.strategy.dp``): the loop ends before any
+round for which ``should_stop`` is true, and adds ``round_metrics`` (epsilon) to each round's
+metrics. ``Stateful`` (server optimiser moments, privacy accountant, adaptive clip norm, ...):
+the state is checkpointed with the model so that a resumed run goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Budgeted(Protocol):
+    """A strategy that spends a budget each round and may end the run before it runs out."""
+
+    def should_stop(self, round_: int) -> bool:
+        """Whether running ``round_`` would exceed the budget."""
+        ...
+
+    def round_metrics(self, round_: int) -> dict[str, object]:
+        """Entries for the round's ``RoundMetrics.extra`` (e.g. epsilon spent so far)."""
+        ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A strategy whose state between rounds must survive a restart."""
+
+    def state_dict(self) -> Mapping[str, object]:
+        """The state, tagged with its kind (nested dicts, lists, scalars and numpy arrays)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict``; refuses a state of another kind."""
+        ...
+
+
+def budget_stops(strategy: object, round_: int) -> bool:
+    """Whether a ``Budgeted`` strategy refuses to run ``round_`` (never for the others)."""
+    return isinstance(strategy, Budgeted) and strategy.should_stop(round_)
+
+
+def budget_metrics(strategy: object, round_: int) -> dict[str, object]:
+    """A ``Budgeted`` strategy's entries for round ``round_``'s metrics (none for the others)."""
+    return dict(strategy.round_metrics(round_)) if isinstance(strategy, Budgeted) else {}
