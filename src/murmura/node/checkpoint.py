@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from murmura.errors import CheckpointError
+from murmura.storage import save_tensors_atomically
 from murmura.strategy.hooks import Stateful
 from murmura.types import Layout, Vector
 
@@ -49,20 +48,6 @@ def checkpoint_path(run_path: Path, round_: int) -> Path:
     return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
 
 
-def save_atomically(path: Path, tensors: Mapping[str, Array], metadata: dict[str, str]) -> None:
-    """Write a safetensors file: temp file, fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(dict(tensors), str(tmp), metadata=metadata)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def write_checkpoint(
     path: Path, weights: Vector, layout: Layout, state: SavedState | None = None
@@ -76,7 +61,7 @@ def write_checkpoint(
         text, arrays = encode_state(state.state)
         tensors.update(arrays)
         metadata.update({_STRATEGY: state.strategy, _STATE: text})
-    save_atomically(path, tensors, metadata)
+    save_tensors_atomically(path, tensors, metadata)
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes()).hexdigest()
 
 

@@ -245,7 +245,7 @@ class Coordinator:
             self.strategy.aggregate, round_, self.weights, buffer, failures
         )
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
-        metrics.train_loss = _mean_metric(buffer, "train_loss")
+        metrics.train_loss = buffer.mean_metric("train_loss")
         return new, metrics, list(buffer.nodes)
 
     async def _secure_round(
@@ -321,11 +321,3 @@ class Coordinator:
             m.test_accuracy,
         )
 
-
-def _mean_metric(buffer: UpdateBuffer, key: str) -> float | None:
-    """Examples-weighted mean of a metric the nodes reported, if any did."""
-    pairs = [
-        (m[key], n) for m, n in zip(buffer.metrics, buffer.num_examples, strict=True) if key in m
-    ]
-    total = sum(n for _, n in pairs)
-    return None if not pairs or total == 0 else float(sum(v * n for v, n in pairs) / total)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +24,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from murmura.client import FlatModel
 from murmura.errors import ProtocolError
 from murmura.sim.peer import Mixer, Trainer
+from murmura.storage import save_tensors_atomically
 from murmura.transport import codec, keys
 from murmura.transport.grpc_client import backoff_delays
 from murmura.transport.grpc_server import ServerOptions
@@ -86,19 +86,9 @@ def checkpoint_file(state_dir: Path) -> Path:
 def save_peer_checkpoint(
     path: Path, weights: Vector, layout: Layout, meta: Mapping[str, str]
 ) -> None:
-    """Write atomically (temp, fsync, rename, fsync dir): a crash leaves the old or new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the peer's model and its metadata atomically."""
     tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=dict(meta))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    save_tensors_atomically(path, tensors, meta)
 
 
 def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Vector] | None:

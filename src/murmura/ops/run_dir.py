@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -12,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import tomli_w
-from safetensors.numpy import save_file
 
 from murmura.ops.plots import plot_accuracy
+from murmura.storage import save_tensors_atomically
 from murmura.types import Layout, RoundMetrics, Vector, json_safe
 
 
@@ -26,11 +25,7 @@ def new_run_id(name: str) -> str:
 def save_model(path: Path, weights: Vector, layout: Layout) -> None:
     """Write named tensors as safetensors, atomically (temp file, fsync, rename)."""
     tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    save_tensors_atomically(path, tensors)
 
 
 class RunDirectory:
