@@ -28,10 +28,10 @@ def check_secagg(cfg: Config) -> None:
     if not a.enabled:
         return
     s = cfg.strategy
-    if cfg.topology.kind != "star":
+    if cfg.topology.kind not in ("star", "tree"):
         raise ConfigError(
-            f"secagg.enabled = true is wired for topology.kind = 'star' only, "
-            f"got {cfg.topology.kind!r}"
+            f"secagg.enabled = true is wired for topology.kind = 'star' or 'tree' (per edge) "
+            f"only, got {cfg.topology.kind!r}"
         )
     _check_rule(cfg)
     if s.name == "scaffold":

@@ -20,6 +20,7 @@ from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.errors import MurmuraError, UpdateRejected
+from murmura.privacy.secure_wiring import apply_secagg
 from murmura.seeding import derive_seed
 from murmura.sim.builder import Experiment
 from murmura.sim.executor import Executor, SequentialExecutor
@@ -125,7 +126,6 @@ def _accept(
     return None
 
 
-
 def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:
     """Clients in contiguous blocks per edge, as ``murmura.topology``'s ``tree`` places them."""
     graph = build_topology("tree", edges=edges, leaves=len(clients))
@@ -165,6 +165,9 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         for cid in range(data.num_clients)
     ]
     s = cfg.strategy
+    groups = split_clients(clients, cfg.topology.edges)
+    needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
+    largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
 
     def edge_strategy(edge: int, size: int) -> Strategy:
         rule: Strategy = STRATEGIES.get(s.name)(
@@ -173,9 +176,10 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
             aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
             seed=derive_seed(cfg.run.seed, edge),
         )
-        return rule
+        # per-edge secure aggregation: the edge learns only its children's weighted sum
+        return apply_secagg(cfg, rule, largest)
 
-    edges = build_edges(split_clients(clients, cfg.topology.edges), edge_strategy)
+    edges = build_edges(groups, edge_strategy)
     test_x, test_y = data.test()
 
     def evaluate(weights: Vector) -> EvaluateRes:
