@@ -72,12 +72,8 @@ def test_default_chunks_are_one_mib() -> None:
 
 
 def _header_bytes(**blob: object) -> bytes:
-    h = pb.ResultHeader(version=1, run_id="r", round=1, node="a", kind=pb.FIT)
-    h.update.CopyFrom(
-        pb.BlobHeader(
-            dtype="<f4", length=64, sha256=b"\0" * 32, layout=codec.layout_to_proto(LAYOUT)
-        )
-    )
+    h = pb.ResultHeader(version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=pb.FIT)
+    h.update.CopyFrom(pb.BlobHeader(dtype="<f4", length=64, layout=codec.layout_to_proto(LAYOUT)))
     for k, v in blob.items():
         setattr(h.update, k, v)
     return pb.ResultPart(header=h).SerializeToString()
@@ -94,12 +90,17 @@ def _header_bytes(**blob: object) -> bytes:
             UnsupportedVersion,
         ),
         (
-            [pb.ResultPart(header=pb.ResultHeader(version=1, kind=77)).SerializeToString()],
+            [
+                pb.ResultPart(
+                    header=pb.ResultHeader(version=codec.PROTOCOL_VERSION, kind=77)
+                ).SerializeToString()
+            ],
             UnknownKind,
         ),
         ([_header_bytes(length=68)], LengthMismatch),
         ([_header_bytes(dtype="<f8")], MalformedMessage),
         ([_header_bytes(length=1 << 40)], SizeLimitExceeded),
+        ([_header_bytes(sha256=b"\0" * 32)], MalformedMessage),  # v2: the digest is a trailer
     ],
 )
 def test_bad_streams_raise_typed_errors(parts: list[bytes], error: type[ProtocolError]) -> None:
@@ -107,20 +108,53 @@ def test_bad_streams_raise_typed_errors(parts: list[bytes], error: type[Protocol
         streams.decode_result(parts)
 
 
+def _trailer(digest: bytes) -> bytes:
+    return pb.ResultPart(trailer=pb.BlobTrailer(sha256=digest)).SerializeToString()
+
+
 def test_truncated_stream_and_flipped_bit() -> None:
     parts = _result_parts(_vector())
-    with pytest.raises(LengthMismatch):
-        streams.decode_result(parts[:-1])
+    with pytest.raises(LengthMismatch):  # the last chunk missing, the trailer there
+        streams.decode_result([*parts[:-2], parts[-1]])
     chunk = pb.ResultPart.FromString(parts[1])
     chunk.chunk.data = bytes([chunk.chunk.data[0] ^ 1]) + chunk.chunk.data[1:]
     with pytest.raises(DigestMismatch):
         streams.decode_result([parts[0], chunk.SerializeToString(), *parts[2:]])
     with pytest.raises(MalformedMessage):  # out of order
         streams.decode_result([parts[0], parts[2], parts[1], *parts[3:]])
+    extra = pb.ResultPart(chunk=pb.Chunk(offset=64, data=b"x")).SerializeToString()
     with pytest.raises(LengthMismatch):  # one chunk too many
-        streams.decode_result(
-            [*parts, pb.ResultPart(chunk=pb.Chunk(offset=64, data=b"x")).SerializeToString()]
-        )
+        streams.decode_result([*parts[:-1], extra, parts[-1]])
+
+
+def test_digest_trailer_is_required_last_and_checked() -> None:
+    vec = _vector()
+    parts = _result_parts(vec)
+    digest = hashlib.sha256(vec.tobytes()).digest()
+    assert parts[-1] == _trailer(digest)
+    with pytest.raises(MalformedMessage):  # no trailer
+        streams.decode_result(parts[:-1])
+    with pytest.raises(MalformedMessage):  # something after the trailer
+        streams.decode_result([*parts, parts[-1]])
+    with pytest.raises(MalformedMessage):  # a digest of the wrong size
+        streams.decode_result([*parts[:-1], _trailer(digest[:31])])
+    with pytest.raises(DigestMismatch):
+        streams.decode_result([*parts[:-1], _trailer(bytes(32))])
+    evaluate = pb.ResultHeader(version=codec.PROTOCOL_VERSION, kind=pb.EVALUATE)
+    with pytest.raises(MalformedMessage):  # a trailer for a result without an update
+        streams.decode_result([pb.ResultPart(header=evaluate).SerializeToString(), parts[-1]])
+
+
+def test_client_frames_equal_protobuf_parts() -> None:
+    vec = _vector(2)
+    blob = codec.encode_blob(vec, LAYOUT, digest=False)
+
+    def header() -> pb.ResultHeader:
+        return pb.ResultHeader(version=codec.PROTOCOL_VERSION, run_id="r", kind=pb.FIT)
+
+    frames = list(streams.result_frames(header(), blob, 20))
+    parts = [p.SerializeToString() for p in streams.result_parts(header(), blob, 20)]
+    assert frames == parts
 
 
 def test_wrong_layout_and_size_limit() -> None:
@@ -134,11 +168,9 @@ def test_wrong_layout_and_size_limit() -> None:
 
 def test_length_bomb_is_refused_before_allocation() -> None:
     huge = Layout(("w",), ((1 << 34,),))
-    h = pb.ResultHeader(version=1, run_id="r", round=1, node="a", kind=pb.FIT)
+    h = pb.ResultHeader(version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=pb.FIT)
     h.update.CopyFrom(
-        pb.BlobHeader(
-            dtype="<f4", length=1 << 36, sha256=b"\0" * 32, layout=codec.layout_to_proto(huge)
-        )
+        pb.BlobHeader(dtype="<f4", length=1 << 36, layout=codec.layout_to_proto(huge))
     )
     raw = pb.ResultPart(header=h).SerializeToString()
     tracemalloc.start()

@@ -43,7 +43,12 @@ def _raw_push(server: ServerThread, pki, name: str, parts: list[bytes]) -> grpc.
 
 def _parts(name: str, vec: np.ndarray, layout: Layout = LAYOUT, round_: int = 1) -> list[bytes]:
     h = pb.ResultHeader(
-        version=1, run_id="run-1", round=round_, node=name, kind=pb.FIT, num_examples=3
+        version=codec.PROTOCOL_VERSION,
+        run_id="run-1",
+        round=round_,
+        node=name,
+        kind=pb.FIT,
+        num_examples=3,
     )
     return [p.SerializeToString() for p in result_parts(h, codec.encode_blob(vec, layout), 16)]
 
@@ -57,7 +62,8 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     err = _raw_push(server, pki, "w1", [b"\xff\x00garbage"])
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Malformed" in (err.details() or "")
 
-    err = _raw_push(server, pki, "w2", _parts("w2", good)[:-1])  # truncated chunk stream
+    cut = _parts("w2", good)
+    err = _raw_push(server, pki, "w2", [*cut[:-2], cut[-1]])  # last chunk missing
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "LengthMismatch" in (
         err.details() or ""
     )

@@ -2,7 +2,9 @@
 
 Everything that reads bytes from the network goes through here and raises only subclasses of
 ``ProtocolError``. Sizes are checked against the announced layout and the size limit *before*
-any buffer is allocated; the SHA-256 digest is checked before a buffer is handed out.
+any buffer is allocated; the SHA-256 digest is checked before a buffer is handed out. A
+model's digest travels in its header; an update's in a trailer after its chunks, so a worker
+hashes while it sends (``BlobAssembler(trailer_digest=True)``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from murmura.transport.frames import chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DTYPE = "<f4"
 DEFAULT_CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 2 << 30
@@ -137,16 +139,27 @@ class Blob:
         for off in range(0, len(self.data), chunk_size):
             yield pb.Chunk(offset=off, data=bytes(self.data[off : off + chunk_size]))
 
-    def frames(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
-        """Yield serialized chunk messages (``ResultPart``/``Instruction``), one copy each."""
+    def frames(
+        self, chunk_size: int = DEFAULT_CHUNK, hasher: hashlib._Hash | None = None
+    ) -> Iterator[bytes]:
+        """Yield serialized chunk messages (``ResultPart``/``Instruction``), one copy each.
+
+        With ``hasher``, each chunk is also hashed as it goes out (the trailer's digest).
+        """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         for off in range(0, len(self.data), chunk_size):
-            yield chunk_frame(off, self.data[off : off + chunk_size])
+            piece = self.data[off : off + chunk_size]
+            if hasher is not None:
+                hasher.update(piece)  # releases the GIL: overlaps gRPC's sending threads
+            yield chunk_frame(off, piece)
 
 
-def encode_blob(vector: Vector, layout: Layout) -> Blob:
-    """Describe ``vector`` (float32, shaped as ``layout``) for sending; no copy if contiguous LE."""
+def encode_blob(vector: Vector, layout: Layout, digest: bool = True) -> Blob:
+    """Describe ``vector`` (float32, shaped as ``layout``) for sending; no copy if contiguous LE.
+
+    ``digest=False`` leaves the header's digest empty, for a stream that ends with a trailer.
+    """
     arr = np.ascontiguousarray(vector, dtype=DTYPE)
     if arr.shape != (layout.size,):
         raise ValueError(f"vector has shape {arr.shape}, layout needs ({layout.size},)")
@@ -154,7 +167,7 @@ def encode_blob(vector: Vector, layout: Layout) -> Blob:
     header = pb.BlobHeader(
         dtype=DTYPE,
         length=len(data),
-        sha256=hashlib.sha256(data).digest(),
+        sha256=hashlib.sha256(data).digest() if digest else b"",
         layout=layout_to_proto(layout),
     )
     return Blob(header, data)
@@ -162,11 +175,15 @@ def encode_blob(vector: Vector, layout: Layout) -> Blob:
 
 @dataclass(slots=True)
 class BlobAssembler:
-    """Receives the chunks a ``BlobHeader`` announced, checking every claim before trusting it."""
+    """Receives the chunks a ``BlobHeader`` announced, checking every claim before trusting it.
+
+    With ``trailer_digest`` the header carries no digest; ``finish`` gets it from the trailer.
+    """
 
     header: pb.BlobHeader
     max_bytes: int = DEFAULT_MAX_BYTES
     expected: Layout | None = None
+    trailer_digest: bool = False
     layout: Layout = field(init=False)
     _buf: memoryview = field(init=False)
     _filled: int = field(init=False, default=0)
@@ -180,8 +197,9 @@ class BlobAssembler:
             raise SizeLimitExceeded(
                 f"declared length {h.length} B exceeds the limit {self.max_bytes} B"
             )
-        if len(h.sha256) != 32:
-            raise MalformedMessage("sha256 digest must be 32 bytes")
+        if len(h.sha256) != (0 if self.trailer_digest else 32):
+            where = "empty (it follows in the trailer)" if self.trailer_digest else "32 bytes"
+            raise MalformedMessage(f"the header's sha256 digest must be {where}")
         self.layout = layout_from_proto(h.layout)
         if self.expected is not None and self.layout != self.expected:
             raise LayoutMismatch("buffer layout differs from the model's layout")
@@ -213,11 +231,20 @@ class BlobAssembler:
         self._hash.update(data)
         self._filled += n
 
-    def finish(self) -> Vector:
-        """Return the received vector, once it is complete and its digest matches."""
+    def finish(self, digest: bytes | None = None) -> Vector:
+        """Return the received vector, once it is complete and its digest matches.
+
+        ``digest`` is the trailer's, required with ``trailer_digest`` and refused without.
+        """
         if self._filled != len(self._buf):
             raise LengthMismatch(f"stream ended after {self._filled} of {len(self._buf)} B")
-        if self._hash.digest() != self.header.sha256:
+        if (digest is not None) != self.trailer_digest:
+            need = "is required" if self.trailer_digest else "is not allowed here"
+            raise MalformedMessage(f"a digest trailer {need}")
+        want = digest if digest is not None else self.header.sha256
+        if len(want) != 32:
+            raise MalformedMessage("sha256 digest must be 32 bytes")
+        if self._hash.digest() != want:
             raise DigestMismatch("SHA-256 of the received buffer differs from the announced digest")
         return np.frombuffer(self._buf, dtype=DTYPE).astype(np.float32, copy=False)
 

@@ -194,7 +194,7 @@ class CoordinatorLink:
     def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
         """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
         metrics = {k: float(v) for k, v in res.metrics.items()}
-        blob = codec.encode_blob(res.update, layout)
+        blob = codec.encode_blob(res.update, layout, digest=False)  # hashed while sent
 
         def parts() -> Iterator[bytes]:
             header = pb.ResultHeader(

@@ -23,7 +23,7 @@ from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, keys
 from murmura.transport.hub import Hub, Outgoing, Refused
 from murmura.transport.proto import murmura_pb2 as pb
-from murmura.transport.streams import ResultReader, instruction_frames
+from murmura.transport.streams import DecodedResult, ResultReader, instruction_frames
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,12 @@ class CoordinatorService:
         try:
             header = reader.read_header(await anext(it))
             round_ = int(header.round)
-            if self.hub.admit(node, header):
+            counted = self.hub.admit(node, header)
+            admitted = not counted
+            result = await self._read_update(reader, it)
+            if counted:  # a re-sent copy: its digest (in the trailer) tells duplicate from replay
+                self.hub.check_duplicate(node, result)
                 return _reply(accepted=True, duplicate=True, reason="already counted")
-            admitted = True
-            reader.expected = self.hub.expected_layout()
-            reader.start_blob()
-            async for raw in it:
-                reader.read_chunk(raw)
-            result = reader.finish()
             admitted = False  # from here the hub owns the upload slot
             await self.hub.deliver(node, result)
         except StopAsyncIteration:
@@ -204,6 +202,14 @@ class CoordinatorService:
             self._release(admitted, node, round_, "upload interrupted")
             raise
         return _reply(accepted=True)
+
+    async def _read_update(self, reader: ResultReader, it: AsyncIterator[bytes]) -> DecodedResult:
+        """Allocate the update (binding accepted), read its chunks and trailer, check them."""
+        reader.expected = self.hub.expected_layout()
+        reader.start_blob()
+        async for raw in it:
+            reader.read_chunk(raw)
+        return reader.finish()
 
     def _release(self, admitted: bool, node: str, round_: int, why: str) -> None:
         if admitted:

@@ -157,7 +157,11 @@ class Hub:
 
     # -- results ----------------------------------------------------------------------
     def admit(self, node: str, h: pb.ResultHeader) -> bool:
-        """Check a result header's binding; return True if it duplicates a counted result."""
+        """Check a result header's binding; True if the node's result is already counted.
+
+        The digest comes after the update, so the caller reads the copy and calls
+        ``check_duplicate`` with it; nothing is counted twice.
+        """
         if h.run_id != self.run_id:
             raise self._refuse(
                 "refused_run", "FAILED_PRECONDITION", f"run {h.run_id!r} is not this run"
@@ -180,12 +184,7 @@ class Hub:
                 "refused_target", "PERMISSION_DENIED", f"node not sampled in round {h.round}"
             )
         if node in cur.results:
-            if cur.results[node].digest == bytes(h.update.sha256):
-                self.counters["duplicates"] += 1
-                return True
-            raise self._refuse(
-                "refused_replay", "ALREADY_EXISTS", "a different result was already counted"
-            )
+            return True
         if node in cur.failures:
             raise self._refuse(
                 "refused_replay", "ALREADY_EXISTS", "this round's result was already refused"
@@ -196,6 +195,20 @@ class Hub:
             )
         cur.uploading.add(node)
         return False
+
+    def check_duplicate(self, node: str, res: DecodedResult) -> None:
+        """A re-sent copy of a counted result: acknowledge it if identical, else refuse it."""
+        cur = self.current
+        counted = cur.results.get(node) if cur is not None and cur.round == res.round else None
+        if counted is None:
+            raise self._refuse(
+                "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
+            )
+        if counted.digest != res.digest or counted.kind != res.kind:
+            raise self._refuse(
+                "refused_replay", "ALREADY_EXISTS", "a different result was already counted"
+            )
+        self.counters["duplicates"] += 1
 
     def expected_layout(self) -> Layout | None:
         """Layout that updates for the open round must have."""

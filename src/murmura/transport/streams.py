@@ -1,6 +1,8 @@
 """Decoders for the two chunked streams: instructions (coordinator -> worker), results (back).
 
-A stream is one header message followed by the chunks its blob header announced. The readers
+A stream is one header message followed by the chunks its blob header announced; a result
+stream with an update ends with a trailer that carries the update's digest (the worker hashes
+while it sends). The readers
 take raw bytes, one message at a time, and raise only ``ProtocolError`` subclasses; the caller
 checks the header's binding (run, round, node) before feeding any chunk, so nothing is
 allocated for a message that will be refused.
@@ -8,6 +10,7 @@ allocated for a message that will be refused.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,12 +60,13 @@ def _check_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 @dataclass(slots=True)
 class ResultReader:
-    """Reads one Push stream: a ``ResultHeader`` then its update chunks."""
+    """Reads one Push stream: a ``ResultHeader``, its update chunks, then the digest trailer."""
 
     max_bytes: int = codec.DEFAULT_MAX_BYTES
     expected: Layout | None = None
     header: pb.ResultHeader | None = None
     _blob: BlobAssembler | None = field(default=None, init=False)
+    _digest: bytes | None = field(default=None, init=False)
 
     def read_header(self, raw: bytes) -> pb.ResultHeader:
         """Parse and check the first message; it must be a header."""
@@ -87,27 +91,35 @@ class ResultReader:
         if self.header is None:
             raise MalformedMessage("no header yet")
         if self.header.HasField("update"):
-            self._blob = BlobAssembler(self.header.update, self.max_bytes, self.expected)
+            self._blob = BlobAssembler(
+                self.header.update, self.max_bytes, self.expected, trailer_digest=True
+            )
 
     def read_chunk(self, raw: bytes) -> None:
-        """Parse one chunk message and add it to the update."""
+        """Parse one message after the header: a chunk of the update, or the digest trailer."""
+        if self._digest is not None:
+            raise MalformedMessage("nothing may follow the digest trailer")
         fast = parse_chunk_frame(raw)
         if fast is not None and self._blob is not None:
             self._blob.add_bytes(*fast)
             return
         part = codec.parse(pb.ResultPart, raw)
-        if part.WhichOneof("part") != "chunk":
-            raise MalformedMessage("only chunks may follow the header")
+        which = part.WhichOneof("part")
+        if which not in ("chunk", "trailer"):
+            raise MalformedMessage("only chunks and a trailer may follow the header")
         if self._blob is None:
-            raise MalformedMessage("chunk for a result that announced no update")
-        self._blob.add(part.chunk)
+            raise MalformedMessage(f"{which} for a result that announced no update")
+        if which == "trailer":
+            self._digest = bytes(part.trailer.sha256)
+        else:
+            self._blob.add(part.chunk)
 
     def finish(self) -> DecodedResult:
         """Return the whole result, once the update is complete and its digest matches."""
         h = self.header
         if h is None:
             raise MalformedMessage("empty result stream")
-        update = self._blob.finish() if self._blob is not None else None
+        update = self._blob.finish(self._digest) if self._blob is not None else None
         return DecodedResult(
             run_id=h.run_id,
             round=int(h.round),
@@ -117,7 +129,7 @@ class ResultReader:
             loss=float(h.loss),
             metrics=_check_metrics(dict(h.metrics)),
             update=update,
-            digest=bytes(h.update.sha256) if h.HasField("update") else b"",
+            digest=self._digest or b"",
         )
 
 
@@ -177,13 +189,15 @@ def _instruction(item: pb.Instruction | bytes | None) -> pb.Instruction:
 def result_parts(
     header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
 ) -> Iterator[pb.ResultPart]:
-    """Yield a Push stream: the header (with the blob header inside), then the chunks."""
-    if blob is not None:
-        header.update.CopyFrom(blob.header)
+    """Yield a Push stream: the header (blob header without digest), the chunks, the trailer."""
+    _announce(header, blob)
     yield pb.ResultPart(header=header)
     if blob is not None:
+        hasher = hashlib.sha256()
         for chunk in blob.chunks(chunk_size):
+            hasher.update(chunk.data)
             yield pb.ResultPart(chunk=chunk)
+        yield pb.ResultPart(trailer=pb.BlobTrailer(sha256=hasher.digest()))
 
 
 def instruction_parts(
@@ -201,12 +215,21 @@ def instruction_parts(
 def result_frames(
     header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
 ) -> Iterator[bytes]:
-    """Yield a serialized Push stream; chunks take the one-copy fast path."""
-    if blob is not None:
-        header.update.CopyFrom(blob.header)
+    """Yield a serialized Push stream; chunks take the one-copy fast path, hashed on the way out."""
+    _announce(header, blob)
     yield bytes(pb.ResultPart(header=header).SerializeToString())
     if blob is not None:
-        yield from blob.frames(chunk_size)
+        hasher = hashlib.sha256()
+        yield from blob.frames(chunk_size, hasher)
+        trailer = pb.ResultPart(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        yield bytes(trailer.SerializeToString())
+
+
+def _announce(header: pb.ResultHeader, blob: codec.Blob | None) -> None:
+    """Put the blob header in a result header, without a digest: it follows in the trailer."""
+    if blob is not None:
+        header.update.CopyFrom(blob.header)
+        header.update.sha256 = b""
 
 
 def instruction_frames(
