@@ -18,7 +18,7 @@ import grpc
 
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, keys
-from murmura.transport.grpc_server import NODE_HEADER, SERVICE, is_loopback
+from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedInstruction, decode_instruction, result_frames
 from murmura.types import FitRes, Layout
@@ -56,6 +56,7 @@ def backoff_delays(initial: float, cap: float, rng: random.Random) -> Iterator[f
 def channel_options(opts: LinkOptions) -> list[tuple[str, Any]]:
     """Limits and keepalive of the worker's channel (pings no faster than the server permits)."""
     out: list[tuple[str, Any]] = [
+        *TCP_READ_OPTIONS,  # the worker receives whole models in Pull
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),

@@ -59,9 +59,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# gRPC's TCP reads start at 8 KiB and adapt; starting at the chunk size and letting them grow
+# to 4 MiB made a 100 MB push ~10% faster (interleaved A/B runs). No floor is set, so a
+# link that carries only small messages shrinks its reads again.
+TCP_READ_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.experimental.tcp_read_chunk_size", codec.DEFAULT_CHUNK),
+    ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
+]
+
+
 def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
     """Message limits and keepalive: ping idle links, tell over-eager pingers to go away."""
     return [
+        *TCP_READ_OPTIONS,
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
