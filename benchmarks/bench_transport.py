@@ -132,6 +132,8 @@ def _raw_server(root: str, port_q: mp.Queue) -> None:  # type: ignore[type-arg]
     import grpc
     from grpc import aio
 
+    from murmura.transport.grpc_server import TCP_READ_OPTIONS
+
     async def push(requests, context):  # type: ignore[no-untyped-def]
         n = 0
         async for raw in requests:
@@ -140,7 +142,8 @@ def _raw_server(root: str, port_q: mp.Queue) -> None:  # type: ignore[type-arg]
 
     async def serve() -> None:
         c = _creds(Path(root), "coordinator")
-        server = aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
+        options = [("grpc.max_receive_message_length", 4 << 20), *TCP_READ_OPTIONS]
+        server = aio.server(options=options)  # the same TCP reads as the coordinator's
         handler = grpc.stream_unary_rpc_method_handler(push)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("raw.S", {"P": handler}),)
