@@ -85,7 +85,7 @@ def run(
     columns = (
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
-        BarColumn(),
+        BarColumn(bar_width=10),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
@@ -94,9 +94,10 @@ def run(
 
         def on_round(m: RoundMetrics, _w: Vector) -> None:
             run_dir.log_round(m)
+            failed = f" failures {len(m.failures)}" if m.failures else ""
             status = (
-                f"participants {m.participants}  failures {len(m.failures)}  "
-                f"train loss {_fmt(m.train_loss, '.4f')}  test acc {_fmt(m.test_accuracy, '.4f')}"
+                f"participants {m.participants}{failed} train loss "
+                f"{_fmt(m.train_loss, '.4f')} test acc {_fmt(m.test_accuracy, '.4f')}"
             )
             bar.update(task_id, advance=1, status=status)
 
