@@ -104,10 +104,11 @@ def test_keepalive_settings_match() -> None:
     client = dict(channel_options(LinkOptions()))
     # The client never pings faster than the server permits, and both detect dead links.
     assert (
-        client["grpc.keepalive_time_ms"]
-        >= server["grpc.http2.min_recv_ping_interval_without_data_ms"]
+        client["grpc.keepalive_time_ms"] >= server["grpc.http2.min_ping_interval_without_data_ms"]
     )
     assert server["grpc.http2.max_ping_strikes"] > 0
+    for opts in (client, server):  # an unacked keepalive ping fails the link this soon
+        assert opts["grpc.http2.ping_timeout_ms"] == opts["grpc.keepalive_timeout_ms"]
     assert (
         client["grpc.keepalive_timeout_ms"] <= 20_000 and server["grpc.keepalive_time_ms"] <= 60_000
     )

@@ -41,6 +41,10 @@ class LinkOptions:
     max_model_bytes: int = codec.DEFAULT_MAX_BYTES
     max_message_bytes: int = 4 << 20
     keepalive_s: float = 30.0
+    """Ping the coordinator after this long without activity; keep it >= the server's
+    ``min_ping_interval_s`` or the server tells this worker to go away."""
+    keepalive_timeout_s: float = 10.0
+    """A ping not acknowledged within this long closes the link: calls fail UNAVAILABLE."""
     server_name: str | None = None
     """Expected name in the coordinator's certificate when the address does not carry it."""
 
@@ -60,7 +64,8 @@ def channel_options(opts: LinkOptions) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", int(opts.keepalive_timeout_s * 1000)),
+        ("grpc.http2.ping_timeout_ms", int(opts.keepalive_timeout_s * 1000)),  # see server
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.enable_retries", 0),

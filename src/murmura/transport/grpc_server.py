@@ -9,6 +9,7 @@ the server keeps serving everyone else.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -47,6 +48,12 @@ class ServerOptions:
     chunk_size: int = codec.DEFAULT_CHUNK
     max_wait_s: float = 20.0
     keepalive_s: float = 20.0
+    """Ping a link after this long without activity (HTTP/2 keepalive)."""
+    keepalive_timeout_s: float = 10.0
+    """A ping not acknowledged within this long closes the link; its calls are cancelled."""
+    min_ping_interval_s: float = 5.0
+    """Pings from a peer closer together than this (without data) are strikes; after
+    ``max_ping_strikes`` the peer gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings")."""
 
 
 def is_loopback(host: str) -> bool:
@@ -75,9 +82,15 @@ def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", int(opts.keepalive_timeout_s * 1000)),
+        # gRPC 1.85 waits for a ping's ack for ping_timeout_ms (default 1 min), not for
+        # keepalive_timeout_ms alone: without this a dead link went unnoticed far longer
+        ("grpc.http2.ping_timeout_ms", int(opts.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        # keep pinging a link whose only call is a quiet long-poll Pull
+        ("grpc.http2.max_pings_without_data", 0),
+        # the name gRPC core reads (a "min_recv_..." spelling would be silently ignored)
+        ("grpc.http2.min_ping_interval_without_data_ms", int(opts.min_ping_interval_s * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", 0),
     ]
@@ -157,7 +170,11 @@ class CoordinatorService:
         node = await self._identify(context)
         req = await _decode(pb.PullRequest, raw, context, node)
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
-        out = await self.hub.next_instruction(node, wait)
+        try:
+            out = await self.hub.next_instruction(node, wait)
+        except asyncio.CancelledError:
+            self.hub.link_down(node, "waiting pull cancelled (keepalive timeout or peer gone)")
+            raise
         header = pb.InstructionHeader(
             version=codec.PROTOCOL_VERSION,
             run_id=self.hub.run_id,

@@ -91,6 +91,8 @@ class Hub:
         self.heartbeat_s = heartbeat_s
         self.lost_after_s = lost_after_s
         self.last_seen: dict[str, float] = {}
+        self.links_down: dict[str, float] = {}
+        """When each node's waiting call was last cut from below (monotonic time)."""
         self.current: RoundState | None = None
         self.last_round = 0
         self.finished = False
@@ -103,6 +105,12 @@ class Hub:
         if node not in self.last_seen:
             log.info("node=%s round=%d: joined", node, self.last_round)
         self.last_seen[node] = time.monotonic()
+
+    def link_down(self, node: str, why: str) -> None:
+        """Record that a call of ``node`` was cut (keepalive closed the link, or the peer left)."""
+        self.links_down[node] = time.monotonic()
+        self.counters["links_down"] += 1
+        log.warning("node=%s round=%d: link down: %s", node, self.round_now(), why)
 
     def alive(self) -> list[str]:
         """Nodes heard from within ``lost_after_s``, sorted."""
