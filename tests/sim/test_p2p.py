@@ -1,3 +1,4 @@
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,6 +168,12 @@ def test_config_runs_dpsgd_on_a_ring_of_peers_holding_client_blocks() -> None:
     assert last.test_accuracy is not None and 0 <= last.test_accuracy <= 1
     assert {"accuracy_std", "accuracy_min", "accuracy_max", "consensus_distance"} <= set(last.extra)
     assert history.weights.shape == (64 * 64 + 64 + 64 * 10 + 10,)
+    topology = history.rounds[0].extra["topology"]
+    assert topology["n"] == 5 and topology["edges"] == 5  # type: ignore[index]
+    # ring of 5 with MH weights 1/3: second eigenvalue 1/3 + 2/3 cos(2 pi / 5)
+    expected_gap = 2 / 3 * (1 - math.cos(2 * math.pi / 5))
+    assert abs(topology["spectral_gap"] - expected_gap) < 1e-9  # type: ignore[index]
+    assert "topology" not in history.rounds[1].extra
 
 
 def test_config_byzantine_gossip_and_errors() -> None:

@@ -140,6 +140,8 @@ class P2PSimulation:
         )
         metrics.train_loss = float(np.mean([losses[i] for i in self.honest]))
         metrics.extra["consensus_distance"] = consensus_distance(self.x[self.honest])
+        if round_ == 1:  # the graph, its degrees and spectral gap, reported once at the start
+            metrics.extra["topology"] = describe(self.graph)
         every = self.options.evaluate_every
         if final or (every > 0 and round_ % every == 0):
             self._evaluate(metrics)
