@@ -17,10 +17,26 @@ from murmura.transport import keys
 PROCS = Path(__file__).with_name("procs.py")
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+@pytest.fixture
+def ports() -> Callable[[int], list[int]]:
+    """``free_ports`` for tests that lay out several listeners before starting them."""
+    return free_ports
 
 
 def make_keys(root: Path, names: list[str]) -> Path:

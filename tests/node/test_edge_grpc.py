@@ -10,10 +10,9 @@ star simulation of the same config) to 1e-5.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -84,21 +83,10 @@ join_timeout = 120
 """
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Tree:
     """Writes keys and configs, starts the nodes, and kills what is left at the end."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, ports: Callable[[int], list[int]]) -> None:
         self.tmp, self.keys = tmp, tmp / "keys"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: list[BinaryIO] = []
@@ -106,7 +94,7 @@ class Tree:
         keys.issue(self.keys, "coordinator", "coordinator")
         for name in [*EDGES, *(f"worker-{i}" for i in range(WORKERS))]:
             keys.issue(self.keys, name, "worker")
-        self.root_port, *edge_ports = _free_ports(1 + len(EDGES))
+        self.root_port, *edge_ports = ports(1 + len(EDGES))
         self.edge_ports = dict(zip(EDGES, edge_ports, strict=True))
         run = RUN.format(rounds=ROUNDS, workers=WORKERS)
         self.root_cfg = tmp / "root.toml"
@@ -158,8 +146,8 @@ class Tree:
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[Tree]:
-    t = Tree(tmp_path)
+def tree(tmp_path: Path, ports: Callable[[int], list[int]]) -> Iterator[Tree]:
+    t = Tree(tmp_path, ports)
     try:
         yield t
     finally:

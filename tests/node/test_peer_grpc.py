@@ -61,23 +61,10 @@ join_timeout = 60.0
 """
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Peers:
     """Starts peer processes, each logging to its own file; kills what is left at the end."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, ports: Callable[[int], list[int]]) -> None:
         self.tmp, self.state = tmp, tmp / "state"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: list[BinaryIO] = []
@@ -85,7 +72,7 @@ class Peers:
         keys.init_ca(key_dir)
         for i in range(PEERS):
             keys.issue(key_dir, f"peer-{i}", "worker")
-        addresses = [f"127.0.0.1:{p}" for p in _free_ports(PEERS)]
+        addresses = [f"127.0.0.1:{p}" for p in ports(PEERS)]
         self.config = tmp / "ring.toml"
         self.config.write_text(
             CONFIG.format(
@@ -135,8 +122,8 @@ class Peers:
 
 
 @pytest.fixture
-def peers(tmp_path: Path) -> Iterator[Peers]:
-    p = Peers(tmp_path)
+def peers(tmp_path: Path, ports: Callable[[int], list[int]]) -> Iterator[Peers]:
+    p = Peers(tmp_path, ports)
     try:
         yield p
     finally:
