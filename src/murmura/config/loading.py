@@ -1,0 +1,140 @@
+"""Reading, overriding and validating config files.
+
+Errors name the file, the key and what is allowed, and are raised before any training.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from murmura.config.run import Config
+from murmura.config.security import AttackSection, PrivacySection
+from murmura.errors import ConfigError, MurmuraError
+
+
+def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    """The keys allowed at the table that holds ``loc``."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    return ", ".join(model.model_fields)
+
+
+def _explain(source: str, err: ValidationError) -> ConfigError:
+    """One ConfigError listing every problem with its key."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys here: {_allowed(Config, e['loc'])}"
+        elif e["type"] != "value_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"{source}: key '{key}': {msg}")
+    return ConfigError("\n".join(lines))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1"`` -> (["a", "b"], 1); the value is read as TOML, else taken as a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. run.rounds=5")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``KEY=VALUE`` override set."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a table")
+            node[part] = nxt = dict(nxt)
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a config mapping, checking plug-in names and rule preconditions too."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise _explain(source, err) from None
+    _check_plugins(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a TOML config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(apply_overrides(data, overrides or []), str(path))
+
+
+def _check_plugins(cfg: Config, source: str) -> None:
+    """Names exist in their registries and the aggregator accepts the cohort size."""
+    from murmura.aggregate import AGGREGATORS
+    from murmura.strategy import STRATEGIES
+
+    s = cfg.strategy
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("strategy.name", lambda: STRATEGIES.get(s.name)),
+        ("strategy.aggregator", lambda: AGGREGATORS.get(s.aggregator)),
+        (
+            "strategy.aggregator_args",
+            lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
+        ),
+        ("attack", lambda: _check_attack(cfg.attack)),
+        ("privacy", lambda: _check_privacy(cfg)),
+        ("secagg", lambda: _check_secagg(cfg)),
+    ]
+    for key, check in checks:
+        try:
+            check()
+        except (MurmuraError, TypeError) as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from None
+
+
+def _check_attack(attack: AttackSection) -> None:
+    """The attack is registered and takes its arguments."""
+    if attack.kind != "none":
+        from murmura.attacks import check_attack
+
+        check_attack(attack.kind, attack.args)
+
+
+def _check_privacy(cfg: Config) -> None:
+    """The [privacy] settings fit together and with the strategy (messages name the key)."""
+    if cfg.privacy != PrivacySection():
+        from murmura.privacy.wiring import check_privacy
+
+        check_privacy(cfg)
+
+
+def _check_secagg(cfg: Config) -> None:
+    """[secagg] fits the strategy, aggregator, anomaly and privacy settings."""
+    if cfg.secagg.enabled:
+        from murmura.privacy.secure_wiring import check_secagg
+
+        check_secagg(cfg)

@@ -1,0 +1,51 @@
+"""``Config``: a whole run, one field per table, with the checks that span tables."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import model_validator
+
+from murmura.config.base import Section
+from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
+from murmura.config.topology import TopologySection
+from murmura.config.training import (
+    ClientSection,
+    EvaluationSection,
+    PartitionSection,
+    RunSection,
+    SimulationSection,
+    StrategySection,
+    TaskSection,
+)
+
+
+class Config(Section):
+    """A whole run."""
+
+    run: RunSection = RunSection()
+    task: TaskSection = TaskSection()
+    partition: PartitionSection = PartitionSection()
+    client: ClientSection = ClientSection()
+    strategy: StrategySection = StrategySection()
+    evaluation: EvaluationSection = EvaluationSection()
+    simulation: SimulationSection = SimulationSection()
+    topology: TopologySection = TopologySection()
+    attack: AttackSection = AttackSection()
+    anomaly: AnomalySection = AnomalySection()
+    privacy: PrivacySection = PrivacySection()
+    secagg: SecAggSection = SecAggSection()
+
+    @model_validator(mode="after")
+    def _cohort_fits(self) -> Config:
+        if self.strategy.min_clients > self.partition.num_clients:
+            raise ValueError(
+                f"strategy.min_clients = {self.strategy.min_clients} but partition.num_clients "
+                f"= {self.partition.num_clients}: cannot sample more clients than exist"
+            )
+        return self
+
+    def cohort_size(self) -> int:
+        """Clients sampled per round."""
+        n = self.partition.num_clients
+        return min(n, max(self.strategy.min_clients, math.ceil(self.strategy.fraction * n)))
