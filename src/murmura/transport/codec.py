@@ -4,7 +4,8 @@ Everything that reads bytes from the network goes through here and raises only s
 ``ProtocolError``. Sizes are checked against the announced layout and the size limit *before*
 any buffer is allocated; the SHA-256 digest is checked before a buffer is handed out. A
 model's digest travels in its header; an update's in a trailer after its chunks, so a worker
-hashes while it sends (``BlobAssembler(trailer_digest=True)``).
+hashes while it sends (``BlobAssembler(trailer_digest=True)``). ``BufferAssembler`` makes the
+same checks on opaque bytes (the chunked answers of secure aggregation).
 """
 
 from __future__ import annotations
@@ -174,6 +175,60 @@ def encode_blob(vector: Vector, layout: Layout, digest: bool = True) -> Blob:
 
 
 @dataclass(slots=True)
+class BufferAssembler:
+    """Fills a buffer of a declared length from in-order chunks, hashing them as they come.
+
+    The length is checked against ``max_bytes`` before anything is allocated; each chunk must
+    start where the previous one ended and end within the length; ``finish`` returns the
+    bytes only once they are complete and their SHA-256 equals the announced digest.
+    """
+
+    length: int
+    max_bytes: int = DEFAULT_MAX_BYTES
+    _buf: memoryview = field(init=False)
+    _filled: int = field(init=False, default=0)
+    _hash: hashlib._Hash = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.length > self.max_bytes:
+            raise SizeLimitExceeded(
+                f"declared length {self.length} B exceeds the limit {self.max_bytes} B"
+            )
+        # np.empty, not bytearray: no zero-fill pass; every byte is written before use.
+        self._buf = memoryview(np.empty(self.length, dtype=np.uint8).data).cast("B")
+        self._hash = hashlib.sha256()
+
+    def add_bytes(self, offset: int, data: bytes | memoryview) -> None:
+        """Append ``data`` found at ``offset``: contiguous, non-empty, within the length."""
+        n = len(data)
+        if offset != self._filled:
+            raise MalformedMessage(f"chunk at offset {offset}, expected {self._filled}")
+        if n == 0:
+            raise MalformedMessage("empty chunk")
+        if self._filled + n > len(self._buf):
+            raise LengthMismatch(
+                f"chunk ends at {self._filled + n} B, beyond the declared length {len(self._buf)} B"
+            )
+        self._buf[self._filled : self._filled + n] = data
+        self._hash.update(data)
+        self._filled += n
+
+    def check_complete(self) -> None:
+        """Refuse a stream that ended before the declared length."""
+        if self._filled != len(self._buf):
+            raise LengthMismatch(f"stream ended after {self._filled} of {len(self._buf)} B")
+
+    def finish(self, digest: bytes) -> memoryview:
+        """The whole buffer, once it is complete and its SHA-256 equals ``digest``."""
+        self.check_complete()
+        if len(digest) != 32:
+            raise MalformedMessage("sha256 digest must be 32 bytes")
+        if self._hash.digest() != digest:
+            raise DigestMismatch("SHA-256 of the received buffer differs from the announced digest")
+        return self._buf
+
+
+@dataclass(slots=True)
 class BlobAssembler:
     """Receives the chunks a ``BlobHeader`` announced, checking every claim before trusting it.
 
@@ -185,9 +240,7 @@ class BlobAssembler:
     expected: Layout | None = None
     trailer_digest: bool = False
     layout: Layout = field(init=False)
-    _buf: memoryview = field(init=False)
-    _filled: int = field(init=False, default=0)
-    _hash: hashlib._Hash = field(init=False)
+    _bytes: BufferAssembler = field(init=False)
 
     def __post_init__(self) -> None:
         h = self.header
@@ -208,45 +261,27 @@ class BlobAssembler:
                 f"declared length {h.length} B, layout needs {layout_bytes(self.layout)} B"
             )
         # Only now, with every claim consistent and under the limit, allocate.
-        # np.empty, not bytearray: no zero-fill pass; every byte is written before use.
-        self._buf = memoryview(np.empty(h.length, dtype=np.uint8).data).cast("B")
-        self._hash = hashlib.sha256()
+        self._bytes = BufferAssembler(h.length, self.max_bytes)
 
     def add(self, chunk: pb.Chunk) -> None:
         """Append one chunk; it must start where the previous one ended and fit the length."""
-        self.add_bytes(int(chunk.offset), chunk.data)
+        self._bytes.add_bytes(int(chunk.offset), chunk.data)
 
     def add_bytes(self, offset: int, data: bytes | memoryview) -> None:
         """Append ``data`` found at ``offset``, with the same checks as ``add``."""
-        n = len(data)
-        if offset != self._filled:
-            raise MalformedMessage(f"chunk at offset {offset}, expected {self._filled}")
-        if n == 0:
-            raise MalformedMessage("empty chunk")
-        if self._filled + n > len(self._buf):
-            raise LengthMismatch(
-                f"chunk ends at {self._filled + n} B, beyond the declared length {len(self._buf)} B"
-            )
-        self._buf[self._filled : self._filled + n] = data
-        self._hash.update(data)
-        self._filled += n
+        self._bytes.add_bytes(offset, data)
 
     def finish(self, digest: bytes | None = None) -> Vector:
         """Return the received vector, once it is complete and its digest matches.
 
         ``digest`` is the trailer's, required with ``trailer_digest`` and refused without.
         """
-        if self._filled != len(self._buf):
-            raise LengthMismatch(f"stream ended after {self._filled} of {len(self._buf)} B")
+        self._bytes.check_complete()
         if (digest is not None) != self.trailer_digest:
             need = "is required" if self.trailer_digest else "is not allowed here"
             raise MalformedMessage(f"a digest trailer {need}")
-        want = digest if digest is not None else self.header.sha256
-        if len(want) != 32:
-            raise MalformedMessage("sha256 digest must be 32 bytes")
-        if self._hash.digest() != want:
-            raise DigestMismatch("SHA-256 of the received buffer differs from the announced digest")
-        return np.frombuffer(self._buf, dtype=DTYPE).astype(np.float32, copy=False)
+        buf = self._bytes.finish(digest if digest is not None else bytes(self.header.sha256))
+        return np.frombuffer(buf, dtype=DTYPE).astype(np.float32, copy=False)
 
 
 def config_to_proto(config: Mapping[str, Scalar]) -> dict[str, pb.ConfigValue]:

@@ -1,6 +1,7 @@
 """Fast path for chunk messages: ``ResultPart``/``Instruction`` holding only a ``Chunk``.
 
-Both messages put the chunk in field 2, so one wire form serves both directions. Encoding
+Both messages put the chunk in field 2, so one wire form serves both directions (and the
+streams of ``peer.proto`` and ``secagg.proto``, ``ModelPart`` and ``SecAggSendPart``). Encoding
 writes the canonical protobuf bytes with one copy of the payload; parsing accepts only that
 canonical form and returns a zero-copy view of the payload. Anything else returns None and the
 caller falls back to the protobuf parser, so the fast path never accepts what protobuf would

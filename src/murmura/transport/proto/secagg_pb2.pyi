@@ -1,3 +1,4 @@
+from murmura.transport.proto import murmura_pb2 as _murmura_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -150,3 +151,29 @@ class SecAggDirectory(_message.Message):
     key_directory: bytes
     identities: _containers.RepeatedCompositeFieldContainer[SecAggIdentity]
     def __init__(self, key_directory: _Optional[bytes] = ..., identities: _Optional[_Iterable[_Union[SecAggIdentity, _Mapping]]] = ...) -> None: ...
+
+class SecAggStreamHeader(_message.Message):
+    __slots__ = ("version", "run_id", "round", "node", "step", "length", "sha256")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    run_id: str
+    round: int
+    node: str
+    step: SecAggStep
+    length: int
+    sha256: bytes
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., step: _Optional[_Union[SecAggStep, str]] = ..., length: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class SecAggSendPart(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SecAggStreamHeader
+    chunk: _murmura_pb2.Chunk
+    def __init__(self, header: _Optional[_Union[SecAggStreamHeader, _Mapping]] = ..., chunk: _Optional[_Union[_murmura_pb2.Chunk, _Mapping]] = ...) -> None: ...

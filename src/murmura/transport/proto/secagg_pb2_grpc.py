@@ -44,6 +44,11 @@ class SecAggStub:
                 request_serializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendRequest.SerializeToString,
                 response_deserializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_unary(
+                '/murmura.v1.SecAgg/SendStream',
+                request_serializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendPart.SerializeToString,
+                response_deserializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.FromString,
+                _registered_method=True)
 
 
 class SecAggServicer:
@@ -61,6 +66,12 @@ class SecAggServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecAggServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -72,6 +83,11 @@ def add_SecAggServicer_to_server(servicer, server):
             'Send': grpc.unary_unary_rpc_method_handler(
                     servicer.Send,
                     request_deserializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendRequest.FromString,
+                    response_serializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.SerializeToString,
+            ),
+            'SendStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendPart.FromString,
                     response_serializer=murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.SerializeToString,
             ),
     }
@@ -128,6 +144,33 @@ class SecAgg:
             target,
             '/murmura.v1.SecAgg/Send',
             murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendRequest.SerializeToString,
+            murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/murmura.v1.SecAgg/SendStream',
+            murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendPart.SerializeToString,
             murmura_dot_transport_dot_proto_dot_secagg__pb2.SecAggSendReply.FromString,
             options,
             channel_credentials,
