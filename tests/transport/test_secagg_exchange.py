@@ -8,7 +8,7 @@ import time
 import pytest
 
 from murmura.transport.hub import Refused
-from murmura.transport.secagg_exchange import FetchStatus, SecAggExchange
+from murmura.transport.secagg_exchange import DEFAULT_ANSWER_BYTES, FetchStatus, SecAggExchange
 
 MEMBERS = frozenset({"a", "b", "c"})
 
@@ -87,5 +87,40 @@ def test_rejected_answers_and_lost_nodes_do_not_hold_a_step_open() -> None:
         missing = await ex.wait_step(1, 30, lambda: ["a", "b"])  # c is lost
         assert time.monotonic() - t0 < 2
         assert missing == {"c"}
+        assert ex.refusals(1) == {"b": "malformed"}
+
+    asyncio.run(body())
+
+
+def test_a_transport_refusal_counts_as_the_answer_and_the_limit_is_the_rounds() -> None:
+    async def body() -> None:
+        got: list[str] = []
+        ex = SecAggExchange("run-1")
+        assert ex.max_answer_bytes == DEFAULT_ANSWER_BYTES
+        await ex.begin(3, MEMBERS, lambda n, s, p: got.append(n), max_answer_bytes=1234)
+        assert ex.max_answer_bytes == 1234
+        await ex.open_step(4, {"a": b"", "b": b"", "c": b""})
+        ex.admit("a", "run-1", 3, 4)
+        for args, code in (
+            (("a", "run-0", 3, 4), "FAILED_PRECONDITION"),
+            (("a", "run-1", 2, 4), "FAILED_PRECONDITION"),
+            (("a", "run-1", 3, 5), "FAILED_PRECONDITION"),
+            (("z", "run-1", 3, 4), "PERMISSION_DENIED"),
+        ):
+            with pytest.raises(Refused) as e:
+                ex.admit(*args)
+            assert _code(e) == code
+        await ex.reject("a", 3, 4, "DigestMismatch: bad")
+        await ex.reject("a", 3, 4, "a second reason is not kept")
+        await ex.reject("b", 2, 4, "another round: ignored")
+        await ex.submit("b", "run-1", 3, 4, b"ok")
+        await ex.reject("b", 3, 4, "already counted: ignored")
+        with pytest.raises(Refused) as e:
+            await ex.submit("a", "run-1", 3, 4, b"ok")  # no second try after a refusal
+        assert _code(e) == "ALREADY_EXISTS"
+        assert ex.refusals(4) == {"a": "DigestMismatch: bad"}
+        assert await ex.wait_step(4, 30, lambda: ["a", "b"]) == {"c"}  # c is lost
+        assert got == ["b"]
+        assert ex.refusals(5) == {}
 
     asyncio.run(body())

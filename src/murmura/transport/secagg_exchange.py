@@ -7,9 +7,14 @@ transport knows nothing of masks or shares.
 
 Every answer is bound to (run, round, step, node): one for another run, a round or step that
 is not open, or a node that was not asked is refused; an identical second copy is acknowledged
-as a duplicate, a different one refused. A step closes at its deadline, or earlier when every
-node asked has answered or the missing ones are lost; answers after that are refused and the
-node is a dropout for that step.
+as a duplicate, a different one refused. An answer the driver or the transport refuses (a
+malformed message, a bad chunk stream) counts as the node's answer: it gets no second try and
+the step does not wait for it. A step closes at its deadline, or earlier when every node asked
+has answered or the missing ones are lost; answers after that are refused and the node is a
+dropout for that step.
+
+Each round has an answer size limit, set by the driver from the round's model size
+(``begin``); the transport checks a declared length against it before reading the answer.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 Receiver = Callable[[str, int, bytes], None]
 """Takes (node, step, payload) as an answer arrives; raising ``Refused`` rejects it."""
+
+DEFAULT_ANSWER_BYTES = 4 << 20
+"""Answer size limit of a round begun without one: what one default gRPC message carries."""
 
 
 class FetchStatus(IntEnum):
@@ -55,11 +63,12 @@ class _Step:
     requests: Mapping[str, bytes]
     answered: dict[str, bytes] = field(default_factory=dict)
     """SHA-256 of each accepted answer: enough to spot a duplicate, no masked vectors kept."""
-    rejected: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Why each refused answer was refused."""
     open: bool = True
 
     def missing(self) -> set[str]:
-        return set(self.requests) - self.answered.keys() - self.rejected
+        return set(self.requests) - self.answered.keys() - self.rejected.keys()
 
 
 @dataclass(slots=True)
@@ -67,6 +76,7 @@ class _Round:
     round: int
     members: frozenset[str]
     receiver: Receiver
+    max_answer_bytes: int
     steps: dict[int, _Step] = field(default_factory=dict)
     ended: str | None = None
 
@@ -84,10 +94,16 @@ class SecAggExchange:
         """The round of the current (or last) exchange; -1 before the first."""
         return self._round.round if self._round is not None else -1
 
-    async def begin(self, round_: int, members: frozenset[str], receiver: Receiver) -> None:
+    @property
+    def max_answer_bytes(self) -> int:
+        """The current round's answer size limit (the default before the first round)."""
+        return self._round.max_answer_bytes if self._round is not None else DEFAULT_ANSWER_BYTES
+
+    async def begin(self, round_: int, members: frozenset[str], receiver: Receiver,
+                    max_answer_bytes: int = DEFAULT_ANSWER_BYTES) -> None:  # fmt: skip
         """Start round ``round_`` for ``members``; their answers go to ``receiver``."""
         async with self._changed:
-            self._round = _Round(round_, members, receiver)
+            self._round = _Round(round_, members, receiver, max_answer_bytes)
             self._changed.notify_all()
 
     async def open_step(self, step: int, requests: Mapping[str, bytes]) -> None:
@@ -166,8 +182,11 @@ class SecAggExchange:
                 except TimeoutError:
                     return Fetched(FetchStatus.WAIT)
 
-    async def submit(self, node: str, run_id: str, round_: int, step: int, payload: bytes) -> bool:
-        """Hand ``node``'s answer for ``step`` to the receiver; True if it is a duplicate."""
+    def admit(self, node: str, run_id: str, round_: int, step: int) -> None:
+        """Refuse, before it is read, an answer the open step does not expect from ``node``."""
+        self._open_step(node, run_id, round_, step)
+
+    def _open_step(self, node: str, run_id: str, round_: int, step: int) -> tuple[_Round, _Step]:
         cur = self._bind(run_id, round_, node)
         if cur is None or cur.ended is not None:
             raise Refused("FAILED_PRECONDITION", f"round {round_} is not open")
@@ -177,7 +196,36 @@ class SecAggExchange:
                 "FAILED_PRECONDITION",
                 f"step {step} of round {round_} is not open for this node (a dropout there)",
             )
-        digest = hashlib.sha256(payload).digest()
+        return cur, st
+
+    async def reject(self, node: str, round_: int, step: int, reason: str) -> None:
+        """Count ``node``'s answer for ``step`` as refused by the transport (a bad stream).
+
+        Nothing happens if the step is over or the node's answer was already counted.
+        """
+        cur = self._round
+        st = cur.steps.get(step) if cur is not None and cur.round == round_ else None
+        if st is None or not st.open or node not in st.requests or node in st.answered:
+            return
+        st.rejected.setdefault(node, reason)
+        log.warning("node=%s round=%d: secagg step %d answer refused: %s",
+                    node, round_, step, reason)  # fmt: skip
+        await self._notify()
+
+    def refusals(self, step: int) -> dict[str, str]:
+        """The nodes whose answer for ``step`` was refused in the current round, and why."""
+        st = self._current().steps.get(step)
+        return dict(st.rejected) if st is not None else {}
+
+    async def submit(self, node: str, run_id: str, round_: int, step: int, payload: bytes,
+                     digest: bytes | None = None) -> bool:  # fmt: skip
+        """Hand ``node``'s answer for ``step`` to the receiver; True if it is a duplicate.
+
+        ``digest`` is the payload's SHA-256 when the caller has checked it already.
+        """
+        cur, st = self._open_step(node, run_id, round_, step)
+        if digest is None:
+            digest = hashlib.sha256(payload).digest()
         if node in st.answered:
             if st.answered[node] == digest:
                 return True
@@ -186,8 +234,8 @@ class SecAggExchange:
             raise Refused("ALREADY_EXISTS", "this step's answer was already refused")
         try:
             cur.receiver(node, step, payload)
-        except Refused:
-            st.rejected.add(node)
+        except Refused as exc:
+            st.rejected[node] = exc.reason
             await self._notify()
             raise
         st.answered[node] = digest
