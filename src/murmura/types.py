@@ -131,9 +131,13 @@ class RoundMetrics:
     test_accuracy: float | None = None
     seconds: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    federated_loss: float | None = None
+    federated_accuracy: float | None = None
+    federated_clients: int | None = None
+    """Clients whose evaluation held examples; None: no federated evaluation this round."""
 
     def to_json(self) -> dict[str, object]:
-        """JSON-friendly form."""
+        """JSON-friendly form; the federated figures only for rounds that had them."""
         out: dict[str, object] = {
             "round": self.round,
             "participants": self.participants,
@@ -141,8 +145,12 @@ class RoundMetrics:
             "train_loss": self.train_loss,
             "test_loss": self.test_loss,
             "test_accuracy": self.test_accuracy,
-            "seconds": round(self.seconds, 6),
         }
+        if self.federated_clients is not None:
+            out["federated_loss"] = self.federated_loss
+            out["federated_accuracy"] = self.federated_accuracy
+            out["federated_clients"] = self.federated_clients
+        out["seconds"] = round(self.seconds, 6)
         out.update(self.extra)
         return {k: json_safe(v) for k, v in out.items()}
 

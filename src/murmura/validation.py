@@ -1,19 +1,23 @@
 """Update validation: a chain of small checks run on every update before aggregation.
 
 Each check raises ``UpdateRejected`` naming the node, the round and the offending value; the
-runtime logs it, lists the node among the round's failures and goes on.
+runtime logs it, lists the node among the round's failures and goes on. A client's evaluation
+result (federated evaluation) passes ``validate_evaluation`` the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from murmura.errors import UpdateRejected
-from murmura.types import FitRes
+from murmura.types import EvaluateRes, FitRes
 
 Check = Callable[[str, int, FitRes], None]
+MAX_METRICS = 256
+"""Most metrics one result may carry (training or evaluation)."""
 
 
 def is_float32_vector() -> Check:
@@ -89,3 +93,28 @@ def validate(node: str, round_: int, res: FitRes, checks: Sequence[Check]) -> No
     """Run ``checks`` in order; the first failure raises ``UpdateRejected``."""
     for check in checks:
         check(node, round_, res)
+
+
+def validate_evaluation(
+    node: str, round_: int, res: EvaluateRes, max_examples: int = 2**31 - 1
+) -> None:
+    """An evaluation result is sane: a count in range, a finite loss, few and finite metrics."""
+    n = res.num_examples
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 <= n <= max_examples:
+        raise UpdateRejected(
+            node, round_, f"num_examples {n!r} outside the allowed range [0, {max_examples}]"
+        )
+    if not _finite_number(res.loss):
+        raise UpdateRejected(node, round_, f"evaluation loss {res.loss!r} is not a finite number")
+    if len(res.metrics) > MAX_METRICS:
+        raise UpdateRejected(node, round_, f"{len(res.metrics)} metrics (limit {MAX_METRICS})")
+    bad = sorted(str(k) for k, v in res.metrics.items() if not _finite_number(v))
+    if bad:
+        raise UpdateRejected(node, round_, f"metrics {bad} are not finite numbers")
+
+
+def _finite_number(value: object) -> bool:
+    """A real, finite int or float (not a bool, a string or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    return math.isfinite(float(value))

@@ -9,8 +9,9 @@ from murmura.strategy.fedopt import FedOpt, fedadagrad, fedadam, fedavgm, fedyog
 from murmura.strategy.scaffold import Scaffold, ScaffoldClient
 
 # Every factory takes the same keywords: fraction, min_clients, aggregator, server_lr (None:
-# the algorithm's default), seed, evaluate_fn, server_momentum, beta1, beta2, tau; each uses
-# the ones its algorithm has (see murmura.strategy.fedopt).
+# the algorithm's default), seed, evaluate_fn, fraction_evaluate, min_evaluate_clients,
+# server_momentum, beta1, beta2, tau; each uses the ones its algorithm has (see
+# murmura.strategy.fedopt).
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
 STRATEGIES.register("fedavg")(fixed_lr_factory(FedAvg))
 # FedProx is FedAvg on the server; its proximal term lives in the client ([client] proximal_mu).

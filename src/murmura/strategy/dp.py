@@ -45,6 +45,7 @@ from murmura.privacy.mechanisms import CentralDP
 from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy
 from murmura.strategy.fedavg import FedAvg
+from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
 from murmura.types import EvaluateRes, Failure, Scalar, Vector
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,19 @@ class DifferentiallyPrivate:
         """The inner strategy's central evaluation."""
         return self.inner.evaluate(round_, weights)
 
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's evaluating nodes."""
+        return evaluation_sample(self.inner, round_, nodes)
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The inner strategy's federated evaluation figures."""
+        return evaluation_aggregate(self.inner, round_, results, failures)
+
     def should_stop(self, round_: int) -> bool:
         """Whether running ``round_`` would take epsilon past the target."""
         return self.budget.would_exceed()
@@ -240,6 +254,19 @@ class Accounted:
     def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
         """The inner strategy's central evaluation."""
         return self.inner.evaluate(round_, weights)
+
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's evaluating nodes."""
+        return evaluation_sample(self.inner, round_, nodes)
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The inner strategy's federated evaluation figures."""
+        return evaluation_aggregate(self.inner, round_, results, failures)
 
     def should_stop(self, round_: int) -> bool:
         """Whether running ``round_`` would take any budget past its target."""

@@ -13,6 +13,7 @@ from murmura.aggregate.base import Aggregator, make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
 from murmura.seeding import round_rng
+from murmura.strategy.evaluation import FederatedEvaluation
 from murmura.types import EvaluateRes, Failure, Scalar, Vector
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ class FedAvg:
     Each round samples ``max(min_clients, ceil(fraction * N))`` nodes; the round's deltas are
     combined by ``aggregator`` (examples-weighted mean by default) and applied with
     ``server_lr``. With fewer than ``min_clients`` valid results the model stays unchanged.
+    Central evaluation goes through ``evaluate_fn``; federated evaluation (off while
+    ``fraction_evaluate`` is 0) samples ``max(min_evaluate_clients, ceil(fraction_evaluate *
+    N))`` nodes to evaluate on their own data and averages their results by examples.
     """
 
     def __init__(
@@ -36,6 +40,8 @@ class FedAvg:
         server_lr: float = 1.0,
         seed: int = 0,
         evaluate_fn: EvaluateFn | None = None,
+        fraction_evaluate: float = 0.0,
+        min_evaluate_clients: int = 1,
     ) -> None:
         if not 0 < fraction <= 1:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
@@ -44,6 +50,9 @@ class FedAvg:
         self.fraction, self.min_clients = fraction, min_clients
         self.aggregator = aggregator or make_aggregator("weighted_mean")
         self.server_lr, self.seed, self.evaluate_fn = server_lr, seed, evaluate_fn
+        self.federated_evaluation = FederatedEvaluation(
+            fraction_evaluate, min_evaluate_clients, seed
+        )
 
     @property
     def keep_rows(self) -> bool:
@@ -98,6 +107,19 @@ class FedAvg:
     def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
         """Central evaluation through ``evaluate_fn`` if one was given."""
         return None if self.evaluate_fn is None else self.evaluate_fn(weights)
+
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The nodes that evaluate the new model on their own data ([] when that is off)."""
+        return self.federated_evaluation.sample(round_, nodes)
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The examples-weighted mean of the clients' loss and metrics, or None."""
+        return self.federated_evaluation.aggregate(round_, [res for _, res in results])
 
 
 def fixed_lr_factory(cls: Callable[..., FedAvg]) -> Callable[..., FedAvg]:

@@ -3,9 +3,10 @@
 FedAvgM, FedAdagrad, FedAdam and FedYogi are one class, ``FedOpt``, with different
 ``ServerOptParams``; the factories below only choose the parameters. Every strategy factory
 in ``STRATEGIES`` takes the same keyword arguments (``fraction``, ``min_clients``,
-``aggregator``, ``server_lr``, ``seed``, ``evaluate_fn``, ``server_momentum``, ``beta1``,
-``beta2``, ``tau``); each uses the ones its algorithm has and ignores the others, and
-``server_lr=None`` means the algorithm's default.
+``aggregator``, ``server_lr``, ``seed``, ``evaluate_fn``, ``fraction_evaluate``,
+``min_evaluate_clients``, ``server_momentum``, ``beta1``, ``beta2``, ``tau``); each uses the
+ones its algorithm has and ignores the others, and ``server_lr=None`` means the algorithm's
+default.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FedOpt(FedAvg):
         aggregator: Aggregator | None = None,
         seed: int = 0,
         evaluate_fn: EvaluateFn | None = None,
+        fraction_evaluate: float = 0.0,
+        min_evaluate_clients: int = 1,
     ) -> None:
         super().__init__(
             fraction=fraction,
@@ -50,6 +53,8 @@ class FedOpt(FedAvg):
             server_lr=params.lr,
             seed=seed,
             evaluate_fn=evaluate_fn,
+            fraction_evaluate=fraction_evaluate,
+            min_evaluate_clients=min_evaluate_clients,
         )
         self.optimizer = ServerOptimizer(params)
 
@@ -80,6 +85,8 @@ def make_fedopt(
     server_lr: float | None = None,
     seed: int = 0,
     evaluate_fn: EvaluateFn | None = None,
+    fraction_evaluate: float = 0.0,
+    min_evaluate_clients: int = 1,
     server_momentum: float | None = None,
     beta1: float | None = None,
     beta2: float | None = None,
@@ -108,6 +115,8 @@ def make_fedopt(
         aggregator=aggregator,
         seed=seed,
         evaluate_fn=evaluate_fn,
+        fraction_evaluate=fraction_evaluate,
+        min_evaluate_clients=min_evaluate_clients,
     )
 
 

@@ -4,12 +4,17 @@
 round for which ``should_stop`` is true, and adds ``round_metrics`` (epsilon) to each round's
 metrics. ``Stateful`` (server optimiser moments, privacy accountant, adaptive clip norm, ...):
 the state is checkpointed with the model so that a resumed run goes on where it stopped.
+``FederatedEvaluator`` (the FedAvg family and the wrappers around it): after aggregating, the
+loop sends the new model to ``sample_evaluate``'s nodes, which evaluate it on their own
+held-out data, and reports ``aggregate_evaluate`` of their results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from murmura.types import EvaluateRes, Failure
 
 
 @runtime_checkable
@@ -36,6 +41,47 @@ class Stateful(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict``; refuses a state of another kind."""
         ...
+
+
+@runtime_checkable
+class FederatedEvaluator(Protocol):
+    """A strategy that has clients evaluate the global model on their own data.
+
+    Flower's ``configure_evaluate`` and ``aggregate_evaluate``; the instruction carries only
+    the model.
+    """
+
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The nodes that evaluate this round's new model ([] for none)."""
+        ...
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The round's federated loss and metrics from the valid results, or None."""
+        ...
+
+
+def evaluation_sample(strategy: object, round_: int, nodes: Sequence[str]) -> list[str]:
+    """A ``FederatedEvaluator``'s evaluating nodes (none for other strategies)."""
+    if isinstance(strategy, FederatedEvaluator):
+        return strategy.sample_evaluate(round_, nodes)
+    return []
+
+
+def evaluation_aggregate(
+    strategy: object,
+    round_: int,
+    results: Sequence[tuple[str, EvaluateRes]],
+    failures: Sequence[Failure],
+) -> EvaluateRes | None:
+    """A ``FederatedEvaluator``'s aggregate of ``results`` (None for other strategies)."""
+    if isinstance(strategy, FederatedEvaluator):
+        return strategy.aggregate_evaluate(round_, results, failures)
+    return None
 
 
 def budget_stops(strategy: object, round_: int) -> bool:

@@ -91,6 +91,8 @@ class Scaffold(FedAvg):
         server_lr: float = 1.0,
         seed: int = 0,
         evaluate_fn: EvaluateFn | None = None,
+        fraction_evaluate: float = 0.0,
+        min_evaluate_clients: int = 1,
     ) -> None:
         super().__init__(
             fraction=fraction,
@@ -99,6 +101,8 @@ class Scaffold(FedAvg):
             server_lr=server_lr,
             seed=seed,
             evaluate_fn=evaluate_fn,
+            fraction_evaluate=fraction_evaluate,
+            min_evaluate_clients=min_evaluate_clients,
         )
         self.c: Vector | None = None
         self.num_nodes = 0

@@ -44,6 +44,7 @@ from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy
 from murmura.strategy.dp import Accounted, DifferentiallyPrivate, client_weights
 from murmura.strategy.fedavg import FedAvg
+from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
 from murmura.types import EvaluateRes, Failure, RoundMetrics, Scalar, Vector
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,19 @@ class SecureAggregation:
     def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
         """The inner strategy's central evaluation."""
         return self.inner.evaluate(round_, weights)
+
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's evaluating nodes."""
+        return evaluation_sample(self.inner, round_, nodes)
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The inner strategy's federated evaluation figures."""
+        return evaluation_aggregate(self.inner, round_, results, failures)
 
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
