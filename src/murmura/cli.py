@@ -72,6 +72,7 @@ def run(
     from murmura.ops.run_dir import RunDirectory
     from murmura.privacy.budget import privacy_summary
     from murmura.sim.builder import build_experiment
+    from murmura.strategy.evaluation import federated_summary
 
     try:
         cfg = load_config(config, set_ or [])
@@ -110,9 +111,13 @@ def run(
         "wall_seconds": round(time.perf_counter() - started, 3),
         "failures": sum(len(m.failures) for m in history.rounds),
         **privacy_summary(history.rounds, cfg.run.rounds),
+        **federated_summary(last.to_json()),
     }
     run_dir.finish(history.weights, exp.model.layout, summary)
     console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")
+    if last.federated_clients is not None:
+        fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
+        console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
     console.print(f"run written to: {run_dir.path}")
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from murmura.data.federated import FederatedDataset
+from murmura.data.holdout import HeldOutData
 from murmura.seeding import client_generator
 from murmura.tasks.base import Task, evaluate_classifier
 from murmura.types import EvaluateRes, FitIns, FitRes, Layout, Vector
@@ -145,9 +146,16 @@ class TorchClient:
         return FitRes(update=delta, num_examples=len(x), metrics={"train_loss": loss})
 
     def evaluate(self, weights: Vector) -> EvaluateRes:
-        """Loss and accuracy of ``weights`` on this client's training data."""
+        """Loss and accuracy of ``weights`` on this client's held-out data, never its training data.
+
+        Without held-out data (``murmura.data.holdout``) it evaluates on nothing: 0 examples.
+        """
+        if not isinstance(self.data, HeldOutData):
+            return EvaluateRes(loss=0.0, num_examples=0)
+        x, y = self.data.client_eval(self.cid)
+        if len(x) == 0:
+            return EvaluateRes(loss=0.0, num_examples=0)
         self.model.set(weights)
-        x, y = self.data.client_train(self.cid)
         return evaluate_classifier(self.model.module, self.task, x, y)
 
 

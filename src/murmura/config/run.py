@@ -45,6 +45,28 @@ class Config(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _federated_evaluation_fits(self) -> Config:
+        e = self.evaluation
+        if not e.federated:
+            return self
+        if e.min_clients > self.partition.num_clients:
+            raise ValueError(
+                f"evaluation.min_clients = {e.min_clients} but partition.num_clients = "
+                f"{self.partition.num_clients}: cannot sample more clients than exist"
+            )
+        if self.topology.kind != "star":
+            raise ValueError(
+                f"evaluation.federated = true needs a server-client run (topology.kind = "
+                f"'star'), got {self.topology.kind!r}"
+            )
+        if self.privacy.mode == "local":
+            raise ValueError(
+                "evaluation.federated = true with privacy.mode = 'local': the server is not "
+                "trusted under local DP, and clients' evaluation figures are not privatised"
+            )
+        return self
+
     def cohort_size(self) -> int:
         """Clients sampled per round."""
         n = self.partition.num_clients

@@ -90,9 +90,24 @@ class StrategySection(Section):
 
 
 class EvaluationSection(Section):
-    """[evaluation]: central evaluation every ``every`` rounds (0: only after the last)."""
+    """[evaluation]: how often and on what data the global model is evaluated.
+
+    Every ``every`` rounds (0: only after the last), on the task's test set at the server
+    (``central``) and, with ``federated``, on clients' own data: a seeded ``fraction`` of them
+    (at least ``min_clients``) evaluate it on the ``local_fraction`` of their partition that
+    they set aside before training; the round reports the examples-weighted means.
+    """
 
     every: int = Field(1, ge=0)
+    central: bool = True
+    federated: bool = False
+    fraction: float = Field(1.0, gt=0, le=1)
+    min_clients: int = Field(1, ge=1)
+    local_fraction: float = Field(0.1, gt=0, lt=1)
+
+    def held_out(self) -> float | None:
+        """The share of each client's data held out for evaluation (None: none is)."""
+        return self.local_fraction if self.federated else None
 
 
 class SimulationSection(Section):

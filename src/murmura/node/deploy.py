@@ -136,29 +136,32 @@ def local_client(
     task_args: dict[str, Any] | None = None,
     partition_args: dict[str, Any] | None = None,
     threads: int = 1,
+    local_fraction: float | None = None,
 ) -> FitClient:
     """A TorchClient on partition ``i`` of ``n`` of a task, loaded on this machine.
 
     ``threads`` caps torch's intra-op threads: small models train fastest on one, and several
-    workers often share a machine.
+    workers often share a machine. ``local_fraction`` of the partition is held out for
+    federated evaluation (``murmura.data.holdout``, split as client ``i`` in simulation).
     """
     import torch
 
     from murmura.client import FlatModel, LocalSGD, TorchClient
+    from murmura.data.holdout import hold_out
     from murmura.tasks import load_task
 
     i, n = parse_partition(partition)
     torch.set_num_threads(threads)
     task = load_task(task_name, **(task_args or {}))
     kind = partitioner or str(getattr(task, "default_partitioner", "iid"))
-    data = task.federate(n, kind, partition_args or {}, seed=seed)
+    data = hold_out(task.federate(n, kind, partition_args or {}, seed=seed), local_fraction, seed)
     torch.manual_seed(seed)
     model = FlatModel(task.build_model())
     return TorchClient(i, data, task, model, LocalSGD(), seed=seed)
 
 
 def client_from_config(cfg: Any, partition: str) -> FitClient:
-    """A TorchClient for partition ``i/n`` of the task and partition a run config names."""
+    """A TorchClient for partition ``i/n`` of the task, partition and hold-out a config names."""
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
         raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
@@ -167,5 +170,11 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
     return local_client(
-        cfg.task.name, partition, kind, cfg.run.seed, cfg.task.args, cfg.partition.args(kind)
+        cfg.task.name,
+        partition,
+        kind,
+        cfg.run.seed,
+        cfg.task.args,
+        cfg.partition.args(kind),
+        local_fraction=cfg.evaluation.held_out(),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
+from murmura.data.holdout import hold_out
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy
 from murmura.sim.choose import choose_executor
@@ -50,10 +51,7 @@ def build_experiment(cfg: Config) -> Experiment:
 
         return build_p2p_experiment(cfg)
     task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
+    kind, data = federate(cfg, task)
     if cfg.simulation.threads:
         torch.set_num_threads(cfg.simulation.threads)
     torch.manual_seed(cfg.run.seed)
@@ -63,20 +61,16 @@ def build_experiment(cfg: Config) -> Experiment:
         TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
         for cid in range(data.num_clients)
     ]
-    test_x, test_y = data.test()
-
-    def evaluate(weights: Vector) -> EvaluateRes:
-        model.set(weights)
-        return evaluate_classifier(model.module, task, test_x, test_y)
-
-    s = cfg.strategy
+    s, e = cfg.strategy, cfg.evaluation
     strategy = STRATEGIES.get(s.name)(
         fraction=s.fraction,
         min_clients=s.min_clients,
         aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
         server_lr=s.server_lr,
         seed=cfg.run.seed,
-        evaluate_fn=evaluate,
+        evaluate_fn=_central_evaluation(task, data, model) if e.central else None,
+        fraction_evaluate=e.fraction if e.federated else 0.0,
+        min_evaluate_clients=e.min_clients,
         server_momentum=s.server_momentum,
         beta1=s.beta1,
         beta2=s.beta2,
@@ -105,6 +99,28 @@ def build_experiment(cfg: Config) -> Experiment:
         max_weight_share=cfg.strategy.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim)
+
+
+def federate(cfg: Config, task: Task) -> tuple[str, FederatedDataset]:
+    """The partitioner's name and the clients' data, with ``[evaluation]``'s local hold-out."""
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    data = task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+    return kind, hold_out(data, cfg.evaluation.held_out(), cfg.run.seed)
+
+
+def _central_evaluation(
+    task: Task, data: FederatedDataset, model: FlatModel
+) -> Callable[[Vector], EvaluateRes]:
+    """Evaluation of a model on the task's central test set."""
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Vector) -> EvaluateRes:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
+    return evaluate
 
 
 def _wrap_clients(cfg: Config, strategy: Strategy, clients: Sequence[Client]) -> list[Client]:

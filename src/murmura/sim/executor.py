@@ -1,4 +1,8 @@
-"""Executors: how a simulated cohort's local training is run (one after another, ...)."""
+"""Executors: how a simulated cohort's local training is run (one after another, ...).
+
+Federated evaluation is a forward pass over each client's small held-out set, so every
+executor leaves it to :func:`evaluate_each`, in the coordinating process.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from murmura.client import Client
-from murmura.types import FitIns, FitRes
+from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 log = logging.getLogger(__name__)
 Outcome = tuple[str, FitRes | BaseException]
+EvaluateOutcome = tuple[str, EvaluateRes | BaseException]
 
 
 class Executor(Protocol):
@@ -31,3 +36,12 @@ class SequentialExecutor:
                 yield client.node_id, client.fit(ins)
             except Exception as exc:  # noqa: BLE001 - a failing client must not end the round
                 yield client.node_id, exc
+
+
+def evaluate_each(cohort: Sequence[Client], weights: Vector) -> Iterator[EvaluateOutcome]:
+    """Yield each client's evaluation of ``weights``, or the exception it raised."""
+    for client in cohort:
+        try:
+            yield client.node_id, client.evaluate(weights)
+        except Exception as exc:  # noqa: BLE001 - a failing client must not end the round
+            yield client.node_id, exc

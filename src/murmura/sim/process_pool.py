@@ -30,6 +30,7 @@ from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config, config_from_dict
 from murmura.data.federated import FederatedDataset
 from murmura.errors import MurmuraError
+from murmura.sim.builder import federate
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.vectorized import VectorizedExecutor, is_plain
 from murmura.tasks import Task, load_task
@@ -68,10 +69,7 @@ class ShareTrainer:
     def __init__(self, config: dict[str, Any], inner: str) -> None:
         cfg = config_from_dict(config, "<worker config>")
         self.task: Task = load_task(cfg.task.name, **cfg.task.args)
-        kind = str(cfg.partition.kind or getattr(self.task, "default_partitioner", "iid"))
-        self.data: FederatedDataset = self.task.federate(
-            cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-        )
+        self.data: FederatedDataset = federate(cfg, self.task)[1]  # as the builder splits it
         self.model = FlatModel(self.task.build_model())
         self.executor: Executor = (
             VectorizedExecutor() if inner == "vectorized" else SequentialExecutor()

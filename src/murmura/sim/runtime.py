@@ -18,6 +18,12 @@ The protocol and its helpers live in ``murmura.strategy.hooks``, shared with the
 Report hook: a strategy that implements ``RoundReporter`` (secure aggregation, see
 ``murmura.strategy.secure``) amends each round's metrics after aggregating: clients that
 dropped out inside the protocol become failures, ``participants`` counts those in the sum.
+
+Federated evaluation: in the rounds that are evaluated, a ``FederatedEvaluator`` strategy
+(``murmura.strategy.hooks``) names clients that evaluate the new model on their own held-out
+data; valid results are aggregated into ``federated_loss`` and ``federated_accuracy`` next to
+the central figures, and a client that raises or returns a bad result is a failure of the
+round ("evaluate: ...").
 """
 
 from __future__ import annotations
@@ -33,11 +39,17 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client
 from murmura.errors import UpdateRejected
-from murmura.sim.executor import Executor, SequentialExecutor
+from murmura.sim.executor import Executor, SequentialExecutor, evaluate_each
 from murmura.strategy.base import Strategy
-from murmura.strategy.hooks import budget_metrics, budget_stops
-from murmura.types import Failure, FitIns, FitRes, RoundMetrics, Vector
-from murmura.validation import Check, default_checks, validate
+from murmura.strategy.evaluation import record_federated
+from murmura.strategy.hooks import (
+    budget_metrics,
+    budget_stops,
+    evaluation_aggregate,
+    evaluation_sample,
+)
+from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Vector
+from murmura.validation import Check, default_checks, validate, validate_evaluation
 
 log = logging.getLogger(__name__)
 RoundCallback = Callable[[RoundMetrics, Vector], None]
@@ -161,8 +173,33 @@ class Simulation:
             ev = self.strategy.evaluate(round_, self.weights)
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+            self._evaluate_federated(round_, nodes, metrics)
         metrics.seconds = time.perf_counter() - t0
         return metrics
+
+    def _evaluate_federated(self, round_: int, nodes: Sequence[str], metrics: RoundMetrics) -> None:
+        """The strategy's sampled clients evaluate the new model; failures join the round's."""
+        chosen = evaluation_sample(self.strategy, round_, nodes)
+        if not chosen:
+            return
+        results: list[tuple[str, EvaluateRes]] = []
+        failures: list[Failure] = []
+        for node, outcome in evaluate_each([self.clients[n] for n in chosen], self.weights):
+            if isinstance(outcome, BaseException):
+                log.warning("round %d node %s: evaluate raised %r", round_, node, outcome)
+                why = f"client raised {type(outcome).__name__}: {outcome}"
+                failures.append(Failure(node, f"evaluate: {why}"))
+                continue
+            try:
+                validate_evaluation(node, round_, outcome)
+            except UpdateRejected as exc:
+                log.warning("%s", exc)
+                failures.append(Failure(node, f"evaluate: rejected: {exc.reason}"))
+                continue
+            results.append((node, outcome))
+        result = evaluation_aggregate(self.strategy, round_, results, failures)
+        record_federated(metrics, result, [r for _, r in results])
+        metrics.failures.extend(failures)
 
     def _collect(
         self, round_: int, cohort: Sequence[Client], ins: FitIns, buffer: UpdateBuffer
@@ -210,4 +247,3 @@ class Simulation:
             return Failure(node, f"rejected: {exc.reason}")
         buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
         return None
-
