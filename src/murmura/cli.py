@@ -16,6 +16,7 @@ from murmura import __version__
 from murmura.errors import MurmuraError
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
+from murmura.ops.audit_cli import audit_app
 from murmura.ops.bench_cli import bench_app
 from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(audit_app, name="audit", help="The coordinator's tamper-evident audit ledger.")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)
@@ -137,4 +139,3 @@ def config_keys() -> None:
     from murmura.config_doc import config_reference
 
     print(config_reference())  # plain Markdown, for piping into a file
-

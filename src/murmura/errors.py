@@ -38,3 +38,7 @@ class ProtocolError(MurmuraError):
 
 class CheckpointError(MurmuraError, ValueError):
     """A checkpoint cannot be read back, or does not belong to the run that loads it."""
+
+
+class AuditError(MurmuraError):
+    """The audit ledger cannot be opened or written: a missing or foreign key, a bad file."""
