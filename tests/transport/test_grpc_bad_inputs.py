@@ -2,10 +2,13 @@
 
 Evidence 6 and RELIABILITY 3, 9, 10, 17: garbage bytes, a truncated chunk stream, a
 wrong-length update, a NaN update, an update one byte over the size limit, a message over the
-gRPC limit, a replay and a stale round.
+gRPC limit, a replay and a stale round. Each refusal is reported to the hub's ``events``
+callback (the coordinator's audit ledger), as are models sent and updates received.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import grpc
 import numpy as np
@@ -58,6 +61,10 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     out = Outgoing(1, pb.FIT, {}, codec.encode_blob(np.zeros(12, np.float32), LAYOUT), LAYOUT)
     server.call(server.hub.open_round(out, frozenset(nodes), _sink))
     good = np.arange(12, dtype=np.float32)
+    events: list[tuple[str, str, int, dict[str, object]]] = []
+    server.hub.events = lambda event, node, round_, details: events.append(
+        (event, node, round_, dict(details))
+    )
 
     err = _raw_push(server, pki, "w1", [b"\xff\x00garbage"])
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Malformed" in (err.details() or "")
@@ -111,3 +118,23 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     err = _raw_push(server, pki, "w6", _parts("w6", good))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert server.hub.counters["accepted"] == 2
+
+    # Every refusal, model sent and update received was reported (the coordinator's audit).
+    seen = [(event, node) for event, node, _, _ in events]
+    assert [(e, n) for e, n in seen if n in {"w1", "w2", "w3", "w4", "w5"}] == [
+        *[("refuse", n) for n in ("w1", "w2", "w3")],
+        ("update_rejected", "w4"),
+        *[("refuse", "w5")] * 2,
+    ]
+    flow = ["join", "model_sent", "update_received", "update_duplicate", "refuse"]
+    assert [e for e, n in seen if n == "w7"] == flow
+    assert [e for e, n in seen if n == "w6"] == [*flow, "refuse"]
+    by = {(e, n): d for e, n, _, d in events}
+    assert by["model_sent", "w6"]["sha256"] == hashlib.sha256(bytes(48)).hexdigest()
+    assert by["update_received", "w7"] == {
+        "sha256": hashlib.sha256(good.astype("<f4").tobytes()).hexdigest(),
+        "num_examples": 3,
+        "kind": "FIT",
+    }
+    assert "non-finite" in str(by["update_rejected", "w4"]["reason"])
+    assert events[-1][3]["code"] == "FAILED_PRECONDITION"

@@ -48,15 +48,21 @@ def checkpoint_path(run_path: Path, round_: int) -> Path:
     return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
 
 
-
 def write_checkpoint(
-    path: Path, weights: Vector, layout: Layout, state: SavedState | None = None
+    path: Path,
+    weights: Vector,
+    layout: Layout,
+    state: SavedState | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> str:
-    """Write the model (and the strategy's state) atomically; return the weights' SHA-256."""
+    """Write the model (and the strategy's state) atomically; return the weights' SHA-256.
+
+    ``extra`` goes into the file's metadata as is (the audit ledger's head).
+    """
     tensors: dict[str, Array] = {
         k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()
     }
-    metadata = {_FORMAT: "1"}
+    metadata = {**(extra or {}), _FORMAT: "1"}
     if state is not None:
         text, arrays = encode_state(state.state)
         tensors.update(arrays)

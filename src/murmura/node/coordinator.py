@@ -37,6 +37,7 @@ from murmura.node.checkpoint import (
 )
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
+from murmura.ops.audit import AuditLedger
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.strategy.base import Strategy
@@ -109,6 +110,7 @@ class Coordinator:
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
         self.state = StateStore(settings.state_dir / "state.sqlite")
+        self.ledger = AuditLedger.open(settings.state_dir)
         self.hub: Hub | None = None
         self.secure: SecureRounds | None = None
         self.run_path = settings.state_dir
@@ -121,9 +123,10 @@ class Coordinator:
             rec = self._open_run()
         except BaseException:
             self.state.close()
+            self.ledger.close()
             raise
         start = rec.last_round + 1
-        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s)
+        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, self.ledger.recorder(rec.run_id))
         self.hub.last_round = rec.last_round
         extra = []
         if isinstance(self.strategy, SecureAggregation):
@@ -152,6 +155,7 @@ class Coordinator:
         finally:
             await server.stop(grace=0.5)
             self.state.close()
+            self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
 
     def _open_run(self) -> RunRecord:
@@ -184,6 +188,7 @@ class Coordinator:
             "final_test_accuracy": last.get("test_accuracy"),
             "final_test_loss": last.get("test_loss"),
             "failures": sum(len(r["failures"]) for r in rows),
+            "audit_head": str(self.ledger.head) if self.ledger.head else None,
             **privacy_summary(tail, self.settings.rounds),
         }
         tmp = self.run_path / ".summary.json.tmp"
@@ -214,6 +219,9 @@ class Coordinator:
         except Exception as exc:  # too few nodes: the round passes with the model unchanged
             log.warning("node=coordinator round=%d: cannot sample: %s", round_, exc)
             cohort = []
+        self.ledger.append(
+            run_id, round_, "coordinator", "round_start", connected=len(nodes), cohort=len(cohort)
+        )
         if self.secure is not None:
             new, metrics, included = await self._secure_round(round_, cohort)
         else:
@@ -229,6 +237,15 @@ class Coordinator:
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
         metrics.seconds = time.perf_counter() - t0
+        self.ledger.append(
+            run_id,
+            round_,
+            "coordinator",
+            "round_end",
+            participants=len(included),
+            failures=len(metrics.failures),
+            model_sha256=codec.encode_blob(self.weights, self.layout).header.sha256.hex(),
+        )  # before the checkpoint, which pins the ledger's head
         self._record(run_id, round_, included, metrics)
         return metrics
 
@@ -297,7 +314,7 @@ class Coordinator:
         """
         path = checkpoint_path(self.run_path, round_)
         state = strategy_state(self.strategy)  # after aggregate: what round_ + 1 starts from
-        digest = write_checkpoint(path, self.weights, self.layout, state)
+        digest = write_checkpoint(path, self.weights, self.layout, state, self.ledger.pinned())
         with open(self.run_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m.to_json()) + "\n")
             fh.flush()
@@ -320,4 +337,3 @@ class Coordinator:
             len(m.failures),
             m.test_accuracy,
         )
-

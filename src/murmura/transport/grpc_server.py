@@ -1,6 +1,7 @@
 """The coordinator's gRPC endpoint (``grpc.aio``) with mTLS and peer-certificate identity.
 
-An allowlist is checked before any model byte; the handlers feed a ``Hub``.
+An allowlist is checked before any model byte; the handlers feed a ``Hub`` and report joins,
+refusals and models sent to its ``Events`` callback (the coordinator's audit ledger).
 
 Requests arrive as raw bytes and are decoded by ``murmura.transport.codec``, so malformed input
 becomes a typed ``ProtocolError`` -> INVALID_ARGUMENT (RESOURCE_EXHAUSTED for size limits) and
@@ -116,10 +117,10 @@ class CoordinatorService:
         else:
             pems = context.auth_context().get("x509_pem_cert") or []
             if not pems:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+                await self._refuse(context, "", "UNAUTHENTICATED", "no client certificate")
             name, role = _identity_from_pem(bytes(pems[0]))
         if not name:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no node id")
+            await self._refuse(context, "", "UNAUTHENTICATED", "no node id")
         reason = None
         if role != "worker":
             reason = f"certificate role {role!r} is not 'worker'"
@@ -128,9 +129,34 @@ class CoordinatorService:
         if reason is not None:
             self.hub.counters["refused_allowlist"] += 1
             log.warning("node=%s round=%d: refused: %s", name, self.hub.round_now(), reason)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {name!r} {reason}")
+            await self._refuse(context, name, "PERMISSION_DENIED", f"node {name!r} {reason}")
         self.hub.touch(name)
         return name
+
+    async def _refuse(
+        self, context: aio.ServicerContext[Any, Any], node: str, code: str, why: str
+    ) -> None:
+        """Report a refusal of a call before any round binding, then abort it."""
+        self.hub.record("refuse", node, self.hub.round_now(), code=code, reason=why)
+        await context.abort(grpc.StatusCode[code], why)
+
+    async def decode(
+        self, cls: Any, raw: bytes, context: aio.ServicerContext[Any, Any], node: str
+    ) -> Any:
+        """Parse a unary request; refuse another version or a node id not the certificate's.
+
+        Public for other services sharing this port, like ``identify``.
+        """
+        try:
+            msg = codec.parse(cls, raw)
+            codec.check_version(msg.version)
+        except ProtocolError as exc:
+            await self._refuse(context, node, "INVALID_ARGUMENT", f"{type(exc).__name__}: {exc}")
+        if msg.node and msg.node != node:
+            log.warning("node=%s round=-: request claims node %r", node, msg.node)
+            why = f"claims node {msg.node!r}, certificate says {node!r}"
+            await self._refuse(context, node, "PERMISSION_DENIED", why)
+        return msg
 
     async def identify(self, context: aio.ServicerContext[Any, Any]) -> str:
         """Node id of the caller, allowlist checked: for other services sharing this port."""
@@ -139,8 +165,9 @@ class CoordinatorService:
     async def register(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Register: check identity, reply with the run id and heartbeat period."""
         node = await self._identify(context)
-        await _decode(pb.RegisterRequest, raw, context, node)
+        await self.decode(pb.RegisterRequest, raw, context, node)
         log.info("node=%s round=%d: registered", node, self.hub.round_now())
+        self.hub.record("join", node, self.hub.round_now())
         return _ser(
             pb.RegisterReply(
                 version=codec.PROTOCOL_VERSION,
@@ -154,7 +181,7 @@ class CoordinatorService:
     async def heartbeat(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Heartbeat: mark the node alive; tell it the round and whether the run is over."""
         node = await self._identify(context)
-        await _decode(pb.HeartbeatRequest, raw, context, node)
+        await self.decode(pb.HeartbeatRequest, raw, context, node)
         return _ser(
             pb.HeartbeatReply(
                 version=codec.PROTOCOL_VERSION,
@@ -168,7 +195,7 @@ class CoordinatorService:
     ) -> AsyncIterator[bytes]:
         """Long-poll for the next instruction; stream its header and weight chunks."""
         node = await self._identify(context)
-        req = await _decode(pb.PullRequest, raw, context, node)
+        req = await self.decode(pb.PullRequest, raw, context, node)
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
         try:
             out = await self.hub.next_instruction(node, wait)
@@ -191,6 +218,15 @@ class CoordinatorService:
         log.info("node=%s round=%d: sending %s", node, out.round, pb.Kind.Name(out.kind))
         for frame in instruction_frames(header, out.blob, self.opts.chunk_size):
             yield frame
+        if out.blob is not None:  # every frame handed to gRPC: the model was served
+            self.hub.record(
+                "model_sent",
+                node,
+                out.round,
+                sha256=bytes(out.blob.header.sha256).hex(),
+                bytes=len(out.blob.data),
+                kind=pb.Kind.Name(out.kind),
+            )
 
     async def push(
         self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
@@ -213,10 +249,10 @@ class CoordinatorService:
             await self.hub.deliver(node, result)
         except StopAsyncIteration:
             self._release(admitted, node, round_, "truncated result stream")
-            await _abort(context, node, round_, "INVALID_ARGUMENT", "truncated result stream")
+            await self._abort(context, node, round_, "INVALID_ARGUMENT", "truncated result stream")
         except Refused as exc:
             self._release(admitted, node, round_, exc.reason)
-            await _abort(context, node, round_, exc.code, exc.reason)
+            await self._abort(context, node, round_, exc.code, exc.reason, exc.event)
         except ProtocolError as exc:
             self._release(admitted, node, round_, f"{type(exc).__name__}: {exc}")
             code = (
@@ -224,7 +260,7 @@ class CoordinatorService:
                 if isinstance(exc, codec.SizeLimitExceeded)
                 else "INVALID_ARGUMENT"
             )
-            await _abort(context, node, round_, code, f"{type(exc).__name__}: {exc}")
+            await self._abort(context, node, round_, code, f"{type(exc).__name__}: {exc}")
         except BaseException:
             self._release(admitted, node, round_, "upload interrupted")
             raise
@@ -237,6 +273,21 @@ class CoordinatorService:
         async for raw in it:
             reader.read_chunk(raw)
         return reader.finish()
+
+    async def _abort(
+        self,
+        context: aio.ServicerContext[Any, Any],
+        node: str,
+        round_: int,
+        code: str,
+        why: str,
+        event: str | None = "refuse",
+    ) -> None:
+        """Report a refused push (unless the hub has), then abort it."""
+        log.warning("node=%s round=%d: push refused (%s): %s", node, round_, code, why)
+        if event is not None:
+            self.hub.record(event, node, round_, code=code, reason=why)
+        await context.abort(grpc.StatusCode[code], why)
 
     def _release(self, admitted: bool, node: str, round_: int, why: str) -> None:
         if admitted:
@@ -255,29 +306,6 @@ def _reply(accepted: bool, duplicate: bool = False, reason: str = "") -> bytes:
 
 def _ser(msg: Any) -> bytes:
     return bytes(msg.SerializeToString())
-
-
-async def _abort(
-    context: aio.ServicerContext[Any, Any], node: str, round_: int, code: str, why: str
-) -> None:
-    log.warning("node=%s round=%d: push refused (%s): %s", node, round_, code, why)
-    await context.abort(grpc.StatusCode[code], why)
-
-
-async def _decode(cls: Any, raw: bytes, context: aio.ServicerContext[Any, Any], node: str) -> Any:
-    """Parse a unary request; refuse another version or a node id other than the certificate's."""
-    try:
-        msg = codec.parse(cls, raw)
-        codec.check_version(msg.version)
-    except ProtocolError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
-    if msg.node and msg.node != node:
-        log.warning("node=%s round=-: request claims node %r", node, msg.node)
-        await context.abort(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"claims node {msg.node!r}, certificate says {node!r}",
-        )
-    return msg
 
 
 def _handlers(svc: CoordinatorService) -> grpc.GenericRpcHandler:

@@ -6,6 +6,10 @@ the server maps ``Refused`` codes to statuses.
 Every result is bound to (run, round, node): a result for another run, a closed round, a node
 that was not sampled or an id other than the certificate's is refused; a second copy of an
 accepted result is acknowledged as a duplicate and never counted twice.
+
+What the endpoint sees (joins, refusals, models sent, updates received or rejected) goes to an
+``Events`` callback: the coordinator connects it to its audit ledger; the transport itself
+keeps no such record.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from murmura.transport import codec
@@ -28,14 +32,21 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, int, DecodedResult], None]
 """Takes a decoded result as it arrives (validate + accumulate); raising rejects it."""
 
+Events = Callable[[str, str, int, Mapping[str, Scalar]], None]
+"""Takes ``(event, node, round, details)``: ``join``, ``refuse``, ``model_sent``, ..."""
+
 
 class Refused(Exception):
-    """A request the hub will not serve; ``code`` names a gRPC status."""
+    """A request the hub will not serve; ``code`` names a gRPC status.
 
-    def __init__(self, code: str, reason: str) -> None:
+    ``event`` is what the server reports it as; None when the hub has reported it already.
+    """
+
+    def __init__(self, code: str, reason: str, event: str | None = "refuse") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +97,15 @@ class RoundOutcome:
 class Hub:
     """Shared state between the coordinator loop and the transport handlers."""
 
-    def __init__(self, run_id: str, heartbeat_s: float = 2.0, lost_after_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        heartbeat_s: float = 2.0,
+        lost_after_s: float = 10.0,
+        events: Events | None = None,
+    ) -> None:
         self.run_id = run_id
+        self.events = events
         self.heartbeat_s = heartbeat_s
         self.lost_after_s = lost_after_s
         self.last_seen: dict[str, float] = {}
@@ -98,6 +116,11 @@ class Hub:
         self.finished = False
         self.counters: Counter[str] = Counter()
         self._changed = asyncio.Condition()
+
+    def record(self, event: str, node: str, round_: int, **details: Scalar) -> None:
+        """Report an event to the ``events`` callback, if there is one."""
+        if self.events is not None:
+            self.events(event, node, round_, details)
 
     # -- membership -------------------------------------------------------------------
     def touch(self, node: str) -> None:
@@ -217,6 +240,7 @@ class Hub:
                 "refused_replay", "ALREADY_EXISTS", "a different result was already counted"
             )
         self.counters["duplicates"] += 1
+        self.record("update_duplicate", node, res.round, sha256=res.digest.hex())
 
     def expected_layout(self) -> Layout | None:
         """Layout that updates for the open round must have."""
@@ -249,11 +273,21 @@ class Hub:
                 cur.sink(node, res.round, res)
         except Exception as exc:  # the validator's own error types; the reason goes to failures
             reason = getattr(exc, "reason", str(exc))
+            # reported before the round can close, so it precedes the round's end
+            self.record("update_rejected", node, res.round, sha256=res.digest.hex(), reason=reason)
             cur.failures[node] = f"update rejected: {reason}"
             self.counters["rejected"] += 1
             log.warning("node=%s round=%d: update rejected: %s", node, res.round, reason)
             await self._notify()
-            raise Refused("INVALID_ARGUMENT", f"update rejected: {reason}") from None
+            raise Refused("INVALID_ARGUMENT", f"update rejected: {reason}", None) from None
+        self.record(
+            "update_received" if res.kind == pb.FIT else "result_received",
+            node,
+            res.round,
+            sha256=res.digest.hex(),
+            num_examples=res.num_examples,
+            kind=pb.Kind.Name(res.kind),
+        )
         if cur.sink is not None:  # keep only what duplicate detection needs
             res = dataclasses.replace(res, update=None)
         cur.results[node] = res

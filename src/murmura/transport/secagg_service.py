@@ -18,7 +18,7 @@ from grpc import aio
 from murmura.errors import ProtocolError
 from murmura.transport import codec
 from murmura.transport.grpc_client import CoordinatorLink
-from murmura.transport.grpc_server import CoordinatorService, _decode, _ser
+from murmura.transport.grpc_server import CoordinatorService, _ser
 from murmura.transport.hub import Refused
 from murmura.transport.proto import secagg_pb2 as spb
 from murmura.transport.secagg_exchange import SecAggExchange
@@ -40,12 +40,12 @@ class SecAggService:
     async def fetch(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Fetch: the caller's request for a step, or WAIT / LEFT / ENDED."""
         node = await self.coordinator.identify(context)
-        req = await _decode(spb.SecAggFetchRequest, raw, context, node)
+        req = await self.coordinator.decode(spb.SecAggFetchRequest, raw, context, node)
         wait = min(req.wait_ms / 1000, self.coordinator.opts.max_wait_s)
         try:
             got = await self.exchange.fetch(node, req.run_id, req.round, req.step, wait)
         except Refused as exc:
-            await _refuse(context, node, req.round, exc)
+            await self._refuse(context, node, req.round, exc)
             raise  # unreachable: abort raises
         return _ser(
             spb.SecAggFetchReply(
@@ -58,23 +58,24 @@ class SecAggService:
     async def send(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Send: hand the caller's answer for a step to the coordinator's driver."""
         node = await self.coordinator.identify(context)
-        req = await _decode(spb.SecAggSendRequest, raw, context, node)
+        req = await self.coordinator.decode(spb.SecAggSendRequest, raw, context, node)
         try:
             dup = await self.exchange.submit(node, req.run_id, req.round, req.step, req.payload)
         except Refused as exc:
-            await _refuse(context, node, req.round, exc)
+            await self._refuse(context, node, req.round, exc)
             raise
         return _ser(
             spb.SecAggSendReply(version=codec.PROTOCOL_VERSION, accepted=True, duplicate=dup)
         )
 
-
-async def _refuse(
-    context: aio.ServicerContext[Any, Any], node: str, round_: int, exc: Refused
-) -> None:
-    log.warning("node=%s round=%d: secagg request refused (%s): %s",
-                node, round_, exc.code, exc.reason)  # fmt: skip
-    await context.abort(grpc.StatusCode[exc.code], exc.reason)
+    async def _refuse(
+        self, context: aio.ServicerContext[Any, Any], node: str, round_: int, exc: Refused
+    ) -> None:
+        log.warning("node=%s round=%d: secagg request refused (%s): %s",
+                    node, round_, exc.code, exc.reason)  # fmt: skip
+        if exc.event is not None:
+            self.coordinator.hub.record(exc.event, node, round_, code=exc.code, reason=exc.reason)
+        await context.abort(grpc.StatusCode[exc.code], exc.reason)
 
 
 def secagg_handlers(
