@@ -22,7 +22,7 @@ from murmura.node.worker import Worker
 from murmura.strategy.base import Strategy
 from murmura.transport import keys
 from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
-from murmura.types import FitIns, FitRes, Layout
+from murmura.types import EvaluateRes, FitIns, FitRes, Layout
 
 LAYOUT = Layout(("a", "b"), ((50,), (10, 5)))
 DP_NOISE, DP_CLIP, DP_DELTA = 1.0, 0.5, 1e-5
@@ -33,12 +33,29 @@ def initial_weights() -> np.ndarray:
 
 
 class FakeClient:
-    """Deterministic local 'training'; hangs at ``hang_round`` after saying so in a file."""
+    """Deterministic local 'training'; hangs at ``hang_round`` after saying so in a file.
 
-    def __init__(self, name: str, out: Path, hang_round: int, pause_round: int = -1) -> None:
+    Its evaluation is a deterministic function of (node, weights), saved for the test to
+    recompute the aggregate; with ``eval_nan`` the loss is NaN.
+    """
+
+    def __init__(
+        self, name: str, out: Path, hang_round: int, pause_round: int = -1, eval_nan: bool = False
+    ) -> None:
         self.name, self.out, self.hang_round = name, out, hang_round
-        self.pause_round = pause_round
+        self.pause_round, self.eval_nan, self.evaluations = pause_round, eval_nan, 0
         self.crc = zlib.crc32(name.encode())
+
+    def evaluate(self, weights: np.ndarray) -> EvaluateRes:
+        self.evaluations += 1
+        w = np.asarray(weights, dtype=np.float32)
+        total = float(w.astype(np.float64).sum())
+        n = 3 + self.crc % 5
+        acc = float(abs(np.tanh(total + self.crc % 10)))
+        loss = float("nan") if self.eval_nan else 1.0 - acc
+        record = {"n": n, "accuracy": acc, "loss": loss, "weights_sum": total}
+        (self.out / f"{self.name}-e{self.evaluations}.json").write_text(json.dumps(record))
+        return EvaluateRes(loss, n, {"accuracy": acc})
 
     def fit(self, ins: FitIns) -> FitRes:
         if ins.round == self.hang_round:
@@ -59,9 +76,16 @@ class FakeClient:
 
 
 def make_strategy(
-    kind: str, min_clients: int, cohort: int = 3, target_epsilon: float | None = None
+    kind: str,
+    min_clients: int,
+    cohort: int = 3,
+    target_epsilon: float | None = None,
+    fraction_evaluate: float = 0.0,
 ) -> Strategy:
-    """``fedavg``, ``fedadam``, or ``dp``: central DP (DP-FedAvg, q = 1) around FedAdam."""
+    """``fedavg``, ``fedadam``, or ``dp``: central DP (DP-FedAvg, q = 1) around FedAdam.
+
+    No test set: with ``fraction_evaluate`` > 0 the workers evaluate (federated evaluation).
+    """
     from murmura.privacy.accountant import create_accountant
     from murmura.privacy.budget import PrivacyBudget
     from murmura.privacy.mechanisms import CentralDP
@@ -70,8 +94,10 @@ def make_strategy(
     from murmura.strategy.fedopt import fedadam
 
     if kind == "fedavg":
-        return FedAvg(min_clients=min_clients, seed=0)
-    adam = fedadam(min_clients=min_clients, seed=0, server_lr=0.05)
+        return FedAvg(min_clients=min_clients, seed=0, fraction_evaluate=fraction_evaluate)
+    adam = fedadam(
+        min_clients=min_clients, seed=0, server_lr=0.05, fraction_evaluate=fraction_evaluate
+    )
     if kind == "fedadam":
         return adam
     budget = PrivacyBudget(
@@ -91,7 +117,9 @@ def coordinator(a: argparse.Namespace) -> None:
 
     f = keys.node_files(a.keys, "coordinator")
     names = a.names.split(",")
-    strategy = make_strategy(a.strategy, a.min_clients, len(names), a.target_epsilon)
+    strategy = make_strategy(
+        a.strategy, a.min_clients, len(names), a.target_epsilon, a.fraction_evaluate
+    )
     settings = CoordinatorSettings(
         state_dir=Path(a.state),
         rounds=a.rounds,
@@ -117,7 +145,7 @@ def worker(a: argparse.Namespace) -> None:
     link = CoordinatorLink(
         f"127.0.0.1:{a.port}", a.name, keys.Credentials.load(f.cert, f.key, f.ca), opts
     )
-    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round)
+    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round, a.eval_nan)
     Worker(link, client, rejoin_max_s=120).run()
 
 
@@ -139,6 +167,8 @@ def main() -> None:
     p.add_argument("--pause-round", type=int, default=-1)
     p.add_argument("--strategy", choices=["fedavg", "fedadam", "dp"], default="fedavg")
     p.add_argument("--target-epsilon", type=float, default=None)
+    p.add_argument("--fraction-evaluate", type=float, default=0.0)
+    p.add_argument("--eval-nan", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

@@ -47,6 +47,11 @@ def server(
         f"run {result.run_id}: {len(result.rounds)} rounds in this process, "
         f"final test accuracy {'-' if acc is None else format(acc, '.4f')}"
     )
+    summary = result.summary
+    if "final_federated_accuracy" in summary:
+        fed, n = summary["final_federated_accuracy"], summary["final_federated_clients"]
+        shown = format(fed, ".4f") if isinstance(fed, float) else "-"
+        console.print(f"final federated accuracy {shown} ({n} clients, summary.json)")
     if "epsilon" in result.summary:
         eps, delta = result.summary["epsilon"], result.summary.get("delta")
         console.print(f"privacy: epsilon {eps} at delta {delta} (summary.json)")
@@ -65,6 +70,16 @@ def client(
     ] = None,
     partitioner: Annotated[str | None, typer.Option("--partitioner")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    eval_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--eval-fraction",
+            min=0.0,
+            max=0.99,
+            help="Hold out this share of the partition for federated evaluation "
+            "(with --config: [evaluation] local_fraction when federated = true).",
+        ),
+    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Node id in --insecure mode (else from --cert).")
     ] = None,
@@ -87,7 +102,8 @@ def client(
         if config is not None:
             local = client_from_config(split_config(config)[0], partition)
         else:
-            local = local_client(task, partition, partitioner, seed)
+            held = eval_fraction or None  # 0: nothing held out
+            local = local_client(task, partition, partitioner, seed, local_fraction=held)
         stats = Worker(CoordinatorLink(server_address, node, creds), local).run()
     except MurmuraError as exc:
         raise _fail(exc) from None

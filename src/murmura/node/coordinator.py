@@ -11,6 +11,12 @@ resumed run keeps its privacy accountant (epsilon), clip norm and optimiser mome
 simulation runtime (``murmura.strategy.hooks``), a ``Budgeted`` strategy's ``round_metrics``
 (epsilon) go into every round's metrics, and the run ends before a round that ``should_stop``;
 ``summary.json`` then repeats the last epsilon.
+
+In the rounds that are evaluated, after the central evaluation (if the strategy has a test
+set), a ``FederatedEvaluator`` strategy's sampled workers evaluate the new model on their own
+held-out data (``murmura.node.federated_eval``); the round's metrics line and
+``summary.json`` carry the federated figures, the only ones when the coordinator has no test
+set.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from murmura.node.checkpoint import (
     strategy_state,
     write_checkpoint,
 )
+from murmura.node.federated_eval import evaluate_round
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
 from murmura.ops.audit import AuditLedger
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.strategy.base import Strategy
+from murmura.strategy.evaluation import federated_summary
 from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
@@ -190,6 +198,7 @@ class Coordinator:
             "failures": sum(len(r["failures"]) for r in rows),
             "audit_head": str(self.ledger.head) if self.ledger.head else None,
             **privacy_summary(tail, self.settings.rounds),
+            **federated_summary(last),
         }
         tmp = self.run_path / ".summary.json.tmp"
         tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
@@ -236,6 +245,10 @@ class Coordinator:
             ev = await asyncio.to_thread(self.strategy.evaluate, round_, self.weights)
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+            await evaluate_round(
+                self.hub, self.strategy, round_, self.weights, self.layout,
+                self.settings.round_timeout_s, metrics,
+            )  # fmt: skip
         metrics.seconds = time.perf_counter() - t0
         self.ledger.append(
             run_id,

@@ -1,5 +1,9 @@
 """A worker: wraps a Client, dials the coordinator, trains when told, and rejoins after faults.
 
+Told to EVALUATE, it runs the client's ``evaluate`` on the sent model (its local held-out
+data) and pushes the loss, example count and metrics; a client without ``evaluate`` reports 0
+examples, and one whose evaluation raises reports ``EVALUATE_ERROR``.
+
 The node's identity is its certificate, so a restarted worker (or one that reconnects after
 the coordinator restarted) rejoins under the same id and picks up the next round it is sampled
 for. Heartbeats run in a background thread, also while the client trains.
@@ -21,8 +25,8 @@ from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, SecAggLink
-from murmura.transport.streams import DecodedInstruction
-from murmura.types import FitIns, FitRes
+from murmura.transport.streams import EVALUATE_ERROR, DecodedInstruction
+from murmura.types import EvaluateRes, FitIns, FitRes
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,8 @@ class Worker:
                 return True
             if ins.kind == pb.FIT:
                 self._fit(ins)
+            elif ins.kind == pb.EVALUATE:
+                self._evaluate(ins)
         return False
 
     def _fit(self, ins: DecodedInstruction) -> None:
@@ -162,6 +168,39 @@ class Worker:
         self.rounds_done += int(not reply.duplicate)
         self.after_round = ins.round
         log.info("node=%s round=%d: result delivered", self.node, ins.round)
+
+    def _evaluate(self, ins: DecodedInstruction) -> None:
+        """Evaluate the sent model on local held-out data and push loss, count and metrics."""
+        log.info("node=%s round=%d: evaluating", self.node, ins.round)
+        try:
+            self.link.push_evaluation(ins.round, self._local_evaluation(ins))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.warning(
+                "node=%s round=%d: evaluation refused: %s %s",
+                self.node,
+                ins.round,
+                exc.code(),
+                exc.details(),
+            )
+            return
+        log.info("node=%s round=%d: evaluation delivered", self.node, ins.round)
+
+    def _local_evaluation(self, ins: DecodedInstruction) -> EvaluateRes:
+        """The client's evaluation in a form the wire carries, or ``EVALUATE_ERROR``."""
+        assert ins.weights is not None
+        evaluate = getattr(self.client, "evaluate", None)
+        try:
+            res = evaluate(ins.weights) if callable(evaluate) else EvaluateRes(0.0, 0)
+            n = int(res.num_examples)
+            if n < 0:
+                raise ValueError(f"num_examples {n} is negative")
+            metrics = {str(k): float(v) for k, v in res.metrics.items()}
+            return EvaluateRes(float(res.loss), n, metrics)
+        except Exception:
+            log.exception("node=%s round=%d: local evaluation failed", self.node, ins.round)
+            return EvaluateRes(0.0, 0, {EVALUATE_ERROR: 1.0})
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self._heartbeat_s):

@@ -21,7 +21,7 @@ from murmura.transport import codec, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedInstruction, decode_instruction, result_frames
-from murmura.types import FitRes, Layout
+from murmura.types import EvaluateRes, FitRes, Layout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -218,6 +218,28 @@ class CoordinatorLink:
             return bytes(
                 self._push(parts(), timeout=self.opts.transfer_timeout_s, metadata=self._metadata)
             )
+
+        reply = codec.parse(pb.PushReply, self.retrying("push", call))
+        codec.check_version(reply.version)
+        return reply
+
+    def push_evaluation(self, round_: int, res: EvaluateRes) -> pb.PushReply:
+        """Send an EVALUATE result: loss, example count and metrics, no update (with retries)."""
+        header = pb.ResultHeader(
+            version=codec.PROTOCOL_VERSION,
+            run_id=self.run_id,
+            round=round_,
+            node=self.node,
+            kind=pb.EVALUATE,
+            num_examples=res.num_examples,
+            loss=res.loss,
+            metrics={k: float(v) for k, v in res.metrics.items()},
+        )
+
+        def call() -> bytes:
+            frames = result_frames(header, None)
+            timeout = self.opts.call_timeout_s
+            return bytes(self._push(frames, timeout=timeout, metadata=self._metadata))
 
         reply = codec.parse(pb.PushReply, self.retrying("push", call))
         codec.check_version(reply.version)

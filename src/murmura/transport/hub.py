@@ -5,7 +5,9 @@ the server maps ``Refused`` codes to statuses.
 
 Every result is bound to (run, round, node): a result for another run, a closed round, a node
 that was not sampled or an id other than the certificate's is refused; a second copy of an
-accepted result is acknowledged as a duplicate and never counted twice.
+accepted result is acknowledged as a duplicate and never counted twice. A round may open
+twice, for FIT and then for EVALUATE (federated evaluation); a result of the other kind than
+the open one is refused as stale.
 
 What the endpoint sees (joins, refusals, models sent, updates received or rejected) goes to an
 ``Events`` callback: the coordinator connects it to its audit ledger; the transport itself
@@ -210,6 +212,13 @@ class Hub:
                 "FAILED_PRECONDITION",
                 f"round {h.round} is not open (current round {self.round_now()})",
             )
+        if h.kind != cur.outgoing.kind:  # round r's EVALUATE phase follows its FIT phase
+            raise self._refuse(
+                "refused_stale",
+                "FAILED_PRECONDITION",
+                f"a {pb.Kind.Name(h.kind)} result, but round {h.round} now collects "
+                f"{pb.Kind.Name(cur.outgoing.kind)} results",
+            )
         if node not in cur.targets:
             raise self._refuse(
                 "refused_target", "PERMISSION_DENIED", f"node not sampled in round {h.round}"
@@ -263,7 +272,7 @@ class Hub:
     async def deliver(self, node: str, res: DecodedResult) -> None:
         """Validate and store a decoded result; a rejected update is recorded as a failure."""
         cur = self.current
-        if cur is None or not cur.open or cur.round != res.round:
+        if cur is None or not cur.open or (cur.round, cur.outgoing.kind) != (res.round, res.kind):
             raise self._refuse(
                 "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
             )

@@ -20,8 +20,10 @@ from murmura.transport.codec import BlobAssembler, MalformedMessage
 from murmura.transport.frames import parse_chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
+from murmura.validation import MAX_METRICS
 
-MAX_METRICS = 256
+EVALUATE_ERROR = "evaluate_error"
+"""Metric of an EVALUATE result whose local evaluation raised (the header has no error field)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +80,12 @@ class ResultReader:
         codec.check_kind(h.kind)
         if h.kind not in (pb.FIT, pb.EVALUATE):
             raise MalformedMessage(f"result of kind {pb.Kind.Name(h.kind)} is not allowed")
-        if not math.isfinite(h.loss):
-            raise MalformedMessage("loss is not finite")
-        _check_metrics(dict(h.metrics))
+        if h.kind == pb.FIT:
+            # An EVALUATE result's figures are checked once its binding is accepted
+            # (murmura.validation.validate_evaluation), so a bad one is a failure of its round.
+            if not math.isfinite(h.loss):
+                raise MalformedMessage("loss is not finite")
+            _check_metrics(dict(h.metrics))
         if (h.kind == pb.FIT) != h.HasField("update"):
             raise MalformedMessage("a FIT result needs an update; an EVALUATE result has none")
         self.header = h
@@ -120,6 +125,9 @@ class ResultReader:
         if h is None:
             raise MalformedMessage("empty result stream")
         update = self._blob.finish(self._digest) if self._blob is not None else None
+        digest = self._digest
+        if digest is None:  # no update: the header is the whole result (duplicate vs replay)
+            digest = hashlib.sha256(h.SerializeToString(deterministic=True)).digest()
         return DecodedResult(
             run_id=h.run_id,
             round=int(h.round),
@@ -127,9 +135,9 @@ class ResultReader:
             kind=int(h.kind),
             num_examples=int(h.num_examples),
             loss=float(h.loss),
-            metrics=_check_metrics(dict(h.metrics)),
+            metrics={str(k): float(v) for k, v in h.metrics.items()},
             update=update,
-            digest=self._digest or b"",
+            digest=digest,
         )
 
 
