@@ -14,14 +14,23 @@ from murmura.types import RoundMetrics  # noqa: E402
 
 
 def plot_accuracy(rounds: Sequence[RoundMetrics], path: Path) -> None:
-    """Test accuracy and train/test loss against rounds, side by side."""
+    """Test (and federated) accuracy and train/test loss against rounds, side by side."""
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
     evald = [m for m in rounds if m.test_accuracy is not None]
-    acc_ax.plot([m.round for m in evald], [m.test_accuracy for m in evald], marker="o", ms=3)
+    fed = [m for m in rounds if m.federated_accuracy is not None]
+    acc_ax.plot(
+        [m.round for m in evald], [m.test_accuracy for m in evald], marker="o", ms=3, label="test"
+    )
+    if fed:
+        xs = [m.round for m in fed]
+        acc_ax.plot(xs, [m.federated_accuracy for m in fed], marker="s", ms=3, label="federated")
+        acc_ax.legend()
     acc_ax.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
     trained = [m for m in rounds if m.train_loss is not None]
     loss_ax.plot([m.round for m in trained], [m.train_loss for m in trained], label="train")
     loss_ax.plot([m.round for m in evald], [m.test_loss for m in evald], label="test")
+    if fed:
+        loss_ax.plot([m.round for m in fed], [m.federated_loss for m in fed], label="federated")
     loss_ax.set(xlabel="round", ylabel="loss", title="loss")
     loss_ax.legend()
     for ax in (acc_ax, loss_ax):
