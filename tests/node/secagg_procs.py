@@ -1,8 +1,10 @@
 """Process entry points for the secure aggregation deployment test (see ``procs.py``).
 
-``coordinator`` runs FedAvg under SecAgg+ (``SecureAggregation``) on ``procs.LAYOUT``;
-``worker`` is a ``procs.FakeClient`` worker that, with ``--die-after-masked-input``, SIGKILLs
-itself as soon as the coordinator has accepted its masked input: it never unmasks.
+``coordinator`` runs FedAvg under SecAgg+ (``SecureAggregation``) on ``procs.LAYOUT``, or with
+``--big`` on ``BIG_LAYOUT`` (1.5 million parameters: a 6 MB masked input, over the 4 MiB gRPC
+message limit); ``worker`` is a ``procs.FakeClient`` worker that, with
+``--die-after-masked-input``, SIGKILLs itself as soon as the coordinator has accepted its
+masked input: it never unmasks.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 from procs import LAYOUT, FakeClient, initial_weights
 
 from murmura.node.worker import Worker
 from murmura.transport import keys
 from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
 from murmura.transport.proto import secagg_pb2 as spb
+from murmura.types import Layout
 
 MAX_WEIGHT = 16.0  # FakeClient weights are 10..16 examples
+BIG_LAYOUT = Layout(("a", "b"), ((1_000_000,), (1000, 500)))
+
+
+def big_weights() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(BIG_LAYOUT.size).astype(np.float32)
 
 
 def coordinator(a: argparse.Namespace) -> None:
@@ -50,7 +59,8 @@ def coordinator(a: argparse.Namespace) -> None:
     )
     params = SecAggParams(clip=1.0, max_weight=MAX_WEIGHT, seed=0)
     strategy = SecureAggregation(FedAvg(min_clients=2, seed=0), params)
-    asyncio.run(Coordinator(strategy, initial_weights(), LAYOUT, settings, server).run())
+    weights, layout = (big_weights(), BIG_LAYOUT) if a.big else (initial_weights(), LAYOUT)
+    asyncio.run(Coordinator(strategy, weights, layout, settings, server).run())
 
 
 def die_after_masked_input(round_: int, step: int) -> None:
@@ -81,6 +91,7 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--out", default="")
     p.add_argument("--die-after-masked-input", action="store_true")
+    p.add_argument("--big", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

@@ -38,6 +38,8 @@ class ServerSection(BaseModel):
     heartbeat: float = Field(1.0, gt=0)
     lost_after: float = Field(5.0, gt=0)
     max_update_mb: float = Field(2048.0, gt=0)
+    max_secagg_mb: float | None = Field(None, gt=0)
+    """Largest secure aggregation answer; unset: the round's masked-input size plus a margin."""
     chunk_kb: int = Field(1024, ge=1, le=3072)
     secagg_stage_timeout: float = Field(30.0, gt=0)
     """Deadline of each secure aggregation step after advertise (``[secagg] enabled``)."""
@@ -76,6 +78,7 @@ def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
         insecure=insecure,
         allowlist=frozenset(s.allowlist) if s.allowlist is not None else None,
         max_update_bytes=int(s.max_update_mb * (1 << 20)),
+        max_secagg_bytes=None if s.max_secagg_mb is None else int(s.max_secagg_mb * (1 << 20)),
         chunk_size=s.chunk_kb * 1024,
     )
 

@@ -11,7 +11,9 @@ deadline is the round timeout (it includes local training); the others have
 not advertised by then is not sent the model again.
 
 SecAgg index ``u`` is the ``u``-th node of the sorted cohort, and every answer must come from
-the certificate of the node with that index.
+the certificate of the node with that index. No answer may be larger than ``answer_limit``
+(the masked input plus a margin) unless the server options set ``max_secagg_bytes``; a node
+whose answer the transport refused (too large, truncated, wrong digest) is excluded.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from murmura.transport.streams import DecodedResult
 log = logging.getLogger(__name__)
 
 _GRAPH = 0x6A4F  # stream of the public neighbour graph per (seed, round)
+ANSWER_MARGIN = 64 << 10
+PER_NEIGHBOUR = 1 << 10
+"""Answer bytes allowed per neighbour: share bundles and revealed shares take under 100 B each."""
 _KINDS: Mapping[int, type[ClientMessage]] = {
     spb.SECAGG_SHARE: ShareKeys,
     spb.SECAGG_RECEIPT: ShareReceipt,
@@ -75,6 +80,12 @@ def secagg_config(strategy: SecureAggregation, run_id: str, round_: int, n: int,
         graph_seed=derive_seed(p.seed, round_, _GRAPH), rounding=p.rounding,
         context=run_id.encode(),
     )  # fmt: skip
+
+
+def answer_limit(config: SecAggConfig) -> int:
+    """The largest answer a node may send in a round: its masked input plus a small margin."""
+    masked = len(encode(MaskedInput(0, b""))) + 4 * config.length
+    return masked + ANSWER_MARGIN + PER_NEIGHBOUR * config.neighbours
 
 
 class _ServerSide:
@@ -165,7 +176,7 @@ class SecureRounds:
             return SecAggAbort("advertise", round_, f"{len(cohort)} node(s) sampled, 2 needed")
         config = secagg_config(self.strategy, self.exchange.run_id, round_, len(cohort), dim)
         side = _ServerSide(config, cohort)
-        await self.exchange.begin(round_, frozenset(cohort), side.receive)
+        await self.exchange.begin(round_, frozenset(cohort), side.receive, answer_limit(config))
         await self.hub.open_round(outgoing, frozenset(cohort), _refuse_plaintext)
         try:
             result = await self._stages(side, round_)
@@ -210,6 +221,8 @@ class SecureRounds:
         await self.exchange.open_step(step, by_node)
         alive: Callable[[], list[str]] = self.hub.alive
         missing = await self.exchange.wait_step(step, timeout_s, alive)
+        for node, why in sorted(self.exchange.refusals(step).items()):
+            side.server.exclude(side.index[node], f"{name} answer refused: {why}")
         for node in sorted(missing):
             side.reasons.setdefault(side.index[node], f"no {name} answer before the deadline")
             log.warning("node=%s round=%d: no %s answer: a dropout from here on",

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import grpc
 from grpc import aio
 
-from murmura.transport.grpc_server import ServerOptions, start_server
+from murmura.transport.grpc_server import CoordinatorService, ServerOptions, start_server
 from murmura.transport.hub import Hub
 
 T = TypeVar("T")
 
 
 class ServerThread:
-    """A ``Hub`` served by ``grpc.aio`` on its own loop; ``call`` runs coroutines on it."""
+    """A ``Hub`` served by ``grpc.aio`` on its own loop; ``call`` runs coroutines on it.
 
-    def __init__(self, hub: Hub, opts: ServerOptions) -> None:
+    ``extra`` adds services on the same port, as in ``start_server`` (secure aggregation).
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        opts: ServerOptions,
+        extra: Sequence[Callable[[CoordinatorService], grpc.GenericRpcHandler]] = (),
+    ) -> None:
         self.hub = hub
         self.opts = opts
+        self.extra = extra
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: aio.Server | None = None
@@ -28,7 +38,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
-        self._server, self.port = self.call(start_server(self.hub, self.opts))
+        self._server, self.port = self.call(start_server(self.hub, self.opts, self.extra))
         return self
 
     def __exit__(self, *exc: object) -> None:

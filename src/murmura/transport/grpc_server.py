@@ -45,6 +45,8 @@ class ServerOptions:
     allowlist: frozenset[str] | None = None
     """Node ids that may join; None admits every worker certificate signed by the CA."""
     max_update_bytes: int = codec.DEFAULT_MAX_BYTES
+    max_secagg_bytes: int | None = None
+    """Largest secure aggregation answer; None: the round's masked-input size plus a margin."""
     max_message_bytes: int = 4 << 20
     chunk_size: int = codec.DEFAULT_CHUNK
     max_wait_s: float = 20.0

@@ -2,14 +2,19 @@
 
 Service ``murmura.v1.SecAgg`` (``proto/secagg.proto``) shares the coordinator's port, mTLS
 identity and allowlist with ``murmura.v1.Coordinator``. ``Fetch`` long-polls for the caller's
-request of a step, ``Send`` delivers its answer; both are unary, so one stage message must fit
-in ``max_message_bytes`` (4 MiB by default: a masked input of about a million parameters).
+request of a step (requests are small: they grow with a node's neighbours, not the model);
+``Send`` delivers an answer of up to one chunk in one message, and ``SendStream`` a larger one
+(the masked input: 4 bytes per parameter) in chunks (``secagg_stream``), so no answer has to
+fit in ``max_message_bytes``. An answer's size is checked against ``max_secagg_bytes``, by
+default the round's masked-input size plus a margin, before the answer is read; one that
+fails a transport check (size, length, digest) is refused and the node does not get another
+try at that step, as with a malformed message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import grpc
@@ -22,6 +27,12 @@ from murmura.transport.grpc_server import CoordinatorService, _ser
 from murmura.transport.hub import Refused
 from murmura.transport.proto import secagg_pb2 as spb
 from murmura.transport.secagg_exchange import SecAggExchange
+from murmura.transport.secagg_stream import (
+    SendStreamReader,
+    StreamedAnswer,
+    send_frames,
+    stream_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +66,73 @@ class SecAggService:
             )
         )  # fmt: skip
 
+    @property
+    def max_answer_bytes(self) -> int:
+        """Largest answer accepted now: the configured limit, else the round's own."""
+        configured = self.coordinator.opts.max_secagg_bytes
+        return configured if configured is not None else self.exchange.max_answer_bytes
+
     async def send(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Send: hand the caller's answer for a step to the coordinator's driver."""
         node = await self.coordinator.identify(context)
         req = await self.coordinator.decode(spb.SecAggSendRequest, raw, context, node)
         try:
+            self.exchange.admit(node, req.run_id, req.round, req.step)
+            if len(req.payload) > self.max_answer_bytes:
+                too_big = codec.SizeLimitExceeded(
+                    f"answer of {len(req.payload)} B exceeds the limit {self.max_answer_bytes} B"
+                )
+                raise await self._bad_answer(node, req.round, req.step, too_big)
             dup = await self.exchange.submit(node, req.run_id, req.round, req.step, req.payload)
         except Refused as exc:
             await self._refuse(context, node, req.round, exc)
             raise
-        return _ser(
-            spb.SecAggSendReply(version=codec.PROTOCOL_VERSION, accepted=True, duplicate=dup)
-        )
+        return _reply(dup)
+
+    async def send_stream(
+        self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        """SendStream: an answer in chunks, bound and size-checked before it is allocated."""
+        node = await self.coordinator.identify(context)
+        reader = SendStreamReader()
+        try:
+            got = await self._read_stream(node, reader, aiter(requests))
+            dup = await self.exchange.submit(
+                node, got.run_id, got.round, got.step, got.payload, got.digest
+            )
+        except Refused as exc:
+            round_ = int(reader.header.round) if reader.header is not None else -1
+            await self._refuse(context, node, round_, exc)
+            raise
+        return _reply(dup)
+
+    async def _read_stream(
+        self, node: str, reader: SendStreamReader, it: AsyncIterator[bytes]
+    ) -> StreamedAnswer:
+        """Check the header and its binding, then read and check the chunks it announced."""
+        try:
+            h = reader.read_header(await anext(it))
+        except StopAsyncIteration:
+            raise Refused("INVALID_ARGUMENT", "empty secagg send stream") from None
+        except ProtocolError as exc:
+            raise Refused("INVALID_ARGUMENT", f"{type(exc).__name__}: {exc}") from None
+        if h.node and h.node != node:
+            raise Refused("PERMISSION_DENIED", f"claims node {h.node!r}, certificate says {node!r}")
+        self.exchange.admit(node, h.run_id, h.round, h.step)
+        try:
+            reader.start(self.max_answer_bytes)  # the size limit, before any allocation
+            async for raw in it:
+                reader.read_chunk(raw)
+            return reader.finish()
+        except ProtocolError as exc:
+            raise await self._bad_answer(node, h.round, h.step, exc) from None
+
+    async def _bad_answer(self, node: str, round_: int, step: int, exc: ProtocolError) -> Refused:
+        """Count a bound answer that failed a transport check as refused; return its status."""
+        why = f"{type(exc).__name__}: {exc}"
+        await self.exchange.reject(node, round_, step, why)
+        too_big = isinstance(exc, codec.SizeLimitExceeded)
+        return Refused("RESOURCE_EXHAUSTED" if too_big else "INVALID_ARGUMENT", why)
 
     async def _refuse(
         self, context: aio.ServicerContext[Any, Any], node: str, round_: int, exc: Refused
@@ -76,6 +142,12 @@ class SecAggService:
         if exc.event is not None:
             self.coordinator.hub.record(exc.event, node, round_, code=exc.code, reason=exc.reason)
         await context.abort(grpc.StatusCode[exc.code], exc.reason)
+
+
+def _reply(duplicate: bool) -> bytes:
+    return _ser(
+        spb.SecAggSendReply(version=codec.PROTOCOL_VERSION, accepted=True, duplicate=duplicate)
+    )
 
 
 def secagg_handlers(
@@ -90,6 +162,7 @@ def secagg_handlers(
             {
                 "Fetch": grpc.unary_unary_rpc_method_handler(svc.fetch),
                 "Send": grpc.unary_unary_rpc_method_handler(svc.send),
+                "SendStream": grpc.stream_unary_rpc_method_handler(svc.send_stream),
             },
         )
 
@@ -103,6 +176,7 @@ class SecAggLink:
         self.link = link
         self._fetch = link.channel.unary_unary(f"/{SECAGG_SERVICE}/Fetch")
         self._send = link.channel.unary_unary(f"/{SECAGG_SERVICE}/Send")
+        self._send_stream = link.channel.stream_unary(f"/{SECAGG_SERVICE}/SendStream")
 
     def fetch(self, round_: int, step: spb.SecAggStep) -> spb.SecAggFetchReply:
         """Long-poll for this node's request of ``step`` (retries while UNAVAILABLE)."""
@@ -126,17 +200,32 @@ class SecAggLink:
         return reply
 
     def send(self, round_: int, step: spb.SecAggStep, payload: bytes) -> spb.SecAggSendReply:
-        """Deliver this node's answer for ``step`` (retries while UNAVAILABLE; counted once)."""
+        """Deliver this node's answer for ``step`` (retries while UNAVAILABLE; counted once).
+
+        An answer larger than one chunk goes in chunks (``SendStream``), a smaller one in one
+        message.
+        """
+        chunked = len(payload) > self.link.opts.chunk_size
+        call = (self._chunked if chunked else self._unary)(round_, step, payload)
+        reply = codec.parse(spb.SecAggSendReply, self.link.retrying("secagg send", call))
+        codec.check_version(reply.version)
+        return reply
+
+    def _unary(self, round_: int, step: spb.SecAggStep, payload: bytes) -> Callable[[], bytes]:
         req = spb.SecAggSendRequest(
             version=codec.PROTOCOL_VERSION, run_id=self.link.run_id, round=round_,
             node=self.link.node, step=step, payload=payload,
         ).SerializeToString()  # fmt: skip
+        timeout = self.link.opts.call_timeout_s
+        return lambda: bytes(self._send(req, timeout=timeout, metadata=self.link.metadata))
 
-        def call() -> bytes:
-            return bytes(
-                self._send(req, timeout=self.link.opts.call_timeout_s, metadata=self.link.metadata)
-            )
+    def _chunked(self, round_: int, step: spb.SecAggStep, payload: bytes) -> Callable[[], bytes]:
+        header = stream_header(self.link.run_id, round_, self.link.node, step, payload)
+        opts = self.link.opts
 
-        reply = codec.parse(spb.SecAggSendReply, self.link.retrying("secagg send", call))
-        codec.check_version(reply.version)
-        return reply
+        def call() -> bytes:  # a fresh frame iterator for every try
+            frames = send_frames(header, payload, opts.chunk_size)
+            timeout = opts.transfer_timeout_s
+            return bytes(self._send_stream(frames, timeout=timeout, metadata=self.link.metadata))
+
+        return call
