@@ -36,18 +36,28 @@ class FakeClient:
     """Deterministic local 'training'; hangs at ``hang_round`` after saying so in a file.
 
     Its evaluation is a deterministic function of (node, weights), saved for the test to
-    recompute the aggregate; with ``eval_nan`` the loss is NaN.
+    recompute the aggregate; with ``eval_nan`` the loss is NaN. With ``fail`` both fit and
+    evaluate raise.
     """
 
     def __init__(
-        self, name: str, out: Path, hang_round: int, pause_round: int = -1, eval_nan: bool = False
+        self,
+        name: str,
+        out: Path,
+        hang_round: int,
+        pause_round: int = -1,
+        eval_nan: bool = False,
+        fail: bool = False,
     ) -> None:
         self.name, self.out, self.hang_round = name, out, hang_round
         self.pause_round, self.eval_nan, self.evaluations = pause_round, eval_nan, 0
+        self.fail = fail
         self.crc = zlib.crc32(name.encode())
 
     def evaluate(self, weights: np.ndarray) -> EvaluateRes:
         self.evaluations += 1
+        if self.fail:
+            raise OSError(f"injected evaluation failure of {self.name}")
         w = np.asarray(weights, dtype=np.float32)
         total = float(w.astype(np.float64).sum())
         n = 3 + self.crc % 5
@@ -58,6 +68,8 @@ class FakeClient:
         return EvaluateRes(loss, n, {"accuracy": acc})
 
     def fit(self, ins: FitIns) -> FitRes:
+        if self.fail:
+            raise RuntimeError(f"injected failure of {self.name} in round {ins.round}")
         if ins.round == self.hang_round:
             (self.out / f"{self.name}-hang-{ins.round}").touch()
             time.sleep(3600)
@@ -145,7 +157,7 @@ def worker(a: argparse.Namespace) -> None:
     link = CoordinatorLink(
         f"127.0.0.1:{a.port}", a.name, keys.Credentials.load(f.cert, f.key, f.ca), opts
     )
-    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round, a.eval_nan)
+    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round, a.eval_nan, a.fail)
     Worker(link, client, rejoin_max_s=120).run()
 
 
@@ -169,6 +181,7 @@ def main() -> None:
     p.add_argument("--target-epsilon", type=float, default=None)
     p.add_argument("--fraction-evaluate", type=float, default=0.0)
     p.add_argument("--eval-nan", action="store_true")
+    p.add_argument("--fail", action="store_true", help="fit and evaluate raise")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

@@ -260,3 +260,86 @@ def test_chunk_fast_path_never_disagrees_with_protobuf(raw: bytes) -> None:
     msg = pb.ResultPart.FromString(raw)  # must parse, to the same chunk
     assert msg.WhichOneof("part") == "chunk"
     assert (msg.chunk.offset, msg.chunk.data) == (fast[0], bytes(fast[1]))
+
+
+def _error_parts(error: str, kind: int = pb.FIT, vec: np.ndarray | None = None,
+                 **fields: object) -> list[bytes]:  # fmt: skip
+    header = pb.ResultHeader(
+        version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=kind, error=error,
+        **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
+    blob = codec.encode_blob(vec, LAYOUT) if vec is not None else None
+    return [p.SerializeToString() for p in streams.result_parts(header, blob, 16)]
+
+
+@pytest.mark.parametrize("kind", [pb.FIT, pb.EVALUATE])
+def test_an_error_result_is_its_header_alone(kind: int) -> None:
+    parts = _error_parts("RuntimeError: out of memory", kind)
+    assert len(parts) == 1
+    res = streams.decode_result(parts, expected=LAYOUT)
+    assert res.error == "RuntimeError: out of memory" and res.kind == kind
+    assert res.update is None and res.num_examples == 0 and res.metrics == {}
+    header = pb.ResultPart.FromString(parts[0]).header
+    assert res.digest == hashlib.sha256(header.SerializeToString(deterministic=True)).digest()
+    assert streams.decode_result(_error_parts("x" * streams.MAX_ERROR_CHARS, kind)).error
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        _error_parts("boom", vec=_vector()),  # an error with an update, its chunks and trailer
+        _error_parts("boom", vec=_vector())[:1],  # an error that announces an update
+        _error_parts("x" * (streams.MAX_ERROR_CHARS + 1)),
+        _error_parts("boom", num_examples=3),
+        _error_parts("boom", pb.EVALUATE, loss=0.5),
+        _error_parts("boom", pb.EVALUATE, metrics={"accuracy": 1.0}),
+        [*_error_parts("boom"), _trailer(bytes(32))],  # a trailer after an error
+        [*_error_parts("boom"), pb.ResultPart(chunk=pb.Chunk(data=b"x")).SerializeToString()],
+    ],
+)
+def test_an_error_result_with_anything_else_is_refused(parts: list[bytes]) -> None:
+    with pytest.raises(MalformedMessage):
+        streams.decode_result(parts, expected=LAYOUT)
+
+
+def test_error_text_is_one_bounded_line_without_traceback() -> None:
+    def boom() -> None:
+        raise ValueError("line one\nline two\t" + "y" * 1000)
+
+    try:
+        boom()
+    except ValueError as exc:
+        text = streams.error_text(exc)
+    assert text.startswith("ValueError: line one line two ") and text.endswith("...")
+    assert len(text) == streams.MAX_ERROR_CHARS and "Traceback" not in text and ".py" not in text
+    assert streams.error_text(KeyError()) == "KeyError"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    error=st.text(max_size=600),
+    kind=st.sampled_from([pb.FIT, pb.EVALUATE]),
+    update=st.booleans(),
+    n=st.integers(0, 3),
+    loss=st.sampled_from([0.0, 0.5]),
+    metrics=st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False), max_size=2),
+)
+def test_fuzz_result_headers_with_and_without_error(  # type: ignore[no-untyped-def]
+    error, kind, update, n, loss, metrics
+) -> None:
+    vec = _vector() if update else None
+    fields = {"num_examples": n, "loss": loss, "metrics": metrics}
+    parts = _error_parts(error, kind, vec, **fields)
+    try:
+        res = streams.decode_result(parts, expected=LAYOUT)
+    except MalformedMessage:
+        if error:
+            assert len(error) > streams.MAX_ERROR_CHARS or update or n or loss or metrics
+        else:
+            assert update != (kind == pb.FIT)
+        return
+    assert res.error == error
+    if error:  # an accepted error result has nothing else
+        assert res.update is None and (res.num_examples, res.loss, res.metrics) == (0, 0.0, {})
+    else:
+        assert (res.update is not None) == (kind == pb.FIT) == update

@@ -138,3 +138,33 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     }
     assert "non-finite" in str(by["update_rejected", "w4"]["reason"])
     assert events[-1][3]["code"] == "FAILED_PRECONDITION"
+
+
+def test_an_error_result_over_grpc_ends_the_nodes_round_and_one_with_an_update_is_refused(
+    server: ServerThread,
+    pki,  # type: ignore[no-untyped-def]
+) -> None:
+    good = np.arange(12, dtype=np.float32)
+    out = Outgoing(1, pb.FIT, {}, codec.encode_blob(np.zeros(12, np.float32), LAYOUT), LAYOUT)
+    server.call(server.hub.open_round(out, frozenset({"w1", "w2"}), _sink))
+    both = _parts("w2", good)  # an error that also announces an update: typed refusal
+    header = pb.ResultPart.FromString(both[0])
+    header.header.error = "RuntimeError: boom"
+    err = _raw_push(server, pki, "w2", [header.SerializeToString(), *both[1:]])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must not announce an update" in (err.details() or "")
+
+    link = CoordinatorLink(server.target, "w1", pki.creds("w1"), FAST)
+    link.register()
+    assert link.pull(0).kind == pb.FIT
+    assert link.push_error(1, pb.FIT, "MemoryError: no room").accepted
+    again = link.push_error(1, pb.FIT, "MemoryError: no room")
+    assert again.accepted and again.duplicate
+    link.close()
+    link = CoordinatorLink(server.target, "w2", pki.creds("w2"), FAST)
+    link.register()
+    assert link.push(1, FitRes(good, 3), LAYOUT).accepted
+    link.close()
+    outcome = server.call(server.hub.collect(60.0), timeout=5)  # all answered: no waiting
+    assert sorted(outcome.results) == ["w2"]
+    assert outcome.failures == {"w1": "worker error: MemoryError: no room"}

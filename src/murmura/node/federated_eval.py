@@ -5,9 +5,10 @@ weights, and the nodes the strategy's ``sample_evaluate`` picks from those conne
 worker evaluates the model on its local held-out data and pushes an EVALUATE result (loss,
 example count, metrics; no update). A result is checked on arrival, once its binding (run,
 round, node, kind) is accepted: a NaN loss, an impossible count or too many metrics make the
-node a failure of the round with the reason. A worker whose evaluation raises says so with
-``EVALUATE_ERROR`` (and 0 examples), so it is listed at once instead of at the deadline. The
-strategy's ``aggregate_evaluate`` of the valid results goes into the round's metrics line.
+node a failure of the round with the reason. A worker whose evaluation raises pushes a result
+that carries only the error, which the hub lists at once ("worker error: ...") instead of at
+the deadline. The strategy's ``aggregate_evaluate`` of the valid results goes into the round's
+metrics line.
 """
 
 from __future__ import annotations
@@ -19,19 +20,11 @@ from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
 from murmura.transport import codec
 from murmura.transport.hub import Hub, Outgoing
 from murmura.transport.proto import murmura_pb2 as pb
-from murmura.transport.streams import EVALUATE_ERROR, DecodedResult
+from murmura.transport.streams import DecodedResult
 from murmura.types import EvaluateRes, Failure, Layout, RoundMetrics, Vector
 from murmura.validation import validate_evaluation
 
 log = logging.getLogger(__name__)
-
-
-class EvaluationFailed(Exception):
-    """A worker reported that its local evaluation raised."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def evaluate_round(
@@ -50,8 +43,6 @@ async def evaluate_round(
     results: list[tuple[str, EvaluateRes]] = []
 
     def sink(node: str, r: int, res: DecodedResult) -> None:
-        if res.metrics.get(EVALUATE_ERROR):
-            raise EvaluationFailed("the worker's local evaluation raised")
         ev = EvaluateRes(res.loss, res.num_examples, res.metrics)
         validate_evaluation(node, r, ev)
         results.append((node, ev))

@@ -2,7 +2,9 @@
 
 Told to EVALUATE, it runs the client's ``evaluate`` on the sent model (its local held-out
 data) and pushes the loss, example count and metrics; a client without ``evaluate`` reports 0
-examples, and one whose evaluation raises reports ``EVALUATE_ERROR``.
+examples. When the client's fit or evaluate raises, the worker pushes a result that carries
+only the error (the exception's type and text, bounded, no traceback), so the coordinator
+lists it as failed at once instead of waiting for the round's deadline.
 
 The node's identity is its certificate, so a restarted worker (or one that reconnects after
 the coordinator restarted) rejoins under the same id and picks up the next round it is sampled
@@ -15,6 +17,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +28,7 @@ from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, SecAggLink
-from murmura.transport.streams import EVALUATE_ERROR, DecodedInstruction
+from murmura.transport.streams import DecodedInstruction, error_text
 from murmura.types import EvaluateRes, FitIns, FitRes
 
 log = logging.getLogger(__name__)
@@ -141,9 +144,9 @@ class Worker:
         config = {k: v for k, v in ins.config.items() if k != SECAGG_CONFIG_KEY}
         try:
             res = self.client.fit(FitIns(ins.round, ins.weights, config))
-        except Exception:
+        except Exception as exc:
             log.exception("node=%s round=%d: local training failed", self.node, ins.round)
-            self.after_round = ins.round
+            self._report_error(ins, exc)
             return
         if secure:  # the update leaves this process only masked
             rounds = SecureRound(SecAggLink(self.link), ins.round, self._stop, self.on_secagg_step)
@@ -173,34 +176,49 @@ class Worker:
         """Evaluate the sent model on local held-out data and push loss, count and metrics."""
         log.info("node=%s round=%d: evaluating", self.node, ins.round)
         try:
-            self.link.push_evaluation(ins.round, self._local_evaluation(ins))
+            res = self._local_evaluation(ins)
+        except Exception as exc:
+            log.exception("node=%s round=%d: local evaluation failed", self.node, ins.round)
+            self._report_error(ins, exc)
+            return
+        if self._deliver("evaluation", ins, lambda: self.link.push_evaluation(ins.round, res)):
+            log.info("node=%s round=%d: evaluation delivered", self.node, ins.round)
+
+    def _local_evaluation(self, ins: DecodedInstruction) -> EvaluateRes:
+        """The client's evaluation in a form the wire carries; raises if it has none."""
+        assert ins.weights is not None
+        evaluate = getattr(self.client, "evaluate", None)
+        res = evaluate(ins.weights) if callable(evaluate) else EvaluateRes(0.0, 0)
+        n = int(res.num_examples)
+        if n < 0:
+            raise ValueError(f"num_examples {n} is negative")
+        metrics = {str(k): float(v) for k, v in res.metrics.items()}
+        return EvaluateRes(float(res.loss), n, metrics)
+
+    def _report_error(self, ins: DecodedInstruction, exc: Exception) -> None:
+        """Tell the coordinator that this round's fit or evaluate raised, and move on."""
+        error = error_text(exc)
+        if self._deliver("error", ins, lambda: self.link.push_error(ins.round, ins.kind, error)):
+            log.info("node=%s round=%d: error reported", self.node, ins.round)
+        self.after_round = ins.round
+
+    def _deliver(self, what: str, ins: DecodedInstruction, push: Callable[[], object]) -> bool:
+        """Run ``push``; True if delivered. A refusal is logged (the round may be over)."""
+        try:
+            push()
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise
             log.warning(
-                "node=%s round=%d: evaluation refused: %s %s",
+                "node=%s round=%d: %s refused: %s %s",
                 self.node,
                 ins.round,
+                what,
                 exc.code(),
                 exc.details(),
             )
-            return
-        log.info("node=%s round=%d: evaluation delivered", self.node, ins.round)
-
-    def _local_evaluation(self, ins: DecodedInstruction) -> EvaluateRes:
-        """The client's evaluation in a form the wire carries, or ``EVALUATE_ERROR``."""
-        assert ins.weights is not None
-        evaluate = getattr(self.client, "evaluate", None)
-        try:
-            res = evaluate(ins.weights) if callable(evaluate) else EvaluateRes(0.0, 0)
-            n = int(res.num_examples)
-            if n < 0:
-                raise ValueError(f"num_examples {n} is negative")
-            metrics = {str(k): float(v) for k, v in res.metrics.items()}
-            return EvaluateRes(float(res.loss), n, metrics)
-        except Exception:
-            log.exception("node=%s round=%d: local evaluation failed", self.node, ins.round)
-            return EvaluateRes(0.0, 0, {EVALUATE_ERROR: 1.0})
+            return False
+        return True
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self._heartbeat_s):

@@ -1,13 +1,13 @@
 """The audit ledger (RELIABILITY 24): append-only, hash-chained records signed with Ed25519.
 
-The coordinator appends one record per join, refusal, round start and end, model sent and
-update received or rejected to ``audit.sqlite`` in its state dir. A record's hash is the
-SHA-256 of a canonical encoding of its fields and of the previous record's hash, and the
-coordinator signs that hash with its ledger key: a changed field, a deleted record or two
-records swapped break a hash, the chain or a signature. A cut-off tail leaves a valid chain,
-so the coordinator also writes the head (seq and hash of the last record) into every round
-checkpoint's metadata and into ``summary.json``; ``verify_state_dir`` checks that the ledger
-still holds each of these heads.
+The coordinator appends one record per join, refusal, round start and end, model sent, update
+received or rejected, and worker error (a worker's fit or evaluate raised) to ``audit.sqlite``
+in its state dir. A record's hash is the SHA-256 of a canonical encoding of its fields and of
+the previous record's hash, and the coordinator signs that hash with its ledger key: a changed
+field, a deleted record or two records swapped break a hash, the chain or a signature. A
+cut-off tail leaves a valid chain, so the coordinator also writes the head (seq and hash of the
+last record) into every round checkpoint's metadata and into ``summary.json``;
+``verify_state_dir`` checks that the ledger still holds each of these heads.
 
 The key is ``audit.key`` (Ed25519, PKCS8 PEM, mode 0600) in the state dir, made on first start
 unless the operator placed one there; ``audit.pub`` is its public half. A verifier should take
@@ -50,6 +50,7 @@ EVENTS = frozenset(
         "result_received",
         "update_duplicate",
         "update_rejected",
+        "worker_error",
     }
 )
 MAX_TEXT = 256

@@ -20,7 +20,12 @@ from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
-from murmura.transport.streams import DecodedInstruction, decode_instruction, result_frames
+from murmura.transport.streams import (
+    MAX_ERROR_CHARS,
+    DecodedInstruction,
+    decode_instruction,
+    result_frames,
+)
 from murmura.types import EvaluateRes, FitRes, Layout
 
 log = logging.getLogger(__name__)
@@ -235,6 +240,25 @@ class CoordinatorLink:
             loss=res.loss,
             metrics={k: float(v) for k, v in res.metrics.items()},
         )
+        return self._push_header(header)
+
+    def push_error(self, round_: int, kind: int, error: str) -> pb.PushReply:
+        """Report that the local fit or evaluate of ``round_`` raised: ``error``, nothing else.
+
+        The coordinator lists this node as failed at once instead of at the round's deadline.
+        """
+        header = pb.ResultHeader(
+            version=codec.PROTOCOL_VERSION,
+            run_id=self.run_id,
+            round=round_,
+            node=self.node,
+            kind=kind,  # type: ignore[arg-type]
+            error=error[:MAX_ERROR_CHARS],
+        )
+        return self._push_header(header)
+
+    def _push_header(self, header: pb.ResultHeader) -> pb.PushReply:
+        """Send a result that is its header alone (with retries; a re-sent copy counts once)."""
 
         def call() -> bytes:
             frames = result_frames(header, None)

@@ -7,7 +7,9 @@ Every result is bound to (run, round, node): a result for another run, a closed 
 that was not sampled or an id other than the certificate's is refused; a second copy of an
 accepted result is acknowledged as a duplicate and never counted twice. A round may open
 twice, for FIT and then for EVALUATE (federated evaluation); a result of the other kind than
-the open one is refused as stale.
+the open one is refused as stale. A result that carries the worker's error (its fit or
+evaluate raised) passes the same checks and is that node's answer: the node is a failure of
+the round at once ("worker error: ..."), so the round need not wait for its deadline.
 
 What the endpoint sees (joins, refusals, models sent, updates received or rejected) goes to an
 ``Events`` callback: the coordinator connects it to its audit ledger; the transport itself
@@ -73,6 +75,8 @@ class RoundState:
     results: dict[str, DecodedResult] = field(default_factory=dict)
     """Results kept whole only when the round has no sink; else their update is dropped."""
     failures: dict[str, str] = field(default_factory=dict)
+    reported: dict[str, DecodedResult] = field(default_factory=dict)
+    """Results that carried the worker's error (also in ``failures``): tell copies from replays."""
     last_error: dict[str, str] = field(default_factory=dict)
     uploading: set[str] = field(default_factory=set)
     open: bool = True
@@ -223,7 +227,7 @@ class Hub:
             raise self._refuse(
                 "refused_target", "PERMISSION_DENIED", f"node not sampled in round {h.round}"
             )
-        if node in cur.results:
+        if node in cur.results or node in cur.reported:
             return True
         if node in cur.failures:
             raise self._refuse(
@@ -239,7 +243,9 @@ class Hub:
     def check_duplicate(self, node: str, res: DecodedResult) -> None:
         """A re-sent copy of a counted result: acknowledge it if identical, else refuse it."""
         cur = self.current
-        counted = cur.results.get(node) if cur is not None and cur.round == res.round else None
+        counted = None
+        if cur is not None and cur.round == res.round:
+            counted = cur.results.get(node) or cur.reported.get(node)
         if counted is None:
             raise self._refuse(
                 "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
@@ -277,6 +283,9 @@ class Hub:
                 "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
             )
         cur.uploading.discard(node)
+        if res.error:
+            await self._worker_error(cur, node, res)
+            return
         try:
             if cur.sink is not None:
                 cur.sink(node, res.round, res)
@@ -302,6 +311,22 @@ class Hub:
         cur.results[node] = res
         self.counters["accepted"] += 1
         log.info("node=%s round=%d: result accepted", node, res.round)
+        await self._notify()
+
+    async def _worker_error(self, cur: RoundState, node: str, res: DecodedResult) -> None:
+        """Count a result that reports the worker's error as the node's failure, at once."""
+        # reported before the round can close, so it precedes the round's end
+        self.record(
+            "worker_error", node, res.round, sha256=res.digest.hex(),
+            kind=pb.Kind.Name(res.kind), error=res.error,
+        )  # fmt: skip
+        cur.failures[node] = f"worker error: {res.error}"
+        cur.reported[node] = res
+        self.counters["worker_errors"] += 1
+        log.warning(
+            "node=%s round=%d: %s failed on the worker: %s",
+            node, res.round, pb.Kind.Name(res.kind), res.error,
+        )  # fmt: skip
         await self._notify()
 
     async def _notify(self) -> None:

@@ -2,10 +2,10 @@
 
 A stream is one header message followed by the chunks its blob header announced; a result
 stream with an update ends with a trailer that carries the update's digest (the worker hashes
-while it sends). The readers
-take raw bytes, one message at a time, and raise only ``ProtocolError`` subclasses; the caller
-checks the header's binding (run, round, node) before feeding any chunk, so nothing is
-allocated for a message that will be refused.
+while it sends). A result whose header carries an ``error`` (the worker's fit or evaluate
+raised) is the header alone. The readers take raw bytes, one message at a time, and raise only
+``ProtocolError`` subclasses; the caller checks the header's binding (run, round, node) before
+feeding any chunk, so nothing is allocated for a message that will be refused.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
 from murmura.validation import MAX_METRICS
 
-EVALUATE_ERROR = "evaluate_error"
-"""Metric of an EVALUATE result whose local evaluation raised (the header has no error field)."""
+MAX_ERROR_CHARS = 512
+"""Longest ``ResultHeader.error`` a worker sends and a coordinator accepts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,8 @@ class DecodedResult:
     metrics: dict[str, float]
     update: Vector | None
     digest: bytes
+    error: str = ""
+    """The worker's report that its fit or evaluate raised; such a result has nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,26 @@ def _check_metrics(metrics: dict[str, float]) -> dict[str, float]:
     if len(metrics) > MAX_METRICS:
         raise MalformedMessage(f"{len(metrics)} metrics (limit {MAX_METRICS})")
     return {str(k): float(v) for k, v in metrics.items()}
+
+
+def error_text(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """What a worker reports of an exception: ``"Type: text"`` on one line, at most ``limit``.
+
+    Only the exception's own text: no traceback (it would show the worker's file paths).
+    """
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_error(h: pb.ResultHeader) -> None:
+    """An error result is the header alone: bounded text, no update, no figures."""
+    if len(h.error) > MAX_ERROR_CHARS:
+        raise MalformedMessage(f"error text of {len(h.error)} characters (limit {MAX_ERROR_CHARS})")
+    if h.HasField("update"):
+        raise MalformedMessage("a result with an error must not announce an update")
+    if h.num_examples or h.loss or h.metrics:
+        raise MalformedMessage("a result with an error carries no examples, loss or metrics")
 
 
 @dataclass(slots=True)
@@ -80,6 +102,10 @@ class ResultReader:
         codec.check_kind(h.kind)
         if h.kind not in (pb.FIT, pb.EVALUATE):
             raise MalformedMessage(f"result of kind {pb.Kind.Name(h.kind)} is not allowed")
+        if h.error:
+            _check_error(h)
+            self.header = h
+            return h
         if h.kind == pb.FIT:
             # An EVALUATE result's figures are checked once its binding is accepted
             # (murmura.validation.validate_evaluation), so a bad one is a failure of its round.
@@ -138,6 +164,7 @@ class ResultReader:
             metrics={str(k): float(v) for k, v in h.metrics.items()},
             update=update,
             digest=digest,
+            error=h.error,
         )
 
 

@@ -136,7 +136,7 @@ class Instruction(_message.Message):
     def __init__(self, header: _Optional[_Union[InstructionHeader, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("version", "run_id", "round", "node", "kind", "num_examples", "metrics", "loss", "update")
+    __slots__ = ("version", "run_id", "round", "node", "kind", "num_examples", "metrics", "loss", "update", "error")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class ResultHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     version: int
     run_id: str
     round: int
@@ -162,7 +163,8 @@ class ResultHeader(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     loss: float
     update: BlobHeader
-    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loss: _Optional[float] = ..., update: _Optional[_Union[BlobHeader, _Mapping]] = ...) -> None: ...
+    error: str
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loss: _Optional[float] = ..., update: _Optional[_Union[BlobHeader, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ResultPart(_message.Message):
     __slots__ = ("header", "chunk", "trailer")
