@@ -24,7 +24,10 @@ def test_every_partition_covers_each_sample_exactly_once(
 ) -> None:
     n, classes, clients, seed = args
     labels = np.random.default_rng(seed).integers(0, classes, n)
-    params = {"dirichlet": {"alpha": 5.0}, "shards": {"classes_per_client": 1}}.get(kind, {})
+    # min_size 0: any draw is valid, so coverage is checked on every input; the redraw for a
+    # minimum size (and its error when none fits) has its own tests below
+    by_kind = {"dirichlet": {"alpha": 5.0, "min_size": 0}, "shards": {"classes_per_client": 1}}
+    params = by_kind.get(kind, {})
     parts = partition(kind, labels, clients, seed, **params)
     assert len(parts) == clients
     _check_exact_cover(parts, n)
@@ -38,6 +41,12 @@ def test_dirichlet_every_client_gets_min_size_and_small_alpha_skews_labels() -> 
     assert np.mean(dominant) > 0.5  # label skew: most of a client's data is one class
     iid = partition("iid", labels, 20, 0)
     assert np.mean([np.bincount(labels[p], minlength=10).max() / len(p) for p in iid]) < 0.4
+
+
+def test_dirichlet_refuses_a_minimum_size_no_draw_can_meet() -> None:
+    labels = np.repeat(np.arange(2), 10)  # 20 samples cannot give 10 clients 3 each
+    with pytest.raises(ConfigError, match="10 clients >= 3 samples"):
+        partition("dirichlet", labels, 10, 0, alpha=5.0, min_size=3)
 
 
 def test_shards_give_k_classes_per_client() -> None:
