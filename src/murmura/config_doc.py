@@ -45,12 +45,22 @@ def _default(field: Any) -> str:
     return "unset" if value is None else f"`{value!r}`".replace("'", '"')
 
 
-def config_reference() -> str:
-    """Every table and key of the run config, with its default and allowed values."""
-    lines: list[str] = []
+def _tables() -> list[tuple[str, type[BaseModel]]]:
+    """The run config's tables, then ``[server]``, which only ``murmura server`` reads."""
+    from murmura.node.deploy import ServerSection
+
+    tables: list[tuple[str, type[BaseModel]]] = []
     for table, section in Config.model_fields.items():
         model = section.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
+        tables.append((table, model))
+    return [*tables, ("server", ServerSection)]
+
+
+def config_reference() -> str:
+    """Every table and key of the run config and ``[server]``, with defaults and allowed values."""
+    lines: list[str] = []
+    for table, model in _tables():
         doc = " ".join((model.__doc__ or "").split()).split(": ", 1)[-1]
         lines += [f"### `[{table}]`", "", doc, "", "| key | default | allowed |", "|---|---|---|"]
         for key, field in model.model_fields.items():

@@ -42,9 +42,11 @@ from murmura.node.checkpoint import (
     write_checkpoint,
 )
 from murmura.node.federated_eval import evaluate_round
+from murmura.node.monitoring import Monitor
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
 from murmura.ops.audit import AuditLedger
+from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.strategy.base import Strategy
@@ -85,6 +87,8 @@ class CoordinatorSettings:
     shutdown_grace_s: float = 2.0
     secagg_stage_timeout_s: float = 30.0
     """Deadline of each secure aggregation step after advertise (that one has the round's)."""
+    metrics: MetricsEndpoint | None = None
+    """Where to serve Prometheus ``/metrics`` while the run lasts; None: not served."""
 
 
 @dataclass(slots=True)
@@ -119,6 +123,7 @@ class Coordinator:
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
         self.state = StateStore(settings.state_dir / "state.sqlite")
         self.ledger = AuditLedger.open(settings.state_dir)
+        self.monitor = Monitor(settings.metrics)
         self.hub: Hub | None = None
         self.secure: SecureRounds | None = None
         self.run_path = settings.state_dir
@@ -134,7 +139,9 @@ class Coordinator:
             self.ledger.close()
             raise
         start = rec.last_round + 1
-        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, self.ledger.recorder(rec.run_id))
+        events = self.monitor.events(self.ledger.recorder(rec.run_id))
+        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, events)
+        self.monitor.metrics.start_run(rec.run_id, s.rounds, rec.last_round)
         self.hub.last_round = rec.last_round
         extra = []
         if isinstance(self.strategy, SecureAggregation):
@@ -146,6 +153,7 @@ class Coordinator:
         (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
         done: list[RoundMetrics] = []
         try:
+            await self.monitor.start(self.hub, s.heartbeat_s)
             for r in range(start, s.rounds + 1):
                 if budget_stops(self.strategy, r):
                     log.warning(
@@ -161,6 +169,7 @@ class Coordinator:
             await self.hub.finish()
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
         finally:
+            await self.monitor.stop()
             await server.stop(grace=0.5)
             self.state.close()
             self.ledger.close()
@@ -222,6 +231,7 @@ class Coordinator:
         assert self.hub is not None
         t0 = time.perf_counter()
         self.state.start_round(run_id, round_)
+        self.monitor.metrics.round_started(round_)
         nodes = await self._wait_for_nodes(round_, first)
         try:
             cohort = self.strategy.sample(round_, nodes)
@@ -260,6 +270,7 @@ class Coordinator:
             model_sha256=codec.encode_blob(self.weights, self.layout).header.sha256.hex(),
         )  # before the checkpoint, which pins the ledger's head
         self._record(run_id, round_, included, metrics)
+        self.monitor.metrics.round_finished(metrics)
         return metrics
 
     async def _plain_round(
@@ -311,6 +322,7 @@ class Coordinator:
         def sink(node: str, r: int, res: DecodedResult) -> None:
             if res.update is None:
                 raise ValueError("FIT result without an update")
+            self.monitor.metrics.update_received(res.update.nbytes)  # read in full, then checked
             fit = FitRes(res.update, res.num_examples, res.metrics)
             validate(node, r, fit, self.checks)
             buffer.add(node, fit.update, fit.num_examples, fit.metrics)

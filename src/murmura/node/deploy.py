@@ -16,12 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.worker import FitClient
+from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.transport import keys
 from murmura.transport.grpc_server import ServerOptions
 
 
 class ServerSection(BaseModel):
-    """[server]: where the coordinator listens, who may join, and round timing."""
+    """[server] (``murmura server`` only): where it listens, who may join, timing, ``/metrics``.
+
+    ``metrics_port`` 0 serves no metrics; a non-loopback ``metrics_host`` needs
+    ``metrics_allow_remote`` (plain HTTP, no authentication).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +36,8 @@ class ServerSection(BaseModel):
     key: str | None = None
     ca: str | None = None
     allowlist: list[str] | None = None
+    require_signed_updates: bool = True
+    """Refuse an update its worker did not sign with its certificate's key (TLS runs only)."""
     state_dir: str = "runs/coordinator"
     round_timeout: float = Field(60.0, gt=0)
     min_nodes: int = Field(1, ge=1)
@@ -43,6 +50,12 @@ class ServerSection(BaseModel):
     chunk_kb: int = Field(1024, ge=1, le=3072)
     secagg_stage_timeout: float = Field(30.0, gt=0)
     """Deadline of each secure aggregation step after advertise (``[secagg] enabled``)."""
+    metrics_host: str = "127.0.0.1"
+    """Where Prometheus ``/metrics`` is served; a non-loopback host needs metrics_allow_remote."""
+    metrics_port: int = Field(0, ge=0, le=65535)
+    """Port of ``/metrics``; 0: not served."""
+    metrics_allow_remote: bool = False
+    """Serve ``/metrics`` (plain HTTP, no authentication) on a non-loopback host."""
 
 
 def split_config(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, ServerSection]:
@@ -80,7 +93,15 @@ def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
         max_update_bytes=int(s.max_update_mb * (1 << 20)),
         max_secagg_bytes=None if s.max_secagg_mb is None else int(s.max_secagg_mb * (1 << 20)),
         chunk_size=s.chunk_kb * 1024,
+        require_signed_updates=s.require_signed_updates,
     )
+
+
+def metrics_endpoint(s: ServerSection) -> MetricsEndpoint | None:
+    """The ``/metrics`` endpoint of the ``[server]`` section; None when ``metrics_port`` is 0."""
+    if s.metrics_port == 0:
+        return None
+    return MetricsEndpoint(s.metrics_host, s.metrics_port, s.metrics_allow_remote)
 
 
 def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coordinator:
@@ -92,6 +113,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         raise ConfigError(
             f"murmura server runs star topologies; the config has {cfg.topology.kind!r}"
         )
+    metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
     exp = build_experiment(cfg)
     sim = exp.simulation
     if not isinstance(sim, Simulation):
@@ -109,6 +131,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         client_config=cfg.client.model_dump(),
         config=cfg.model_dump(mode="json"),
         secagg_stage_timeout_s=s.secagg_stage_timeout,
+        metrics=metrics,
     )
     return Coordinator(
         sim.strategy,
