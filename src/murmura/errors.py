@@ -42,3 +42,7 @@ class CheckpointError(MurmuraError, ValueError):
 
 class AuditError(MurmuraError):
     """The audit ledger cannot be opened or written: a missing or foreign key, a bad file."""
+
+
+class SignatureError(ProtocolError):
+    """An update's author signature is missing, malformed, or does not verify with its cert."""

@@ -184,7 +184,34 @@ def test_length_bomb_is_refused_before_allocation() -> None:
     assert peak < 1 << 20
 
 
+def test_the_trailer_carries_the_signature_and_refuses_an_oversized_one() -> None:
+    vec = _vector()
+    header = pb.ResultHeader(
+        version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=pb.FIT, num_examples=5
+    )
+    blob = codec.encode_blob(vec, LAYOUT, digest=False)
+    seen: list[bytes] = []
+
+    def sign(digest: bytes) -> bytes:
+        seen.append(digest)
+        return b"sig:" + digest[:4]
+
+    frames = list(streams.result_frames(header, blob, 16, sign))
+    digest = hashlib.sha256(vec.tobytes()).digest()
+    assert seen == [digest]
+    assert frames == [p.SerializeToString() for p in streams.result_parts(header, blob, 16, sign)]
+    res = streams.decode_result(frames, expected=LAYOUT)
+    assert res.signature == b"sig:" + digest[:4] and res.digest == digest
+    assert streams.decode_result(_result_parts(vec)).signature == b""  # unsigned: empty
+    big = pb.ResultPart(trailer=pb.BlobTrailer(sha256=digest, signature=bytes(257)))
+    with pytest.raises(MalformedMessage, match="limit 256"):
+        streams.decode_result([*frames[:-1], big.SerializeToString()])
+
+
 VALID = _result_parts(_vector(3), chunk=20)
+_TRAILER = pb.ResultPart.FromString(VALID[-1])
+_TRAILER.trailer.signature = bytes(range(70))  # the fuzz mutates a signed trailer too
+VALID[-1] = _TRAILER.SerializeToString()
 
 
 @st.composite
@@ -235,6 +262,7 @@ def test_fuzz_mutated_streams_raise_only_protocol_errors(parts: list[bytes]) -> 
     # Whatever got through must be exactly what the digest vouches for.
     assert res.update is not None
     assert hashlib.sha256(res.update.tobytes()).digest() == res.digest
+    assert len(res.signature) <= 256
 
 
 @settings(max_examples=300, deadline=None)

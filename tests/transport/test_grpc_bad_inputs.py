@@ -9,19 +9,28 @@ callback (the coordinator's audit ledger), as are models sent and updates receiv
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import grpc
 import numpy as np
 import pytest
+from cryptography import x509
 
 from murmura.transport import codec
 from murmura.transport.background import ServerThread
 from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
-from murmura.transport.grpc_server import SERVICE
-from murmura.transport.hub import Outgoing
+from murmura.transport.grpc_server import SERVICE, ServerOptions
+from murmura.transport.hub import Hub, Outgoing
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult, result_parts
 from murmura.types import FitRes, Layout
+from murmura.update_signing import (
+    UpdateSigner,
+    UpdateStatement,
+    certificate_pem,
+    fingerprint,
+    verify_update,
+)
 
 pytestmark = pytest.mark.network
 
@@ -44,7 +53,19 @@ def _raw_push(server: ServerThread, pki, name: str, parts: list[bytes]) -> grpc.
     return err.value
 
 
-def _parts(name: str, vec: np.ndarray, layout: Layout = LAYOUT, round_: int = 1) -> list[bytes]:
+def _signed_by(pki, signer: str, node: str, n: int = 3) -> Callable[[bytes], bytes]:  # type: ignore[no-untyped-def]
+    """Signs an update of ``node`` with ``n`` examples, with ``signer``'s TLS key."""
+    key = UpdateSigner(pki.creds(signer).key)
+    return lambda digest: key.sign(UpdateStatement("run-1", 1, node, "FIT", n, digest))
+
+
+def _parts(
+    name: str,
+    vec: np.ndarray,
+    layout: Layout = LAYOUT,
+    round_: int = 1,
+    sign: Callable[[bytes], bytes] | None = None,
+) -> list[bytes]:
     h = pb.ResultHeader(
         version=codec.PROTOCOL_VERSION,
         run_id="run-1",
@@ -53,7 +74,8 @@ def _parts(name: str, vec: np.ndarray, layout: Layout = LAYOUT, round_: int = 1)
         kind=pb.FIT,
         num_examples=3,
     )
-    return [p.SerializeToString() for p in result_parts(h, codec.encode_blob(vec, layout), 16)]
+    blob = codec.encode_blob(vec, layout)
+    return [p.SerializeToString() for p in result_parts(h, blob, 16, sign)]
 
 
 def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pki) -> None:  # type: ignore[no-untyped-def]
@@ -81,7 +103,7 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
 
     nan = good.copy()
     nan[3] = np.nan
-    err = _raw_push(server, pki, "w4", _parts("w4", nan))
+    err = _raw_push(server, pki, "w4", _parts("w4", nan, sign=_signed_by(pki, "w4", "w4")))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "non-finite" in (err.details() or "")
 
     over = _parts("w5", good)  # declares one byte more than the 48-byte limit
@@ -123,6 +145,7 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     seen = [(event, node) for event, node, _, _ in events]
     assert [(e, n) for e, n in seen if n in {"w1", "w2", "w3", "w4", "w5"}] == [
         *[("refuse", n) for n in ("w1", "w2", "w3")],
+        ("join", "w4"),  # pushed without registering: its certificate is recorded first
         ("update_rejected", "w4"),
         *[("refuse", "w5")] * 2,
     ]
@@ -131,11 +154,19 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     assert [e for e, n in seen if n == "w6"] == [*flow, "refuse"]
     by = {(e, n): d for e, n, _, d in events}
     assert by["model_sent", "w6"]["sha256"] == hashlib.sha256(bytes(48)).hexdigest()
-    assert by["update_received", "w7"] == {
-        "sha256": hashlib.sha256(good.astype("<f4").tobytes()).hexdigest(),
+    got = dict(by["update_received", "w7"])
+    w7 = x509.load_pem_x509_certificate(pki.creds("w7").cert)
+    digest = hashlib.sha256(good.astype("<f4").tobytes())
+    signature = bytes.fromhex(str(got.pop("signature")))  # checked by the worker's certificate
+    verify_update(w7, UpdateStatement("run-1", 1, "w7", "FIT", 3, digest.digest()), signature)
+    assert got == {
+        "sha256": digest.hexdigest(),
         "num_examples": 3,
         "kind": "FIT",
+        "cert_sha256": fingerprint(w7),
     }
+    assert by["join", "w7"] == {"cert_sha256": fingerprint(w7), "certificate": certificate_pem(w7)}
+    assert by["join", "w4"]["via"] == "push" and "certificate" in by["join", "w4"]
     assert "non-finite" in str(by["update_rejected", "w4"]["reason"])
     assert events[-1][3]["code"] == "FAILED_PRECONDITION"
 
@@ -168,3 +199,70 @@ def test_an_error_result_over_grpc_ends_the_nodes_round_and_one_with_an_update_i
     outcome = server.call(server.hub.collect(60.0), timeout=5)  # all answered: no waiting
     assert sorted(outcome.results) == ["w2"]
     assert outcome.failures == {"w1": "worker error: MemoryError: no room"}
+
+
+def _flipped(sign: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    def flip(digest: bytes) -> bytes:
+        sig = bytearray(sign(digest))
+        sig[-1] ^= 1
+        return bytes(sig)
+
+    return flip
+
+
+def test_missing_forged_and_altered_update_signatures_are_refused(  # type: ignore[no-untyped-def]
+    server: ServerThread, pki
+) -> None:
+    good = np.arange(12, dtype=np.float32)
+    out = Outgoing(1, pb.FIT, {}, codec.encode_blob(np.zeros(12, np.float32), LAYOUT), LAYOUT)
+    nodes = frozenset({"w1", "w2", "w3", "w4", "w5"})
+    server.call(server.hub.open_round(out, nodes, _sink))
+    events: list[tuple[str, str, dict[str, object]]] = []
+    server.hub.events = lambda event, node, round_, d: events.append((event, node, dict(d)))
+    cases = {
+        "w1": (None, "carries no signature"),
+        "w2": (_signed_by(pki, "w3", "w2"), "does not verify"),  # another worker's key
+        "w3": (_signed_by(pki, "w3", "w3", n=4), "does not verify"),  # signed 4 examples, sent 3
+        "w4": (_flipped(_signed_by(pki, "w4", "w4")), "does not verify"),
+    }
+    for node, (sign, why) in cases.items():
+        err = _raw_push(server, pki, node, _parts(node, good, sign=sign))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, node
+        assert "SignatureError" in (err.details() or "") and why in (err.details() or ""), node
+    huge = _parts("w5", good, sign=lambda digest: b"\x30" * 257)
+    err = _raw_push(server, pki, "w5", huge)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit 256" in (err.details() or "")
+
+    refused = [(n, d) for e, n, d in events if e == "refuse"]
+    assert [n for n, _ in refused] == ["w1", "w2", "w3", "w4", "w5"]
+    assert all(d["code"] == "UNAUTHENTICATED" for n, d in refused if n != "w5")
+    assert not [e for e, _, _ in events if e == "update_received"]
+    for node in ("w1", "w2"):  # a refused push is no answer: the node may still send its own
+        link = CoordinatorLink(server.target, node, pki.creds(node), FAST)
+        link.register()
+        assert link.push(1, FitRes(good, 3), LAYOUT).accepted
+        link.close()
+    outcome = server.call(server.hub.collect(0.5))
+    assert sorted(outcome.results) == ["w1", "w2"]
+    assert "SignatureError" in outcome.failures["w3"] and "last error" in outcome.failures["w3"]
+
+
+def test_unsigned_updates_pass_only_when_not_required(pki) -> None:  # type: ignore[no-untyped-def]
+    opts = ServerOptions(
+        credentials=pki.creds("coordinator"), require_signed_updates=False, chunk_size=16
+    )
+    events: list[tuple[str, str, dict[str, object]]] = []
+    hub = Hub("run-1", events=lambda event, node, round_, d: events.append((event, node, dict(d))))
+    with ServerThread(hub, opts) as st:
+        good = np.arange(12, dtype=np.float32)
+        out = Outgoing(1, pb.FIT, {}, codec.encode_blob(np.zeros(12, np.float32), LAYOUT), LAYOUT)
+        st.call(hub.open_round(out, frozenset({"w1", "w2"}), _sink))
+        link = CoordinatorLink(st.target, "w1", pki.creds("w1"), FAST)
+        raw = link.channel.stream_unary(f"/{SERVICE}/Push")
+        reply = pb.PushReply.FromString(raw(iter(_parts("w1", good)), timeout=5))
+        assert reply.accepted  # unsigned, and accepted: not required here
+        link.close()
+        err = _raw_push(st, pki, "w2", _parts("w2", good, sign=_signed_by(pki, "w1", "w2")))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED  # a bad signature never passes
+    (received,) = [d for e, n, d in events if e == "update_received"]
+    assert "signature" not in received and "cert_sha256" not in received

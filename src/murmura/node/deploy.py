@@ -36,6 +36,8 @@ class ServerSection(BaseModel):
     key: str | None = None
     ca: str | None = None
     allowlist: list[str] | None = None
+    require_signed_updates: bool = True
+    """Refuse an update its worker did not sign with its certificate's key (TLS runs only)."""
     state_dir: str = "runs/coordinator"
     round_timeout: float = Field(60.0, gt=0)
     min_nodes: int = Field(1, ge=1)
@@ -91,6 +93,7 @@ def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
         max_update_bytes=int(s.max_update_mb * (1 << 20)),
         max_secagg_bytes=None if s.max_secagg_mb is None else int(s.max_secagg_mb * (1 << 20)),
         chunk_size=s.chunk_kb * 1024,
+        require_signed_updates=s.require_signed_updates,
     )
 
 

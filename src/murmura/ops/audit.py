@@ -7,7 +7,8 @@ the previous record's hash, and the coordinator signs that hash with its ledger 
 field, a deleted record or two records swapped break a hash, the chain or a signature. A
 cut-off tail leaves a valid chain, so the coordinator also writes the head (seq and hash of the
 last record) into every round checkpoint's metadata and into ``summary.json``;
-``verify_state_dir`` checks that the ledger still holds each of these heads.
+``verify_state_dir`` checks that the ledger still holds each of these heads. An update record
+also holds its worker's own signature, which ``audit_authors`` checks against the project CA.
 
 The key is ``audit.key`` (Ed25519, PKCS8 PEM, mode 0600) in the state dir, made on first start
 unless the operator placed one there; ``audit.pub`` is its public half. A verifier should take
@@ -55,6 +56,10 @@ EVENTS = frozenset(
 )
 MAX_TEXT = 256
 """Longer payload strings are cut: a refusal reason may quote what a caller sent."""
+LONG_TEXT = {"certificate": 16384}
+"""Payload keys whose text may be longer (a worker's PEM certificate in a ``join`` record)."""
+RecordCheck = Callable[["Record"], str | None]
+"""A further check of each record once its chain link verified: why it is bad, or None."""
 _DOMAIN = b"murmura.audit.v1\n"
 _COLUMNS = "seq, time, run_id, round, node, event, payload, prev_hash, hash, signature"
 _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -148,7 +153,9 @@ class Verdict:
 
 def canonical_payload(details: Mapping[str, object]) -> str:
     """Details as canonical JSON (sorted keys, no spaces, ASCII); long strings are cut."""
-    cut = {k: v[:MAX_TEXT] if isinstance(v, str) else v for k, v in details.items()}
+    cut = {
+        k: v[: LONG_TEXT.get(k, MAX_TEXT)] if isinstance(v, str) else v for k, v in details.items()
+    }
     return json.dumps(cut, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -193,13 +200,21 @@ def check_record(rec: Record, seq: int, prev_hash: str, key: Ed25519PublicKey) -
 
 
 def verify_records(
-    records: Iterable[Record], key: Ed25519PublicKey, anchors: Sequence[Anchor] = ()
+    records: Iterable[Record],
+    key: Ed25519PublicKey,
+    anchors: Sequence[Anchor] = (),
+    check: RecordCheck | None = None,
 ) -> Verdict:
-    """Check the chain record by record, then that it still holds every anchored head."""
+    """Check the chain record by record, then that it still holds every anchored head.
+
+    ``check`` runs on each record whose link verified (the worker signatures, ``--ca``).
+    """
     prev, n, hashes = GENESIS, 0, {}
     wanted = {a.head.seq for a in anchors}
     for rec in records:
         why = check_record(rec, n + 1, prev, key)
+        if why is None and check is not None:
+            why = check(rec)
         if why is not None:
             bad = rec.seq if type(rec.seq) is int else n + 1
             return Verdict(n, Head(n, prev) if n else None, bad, why)
@@ -383,12 +398,16 @@ def _anchor(text: str, source: str) -> Anchor:
 
 
 def verify_state_dir(
-    state_dir: Path, key: Path | None = None, heads: Sequence[Head] = ()
+    state_dir: Path,
+    key: Path | None = None,
+    heads: Sequence[Head] = (),
+    check: RecordCheck | None = None,
 ) -> Verdict:
     """Verify a coordinator's ledger with a trusted public key (default: its ``audit.pub``).
 
-    The ledger must hold every head pinned in the run folders and every one in ``heads``.
+    The ledger must hold every head pinned in the run folders and every one in ``heads``;
+    ``check`` is run on every record too (``audit_authors.WorkerSignatures``).
     """
     public = load_public_key(key or state_dir / PUB_FILE)
     anchors = find_anchors(state_dir) + [Anchor(h, "--head") for h in heads]
-    return verify_records(read_records(state_dir / LEDGER_FILE), public, anchors)
+    return verify_records(read_records(state_dir / LEDGER_FILE), public, anchors, check)

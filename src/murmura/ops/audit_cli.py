@@ -20,6 +20,12 @@ KEY_HELP = (
     "and can be rewritten with it."
 )
 
+CA_HELP = (
+    "The project CA certificate (PEM): also check that every update record carries its "
+    "worker's signature, made with a worker certificate this CA issued to that node, over "
+    "exactly the run, round, node, kind, example count and SHA-256 the record states."
+)
+
 
 @audit_app.callback()
 def audit() -> None:
@@ -38,26 +44,33 @@ def verify_cmd(
             "(repeatable).",
         ),
     ] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help=CA_HELP)] = None,
 ) -> None:
     """Check every record's hash, chain link and signature, and every pinned head.
 
+    With --ca, also every update record's signature by its worker.
     Exit 0 with "N records, head SEQ:HASH, ok"; exit 1 naming the first bad record and why.
     """
     from murmura.ops.audit import PUB_FILE, Head, verify_state_dir
+    from murmura.ops.audit_authors import WorkerSignatures
 
     try:
         heads = [Head.parse(h) for h in head or ()]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--head") from None
     try:
-        verdict = verify_state_dir(state_dir, key, heads)
+        check = WorkerSignatures.from_file(ca) if ca is not None else None
+        verdict = verify_state_dir(state_dir, key, heads, check)
     except MurmuraError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     if not verdict.ok:
         console.print(f"[red]record {verdict.bad_seq}:[/red] {escape(verdict.reason)}")
         raise typer.Exit(1)
-    console.print(f"{verdict.records} records, head {verdict.head or '-'}, ok", highlight=False)
+    signed = f", {check.checked} worker signatures verified" if check is not None else ""
+    console.print(
+        f"{verdict.records} records, head {verdict.head or '-'}, ok{signed}", highlight=False
+    )
     if key is None:
         console.print(
             f"[yellow]note:[/yellow] checked with {state_dir / PUB_FILE}, which lies beside "

@@ -2,7 +2,8 @@
 
 Every call has a deadline; only UNAVAILABLE is retried, with exponential backoff and full
 jitter; replies are decoded by the codec. Pushing the same result twice is safe: the
-coordinator acknowledges the second copy as a duplicate and counts it once.
+coordinator acknowledges the second copy as a duplicate and counts it once. Over TLS the link
+signs every update it pushes with the key of its certificate (``murmura.update_signing``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from murmura.transport.streams import (
     result_frames,
 )
 from murmura.types import EvaluateRes, FitRes, Layout
+from murmura.update_signing import UpdateSigner, UpdateStatement
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +98,7 @@ class CoordinatorLink:
         self.run_id = ""
         self._rng = random.Random(seed)
         self._metadata: tuple[tuple[str, str], ...] = ()
+        self._signer = UpdateSigner(credentials.key) if credentials is not None else None
         if credentials is None:
             host = target.rsplit(":", 1)[0]
             if not is_loopback(host):
@@ -217,7 +220,7 @@ class CoordinatorLink:
                 num_examples=res.num_examples,
                 metrics=metrics,
             )
-            yield from result_frames(header, blob, self.opts.chunk_size)
+            yield from result_frames(header, blob, self.opts.chunk_size, self._sign_for(header))
 
         def call() -> bytes:
             return bytes(
@@ -256,6 +259,15 @@ class CoordinatorLink:
             error=error[:MAX_ERROR_CHARS],
         )
         return self._push_header(header)
+
+    def _sign_for(self, header: pb.ResultHeader) -> Callable[[bytes], bytes] | None:
+        """Signs the update ``header`` announces, given its digest (None on an insecure link)."""
+        signer = self._signer
+        if signer is None:
+            return None
+        run_id, round_, node = header.run_id, int(header.round), header.node
+        kind, n = pb.Kind.Name(header.kind), int(header.num_examples)
+        return lambda digest: signer.sign(UpdateStatement(run_id, round_, node, kind, n, digest))
 
     def _push_header(self, header: pb.ResultHeader) -> pb.PushReply:
         """Send a result that is its header alone (with retries; a re-sent copy counts once)."""

@@ -1,11 +1,13 @@
 """The coordinator's gRPC endpoint (``grpc.aio``) with mTLS and peer-certificate identity.
 
 An allowlist is checked before any model byte; the handlers feed a ``Hub`` and report joins,
-refusals and models sent to its ``Events`` callback (the coordinator's audit ledger).
+refusals and models sent to its ``Events`` callback (the coordinator's audit ledger). An update
+must be signed with the key of the certificate that sent it (``update_auth``).
 
 Requests arrive as raw bytes and are decoded by ``murmura.transport.codec``, so malformed input
-becomes a typed ``ProtocolError`` -> INVALID_ARGUMENT (RESOURCE_EXHAUSTED for size limits) and
-the server keeps serving everyone else.
+becomes a typed ``ProtocolError`` -> INVALID_ARGUMENT (RESOURCE_EXHAUSTED for size limits,
+UNAUTHENTICATED for a missing or bad update signature) and the server keeps serving everyone
+else.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from murmura.errors import ConfigError, ProtocolError
+from murmura.errors import ConfigError, ProtocolError, SignatureError
 from murmura.transport import codec, keys
 from murmura.transport.hub import Hub, Outgoing, Refused
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult, ResultReader, instruction_frames
+from murmura.transport.update_auth import PeerCertificate, UpdateAuthenticator, peer_certificate
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ class ServerOptions:
     min_ping_interval_s: float = 5.0
     """Pings from a peer closer together than this (without data) are strikes; after
     ``max_ping_strikes`` the peer gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings")."""
+    require_signed_updates: bool = True
+    """Refuse an update its worker did not sign (TLS only; a bad signature is always refused)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -110,6 +115,7 @@ class CoordinatorService:
     def __init__(self, hub: Hub, opts: ServerOptions) -> None:
         self.hub = hub
         self.opts = opts
+        self.auth = UpdateAuthenticator(opts.require_signed_updates)
 
     async def _identify(self, context: aio.ServicerContext[Any, Any]) -> str:
         """Node id from the peer certificate (insecure mode: from a header); allowlist check."""
@@ -134,6 +140,13 @@ class CoordinatorService:
             await self._refuse(context, name, "PERMISSION_DENIED", f"node {name!r} {reason}")
         self.hub.touch(name)
         return name
+
+    def _peer(self, context: aio.ServicerContext[Any, Any]) -> PeerCertificate | None:
+        """The certificate the caller presented (None in insecure mode)."""
+        if self.opts.credentials is None:
+            return None
+        pems = context.auth_context().get("x509_pem_cert") or []
+        return peer_certificate(bytes(pems[0])) if pems else None
 
     async def _refuse(
         self, context: aio.ServicerContext[Any, Any], node: str, code: str, why: str
@@ -167,9 +180,10 @@ class CoordinatorService:
     async def register(self, raw: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         """Register: check identity, reply with the run id and heartbeat period."""
         node = await self._identify(context)
+        peer = self._peer(context)
         await self.decode(pb.RegisterRequest, raw, context, node)
         log.info("node=%s round=%d: registered", node, self.hub.round_now())
-        self.hub.record("join", node, self.hub.round_now())
+        self.hub.record("join", node, self.hub.round_now(), **self.auth.certificate(peer))
         return _ser(
             pb.RegisterReply(
                 version=codec.PROTOCOL_VERSION,
@@ -244,11 +258,15 @@ class CoordinatorService:
             counted = self.hub.admit(node, header)
             admitted = not counted
             result = await self._read_update(reader, it)
+            peer = self._peer(context)
+            signed = self.auth.check(peer, result)
             if counted:  # a re-sent copy: its digest (in the trailer) tells duplicate from replay
                 self.hub.check_duplicate(node, result)
                 return _reply(accepted=True, duplicate=True, reason="already counted")
+            if signed and self.auth.unrecorded(peer):  # pushed to us without registering
+                self.hub.record("join", node, round_, via="push", **self.auth.certificate(peer))
             admitted = False  # from here the hub owns the upload slot
-            await self.hub.deliver(node, result)
+            await self.hub.deliver(node, result, signed)
         except StopAsyncIteration:
             self._release(admitted, node, round_, "truncated result stream")
             await self._abort(context, node, round_, "INVALID_ARGUMENT", "truncated result stream")
@@ -257,11 +275,7 @@ class CoordinatorService:
             await self._abort(context, node, round_, exc.code, exc.reason, exc.event)
         except ProtocolError as exc:
             self._release(admitted, node, round_, f"{type(exc).__name__}: {exc}")
-            code = (
-                "RESOURCE_EXHAUSTED"
-                if isinstance(exc, codec.SizeLimitExceeded)
-                else "INVALID_ARGUMENT"
-            )
+            code = _status_of(exc)
             await self._abort(context, node, round_, code, f"{type(exc).__name__}: {exc}")
         except BaseException:
             self._release(admitted, node, round_, "upload interrupted")
@@ -296,6 +310,15 @@ class CoordinatorService:
             self.hub.release(node, round_, why)
         else:
             self.hub.note_error(node, why)
+
+
+def _status_of(exc: ProtocolError) -> str:
+    """The gRPC status of a refused push: size limits, signatures, and every other defect."""
+    if isinstance(exc, codec.SizeLimitExceeded):
+        return "RESOURCE_EXHAUSTED"
+    if isinstance(exc, SignatureError):
+        return "UNAUTHENTICATED"
+    return "INVALID_ARGUMENT"
 
 
 def _reply(accepted: bool, duplicate: bool = False, reason: str = "") -> bytes:
@@ -354,6 +377,12 @@ async def start_server(
             [(c.key, c.cert)], root_certificates=c.ca, require_client_auth=True
         )
         port = server.add_secure_port(address, creds)
+        if not opts.require_signed_updates:
+            log.warning(
+                "node=coordinator round=%d: unsigned updates accepted "
+                "(require_signed_updates = false): the audit ledger cannot prove their authors",
+                hub.round_now(),
+            )
     await server.start()
     log.info("node=coordinator round=%d: listening on %s:%d", hub.round_now(), opts.host, port)
     return server, port

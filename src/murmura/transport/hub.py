@@ -275,8 +275,14 @@ class Hub:
             if error is not None:
                 cur.last_error[node] = error
 
-    async def deliver(self, node: str, res: DecodedResult) -> None:
-        """Validate and store a decoded result; a rejected update is recorded as a failure."""
+    async def deliver(
+        self, node: str, res: DecodedResult, signed: Mapping[str, Scalar] | None = None
+    ) -> None:
+        """Validate and store a decoded result; a rejected update is recorded as a failure.
+
+        ``signed`` (the worker's verified signature and its certificate's fingerprint) goes
+        into the ``update_received`` record.
+        """
         cur = self.current
         if cur is None or not cur.open or (cur.round, cur.outgoing.kind) != (res.round, res.kind):
             raise self._refuse(
@@ -305,6 +311,7 @@ class Hub:
             sha256=res.digest.hex(),
             num_examples=res.num_examples,
             kind=pb.Kind.Name(res.kind),
+            **(signed or {}),
         )
         if cur.sink is not None:  # keep only what duplicate detection needs
             res = dataclasses.replace(res, update=None)

@@ -2,17 +2,18 @@
 
 A stream is one header message followed by the chunks its blob header announced; a result
 stream with an update ends with a trailer that carries the update's digest (the worker hashes
-while it sends). A result whose header carries an ``error`` (the worker's fit or evaluate
-raised) is the header alone. The readers take raw bytes, one message at a time, and raise only
-``ProtocolError`` subclasses; the caller checks the header's binding (run, round, node) before
-feeding any chunk, so nothing is allocated for a message that will be refused.
+while it sends) and the worker's signature of the update (``murmura.update_signing``). A result
+whose header carries an ``error`` (the worker's fit or evaluate raised) is the header alone.
+The readers take raw bytes, one message at a time, and raise only ``ProtocolError`` subclasses;
+the caller checks the header's binding (run, round, node) before feeding any chunk, so nothing
+is allocated for a message that will be refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from murmura.transport import codec
@@ -20,10 +21,14 @@ from murmura.transport.codec import BlobAssembler, MalformedMessage
 from murmura.transport.frames import parse_chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
+from murmura.update_signing import MAX_SIGNATURE_BYTES
 from murmura.validation import MAX_METRICS
 
 MAX_ERROR_CHARS = 512
 """Longest ``ResultHeader.error`` a worker sends and a coordinator accepts."""
+
+Sign = Callable[[bytes], bytes]
+"""Makes the trailer's signature from the update's SHA-256 (the worker's ``UpdateSigner``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,8 @@ class DecodedResult:
     digest: bytes
     error: str = ""
     """The worker's report that its fit or evaluate raised; such a result has nothing else."""
+    signature: bytes = b""
+    """The worker's signature of its update, from the trailer (empty: unsigned or no update)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ class ResultReader:
     header: pb.ResultHeader | None = None
     _blob: BlobAssembler | None = field(default=None, init=False)
     _digest: bytes | None = field(default=None, init=False)
+    _signature: bytes = field(default=b"", init=False)
 
     def read_header(self, raw: bytes) -> pb.ResultHeader:
         """Parse and check the first message; it must be a header."""
@@ -141,7 +149,13 @@ class ResultReader:
         if self._blob is None:
             raise MalformedMessage(f"{which} for a result that announced no update")
         if which == "trailer":
+            if len(part.trailer.signature) > MAX_SIGNATURE_BYTES:
+                raise MalformedMessage(
+                    f"a signature of {len(part.trailer.signature)} B "
+                    f"(limit {MAX_SIGNATURE_BYTES} B)"
+                )
             self._digest = bytes(part.trailer.sha256)
+            self._signature = bytes(part.trailer.signature)
         else:
             self._blob.add(part.chunk)
 
@@ -165,6 +179,7 @@ class ResultReader:
             update=update,
             digest=digest,
             error=h.error,
+            signature=self._signature,
         )
 
 
@@ -222,9 +237,15 @@ def _instruction(item: pb.Instruction | bytes | None) -> pb.Instruction:
 
 
 def result_parts(
-    header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+    header: pb.ResultHeader,
+    blob: codec.Blob | None,
+    chunk_size: int = codec.DEFAULT_CHUNK,
+    sign: Sign | None = None,
 ) -> Iterator[pb.ResultPart]:
-    """Yield a Push stream: the header (blob header without digest), the chunks, the trailer."""
+    """Yield a Push stream: the header (blob header without digest), the chunks, the trailer.
+
+    With ``sign``, the trailer also carries the signature it makes from the digest.
+    """
     _announce(header, blob)
     yield pb.ResultPart(header=header)
     if blob is not None:
@@ -232,7 +253,7 @@ def result_parts(
         for chunk in blob.chunks(chunk_size):
             hasher.update(chunk.data)
             yield pb.ResultPart(chunk=chunk)
-        yield pb.ResultPart(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        yield pb.ResultPart(trailer=_trailer(hasher.digest(), sign))
 
 
 def instruction_parts(
@@ -248,16 +269,26 @@ def instruction_parts(
 
 
 def result_frames(
-    header: pb.ResultHeader, blob: codec.Blob | None, chunk_size: int = codec.DEFAULT_CHUNK
+    header: pb.ResultHeader,
+    blob: codec.Blob | None,
+    chunk_size: int = codec.DEFAULT_CHUNK,
+    sign: Sign | None = None,
 ) -> Iterator[bytes]:
-    """Yield a serialized Push stream; chunks take the one-copy fast path, hashed on the way out."""
+    """Yield a serialized Push stream; chunks take the one-copy fast path, hashed on the way out.
+
+    With ``sign``, the trailer also carries the signature it makes from the digest.
+    """
     _announce(header, blob)
     yield bytes(pb.ResultPart(header=header).SerializeToString())
     if blob is not None:
         hasher = hashlib.sha256()
         yield from blob.frames(chunk_size, hasher)
-        trailer = pb.ResultPart(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        trailer = pb.ResultPart(trailer=_trailer(hasher.digest(), sign))
         yield bytes(trailer.SerializeToString())
+
+
+def _trailer(digest: bytes, sign: Sign | None) -> pb.BlobTrailer:
+    return pb.BlobTrailer(sha256=digest, signature=sign(digest) if sign is not None else b"")
 
 
 def _announce(header: pb.ResultHeader, blob: codec.Blob | None) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%murmura/transport/proto/murmura.proto\x12\nmurmura.v1\")\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\"c\n\nBlobHeader\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12&\n\x06layout\x18\x04 \x03(\x0b\x32\x16.murmura.v1.TensorSpec\"%\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x1d\n\x0b\x42lobTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"J\n\x0b\x43onfigValue\x12\x0b\n\x01\x62\x18\x01 \x01(\x08H\x00\x12\x0b\n\x01i\x18\x02 \x01(\x03H\x00\x12\x0b\n\x01\x66\x18\x03 \x01(\x01H\x00\x12\x0b\n\x01s\x18\x04 \x01(\tH\x00\x42\x07\n\x05value\"0\n\x0fRegisterRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\"c\n\rRegisterReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x14\n\x0cheartbeat_ms\x18\x05 \x01(\r\"b\n\x0bPullRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x04 \x01(\x03\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\"\x9d\x02\n\x11InstructionHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.murmura.v1.Kind\x12\x39\n\x06\x63onfig\x18\x06 \x03(\x0b\x32).murmura.v1.InstructionHeader.ConfigEntry\x12\'\n\x07weights\x18\x07 \x01(\x0b\x32\x16.murmura.v1.BlobHeader\x1a\x46\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.murmura.v1.ConfigValue:\x02\x38\x01\"j\n\x0bInstruction\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.murmura.v1.InstructionHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part\"\xaf\x02\n\x0cResultHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.murmura.v1.Kind\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x36\n\x07metrics\x18\x07 \x03(\x0b\x32%.murmura.v1.ResultHeader.MetricsEntry\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12&\n\x06update\x18\t \x01(\x0b\x32\x16.murmura.v1.BlobHeader\x12\r\n\x05\x65rror\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x90\x01\n\nResultPart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.murmura.v1.ResultHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x12*\n\x07trailer\x18\x03 \x01(\x0b\x32\x17.murmura.v1.BlobTrailerH\x00\x42\x06\n\x04part\"Q\n\tPushReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"P\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\"B\n\x0eHeartbeatReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x10\n\x08shutdown\x18\x03 \x01(\x08*K\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04WAIT\x10\x03\x12\x0c\n\x08SHUTDOWN\x10\x04\x32\x8d\x02\n\x0b\x43oordinator\x12\x42\n\x08Register\x12\x1b.murmura.v1.RegisterRequest\x1a\x19.murmura.v1.RegisterReply\x12:\n\x04Pull\x12\x17.murmura.v1.PullRequest\x1a\x17.murmura.v1.Instruction0\x01\x12\x37\n\x04Push\x12\x16.murmura.v1.ResultPart\x1a\x15.murmura.v1.PushReply(\x01\x12\x45\n\tHeartbeat\x12\x1c.murmura.v1.HeartbeatRequest\x1a\x1a.murmura.v1.HeartbeatReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%murmura/transport/proto/murmura.proto\x12\nmurmura.v1\")\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\"c\n\nBlobHeader\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12&\n\x06layout\x18\x04 \x03(\x0b\x32\x16.murmura.v1.TensorSpec\"%\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"0\n\x0b\x42lobTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"J\n\x0b\x43onfigValue\x12\x0b\n\x01\x62\x18\x01 \x01(\x08H\x00\x12\x0b\n\x01i\x18\x02 \x01(\x03H\x00\x12\x0b\n\x01\x66\x18\x03 \x01(\x01H\x00\x12\x0b\n\x01s\x18\x04 \x01(\tH\x00\x42\x07\n\x05value\"0\n\x0fRegisterRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\"c\n\rRegisterReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x14\n\x0cheartbeat_ms\x18\x05 \x01(\r\"b\n\x0bPullRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x04 \x01(\x03\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\"\x9d\x02\n\x11InstructionHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.murmura.v1.Kind\x12\x39\n\x06\x63onfig\x18\x06 \x03(\x0b\x32).murmura.v1.InstructionHeader.ConfigEntry\x12\'\n\x07weights\x18\x07 \x01(\x0b\x32\x16.murmura.v1.BlobHeader\x1a\x46\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.murmura.v1.ConfigValue:\x02\x38\x01\"j\n\x0bInstruction\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.murmura.v1.InstructionHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part\"\xaf\x02\n\x0cResultHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.murmura.v1.Kind\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x36\n\x07metrics\x18\x07 \x03(\x0b\x32%.murmura.v1.ResultHeader.MetricsEntry\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12&\n\x06update\x18\t \x01(\x0b\x32\x16.murmura.v1.BlobHeader\x12\r\n\x05\x65rror\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x90\x01\n\nResultPart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.murmura.v1.ResultHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x12*\n\x07trailer\x18\x03 \x01(\x0b\x32\x17.murmura.v1.BlobTrailerH\x00\x42\x06\n\x04part\"Q\n\tPushReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"P\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\"B\n\x0eHeartbeatReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x10\n\x08shutdown\x18\x03 \x01(\x08*K\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04WAIT\x10\x03\x12\x0c\n\x08SHUTDOWN\x10\x04\x32\x8d\x02\n\x0b\x43oordinator\x12\x42\n\x08Register\x12\x1b.murmura.v1.RegisterRequest\x1a\x19.murmura.v1.RegisterReply\x12:\n\x04Pull\x12\x17.murmura.v1.PullRequest\x1a\x17.murmura.v1.Instruction0\x01\x12\x37\n\x04Push\x12\x16.murmura.v1.ResultPart\x1a\x15.murmura.v1.PushReply(\x01\x12\x45\n\tHeartbeat\x12\x1c.murmura.v1.HeartbeatRequest\x1a\x1a.murmura.v1.HeartbeatReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTRUCTIONHEADER_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_RESULTHEADER_METRICSENTRY']._loaded_options = None
   _globals['_RESULTHEADER_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_KIND']._serialized_start=1676
-  _globals['_KIND']._serialized_end=1751
+  _globals['_KIND']._serialized_start=1695
+  _globals['_KIND']._serialized_end=1770
   _globals['_TENSORSPEC']._serialized_start=53
   _globals['_TENSORSPEC']._serialized_end=94
   _globals['_BLOBHEADER']._serialized_start=96
@@ -44,33 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNK']._serialized_start=197
   _globals['_CHUNK']._serialized_end=234
   _globals['_BLOBTRAILER']._serialized_start=236
-  _globals['_BLOBTRAILER']._serialized_end=265
-  _globals['_CONFIGVALUE']._serialized_start=267
-  _globals['_CONFIGVALUE']._serialized_end=341
-  _globals['_REGISTERREQUEST']._serialized_start=343
-  _globals['_REGISTERREQUEST']._serialized_end=391
-  _globals['_REGISTERREPLY']._serialized_start=393
-  _globals['_REGISTERREPLY']._serialized_end=492
-  _globals['_PULLREQUEST']._serialized_start=494
-  _globals['_PULLREQUEST']._serialized_end=592
-  _globals['_INSTRUCTIONHEADER']._serialized_start=595
-  _globals['_INSTRUCTIONHEADER']._serialized_end=880
-  _globals['_INSTRUCTIONHEADER_CONFIGENTRY']._serialized_start=810
-  _globals['_INSTRUCTIONHEADER_CONFIGENTRY']._serialized_end=880
-  _globals['_INSTRUCTION']._serialized_start=882
-  _globals['_INSTRUCTION']._serialized_end=988
-  _globals['_RESULTHEADER']._serialized_start=991
-  _globals['_RESULTHEADER']._serialized_end=1294
-  _globals['_RESULTHEADER_METRICSENTRY']._serialized_start=1248
-  _globals['_RESULTHEADER_METRICSENTRY']._serialized_end=1294
-  _globals['_RESULTPART']._serialized_start=1297
-  _globals['_RESULTPART']._serialized_end=1441
-  _globals['_PUSHREPLY']._serialized_start=1443
-  _globals['_PUSHREPLY']._serialized_end=1524
-  _globals['_HEARTBEATREQUEST']._serialized_start=1526
-  _globals['_HEARTBEATREQUEST']._serialized_end=1606
-  _globals['_HEARTBEATREPLY']._serialized_start=1608
-  _globals['_HEARTBEATREPLY']._serialized_end=1674
-  _globals['_COORDINATOR']._serialized_start=1754
-  _globals['_COORDINATOR']._serialized_end=2023
+  _globals['_BLOBTRAILER']._serialized_end=284
+  _globals['_CONFIGVALUE']._serialized_start=286
+  _globals['_CONFIGVALUE']._serialized_end=360
+  _globals['_REGISTERREQUEST']._serialized_start=362
+  _globals['_REGISTERREQUEST']._serialized_end=410
+  _globals['_REGISTERREPLY']._serialized_start=412
+  _globals['_REGISTERREPLY']._serialized_end=511
+  _globals['_PULLREQUEST']._serialized_start=513
+  _globals['_PULLREQUEST']._serialized_end=611
+  _globals['_INSTRUCTIONHEADER']._serialized_start=614
+  _globals['_INSTRUCTIONHEADER']._serialized_end=899
+  _globals['_INSTRUCTIONHEADER_CONFIGENTRY']._serialized_start=829
+  _globals['_INSTRUCTIONHEADER_CONFIGENTRY']._serialized_end=899
+  _globals['_INSTRUCTION']._serialized_start=901
+  _globals['_INSTRUCTION']._serialized_end=1007
+  _globals['_RESULTHEADER']._serialized_start=1010
+  _globals['_RESULTHEADER']._serialized_end=1313
+  _globals['_RESULTHEADER_METRICSENTRY']._serialized_start=1267
+  _globals['_RESULTHEADER_METRICSENTRY']._serialized_end=1313
+  _globals['_RESULTPART']._serialized_start=1316
+  _globals['_RESULTPART']._serialized_end=1460
+  _globals['_PUSHREPLY']._serialized_start=1462
+  _globals['_PUSHREPLY']._serialized_end=1543
+  _globals['_HEARTBEATREQUEST']._serialized_start=1545
+  _globals['_HEARTBEATREQUEST']._serialized_end=1625
+  _globals['_HEARTBEATREPLY']._serialized_start=1627
+  _globals['_HEARTBEATREPLY']._serialized_end=1693
+  _globals['_COORDINATOR']._serialized_start=1773
+  _globals['_COORDINATOR']._serialized_end=2042
 # @@protoc_insertion_point(module_scope)

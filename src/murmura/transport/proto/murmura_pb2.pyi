@@ -49,10 +49,12 @@ class Chunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class BlobTrailer(_message.Message):
-    __slots__ = ("sha256",)
+    __slots__ = ("sha256", "signature")
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     sha256: bytes
-    def __init__(self, sha256: _Optional[bytes] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, sha256: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ConfigValue(_message.Message):
     __slots__ = ("b", "i", "f", "s")

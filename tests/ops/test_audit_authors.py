@@ -1,0 +1,107 @@
+"""Worker signatures in the audit ledger: a coordinator with the ledger key cannot forge them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from murmura.ops.audit import AuditLedger, Record, read_records, verify_records
+from murmura.ops.audit_authors import WorkerSignatures
+from murmura.transport import keys
+from murmura.update_signing import UpdateSigner, UpdateStatement, certificate_pem, fingerprint
+
+DIGEST = hashlib.sha256(b"update").digest()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root, other = tmp_path_factory.mktemp("pki"), tmp_path_factory.mktemp("other")
+    keys.init_ca(root)
+    for name in ("w1", "w2"):
+        keys.issue(root, name, "worker")
+    keys.issue(root, "coordinator", "coordinator")
+    keys.init_ca(other)
+    keys.issue(other, "w1", "worker")
+    return root, other
+
+
+def _cert(root: Path, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(keys.node_files(root, name).cert.read_bytes())
+
+
+def _ledger(
+    tmp: Path, root: Path, signer: str = "w1", cert_of: str = "w1", **update: object
+) -> list[Record]:
+    """A join of w1 (``cert_of``'s certificate) and one signed update of w1; ``update`` edits
+    the record as the coordinator would forge it (after the worker signed)."""
+    cert = _cert(root, cert_of)
+    key = UpdateSigner(keys.node_files(root, signer).key.read_bytes())
+    sig = key.sign(UpdateStatement("run-1", 1, "w1", "FIT", 5, DIGEST))
+    details: dict[str, object] = {
+        "sha256": DIGEST.hex(), "num_examples": 5, "kind": "FIT",
+        "signature": sig.hex(), "cert_sha256": fingerprint(cert), **update,
+    }  # fmt: skip
+    ledger_key = Ed25519PrivateKey.generate()
+    ledger = AuditLedger(tmp / "audit.sqlite", ledger_key)
+    join = {"cert_sha256": fingerprint(cert), "certificate": certificate_pem(cert)}
+    ledger.append("run-1", 0, "w1", "join", **join)
+    ledger.append("run-1", 1, "coordinator", "round_start", connected=1, cohort=1)
+    ledger.append("run-1", 1, "w1", "update_received", **details)
+    ledger.close()
+    records = list(read_records(tmp / "audit.sqlite"))
+    assert verify_records(records, ledger_key.public_key()).ok  # the ledger key sees no fault
+    return records
+
+
+def _verdict(records: list[Record], ca: x509.Certificate) -> tuple[int | None, str]:
+    check = WorkerSignatures(ca)
+    for rec in records:
+        why = check(rec)
+        if why is not None:
+            return rec.seq, why
+    assert check.checked == 1
+    return None, ""
+
+
+def test_a_signed_update_verifies_against_the_ca(pki: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = pki
+    assert _verdict(_ledger(tmp_path, root), _cert(root, "ca")) == (None, "")
+    join = _ledger(tmp_path / "x", root)[0].details()
+    assert join["certificate"] == certificate_pem(_cert(root, "w1"))  # kept whole, not cut
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"sha256": hashlib.sha256(b"other").hexdigest()}, "does not verify"),
+        ({"num_examples": 50}, "does not verify"),
+        ({"signature": "30" + "00" * 40}, "does not verify"),
+        ({"signature": "zz"}, "not hex"),
+        ({"signer": "w2"}, "does not verify"),  # signed with another worker's key
+        ({"cert_of": "w2"}, "not worker 'w1'"),  # another worker's certificate
+        ({"cert_of": "coordinator", "signer": "coordinator"}, "'coordinator'"),
+        ({"cert_sha256": "ab" * 32}, "no earlier record holds the certificate"),
+    ],
+)
+def test_a_forged_update_record_is_named(
+    pki: tuple[Path, Path], tmp_path: Path, kwargs: dict[str, object], why: str
+) -> None:
+    root, _ = pki
+    records = _ledger(tmp_path, root, **kwargs)  # type: ignore[arg-type]
+    seq, reason = _verdict(records, _cert(root, "ca"))
+    assert seq == 3 and why in reason, reason
+
+
+def test_an_unsigned_update_and_a_foreign_ca_are_refused(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, other = pki
+    records = _ledger(tmp_path, root, signature=None)  # a coordinator dropped the signature
+    reason = _verdict(records, _cert(root, "ca"))[1]
+    assert reason == "the update of node 'w1' carries no worker signature"
+    records = _ledger(tmp_path / "b", root)
+    assert "not issued by the given CA" in _verdict(records, _cert(other, "ca"))[1]
