@@ -45,8 +45,8 @@ from murmura.privacy.mechanisms import CentralDP
 from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy
 from murmura.strategy.fedavg import FedAvg
-from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
-from murmura.types import EvaluateRes, Failure, Scalar, Vector
+from murmura.strategy.hooks import DelegatesEvaluation
+from murmura.types import Failure, Scalar, Vector
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,10 @@ def client_weights(num_examples: Vector, weight_cap: float | None) -> NDArray[np
     return np.ones_like(n) if weight_cap is None else np.minimum(n / weight_cap, 1.0)
 
 
-class DifferentiallyPrivate:
+class DifferentiallyPrivate(DelegatesEvaluation):
     """DP-FedAvg around a FedAvg-family strategy (McMahan et al. 2018)."""
+
+    inner: FedAvg
 
     def __init__(
         self,
@@ -171,23 +173,6 @@ class DifferentiallyPrivate:
         mechanism = dataclasses.replace(self.mechanism, clip_norm=self.clip_norm)
         return mechanism.finalize(clipped_sum, _rng(self.seed, round_, _NOISE))
 
-    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
-        """The inner strategy's central evaluation."""
-        return self.inner.evaluate(round_, weights)
-
-    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's evaluating nodes."""
-        return evaluation_sample(self.inner, round_, nodes)
-
-    def aggregate_evaluate(
-        self,
-        round_: int,
-        results: Sequence[tuple[str, EvaluateRes]],
-        failures: Sequence[Failure],
-    ) -> EvaluateRes | None:
-        """The inner strategy's federated evaluation figures."""
-        return evaluation_aggregate(self.inner, round_, results, failures)
-
     def should_stop(self, round_: int) -> bool:
         """Whether running ``round_`` would take epsilon past the target."""
         return self.budget.would_exceed()
@@ -221,7 +206,7 @@ class DifferentiallyPrivate:
             load_inner(state["inner"])
 
 
-class Accounted:
+class Accounted(DelegatesEvaluation):
     """A strategy unchanged, with privacy budgets spent once per round (local DP, DP-SGD)."""
 
     def __init__(self, inner: Strategy, budgets: Sequence[PrivacyBudget]) -> None:
@@ -250,23 +235,6 @@ class Accounted:
         for budget in self.budgets:
             budget.spend()
         return new
-
-    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
-        """The inner strategy's central evaluation."""
-        return self.inner.evaluate(round_, weights)
-
-    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's evaluating nodes."""
-        return evaluation_sample(self.inner, round_, nodes)
-
-    def aggregate_evaluate(
-        self,
-        round_: int,
-        results: Sequence[tuple[str, EvaluateRes]],
-        failures: Sequence[Failure],
-    ) -> EvaluateRes | None:
-        """The inner strategy's federated evaluation figures."""
-        return evaluation_aggregate(self.inner, round_, results, failures)
 
     def should_stop(self, round_: int) -> bool:
         """Whether running ``round_`` would take any budget past its target."""

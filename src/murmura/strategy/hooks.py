@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from murmura.types import EvaluateRes, Failure
+from murmura.strategy.base import Strategy
+from murmura.types import EvaluateRes, Failure, Vector
 
 
 @runtime_checkable
@@ -82,6 +83,33 @@ def evaluation_aggregate(
     if isinstance(strategy, FederatedEvaluator):
         return strategy.aggregate_evaluate(round_, results, failures)
     return None
+
+
+class DelegatesEvaluation:
+    """For wrappers around a strategy ``inner``: central and federated evaluation are its own.
+
+    A wrapper changes how updates are combined (noise, masking, budgets), never how the new
+    model is evaluated, so all three evaluation calls go to the inner strategy.
+    """
+
+    inner: Strategy
+
+    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
+        """The inner strategy's central evaluation."""
+        return self.inner.evaluate(round_, weights)
+
+    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's evaluating nodes."""
+        return evaluation_sample(self.inner, round_, nodes)
+
+    def aggregate_evaluate(
+        self,
+        round_: int,
+        results: Sequence[tuple[str, EvaluateRes]],
+        failures: Sequence[Failure],
+    ) -> EvaluateRes | None:
+        """The inner strategy's federated evaluation figures."""
+        return evaluation_aggregate(self.inner, round_, results, failures)
 
 
 def budget_stops(strategy: object, round_: int) -> bool:

@@ -44,8 +44,8 @@ from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy
 from murmura.strategy.dp import Accounted, DifferentiallyPrivate, client_weights
 from murmura.strategy.fedavg import FedAvg
-from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
-from murmura.types import EvaluateRes, Failure, RoundMetrics, Scalar, Vector
+from murmura.strategy.hooks import DelegatesEvaluation
+from murmura.types import Failure, RoundMetrics, Scalar, Vector
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class _Report:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class SecureAggregation:
+class SecureAggregation(DelegatesEvaluation):
     """SecAgg+ in place of the plaintext combination of a FedAvg-family strategy."""
 
     def __init__(self, inner: Strategy, params: SecAggParams) -> None:
@@ -148,23 +148,6 @@ class SecureAggregation:
     def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
         """The inner strategy's instructions."""
         return self.inner.configure(round_, weights)
-
-    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
-        """The inner strategy's central evaluation."""
-        return self.inner.evaluate(round_, weights)
-
-    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's evaluating nodes."""
-        return evaluation_sample(self.inner, round_, nodes)
-
-    def aggregate_evaluate(
-        self,
-        round_: int,
-        results: Sequence[tuple[str, EvaluateRes]],
-        failures: Sequence[Failure],
-    ) -> EvaluateRes | None:
-        """The inner strategy's federated evaluation figures."""
-        return evaluation_aggregate(self.inner, round_, results, failures)
 
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
