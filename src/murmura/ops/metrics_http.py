@@ -8,7 +8,6 @@ workers, refusals, accuracy) describe the deployment to whoever can reach the po
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -19,22 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from murmura.errors import ConfigError
+from murmura.transport.grpc_server import is_loopback
 
 log = logging.getLogger(__name__)
 
 PATH = "/metrics"
 POLL_S = 0.1
 """How often the serving thread checks for ``close`` (its longest wait)."""
-
-
-def is_loopback(host: str) -> bool:
-    """Return whether ``host`` names only the loopback interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
