@@ -17,7 +17,8 @@ class TopologySection(Section):
     ``algorithm`` "dpsgd" trains ``local_steps`` minibatches between exchanges, "gossip"
     ``client.epochs`` epochs; ``robust`` is "none", "clipped" (``tau``; adaptive when unset)
     or an aggregator name with ``robust_args``. ``edges`` is the tree's edge count.
-    ``byzantine_peers`` names the attacking peers (else a seeded ``byzantine_fraction``).
+    ``byzantine_peers`` names the attacking peers (else a seeded ``byzantine_fraction``), in
+    simulation only: a deployed peer attacks only when started with ``murmura peer --attack``.
     """
 
     kind: str = "star"

@@ -9,6 +9,7 @@ model to its own checkpoint atomically. A neighbour that was unreachable in one 
 single try in the next (no retries), so a dead neighbour costs one deadline, not one per round.
 A restarted peer resumes from its checkpoint and, if its neighbours are further on, jumps to
 their round; nothing ever waits past a deadline, so no peer deadlocks on a dead neighbour.
+A ``sender`` (red-teaming only) replaces what the peer publishes; it still mixes honestly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import grpc
 import numpy as np
 from safetensors.numpy import load_file
 
+from murmura.attacks.peer_sender import RoundSender
 from murmura.client import FlatModel
 from murmura.errors import ProtocolError
 from murmura.sim.peer import Mixer, Trainer
@@ -115,9 +117,12 @@ class Peer:
         row: Mapping[int, float],
         mixer: Mixer,
         evaluate_fn: EvaluateFn | None = None,
+        sender: RoundSender | None = None,
     ) -> None:
         self.s, self.trainer, self.model, self.layout = settings, trainer, model, layout
         self.row, self.mixer, self.evaluate_fn = dict(row), mixer, evaluate_fn
+        self.sender = sender
+        """Red-teaming only: what this peer sends instead of its trained model."""
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
         self.neighbours = sorted(j for j in self.row if j != settings.index)
         self.suspects: set[int] = set()
@@ -188,7 +193,8 @@ class Peer:
         trained, loss = await asyncio.to_thread(
             self.trainer.train, self.model, self.weights, round_
         )
-        await self.store.publish(round_, trained)
+        sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
+        await self.store.publish(round_, sent)
         timeout = self.s.join_timeout_s if first else self.s.round_timeout_s
         answers = await self.gather(round_, time.monotonic() + timeout)
         received = {j: f.weights for j, f in answers.items() if f.weights is not None}

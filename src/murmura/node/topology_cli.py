@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from murmura.errors import MurmuraError
+if TYPE_CHECKING:
+    from murmura.node.topology_deploy import RedTeam
+
+from murmura.errors import ConfigError, MurmuraError
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -28,12 +31,27 @@ def peer(
     peer_id: Annotated[int, typer.Option("--id", help="This peer's index in \\[peers].")],
     set_: SetOption = None,
     insecure: InsecureOption = False,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            "--attack",
+            help="RED-TEAMING ONLY: this peer sends what attack NAME produces (gaussian, "
+            "scaling, sign_flip) instead of its model.",
+        ),
+    ] = None,
+    attack_arg: Annotated[
+        list[str] | None,
+        typer.Option("--attack-arg", help="An argument of --attack: --attack-arg std=100."),
+    ] = None,
 ) -> None:
     """Run peer K of CONFIG's graph: train, serve its model, mix with its neighbours."""
     from murmura.node.topology_deploy import build_peer
 
     try:
-        node = build_peer(config, peer_id, set_, insecure)
+        red_team = parse_attack(attack, attack_arg or [])
+        if red_team is not None:
+            console.print(f"[bold red]RED-TEAM PEER: attack {red_team.kind} is ON[/bold red]")
+        node = build_peer(config, peer_id, set_, insecure, red_team)
         result = asyncio.run(node.run())
     except MurmuraError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -42,6 +60,24 @@ def peer(
         f"{node.s.name}: {result.rounds_run} rounds in this process (resumed after round "
         f"{result.resumed_from}), last round {result.last_round}"
     )
+
+
+def parse_attack(kind: str | None, args: list[str]) -> RedTeam | None:
+    """``--attack`` and its ``--attack-arg KEY=VALUE`` (TOML values), or None when not given."""
+    from murmura.config import parse_override
+    from murmura.node.topology_deploy import RedTeam
+
+    if kind is None:
+        if args:
+            raise ConfigError("--attack-arg needs --attack NAME")
+        return None
+    params: dict[str, object] = {}
+    for item in args:
+        if "=" not in item:
+            raise ConfigError(f"--attack-arg {item!r}: expected KEY=VALUE, e.g. std=100")
+        path, value = parse_override(item)
+        params[".".join(path)] = value
+    return RedTeam(kind, params)
 
 
 def edge(

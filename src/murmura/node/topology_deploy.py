@@ -3,15 +3,19 @@
 A P2P deployment config is a P2P run config (``[topology] kind = "ring"`` etc.) plus a
 ``[peers]`` table with one address per peer; peer K listens on ``addresses[K]``, holds the
 K-th contiguous block of the run's clients (as in the simulation) and uses the certificate
-``<key_dir>/<names[K]>.pem``. An edge config is a run config plus an ``[edge]`` table: the
-parent's address, where the edge listens for its children, and its own certificate; the
-edge runs ``[strategy]`` over its children.
+``<key_dir>/<names[K]>.pem``. Only a peer started with ``--attack`` (a ``RedTeam``)
+attacks; no config key can make a deployed peer malicious. An edge config is a run config
+plus an ``[edge]`` table: the parent's address, where the edge listens for its children, and
+its own certificate; the edge runs ``[strategy]`` over its children.
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +28,10 @@ from murmura.transport.grpc_client import LinkOptions
 from murmura.transport.grpc_server import ServerOptions
 
 if TYPE_CHECKING:
+    from murmura.attacks.peer_sender import RoundSender
     from murmura.node.edge import Edge
+
+log = logging.getLogger(__name__)
 
 TABLES = ("server", "peers", "edge")
 
@@ -130,10 +137,53 @@ def peer_settings(cfg: Any, sec: PeersSection, index: int, insecure: bool) -> Pe
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RedTeam:
+    """An attack a deployed peer was told to run on its command line (``--attack``)."""
+
+    kind: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+def check_deployable(t: Any) -> None:
+    """Refuse ``[topology]`` settings that a gRPC deployment cannot honour, saying why."""
+    if t.time_varying or t.dropout:
+        raise ConfigError(
+            "[topology] time_varying and dropout are simulation-only: deployed peers keep a "
+            "fixed graph, and a neighbour that really drops out is skipped by its deadline"
+        )
+    if t.byzantine_fraction or t.byzantine_peers:
+        raise ConfigError(
+            "[topology] byzantine_fraction / byzantine_peers are not read by deployed peers, so "
+            "a shared config never makes one malicious: start the attacking peer with "
+            "`murmura peer CONFIG --id K --attack NAME` (red-teaming) instead"
+        )
+
+
+def red_team_sender(attack: RedTeam, name: str, neighbours: int, seed: int) -> RoundSender:
+    """The attacking peer's sender, announced loudly in the log."""
+    from murmura.attacks.peer_sender import peer_attack
+
+    sender = peer_attack(attack.kind, attack.args, name, neighbours, seed)
+    log.warning(
+        "node=%s: RED-TEAM PEER: attack %s %s is ON; this peer sends corrupted models to its "
+        "%d neighbours (started with --attack)",
+        name, attack.kind, dict(attack.args), neighbours,
+    )  # fmt: skip
+    return sender
+
+
 def build_peer(
-    path: Path | str, index: int, overrides: list[str] | None = None, insecure: bool = False
+    path: Path | str,
+    index: int,
+    overrides: list[str] | None = None,
+    insecure: bool = False,
+    attack: RedTeam | None = None,
 ) -> Peer:
-    """Peer ``index`` of the P2P run in ``path``: its data block, trainer, mixer and links."""
+    """Peer ``index`` of the P2P run in ``path``: its data block, trainer, mixer and links.
+
+    ``attack`` (red-teaming only) makes it send what that attack produces instead of its model.
+    """
     import torch
 
     from murmura.client import FlatModel, LocalSGD
@@ -147,11 +197,15 @@ def build_peer(
     t, n = cfg.topology, len(sec.addresses)
     if not 0 <= index < n:
         raise ConfigError(f"--id {index}: [peers] lists {n} peers (0..{n - 1})")
-    if t.time_varying or t.byzantine_fraction or t.byzantine_peers or t.dropout:
-        raise ConfigError("time-varying graphs, dropout and Byzantine peers are simulation-only")
+    check_deployable(t)
     graph = topology_graph(t, n)
     if graph.number_of_nodes() != n:
         raise ConfigError(f"[topology] has {graph.number_of_nodes()} nodes, [peers] {n}")
+    row = neighbour_weights(graph)[index]
+    sender = None
+    if attack is not None:  # before any data is loaded: a bad attack fails fast
+        name = sec.peer_names()[index]
+        sender = red_team_sender(attack, name, len(row) - (index in row), cfg.run.seed)
     torch.set_num_threads(1)
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
@@ -172,8 +226,7 @@ def build_peer(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
     trainer = PeerTrainer(index, x, y, task, work, cfg.run.seed)
-    row = neighbour_weights(graph)[index]
-    return Peer(settings, trainer, model, model.get(), model.layout, row, mixer, evaluate)
+    return Peer(settings, trainer, model, model.get(), model.layout, row, mixer, evaluate, sender)
 
 
 def edge_strategy(cfg: Any, children: int, edge: str) -> Any:
