@@ -59,10 +59,15 @@ def train_dp_sgd(
     hp: LocalSGD,
     dp: DPSGDParams,
     generator: torch.Generator,
+    steps: int | None = None,
 ) -> tuple[float, float]:
-    """DP-SGD in place on ``model``; returns (mean batch loss, mean share of clipped samples)."""
+    """DP-SGD in place on ``model``; returns (mean batch loss, mean share of clipped samples).
+
+    ``steps`` overrides the schedule's ``epochs * round(n / B)`` (a D-PSGD peer's few steps).
+    """
     n = len(x)
-    rate, steps = dp_sgd_schedule(n, hp.batch_size, hp.epochs)
+    rate, planned = dp_sgd_schedule(n, hp.batch_size, hp.epochs)
+    steps = planned if steps is None else steps
     expected = min(hp.batch_size, n)  # q * n, an integer by construction of q
     start = model.flat.clone() if hp.proximal_mu > 0 else None
     buf = torch.zeros_like(model.flat) if hp.momentum > 0 else None

@@ -9,6 +9,11 @@
   ``sample_epsilon``, is that of the smallest client (its batches are the largest share of
   its data), assuming it trains in every round.
 
+Topologies: all three modes in the star; ``local`` and ``dp_sgd`` in a tree (the root keeps
+the books) and peer-to-peer (``murmura.sim.peer_privacy``: each peer privatises what it shares,
+a peer-level guarantee against untrusted neighbours). ``central`` needs a trusted noiser: it is
+refused for P2P, and not wired for a tree yet.
+
 ``target_epsilon`` bounds the client-level budget (``epsilon``), or ``sample_epsilon`` when
 ``mode = "none"``. Without ``noise_multiplier``, the noise is planned so that ``run.rounds``
 rounds reach ``target_epsilon``.
@@ -66,11 +71,24 @@ def check_privacy(cfg: Config) -> None:
         raise _error("weight_cap", f"needs mode = 'central', got {p.mode!r}")
     if p.mode == "none" and not p.dp_sgd:
         return
-    if cfg.topology.kind != "star":
-        raise _error("mode", f"DP is wired for topology 'star' only, got {cfg.topology.kind!r}")
+    kind = cfg.topology.kind
+    if p.mode == "central" and kind not in ("star", "tree"):
+        raise _error(
+            "mode",
+            f"'central' needs a trusted aggregator to add the noise; topology.kind = {kind!r} "
+            "is peer-to-peer, where neighbours are not trusted: use mode = 'local' "
+            "(each peer noises what it shares) or dp_sgd = true",
+        )
+    if p.mode == "central" and kind == "tree":
+        raise _error(
+            "mode",
+            "'central' is not wired for topology.kind = 'tree' yet (the edges would have to "
+            "sum clipped deltas and the root add the noise once): use mode = 'local' or "
+            "dp_sgd = true, or topology.kind = 'star'",
+        )
     if p.mode != "none" and p.noise_multiplier is None and p.target_epsilon is None:
         raise _error("noise_multiplier", "set it, or set target_epsilon to plan it")
-    if p.dp_sgd and cfg.strategy.name == "scaffold":
+    if p.dp_sgd and cfg.strategy.name == "scaffold" and kind in ("star", "tree"):
         raise _error("dp_sgd", "SCAFFOLD's corrected local steps are not DP-SGD steps")
     if p.mode == "central":
         from murmura.aggregate import make_aggregator
@@ -85,12 +103,13 @@ def check_privacy(cfg: Config) -> None:
         except ConfigError as exc:
             raise _error("mode", str(exc)) from None
     if p.mode != "none" and p.noise_multiplier is not None:
-        _client_budget(cfg, p.noise_multiplier)  # refuses a target one round would spend
+        client_budget(cfg, p.noise_multiplier)  # refuses a target one round would spend
         if p.adaptive_clipping:
             _update_noise(cfg, p.noise_multiplier)
 
 
-def _client_budget(cfg: Config, z: float) -> PrivacyBudget:
+def client_budget(cfg: Config, z: float) -> PrivacyBudget:
+    """The client-level budget: one Gaussian step ``(z, client_sample_rate)`` per round."""
     p = cfg.privacy
     try:
         return PrivacyBudget(
@@ -153,18 +172,16 @@ def _central(
     return DifferentiallyPrivate(
         inner,
         mechanism,
-        _client_budget(cfg, z),
+        client_budget(cfg, z),
         clipper=clipper,
         weight_cap=p.weight_cap,
         seed=cfg.run.seed,
     )
 
 
-def _sample_budget(cfg: Config, clients: Sequence[TorchClient]) -> PrivacyBudget:
-    """DP-SGD's budget for the smallest client, assumed to train in every round."""
-    p, hp = cfg.privacy, cfg.client
-    smallest = min(c.data.client_size(c.cid) for c in clients)
-    rate, steps = dp_sgd_schedule(smallest, hp.batch_size, hp.epochs)
+def sample_budget(cfg: Config, rate: float, steps: int) -> PrivacyBudget:
+    """DP-SGD's budget: ``steps`` Poisson-sampled Gaussian steps at ``rate`` per round."""
+    p = cfg.privacy
     try:
         return PrivacyBudget(
             create_accountant(p.accountant),
@@ -189,9 +206,12 @@ def apply_privacy(
         return strategy, out
     budgets: list[PrivacyBudget] = []
     if p.dp_sgd:
+        hp = cfg.client
         dp = DPSGDParams(p.dp_sgd_clip_norm, p.dp_sgd_noise_multiplier)
         out = [DPSGDClient.of(c, dp) for c in clients]
-        budgets.append(_sample_budget(cfg, clients))
+        # the smallest client: its batches are the largest share of its data
+        smallest = min(c.data.client_size(c.cid) for c in clients)
+        budgets.append(sample_budget(cfg, *dp_sgd_schedule(smallest, hp.batch_size, hp.epochs)))
     if p.mode != "none":
         z = resolve_noise_multiplier(cfg)
         if p.mode == "central":
@@ -207,7 +227,7 @@ def apply_privacy(
                 )
                 for c, t in zip(out, clients, strict=True)
             ]
-            budgets.insert(0, _client_budget(cfg, z))
+            budgets.insert(0, client_budget(cfg, z))
     if budgets:
         strategy = Accounted(strategy, budgets)
     return strategy, out

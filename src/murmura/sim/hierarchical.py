@@ -5,6 +5,10 @@ with its own ``Strategy`` (so each edge may use its own robust rule). It reports
 with the total example count of the children that contributed, so the parent's weighted
 mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
 Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning").
+
+With ``[privacy]``, ``mode = "local"`` and ``dp_sgd`` wrap the clients as in the star
+topology (``apply_privacy``) and the root spends the budgets (``Accounted``): an edge sees
+only privatised releases and passes on their post-processing, so the star's accounting holds.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
+from murmura.privacy.wiring import apply_privacy
 from murmura.seeding import derive_seed
 from murmura.sim.builder import Experiment
 from murmura.sim.executor import Executor, SequentialExecutor
@@ -160,11 +165,20 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
     hp = LocalSGD(**cfg.client.model_dump())
-    clients: list[Client] = [
+    plain = [
         TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
         for cid in range(data.num_clients)
     ]
+    test_x, test_y = data.test()
+
+    def evaluate(weights: Vector) -> EvaluateRes:
+        model.set(weights)
+        return evaluate_classifier(model.module, task, test_x, test_y)
+
     s = cfg.strategy
+    root: Strategy = FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
+    # local DP and DP-SGD as in the star topology (check_privacy refuses central here)
+    root, clients = apply_privacy(cfg, root, plain)
     groups = split_clients(clients, cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
@@ -180,13 +194,6 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         return apply_secagg(cfg, rule, largest)
 
     edges = build_edges(groups, edge_strategy)
-    test_x, test_y = data.test()
-
-    def evaluate(weights: Vector) -> EvaluateRes:
-        model.set(weights)
-        return evaluate_classifier(model.module, task, test_x, test_y)
-
-    root = FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
     log.info("hierarchical: %d edges over %d clients", len(edges), data.num_clients)
     sim = Simulation(root, edges, model.get(), evaluate_every=cfg.evaluation.every)
     return Experiment(cfg, task, data, model, sim)

@@ -4,6 +4,8 @@ Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronou
 trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
 ``Sender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
 (Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
+With ``[privacy]`` the peers privatise their training (``murmura.sim.peer_privacy``) and the
+run spends the budgets once per round, stopping before a ``target_epsilon`` would be passed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from murmura.client import FlatModel, LocalSGD
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
+from murmura.privacy.budget import PrivacyBudget
 from murmura.seeding import round_rng
 from murmura.sim.builder import Experiment
 from murmura.sim.peer import (
@@ -36,6 +39,7 @@ from murmura.sim.peer import (
     make_mixer,
     weighted_mix,
 )
+from murmura.sim.peer_privacy import apply_peer_privacy
 from murmura.sim.runtime import History, RoundCallback
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import (
@@ -58,7 +62,8 @@ class P2POptions:
 
     ``byzantine`` maps a peer to the ``Sender`` that replaces its honest messages;
     ``dropout`` is the chance that a peer misses a round's exchange (it keeps training, its
-    neighbours skip it and renormalise their weights).
+    neighbours skip it and renormalise their weights). ``budgets`` (differential privacy)
+    are spent once per round; the run stops before a round would take one past its target.
     """
 
     mixer: Mixer = weighted_mix
@@ -67,6 +72,7 @@ class P2POptions:
     dropout: float = 0.0
     seed: int = 0
     evaluate_every: int = 1
+    budgets: Sequence[PrivacyBudget] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout < 1:
@@ -118,6 +124,9 @@ class P2PSimulation:
         """Run rounds ``start..rounds``; ``on_round`` sees the metrics and the average model."""
         history = History(self.average())
         for r in range(start, rounds + 1):
+            if self._budget_stops():
+                log.warning("round %d would exceed the budget: stopping after round %d", r, r - 1)
+                break
             metrics = self.run_round(r, final=r == rounds)
             history.rounds.append(metrics)
             if on_round is not None:
@@ -138,8 +147,14 @@ class P2PSimulation:
         metrics = RoundMetrics(
             round_, participants=self.num_peers - len(missing), failures=failures
         )
-        metrics.train_loss = float(np.mean([losses[i] for i in self.honest]))
+        honest_losses = [losses[i] for i in self.honest]  # NaN: not reported (local DP)
+        if not np.isnan(honest_losses).all():
+            metrics.train_loss = float(np.mean(honest_losses))
         metrics.extra["consensus_distance"] = consensus_distance(self.x[self.honest])
+        for budget in self.options.budgets:
+            budget.spend()
+            metrics.extra.update(budget.metrics())
+        final = final or self._budget_stops()  # the last round run is evaluated
         if round_ == 1:  # the graph, its degrees and spectral gap, reported once at the start
             metrics.extra["topology"] = describe(self.graph)
         every = self.options.evaluate_every
@@ -154,6 +169,10 @@ class P2PSimulation:
             len(missing),
         )
         return metrics
+
+    def _budget_stops(self) -> bool:
+        """Whether one more round would take a privacy budget past its target."""
+        return any(b.would_exceed() for b in self.options.budgets)
 
     def _draw_missing(self, rng: np.random.Generator) -> set[int]:
         if self.options.dropout == 0:
@@ -260,10 +279,13 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
     n = graph.number_of_nodes()
     mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
     work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
-    trainers = [
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    plain = [
         PeerTrainer(p, x, y, task, work, cfg.run.seed)
         for p, (x, y) in enumerate(peer_data(data, n))
     ]
+    trainers, budgets = apply_peer_privacy(cfg, plain, model)  # as is when [privacy] is off
     options = P2POptions(
         mixer=mixer,
         byzantine=byzantine_senders(t, n, cfg.run.seed),
@@ -271,9 +293,8 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
         dropout=t.dropout,
         seed=cfg.run.seed,
         evaluate_every=cfg.evaluation.every,
+        budgets=budgets,
     )
-    torch.manual_seed(cfg.run.seed)
-    model = FlatModel(task.build_model())
     test_x, test_y = data.test()
 
     def evaluate(weights: Vector) -> EvaluateRes:
