@@ -1,8 +1,10 @@
-"""Simulated attacks (simulation only): wrappers around honest clients, and ``ATTACKS``.
+"""Attacks: wrappers around honest clients, and ``ATTACKS``.
 
 Registered: ``sign_flip``, ``gaussian``, ``scaling``, ``label_flip``, ``alie``, ``ipm``,
 ``malformed`` (NaN, Inf, wrong length, float64) and ``inflate`` (an inflated example
-count). Select with ``[attack] kind``, ``fraction`` and ``args``.
+count). In simulation select with ``[attack] kind``, ``fraction`` and ``args``; a deployed
+peer can run the update attacks against its real neighbours with ``murmura peer --attack``
+(``peer_sender``, for red-teaming).
 """
 
 from murmura.attacks import label_flip, model_poisoning, omniscient

@@ -1,6 +1,6 @@
 """Attack plumbing: the ``ATTACKS`` registry, Byzantine client selection and wrappers.
 
-Attacks wrap honest clients (simulation only); strategies never special-case them. A
+Attacks wrap honest clients; strategies never special-case them. A
 factory in ``ATTACKS`` takes ``(inner, ctx, **params)`` and returns a ``Client``.
 """
 
