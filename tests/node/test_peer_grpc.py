@@ -9,18 +9,11 @@ final accuracy is far above chance.
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
-from murmura.transport import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -61,76 +54,12 @@ join_timeout = 60.0
 """
 
 
-class Peers:
-    """Starts peer processes, each logging to its own file; kills what is left at the end."""
-
-    def __init__(self, tmp: Path, ports: Callable[[int], list[int]]) -> None:
-        self.tmp, self.state = tmp, tmp / "state"
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.logs: list[BinaryIO] = []
-        key_dir = tmp / "keys"
-        keys.init_ca(key_dir)
-        for i in range(PEERS):
-            keys.issue(key_dir, f"peer-{i}", "worker")
-        addresses = [f"127.0.0.1:{p}" for p in ports(PEERS)]
-        self.config = tmp / "ring.toml"
-        self.config.write_text(
-            CONFIG.format(
-                rounds=ROUNDS,
-                peers=PEERS,
-                addresses=json.dumps(addresses),
-                keys=key_dir,
-                state=self.state,
-            )
-        )
-
-    def start(self, i: int) -> None:
-        log = open(self.tmp / f"peer-{i}.log", "ab")
-        self.logs.append(log)
-        cmd = [sys.executable, "-m", "murmura.node.topology_cli", "peer", str(self.config)]
-        self.procs[i] = subprocess.Popen(
-            [*cmd, "--id", str(i)], stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def metrics(self, i: int) -> list[dict[str, Any]]:
-        path = self.state / f"peer-{i}" / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-    def last_round(self, i: int) -> int:
-        lines = self.metrics(i)
-        return int(lines[-1]["round"]) if lines else 0
-
-    def log(self, i: int) -> str:
-        return (self.tmp / f"peer-{i}.log").read_text(errors="replace")
-
-    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
-    def stop_all(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        for log in self.logs:
-            log.close()
-
-
 @pytest.fixture
-def peers(tmp_path: Path, ports: Callable[[int], list[int]]) -> Iterator[Peers]:
-    p = Peers(tmp_path, ports)
-    try:
-        yield p
-    finally:
-        p.stop_all()
+def peers(peer_procs: Callable[..., Any]) -> Any:
+    return peer_procs(PEERS, CONFIG, rounds=ROUNDS)
 
 
-def test_ring_of_eight_survives_a_killed_peer_which_then_rejoins(peers: Peers) -> None:
+def test_ring_of_eight_survives_a_killed_peer_which_then_rejoins(peers: Any) -> None:
     for i in range(PEERS):
         peers.start(i)
     peers.wait_for(lambda: peers.last_round(KILLED) >= 2, 120, "peer 3 to finish round 2")
