@@ -39,12 +39,13 @@ class AnomalySection(Section):
 class PrivacySection(Section):
     """[privacy]: differential privacy (see ``murmura.privacy.wiring``); off by default.
 
-    ``mode`` "central" is DP-FedAvg with Poisson sampling at ``strategy.fraction`` (star
-    topology only), "local" clips and noises on every client, or on every peer what it shares
-    (P2P: peer-level DP against untrusted neighbours); ``dp_sgd`` adds sample-level DP-SGD on
-    the clients or peers. Without ``noise_multiplier`` the noise is planned for
-    ``target_epsilon`` over ``run.rounds``; a run stops before ``target_epsilon`` would be
-    exceeded, in every topology.
+    ``mode`` "central" is DP-FedAvg with Poisson sampling at ``strategy.fraction`` (star, or a
+    tree whose edges are trusted to sum their clients' clipped updates and whose root adds the
+    noise once: the star's sample, noise and epsilon; not P2P), "local" clips and noises on
+    every client, or on every peer what it shares (P2P: peer-level DP against untrusted
+    neighbours); ``dp_sgd`` adds sample-level DP-SGD on the clients or peers. Without
+    ``noise_multiplier`` the noise is planned for ``target_epsilon`` over ``run.rounds``; a
+    run stops before ``target_epsilon`` would be exceeded, in every topology.
     """
 
     mode: Literal["none", "central", "local"] = "none"

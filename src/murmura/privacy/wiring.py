@@ -9,10 +9,12 @@
   ``sample_epsilon``, is that of the smallest client (its batches are the largest share of
   its data), assuming it trains in every round.
 
-Topologies: all three modes in the star; ``local`` and ``dp_sgd`` in a tree (the root keeps
-the books) and peer-to-peer (``murmura.sim.peer_privacy``: each peer privatises what it shares,
-a peer-level guarantee against untrusted neighbours). ``central`` needs a trusted noiser: it is
-refused for P2P, and not wired for a tree yet.
+Topologies: all three modes in the star and in a tree, ``local`` and ``dp_sgd`` peer-to-peer
+(``murmura.sim.peer_privacy``: each peer privatises what it shares, a peer-level guarantee
+against untrusted neighbours). ``central`` needs a trusted noiser: it is refused for P2P. In a
+tree the edges are trusted aggregators of their clients' clipped updates (``EdgeSum``) and the
+root adds the noise once (``DifferentiallyPrivate(from_edges=True)``), with the star's sample,
+noise, expected weight and budget.
 
 ``target_epsilon`` bounds the client-level budget (``epsilon``), or ``sample_epsilon`` when
 ``mode = "none"``. Without ``noise_multiplier``, the noise is planned so that ``run.rounds``
@@ -39,6 +41,7 @@ from murmura.strategy.base import Strategy
 from murmura.strategy.dp import (
     Accounted,
     DifferentiallyPrivate,
+    EdgeSum,
     check_fedavg_family,
     client_weights,
 )
@@ -79,12 +82,12 @@ def check_privacy(cfg: Config) -> None:
             "is peer-to-peer, where neighbours are not trusted: use mode = 'local' "
             "(each peer noises what it shares) or dp_sgd = true",
         )
-    if p.mode == "central" and kind == "tree":
+    if p.mode == "central" and kind == "tree" and cfg.secagg.enabled:
         raise _error(
             "mode",
-            "'central' is not wired for topology.kind = 'tree' yet (the edges would have to "
-            "sum clipped deltas and the root add the noise once): use mode = 'local' or "
-            "dp_sgd = true, or topology.kind = 'star'",
+            "'central' in a tree trusts each edge with its clients' clipped updates, so "
+            "per-edge secure aggregation is not wired with it: set secagg.enabled = false, "
+            "or use topology.kind = 'star' for central DP with secure aggregation",
         )
     if p.mode != "none" and p.noise_multiplier is None and p.target_epsilon is None:
         raise _error("noise_multiplier", "set it, or set target_epsilon to plan it")
@@ -176,7 +179,14 @@ def _central(
         clipper=clipper,
         weight_cap=p.weight_cap,
         seed=cfg.run.seed,
+        from_edges=cfg.topology.kind == "tree",
     )
+
+
+def edge_sum(cfg: Config, clients: Sequence[Client]) -> EdgeSum:
+    """A tree edge's part of central DP: the star's Poisson stream over all ``clients``."""
+    population = [c.node_id for c in clients]
+    return EdgeSum(population, cfg.strategy.fraction, cfg.run.seed, cfg.privacy.weight_cap)
 
 
 def sample_budget(cfg: Config, rate: float, steps: int) -> PrivacyBudget:

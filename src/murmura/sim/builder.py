@@ -61,20 +61,11 @@ def build_experiment(cfg: Config) -> Experiment:
         TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
         for cid in range(data.num_clients)
     ]
-    s, e = cfg.strategy, cfg.evaluation
-    strategy = STRATEGIES.get(s.name)(
-        fraction=s.fraction,
-        min_clients=s.min_clients,
-        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
-        server_lr=s.server_lr,
-        seed=cfg.run.seed,
-        evaluate_fn=_central_evaluation(task, data, model) if e.central else None,
+    e = cfg.evaluation
+    strategy = server_strategy(
+        cfg,
+        _central_evaluation(task, data, model) if e.central else None,
         fraction_evaluate=e.fraction if e.federated else 0.0,
-        min_evaluate_clients=e.min_clients,
-        server_momentum=s.server_momentum,
-        beta1=s.beta1,
-        beta2=s.beta2,
-        tau=s.tau,
     )
     log.info(
         "task %s: %d clients (%s partition), %d parameters",
@@ -99,6 +90,31 @@ def build_experiment(cfg: Config) -> Experiment:
         max_weight_share=cfg.strategy.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim)
+
+
+def server_strategy(
+    cfg: Config,
+    evaluate_fn: Callable[[Vector], EvaluateRes] | None,
+    *,
+    fraction_evaluate: float = 0.0,
+) -> Strategy:
+    """The ``[strategy]`` that ``cfg`` names, with its server optimiser's parameters."""
+    s = cfg.strategy
+    strategy: Strategy = STRATEGIES.get(s.name)(
+        fraction=s.fraction,
+        min_clients=s.min_clients,
+        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+        server_lr=s.server_lr,
+        seed=cfg.run.seed,
+        evaluate_fn=evaluate_fn,
+        fraction_evaluate=fraction_evaluate,
+        min_evaluate_clients=cfg.evaluation.min_clients,
+        server_momentum=s.server_momentum,
+        beta1=s.beta1,
+        beta2=s.beta2,
+        tau=s.tau,
+    )
+    return strategy
 
 
 def federate(cfg: Config, task: Task) -> tuple[str, FederatedDataset]:

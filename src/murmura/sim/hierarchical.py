@@ -9,12 +9,17 @@ Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning").
 With ``[privacy]``, ``mode = "local"`` and ``dp_sgd`` wrap the clients as in the star
 topology (``apply_privacy``) and the root spends the budgets (``Accounted``): an edge sees
 only privatised releases and passes on their post-processing, so the star's accounting holds.
+``mode = "central"`` is DP-FedAvg with trusted edges: an edge whose strategy is a
+``PartialSum`` (``murmura.strategy.dp.EdgeSum``) reports its clients' clipped, weighted sum
+instead of a mean, and the root (``DifferentiallyPrivate(from_edges=True)``) sums the edges'
+sums and adds the noise once, as the star's server does: same sample, noise and epsilon.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,15 +30,15 @@ from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
-from murmura.privacy.wiring import apply_privacy
+from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
-from murmura.sim.builder import Experiment
+from murmura.sim.builder import Experiment, server_strategy
 from murmura.sim.executor import Executor, SequentialExecutor
 from murmura.sim.runtime import Simulation
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
-from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Vector
+from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,17 @@ log = logging.getLogger(__name__)
 
 class EdgeRoundFailed(MurmuraError):
     """An edge aggregator had too few valid child updates to report one of its own."""
+
+
+@runtime_checkable
+class PartialSum(Protocol):
+    """An edge rule that reports a sum (and counts) to its parent instead of a mean."""
+
+    def partial_sum(
+        self, round_: int, config: Mapping[str, Scalar], updates: UpdateBuffer
+    ) -> tuple[Vector, dict[str, float]]:
+        """The update to report and the metrics that go with it."""
+        ...
 
 
 class EdgeAggregator:
@@ -80,18 +96,29 @@ class EdgeAggregator:
             if reason is not None:
                 failures.append(Failure(node, reason))
         self.last_failures = failures
-        new = self.strategy.aggregate(ins.round, weights, buffer, failures)
-        if new is None or len(buffer) == 0:
-            raise EdgeRoundFailed(
-                f"edge {self.node_id!r} round {ins.round}: {len(buffer)} valid child updates, "
-                f"{len(failures)} failures; nothing to report"
-            )
         metrics = {"clients": float(len(buffer)), "child_failures": float(len(failures))}
+        if isinstance(self.strategy, PartialSum):
+            # a sum of nothing is a valid part of a DP release: an empty edge reports zeros
+            delta, extra = self.strategy.partial_sum(ins.round, ins.config, buffer)
+            metrics.update(extra)
+        else:
+            delta = self._mean_delta(ins.round, weights, buffer, failures)
         loss = buffer.mean_metric("train_loss")
         if loss is not None:
             metrics["train_loss"] = loss
-        delta = np.asarray(new, dtype=np.float32) - weights
         return FitRes(update=delta, num_examples=int(sum(buffer.num_examples)), metrics=metrics)
+
+    def _mean_delta(
+        self, round_: int, weights: Vector, buffer: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector:
+        """The edge strategy's new model minus ``weights``; refuses an empty round."""
+        new = self.strategy.aggregate(round_, weights, buffer, failures)
+        if new is None or len(buffer) == 0:
+            raise EdgeRoundFailed(
+                f"edge {self.node_id!r} round {round_}: {len(buffer)} valid child updates, "
+                f"{len(failures)} failures; nothing to report"
+            )
+        return np.asarray(new, dtype=np.float32) - weights
 
     def evaluate(self, weights: Vector) -> EvaluateRes:
         """Examples-weighted loss and accuracy of ``weights`` over the children that answer."""
@@ -176,14 +203,21 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         return evaluate_classifier(model.module, task, test_x, test_y)
 
     s = cfg.strategy
-    root: Strategy = FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
-    # local DP and DP-SGD as in the star topology (check_privacy refuses central here)
+    central = cfg.privacy.mode == "central"
+    # central DP wraps the configured server rule, as in the star; else the root is FedAvg
+    root: Strategy = (
+        server_strategy(cfg, evaluate)
+        if central
+        else FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
+    )
     root, clients = apply_privacy(cfg, root, plain)
     groups = split_clients(clients, cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
 
     def edge_strategy(edge: int, size: int) -> Strategy:
+        if central:  # trusted edges sum clipped updates; the root adds the noise
+            return edge_sum(cfg, clients)
         rule: Strategy = STRATEGIES.get(s.name)(
             fraction=s.fraction,
             min_clients=min(s.min_clients, size),

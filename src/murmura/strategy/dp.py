@@ -24,6 +24,11 @@ analysis does not cover. The round metrics (clipped fraction, clients' training 
 the trusted server's log, not part of the DP release. ``Accounted`` is the lighter wrapper
 for local DP and DP-SGD, where the noise is added on the clients and the server only keeps
 the books.
+
+In a tree (``from_edges = True``) the edges are trusted aggregators of their clients' clipped
+updates: each runs ``EdgeSum`` (the same Poisson stream over the whole population, the same
+clip and weights) and reports a ``ClippedSum``; the root sums the edges' sums and releases
+them exactly as above, with the noise added once. Only the root's release is DP.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from murmura.aggregate.base import Matrix
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.errors import ConfigError
+from murmura.errors import ConfigError, MurmuraError
 from murmura.privacy.adaptive_clipping import AdaptiveClipper
 from murmura.privacy.budget import PrivacyBudget
 from murmura.privacy.clipping import clip_rows
@@ -55,6 +62,9 @@ log = logging.getLogger(__name__)
 _SAMPLING, _NOISE, _COUNT = 0x5A11, 0x401E, 0xC0C7
 _KIND = "dp_fedavg"
 _VERSION = 1
+# what an edge reports with its partial sum, and how the root tells the edges this round's C
+_COUNTS = ("dp_clients", "dp_clipped", "dp_under")
+CLIP_KEY = "dp_clip_norm"
 
 
 def check_fedavg_family(inner: object) -> FedAvg:
@@ -90,6 +100,46 @@ def client_weights(num_examples: Vector, weight_cap: float | None) -> NDArray[np
     return np.ones_like(n) if weight_cap is None else np.minimum(n / weight_cap, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class ClippedSum:
+    """A weighted sum of clipped updates, with the counts the release and the log need."""
+
+    total: Vector
+    clients: int
+    clipped: int  # norms above C
+    under: int  # norms at most C: adaptive clipping's count
+
+    @classmethod
+    def of(cls, rows: Matrix, num_examples: Vector, clip: float, cap: float | None) -> ClippedSum:
+        """Clip ``rows`` to ``clip``, weight them by ``client_weights`` and sum in float64."""
+        clipped, norms = clip_rows(rows, clip)
+        total = client_weights(num_examples, cap) @ clipped.astype(np.float64)
+        over = int((norms > clip).sum())
+        return cls(total.astype(np.float32), len(norms), over, len(norms) - over)
+
+    @classmethod
+    def of_partials(cls, rows: Matrix, metrics: Sequence[Mapping[str, float]]) -> ClippedSum:
+        """The sum of partial sums that edges reported with ``metrics()``."""
+        total = rows.sum(axis=0, dtype=np.float64).astype(np.float32)
+        counts = [sum(int(m.get(k, 0)) for m in metrics) for k in _COUNTS]
+        return cls(total, *counts)
+
+    def __add__(self, other: ClippedSum) -> ClippedSum:
+        """Both sums and their counts added."""
+        total = (self.total.astype(np.float64) + other.total).astype(np.float32)
+        return ClippedSum(
+            total,
+            self.clients + other.clients,
+            self.clipped + other.clipped,
+            self.under + other.under,
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """The counts as an edge reports them to its parent."""
+        counts = (self.clients, self.clipped, self.under)
+        return {k: float(v) for k, v in zip(_COUNTS, counts, strict=True)}
+
+
 class DifferentiallyPrivate(DelegatesEvaluation):
     """DP-FedAvg around a FedAvg-family strategy (McMahan et al. 2018)."""
 
@@ -104,7 +154,9 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         clipper: AdaptiveClipper | None = None,
         weight_cap: float | None = None,
         seed: int = 0,
+        from_edges: bool = False,
     ) -> None:
+        """``from_edges``: the nodes are a tree's trusted edges, each reporting a ``ClippedSum``."""
         self.inner = check_fedavg_family(inner)
         if abs(budget.sample_rate - self.inner.fraction) > 1e-12:
             raise ConfigError(
@@ -114,7 +166,7 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         if weight_cap is not None and not weight_cap > 0:
             raise ConfigError(f"weight_cap must be > 0, got {weight_cap!r}")
         self.mechanism, self.budget, self.clipper, self.seed = mechanism, budget, clipper, seed
-        self.weight_cap = weight_cap
+        self.weight_cap, self.from_edges = weight_cap, from_edges
         self._last: dict[str, object] = {}
 
     @property
@@ -133,34 +185,38 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         return self.mechanism.clip_norm if self.clipper is None else self.clipper.clip_norm
 
     def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """Poisson sampling at rate ``q``: the cohort size varies from round to round."""
+        """Poisson sampling at rate ``q`` (every edge of a tree: the edges sample the clients)."""
+        if self.from_edges:
+            return list(nodes)
         return poisson_sample(self.seed, round_, nodes, self.sample_rate)
 
     def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
-        """The inner strategy's instructions."""
-        return self.inner.configure(round_, weights)
+        """The inner strategy's instructions, and this round's clip norm for a tree's edges."""
+        config = self.inner.configure(round_, weights)
+        return {**config, CLIP_KEY: self.clip_norm} if self.from_edges else config
 
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
         """Clip, weight, sum, noise, divide by ``q W``; the inner strategy applies the result."""
-        if len(updates) < self.inner.min_clients:
+        clip = self.clip_norm
+        if self.from_edges:
+            part = ClippedSum.of_partials(updates.rows(), updates.metrics)
+        else:
+            part = ClippedSum.of(updates.rows(), updates.weights(), clip, self.weight_cap)
+        if part.clients < self.inner.min_clients:
             log.info(
                 "round %d: %d results < min_clients %d; released anyway (DP)",
                 round_,
-                len(updates),
+                part.clients,
                 self.inner.min_clients,
             )
-        clip = self.clip_norm
-        clipped, norms = clip_rows(updates.rows(), clip)
-        share = client_weights(updates.weights(), self.weight_cap)
-        total = (share @ clipped.astype(np.float64)).astype(np.float32)
-        delta = self.noised_mean(round_, total)
+        delta = self.noised_mean(round_, part.total)
         new = self.inner.server_update(weights, delta)
         epsilon = self.budget.spend()
         if self.clipper is not None:
-            self.clipper.update(norms, _rng(self.seed, round_, _COUNT))
-        clipped_fraction = float((norms > clip).mean()) if norms.size else 0.0
+            self.clipper.update_from_count(part.under, _rng(self.seed, round_, _COUNT))
+        clipped_fraction = part.clipped / part.clients if part.clients else 0.0
         self._last = {"dp_clip_norm": clip, "dp_clipped_fraction": clipped_fraction}
         log.info("round %d: DP-FedAvg with C=%.4g, epsilon %.4g", round_, clip, epsilon)
         return new
@@ -204,6 +260,58 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         load_inner = getattr(self.inner, "load_state_dict", None)
         if callable(load_inner) and state.get("inner") is not None:
             load_inner(state["inner"])
+
+
+class EdgeSum:
+    """A trusted tree edge's part of DP-FedAvg: its sampled clients' clipped, weighted sum.
+
+    Trust model: the edge sees its clients' updates in the clear (as the star's server does)
+    and is trusted not to release them; only the root's noised sum is DP. Clients are sampled
+    from the one Poisson stream over the whole ``population`` (the flat run's sampled set);
+    nodes outside it are edges below, which always take part and report sums of their own.
+    """
+
+    keep_rows = True
+
+    def __init__(
+        self, population: Sequence[str], rate: float, seed: int, weight_cap: float | None
+    ) -> None:
+        self.population, self.rate, self.seed = list(population), rate, seed
+        self.weight_cap = weight_cap
+        self._members = frozenset(self.population)
+
+    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The population's Poisson sample among ``nodes``, and every edge below."""
+        chosen = set(poisson_sample(self.seed, round_, self.population, self.rate))
+        return [n for n in nodes if n in chosen or n not in self._members]
+
+    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
+        """Nothing beyond what the root sent."""
+        return {}
+
+    def partial_sum(
+        self, round_: int, config: Mapping[str, Scalar], updates: UpdateBuffer
+    ) -> tuple[Vector, dict[str, float]]:
+        """Clients' updates clipped to the root's ``C`` and weighted, plus edges' sums."""
+        if CLIP_KEY not in config:
+            raise MurmuraError(f"round {round_}: the root sent no {CLIP_KEY!r} to the edge")
+        rows, nodes = updates.rows(), updates.nodes
+        own = np.array([n in self._members for n in nodes], dtype=bool)
+        counts = np.asarray(updates.num_examples, dtype=np.float32)[own]
+        part = ClippedSum.of(rows[own], counts, float(config[CLIP_KEY]), self.weight_cap)
+        below = [m for m, o in zip(updates.metrics, own, strict=True) if not o]
+        part = part + ClippedSum.of_partials(rows[~own], below)
+        return part.total, part.metrics()
+
+    def aggregate(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector | None:
+        """Refused: an edge reports ``partial_sum`` to its parent, never a model."""
+        raise MurmuraError("EdgeSum reports partial sums inside a tree; it is not a root")
+
+    def evaluate(self, round_: int, weights: Vector) -> None:
+        """No evaluation at an edge."""
+        return None
 
 
 class Accounted(DelegatesEvaluation):
