@@ -108,6 +108,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("attack", lambda: _check_attack(cfg.attack)),
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
+        ("strategy.max_weight_share", lambda: _check_weight_share(cfg)),
     ]
     for key, check in checks:
         try:
@@ -138,3 +139,27 @@ def _check_secagg(cfg: Config) -> None:
         from murmura.privacy.secure_wiring import check_secagg
 
         check_secagg(cfg)
+
+
+def _check_weight_share(cfg: Config) -> None:
+    """``max_weight_share`` only where an aggregator sees every update's example count."""
+    if cfg.strategy.max_weight_share is None:
+        return
+    kind = cfg.topology.kind
+    if kind not in ("star", "tree"):
+        raise ConfigError(
+            f"topology.kind = {kind!r} is peer-to-peer: peers mix their neighbours' models "
+            "with graph weights, no example counts, so there is no share to cap; unset it"
+        )
+    if cfg.secagg.enabled:
+        raise ConfigError(
+            "cannot be combined with secagg.enabled = true: the server only ever sees the "
+            "sum of the round's updates and weights, never one client's weight to cap; use "
+            "secagg.max_weight (an absolute bound each client's weight is checked against)"
+        )
+    if kind == "tree" and cfg.privacy.mode == "central":
+        raise ConfigError(
+            "cannot be combined with privacy.mode = 'central' in a tree: each edge sums its "
+            "clients' clipped updates, and a share of the round's total needs every client's "
+            "count, which no edge has; use privacy.weight_cap (a client weighs at most 1)"
+        )

@@ -132,6 +132,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         config=cfg.model_dump(mode="json"),
         secagg_stage_timeout_s=s.secagg_stage_timeout,
         metrics=metrics,
+        max_weight_share=cfg.strategy.max_weight_share,
     )
     return Coordinator(
         sim.strategy,

@@ -270,6 +270,7 @@ def build_edge(
         lost_after_s=sec.lost_after,
         evaluate_every=0,
         shutdown_grace_s=1.0,
+        max_weight_share=cfg.strategy.max_weight_share,
     )
     server = ServerOptions(
         host=sec.host,
