@@ -201,9 +201,7 @@ def edge(a: argparse.Namespace) -> None:
         port=a.listen_port, credentials=creds, allowlist=frozenset(a.names.split(","))
     )
     link = LinkOptions(pull_wait_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.5)
-    es = EdgeSettings(
-        a.name, f"127.0.0.1:{a.port}", settings, server, creds, a.min_clients, link
-    )
+    es = EdgeSettings(a.name, f"127.0.0.1:{a.port}", settings, server, creds, a.min_clients, link)
     asyncio.run(Edge(es, FedAvg(min_clients=a.min_clients, seed=0), LAYOUT).run())
 
 
