@@ -5,6 +5,7 @@ Errors name the file, the key and what is allowed, and are raised before any tra
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 from murmura.config.run import Config
 from murmura.config.security import AttackSection, PrivacySection
 from murmura.errors import ConfigError, MurmuraError
+
+log = logging.getLogger(__name__)
 
 
 def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
@@ -77,6 +80,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     except ValidationError as err:
         raise _explain(source, err) from None
     _check_plugins(cfg, source)
+    _warn_breakdown(cfg, source)
     return cfg
 
 
@@ -115,6 +119,16 @@ def _check_plugins(cfg: Config, source: str) -> None:
             check()
         except (MurmuraError, TypeError) as exc:
             raise ConfigError(f"{source}: key '{key}': {exc}") from None
+
+
+def _warn_breakdown(cfg: Config, source: str) -> None:
+    """Warn when ``[attack] fraction`` is beyond what the aggregator tolerates (allowed)."""
+    if cfg.attack.kind != "none":
+        from murmura.attacks.breakdown import breakdown_warning
+
+        why = breakdown_warning(cfg)
+        if why is not None:
+            log.warning("%s: %s", source, why)
 
 
 def _check_attack(attack: AttackSection) -> None:
