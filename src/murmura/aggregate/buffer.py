@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import NDArray
 
 from murmura.aggregate.base import Matrix, Vector
 from murmura.aggregate.mean import weighted_mean
@@ -66,7 +67,7 @@ class UpdateBuffer:
         """Example counts as float32 weights, one per stored update, shares capped if set."""
         return self._capped_counts().astype(np.float32)
 
-    def _capped_counts(self) -> np.ndarray:
+    def _capped_counts(self) -> NDArray[np.float64]:
         counts = np.asarray(self.num_examples, dtype=np.float64)
         if self.max_weight_share is not None:
             counts = cap_weight_share(counts, self.max_weight_share)
