@@ -130,3 +130,17 @@ def test_deployed_coordinator_and_edge_get_the_cap_from_the_config(tmp_path: Pat
     edge.coordinator.state.close()
     edge.coordinator.ledger.close()
     assert edge.coordinator.settings.max_weight_share == 0.4
+
+
+def test_a_coordinator_refuses_the_cap_under_secure_aggregation(tmp_path: Path) -> None:
+    from murmura.node.coordinator import Coordinator, CoordinatorSettings
+    from murmura.strategy.secure import SecAggParams, SecureAggregation
+    from murmura.transport.grpc_server import ServerOptions
+    from murmura.types import Layout
+
+    settings = CoordinatorSettings(state_dir=tmp_path, max_weight_share=0.4)
+    strategy = SecureAggregation(FedAvg(), SecAggParams())
+    with pytest.raises(ConfigError, match="max_weight_share cannot be honoured under secure"):
+        Coordinator(strategy, np.zeros(2, np.float32), Layout(("w",), ((2,),)), settings,
+                    ServerOptions(insecure=True))  # fmt: skip
+    assert not (tmp_path / "state.sqlite").exists()
