@@ -171,6 +171,7 @@ class Coordinator:
         finally:
             await self.monitor.stop()
             await server.stop(grace=0.5)
+            self.hub.flush_repeats()  # the counts of refusals and repeats still in a window
             self.state.close()
             self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
