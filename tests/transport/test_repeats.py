@@ -92,10 +92,10 @@ def test_bad_settings_are_refused() -> None:
 
 def test_summary_and_text_name_the_event_and_the_count() -> None:
     rep = Repeat(
-        "x", "join:c", 7, 1.25, {"event": "join", "certificate": "PEM", "cert_sha256": "f"}
+        "x", "join:c", 7, 1.25, {"repeat_of": "join", "certificate": "PEM", "cert_sha256": "f"}
     )
     assert rep.summary(60.0) == {
-        "event": "join",
+        "repeat_of": "join",
         "cert_sha256": "f",
         "count": 7,
         "seconds": 1.25,
@@ -104,15 +104,34 @@ def test_summary_and_text_name_the_event_and_the_count() -> None:
     assert "join repeated 7 more times" in str(rep)
 
 
-def test_pull_slots_one_pull_per_node_one_model_per_round_and_phase() -> None:
-    slots = PullSlots()
+def test_pull_slots_one_pull_per_node_a_few_copies_per_round_and_phase() -> None:
+    slots = PullSlots(max_sends=3)
     assert slots.start("w0") and not slots.start("w0") and slots.start("w1")
     slots.end("w0")
     assert slots.start("w0")
-    assert slots.first_send("w0", 1, pb.FIT) and not slots.first_send("w0", 1, pb.FIT)
-    assert slots.first_send("w1", 1, pb.FIT)
-    assert slots.first_send("w0", 1, pb.EVALUATE)  # round 1's evaluation phase: a new model
-    assert slots.first_send("w0", 2, pb.FIT) and not slots.first_send("w0", 2, pb.FIT)
+    first = [slots.sent("w0", 1, pb.FIT) for _ in range(3)]
+    assert first == [True, False, False] and not slots.may_send("w0", 1, pb.FIT)
+    assert slots.may_send("w1", 1, pb.FIT) and slots.sent("w1", 1, pb.FIT)
+    assert slots.may_send("w0", 1, pb.EVALUATE) and slots.sent("w0", 1, pb.EVALUATE)
+    for r in range(2, 100):  # old rounds are forgotten: memory stays bounded
+        assert slots.may_send("w0", r, pb.FIT) and slots.sent("w0", r, pb.FIT)
+    assert len(slots._served) <= 4
+
+
+def test_a_node_served_enough_copies_waits_for_the_next_round() -> None:
+    async def go() -> list[object]:
+        hub = Hub("run")
+        out = Outgoing(1, pb.FIT, {}, None)
+        await hub.open_round(out, frozenset({"w0"}))
+        got = []
+        for _ in range(4):
+            ins = await hub.next_instruction("w0", 0.05)
+            got.append(ins)
+            if ins is not None:
+                hub.pulls.sent("w0", ins.round, ins.kind)
+        return got
+
+    assert asyncio.run(go())[3] is None
 
 
 def test_hub_records_one_refusal_and_one_summary_and_metrics_count_all() -> None:
@@ -139,6 +158,6 @@ def test_hub_records_one_refusal_and_one_summary_and_metrics_count_all() -> None
         ("refuse", "x", None),
         ("repeated", "x", 1499),
     ]
-    assert events[1][3]["event"] == "refuse" and events[1][3]["code"] == "PERMISSION_DENIED"
+    assert events[1][3]["repeat_of"] == "refuse" and events[1][3]["code"] == "PERMISSION_DENIED"
     text = metrics.exposition().decode()
     assert 'murmura_refusals_total{kind="allowlist"} 1500.0' in text

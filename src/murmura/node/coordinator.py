@@ -171,9 +171,11 @@ class Coordinator:
         finally:
             await self.monitor.stop()
             await server.stop(grace=0.5)
-            self.hub.flush_repeats()  # the counts of refusals and repeats still in a window
-            self.state.close()
-            self.ledger.close()
+            try:  # the counts of refusals and repeats still in a window
+                self.hub.flush_repeats()
+            finally:
+                self.state.close()
+                self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
 
     def _open_run(self) -> RunRecord:

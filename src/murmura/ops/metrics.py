@@ -222,7 +222,7 @@ class CoordinatorMetrics:
         """
         times = 1.0
         if event == "repeated":
-            event, times = str(details.get("event", "")), _non_negative(details.get("count", 0))
+            event, times = str(details.get("repeat_of", "")), _non_negative(details.get("count", 0))
         if event == "refuse":
             kind = refusal_kind(str(details.get("code", "")), str(details.get("reason", "")))
             self.refusals.labels(kind=kind).inc(times)

@@ -264,11 +264,11 @@ class CoordinatorService:
             "bytes": len(out.blob.data),
             "kind": kind,
         }
-        if self.hub.pulls.first_send(node, out.round, out.kind):
+        if self.hub.pulls.sent(node, out.round, out.kind):
             self.hub.record("model_sent", node, out.round, **sent)
         else:  # the same model again (its first copy was lost): counted, not recorded
             self.hub.repeats.repeat(
-                node, f"model_sent:r{out.round}:{kind}", {"event": "model_sent", **sent}
+                node, f"model_sent:r{out.round}:{kind}", {"repeat_of": "model_sent", **sent}
             )
 
     async def push(

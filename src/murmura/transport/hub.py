@@ -16,7 +16,8 @@ What the endpoint sees (joins, refusals, models sent, updates received or reject
 keeps no such record. Events a caller can repeat at will (refusals, joins, duplicates, a model
 sent again) pass through a ``RepeatLimiter``: the first of a window is reported, the repeats
 are counted and reported as one ``repeated`` event when the window closes (``flush_repeats``
-at shutdown). Each node is served one model per round and phase, and has one Pull at a time.
+at shutdown). A node has one Pull at a time and is sent a round's model a few times at most
+(``PullSlots``); only the first is recorded.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class Hub:
 
         The caller logs only when this returns True, so a flood costs one line and one record.
         """
-        if not self.repeats.first(node, f"{event}:{kind}", {"event": event, **details}):
+        if not self.repeats.first(node, f"{event}:{kind}", {"repeat_of": event, **details}):
             return False
         self.record(event, node, round_, **details)
         return True
@@ -195,6 +196,8 @@ class Hub:
             return None
         if node in cur.results or node in cur.failures or node in cur.uploading:
             return None
+        if not self.pulls.may_send(node, cur.round, cur.outgoing.kind):
+            return None  # fetched the model enough times: waits as if it had answered
         return cur.outgoing
 
     async def next_instruction(self, node: str, wait_s: float) -> Outgoing | None:

@@ -8,14 +8,15 @@ only counted, and once the window closes one summary (``Repeat``) carries their 
 number of open windows is bounded, so a caller cannot exhaust memory with new keys either: the
 oldest window is closed early to make room.
 
-``PullSlots`` bounds the other amplifier, the model itself: one Pull at a time per node, and
-one ``model_sent`` record per node per round and phase.
+``PullSlots`` bounds the other amplifier, the model itself: one Pull at a time per node, a
+few copies of a round's model per node, and one ``model_sent`` record per node per round and
+phase.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from murmura.types import Scalar
 
 DEFAULT_WINDOW_S = 60.0
 DEFAULT_MAX_WINDOWS = 4096
+DEFAULT_MAX_SENDS = 3
+"""Copies of one round's model a node may fetch: the first, and two after a lost one."""
 _NOT_REPEATED = frozenset({"certificate"})
 """Details not copied into a summary (a join's PEM is in the first record already)."""
 
@@ -48,7 +51,7 @@ class Repeat:
     def __str__(self) -> str:
         what = self.details.get("reason", self.details.get("code", self.kind))
         return (
-            f"{self.details.get('event', self.kind)} repeated {self.count} more times "
+            f"{self.details.get('repeat_of', self.kind)} repeated {self.count} more times "
             f"in {self.seconds:.1f} s ({what})"
         )
 
@@ -132,10 +135,16 @@ class RepeatLimiter:
 
 @dataclass(slots=True)
 class PullSlots:
-    """One Pull in progress per node, and one model served per node per round and phase."""
+    """One Pull in progress per node, and at most ``max_sends`` copies of a round's model.
 
+    A copy lost on the way (the link broke after the last frame left) can be fetched again,
+    but only ``max_sends - 1`` times: after that the node's Pulls wait for the next round, as
+    if it had answered, so one identity cannot turn Pulls into a stream of models.
+    """
+
+    max_sends: int = DEFAULT_MAX_SENDS
     active: set[str] = field(default_factory=set)
-    _served: tuple[int, int, set[str]] = field(default_factory=lambda: (-1, -1, set()))
+    _served: dict[tuple[int, int], Counter[str]] = field(default_factory=dict)
 
     def start(self, node: str) -> bool:
         """Claim ``node``'s Pull slot; False if another Pull of it is in progress."""
@@ -148,13 +157,20 @@ class PullSlots:
         """Free ``node``'s Pull slot."""
         self.active.discard(node)
 
-    def first_send(self, node: str, round_: int, kind: int) -> bool:
-        """Whether ``node`` is sent this (round, kind)'s model for the first time."""
-        r, k, nodes = self._served
-        if (r, k) != (round_, kind):  # a new round or phase: forget the last one's nodes
-            nodes = set()
-            self._served = (round_, kind, nodes)
-        if node in nodes:
-            return False
-        nodes.add(node)
-        return True
+    def may_send(self, node: str, round_: int, kind: int) -> bool:
+        """Whether ``node`` may be sent this (round, kind)'s model (again)."""
+        return self._counts(round_, kind)[node] < self.max_sends
+
+    def sent(self, node: str, round_: int, kind: int) -> bool:
+        """Count a copy sent to ``node``; True for the first (the one the ledger records)."""
+        counts = self._counts(round_, kind)
+        counts[node] += 1
+        return counts[node] == 1
+
+    def _counts(self, round_: int, kind: int) -> Counter[str]:
+        key = (round_, kind)
+        if key not in self._served:
+            self._served[key] = Counter()
+            while len(self._served) > 4:  # the round's FIT and EVALUATE phases, and the last's
+                del self._served[next(iter(self._served))]
+        return self._served[key]
