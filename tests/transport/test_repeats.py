@@ -161,3 +161,22 @@ def test_hub_records_one_refusal_and_one_summary_and_metrics_count_all() -> None
     assert events[1][3]["repeat_of"] == "refuse" and events[1][3]["code"] == "PERMISSION_DENIED"
     text = metrics.exposition().decode()
     assert 'murmura_refusals_total{kind="allowlist"} 1500.0' in text
+
+
+def test_a_closed_window_is_reported_when_the_next_round_opens() -> None:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    clock = Clock()
+
+    async def go() -> None:
+        hub = Hub("run", events=lambda e, n, r, d: events.append((e, n, dict(d))))
+        hub.repeats = RepeatLimiter(window_s=60.0, clock=clock)
+        for _ in range(3):
+            hub.record_once("update_duplicate", "w0", 1, "r1", sha256="ab")
+        clock.now = 61.0
+        await hub.open_round(Outgoing(2, pb.FIT, {}, None), frozenset({"w0"}))
+
+    asyncio.run(go())
+    assert [(e, d.get("count")) for e, _, d in events] == [
+        ("update_duplicate", None),
+        ("repeated", 2),
+    ]

@@ -184,6 +184,7 @@ class Hub:
         self, outgoing: Outgoing, targets: frozenset[str], sink: Sink | None = None
     ) -> None:
         """Open a round: ``targets`` get ``outgoing`` on their next pull; results go to ``sink``."""
+        self._report(self.repeats.closed())  # windows close at least once a round
         async with self._changed:
             self.current = RoundState(outgoing, targets, sink)
             self._changed.notify_all()
