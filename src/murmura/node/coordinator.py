@@ -179,8 +179,11 @@ class Coordinator:
         finally:
             await self.monitor.stop()
             await server.stop(grace=0.5)
-            self.state.close()
-            self.ledger.close()
+            try:  # the counts of refusals and repeats still in a window
+                self.hub.flush_repeats()
+            finally:
+                self.state.close()
+                self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
 
     def _open_run(self) -> RunRecord:
