@@ -152,9 +152,9 @@ class Peer:
         except CheckpointError as exc:
             os.replace(path, path.with_name(path.name + ".damaged"))
             log.warning(
-                "%s: damaged checkpoint %s: %s; renamed to %s.damaged, starting from the "
+                "%s: damaged checkpoint: %s; renamed to %s.damaged, starting from the "
                 "initial model",
-                self._tag(0), path, exc, path.name,
+                self._tag(0), exc, path.name,
             )  # fmt: skip
             return 0
         if got is None:

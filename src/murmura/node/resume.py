@@ -129,9 +129,8 @@ def _set_aside(
             os.replace(path, path.with_name(path.name + DAMAGED))
             why += f"; renamed to {path.name}{DAMAGED}"
         log.warning(
-            "node=coordinator round=%d: damaged checkpoint %s: %s; resuming from round %d",
+            "node=coordinator round=%d: damaged checkpoint: %s; resuming from round %d",
             saved.round,
-            path,
             why,
             good,
         )
