@@ -68,12 +68,12 @@ def verify_round(saved: SavedRound, layout: Layout) -> tuple[Vector, SavedState 
     path = Path(saved.checkpoint)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
+    weights, state = read_checkpoint(path, layout)  # says what is wrong with a cut-off file
     if saved.file_sha256 is not None and file_sha256(path) != saved.file_sha256:
         raise CheckpointError(
             f"{path}: its SHA-256 differs from the one recorded in {STATE_FILE} when it was "
             f"written (the file changed)"
         )
-    weights, state = read_checkpoint(path, layout)
     if saved.model_sha256 is not None and weights_sha256(weights) != saved.model_sha256:
         raise CheckpointError(f"{path}: its weights differ from those recorded in {STATE_FILE}")
     return weights, state
