@@ -21,11 +21,12 @@ import pytest
 from typer.testing import CliRunner
 
 from murmura.cli import app
-from murmura.errors import CheckpointError, StateFileError
+from murmura.errors import AuditError, CheckpointError, StateFileError
 from murmura.node.checkpoint import checkpoint_path
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.resume import prepare_state_dir
 from murmura.node.state import StateStore
+from murmura.ops.audit import verify_state_dir
 from murmura.sim.runtime import Simulation
 from murmura.storage import load_tensors_verified, save_tensors_atomically
 from murmura.transport.grpc_server import ServerOptions
@@ -281,3 +282,15 @@ def test_every_safetensors_file_carries_its_content_digest(tmp_path: Path) -> No
         load_tensors_verified(path)
     with pytest.raises(CheckpointError, match="is missing"):
         load_tensors_verified(tmp_path / "none.safetensors")
+
+
+def test_audit_verify_names_a_cut_off_checkpoint_and_skips_a_set_aside_one(
+    tmp_path: Path,
+) -> None:
+    run_path, _ = _three_rounds(tmp_path)
+    latest = checkpoint_path(run_path, 3)
+    latest.write_bytes(latest.read_bytes()[:40])
+    with pytest.raises(AuditError, match=f"{re.escape(str(latest))}: cannot read its pinned head"):
+        verify_state_dir(tmp_path / "state")
+    _resume(tmp_path / "state")  # renames it *.damaged
+    assert verify_state_dir(tmp_path / "state").ok

@@ -377,12 +377,15 @@ def read_records(path: Path, run_id: str | None = None) -> Iterator[Record]:
 
 def find_anchors(state_dir: Path) -> list[Anchor]:
     """Heads the coordinator pinned outside the ledger: checkpoint metadata, summary.json."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     found: list[Anchor] = []
     for path in sorted(state_dir.glob("runs/*/checkpoints/*.safetensors")):
-        with safe_open(str(path), "np") as fh:
-            text = (fh.metadata() or {}).get(HEAD_KEY)
+        try:
+            with safe_open(str(path), "np") as fh:
+                text = (fh.metadata() or {}).get(HEAD_KEY)
+        except (SafetensorError, OSError) as exc:
+            raise AuditError(f"{path}: cannot read its pinned head: {exc}") from None
         if text is not None:
             found.append(_anchor(text, str(path)))
     for path in sorted(state_dir.glob("runs/*/summary.json")):
