@@ -46,3 +46,7 @@ class AuditError(MurmuraError):
 
 class SignatureError(ProtocolError):
     """An update's author signature is missing, malformed, or does not verify with its cert."""
+
+
+class StateFileError(MurmuraError):
+    """A state file (state.sqlite, audit.sqlite) is empty, unreadable or missing next to a run."""

@@ -1,11 +1,15 @@
-"""A peer's own checkpoint: atomic, carries its run, node and round, and is resumed from."""
+"""A peer's own checkpoint: atomic, carries its run, node and round, is resumed from when it
+verifies and set aside when it does not."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from murmura.errors import CheckpointError
 from murmura.node.peer import checkpoint_file, load_peer_checkpoint, save_peer_checkpoint
 from murmura.types import Layout
 
@@ -27,3 +31,29 @@ def test_checkpoint_round_trips_with_its_binding(tmp_path: Path) -> None:
 
 def test_no_checkpoint_is_none(tmp_path: Path) -> None:
     assert load_peer_checkpoint(checkpoint_file(tmp_path), LAYOUT) is None
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_not_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from murmura.node.peer import Peer, PeerSettings
+
+    path = checkpoint_file(tmp_path)
+    w = np.arange(LAYOUT.size, dtype=np.float32)
+    save_peer_checkpoint(path, w + 1, LAYOUT, {"run_id": "r", "node": "p0", "round": "4"})
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x80  # the sign of the last weight
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="does not match the SHA-256 it was written with"):
+        load_peer_checkpoint(path, LAYOUT)
+    orphan = tmp_path / ".model.safetensors.99.tmp"
+    orphan.write_bytes(b"half")
+
+    settings = PeerSettings(0, ["p0"], ["127.0.0.1:1"], "r", tmp_path)
+    peer = Peer(settings, None, None, w, LAYOUT, {0: 1.0}, None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        assert peer._resume() == 0
+    assert peer.weights.tobytes() == w.tobytes()  # the initial model, not the damaged one
+    assert f"damaged checkpoint: {path}: its content" in caplog.text
+    assert f"removed {orphan}" in caplog.text and not orphan.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors.damaged"]

@@ -6,7 +6,9 @@ moments, ...), that state: its structure as JSON in the file's metadata, its num
 extra tensors named ``__strategy_state__/<i>`` (exact, and no size limit from the header).
 Model and state reach the disk by one atomic rename (temp file, fsync, rename, fsync of the
 folder), so a crash leaves the old file or the new one: a model can never be read back with
-the state of another round. No pickle: JSON and raw tensors only.
+the state of another round. The file carries the SHA-256 of its own content and the
+coordinator's state records the file's SHA-256: a flipped byte or a cut-off file is found
+when it is read (``murmura.node.resume``). No pickle: JSON and raw tensors only.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from safetensors import safe_open
 
 from murmura.errors import CheckpointError
-from murmura.storage import save_tensors_atomically
+from murmura.storage import load_tensors_verified, save_tensors_atomically
 from murmura.strategy.hooks import Stateful
 from murmura.types import Layout, Vector
 
@@ -68,25 +69,38 @@ def write_checkpoint(
         tensors.update(arrays)
         metadata.update({_STRATEGY: state.strategy, _STATE: text})
     save_tensors_atomically(path, tensors, metadata)
-    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes()).hexdigest()
+    return weights_sha256(weights)
 
 
 def read_checkpoint(path: Path | str, layout: Layout) -> tuple[Vector, SavedState | None]:
-    """The model and the strategy's state (``None`` if none was saved) of a checkpoint."""
-    with safe_open(str(path), "np") as fh:
-        meta = fh.metadata() or {}
-        names = set(fh.keys())
-        weights = layout.flatten({n: fh.get_tensor(n) for n in layout.names if n in names})
-        if _STATE not in meta:
-            return weights, None
+    """The model and the strategy's state (``None`` if none was saved) of a checkpoint.
 
-        def tensor(name: str) -> Array:
-            if not name.startswith(STATE_PREFIX) or name not in names:
-                raise CheckpointError(f"{path}: strategy state names a missing tensor {name!r}")
-            return np.asarray(fh.get_tensor(name))
+    ``CheckpointError`` if the file is missing, cut off, differs from the content digest it
+    was written with, or lacks one of the model's tensors.
+    """
+    tensors, meta = load_tensors_verified(path)
+    missing = [n for n in layout.names if n not in tensors]
+    if missing:
+        raise CheckpointError(f"{path} lacks the model's tensors {missing}")
+    try:
+        weights = layout.flatten({n: tensors[n] for n in layout.names})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not hold this model: {exc}") from None
+    if _STATE not in meta:
+        return weights, None
 
-        state = decode_state(meta[_STATE], tensor)
+    def tensor(name: str) -> Array:
+        if not name.startswith(STATE_PREFIX) or name not in tensors:
+            raise CheckpointError(f"{path}: strategy state names a missing tensor {name!r}")
+        return tensors[name]
+
+    state = decode_state(meta[_STATE], tensor)
     return weights, SavedState(meta.get(_STRATEGY, "?"), state)
+
+
+def weights_sha256(weights: Vector) -> str:
+    """SHA-256 of the weights as little-endian float32: ``rounds.model_sha256`` in the state."""
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes()).hexdigest()
 
 
 def load_checkpoint(path: Path | str, layout: Layout) -> Vector:

@@ -4,7 +4,8 @@ Per round: wait for nodes, sample, send the model, collect results until ``round
 all are in, or the missing ones are lost), validate each update on arrival into an
 ``UpdateBuffer``, aggregate (the strategy keeps the model bitwise unchanged below
 ``min_clients``), write the checkpoint atomically, then mark the round completed in SQLite.
-A restarted coordinator resumes from the last completed round of the unfinished run.
+A restarted coordinator resumes from the last completed round of the unfinished run whose
+checkpoint verifies (``murmura.node.resume``).
 
 The checkpoint carries the strategy's state with the model (``murmura.node.checkpoint``), so a
 resumed run keeps its privacy accountant (epsilon), clip norm and optimiser moments. Like the
@@ -28,7 +29,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,20 @@ from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
 from murmura.node.checkpoint import (
     checkpoint_path,
-    read_checkpoint,
     restore_strategy_state,
     strategy_state,
     write_checkpoint,
 )
 from murmura.node.federated_eval import evaluate_round
 from murmura.node.monitoring import Monitor
+from murmura.node.resume import prepare_state_dir, resume_run
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
 from murmura.ops.audit import AuditLedger
 from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
+from murmura.storage import file_sha256
 from murmura.strategy.base import Strategy
 from murmura.strategy.evaluation import federated_summary
 from murmura.strategy.hooks import budget_metrics, budget_stops
@@ -129,8 +131,13 @@ class Coordinator:
         self.strategy, self.layout, self.settings, self.server = strategy, layout, settings, server
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
+        prepare_state_dir(settings.state_dir)
         self.state = StateStore(settings.state_dir / "state.sqlite")
-        self.ledger = AuditLedger.open(settings.state_dir)
+        try:
+            self.ledger = AuditLedger.open(settings.state_dir)
+        except BaseException:
+            self.state.close()
+            raise
         self.monitor = Monitor(settings.metrics)
         self.hub: Hub | None = None
         self.secure: SecureRounds | None = None
@@ -199,10 +206,11 @@ class Coordinator:
             initial = strategy_state(self.strategy)
             write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout, initial)
             return rec
-        self.weights, saved = read_checkpoint(rec.checkpoint, self.layout)
-        restore_strategy_state(self.strategy, saved, rec.checkpoint)
-        log.info("node=coordinator round=%d: resuming run %s", rec.last_round, rec.run_id)
-        return rec
+        got = resume_run(self.state, rec.run_id, self.run_path, self.layout)
+        self.weights = got.weights
+        restore_strategy_state(self.strategy, got.state, str(got.checkpoint))
+        log.info("node=coordinator round=%d: resuming run %s", got.round, rec.run_id)
+        return replace(rec, last_round=got.round, checkpoint=str(got.checkpoint))
 
     def _write_summary(self, run_id: str) -> dict[str, object]:
         """Write ``summary.json`` over every completed round (all processes), epsilon included."""
@@ -365,6 +373,7 @@ class Coordinator:
             checkpoint=str(path),
             model_sha256=digest,
             metrics=m.to_json(),
+            file_sha256=file_sha256(path),
         )
         for node in nodes:
             self.state.seen(run_id, node, completed_round=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,13 +26,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from safetensors.numpy import load_file
 
 from murmura.attacks.peer_sender import RoundSender
 from murmura.client import FlatModel
-from murmura.errors import ProtocolError
+from murmura.errors import CheckpointError, ProtocolError
 from murmura.sim.peer import Mixer, Trainer
-from murmura.storage import save_tensors_atomically
+from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
 from murmura.transport import codec, keys
 from murmura.transport.grpc_client import backoff_delays
 from murmura.transport.grpc_server import ServerOptions
@@ -94,14 +94,18 @@ def save_peer_checkpoint(
 
 
 def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Vector] | None:
-    """The metadata and model of a checkpoint written by ``save_peer_checkpoint``, if any."""
+    """The metadata and model of a checkpoint written by ``save_peer_checkpoint``, if any.
+
+    ``CheckpointError`` if the file is cut off, differs from its content digest or does not
+    hold this model.
+    """
     if not path.exists():
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as fh:
-        meta = dict(fh.metadata() or {})
-    return meta, layout.flatten(load_file(str(path)))
+    tensors, meta = load_tensors_verified(path)
+    try:
+        return meta, layout.flatten(tensors)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} does not hold this model: {exc}") from None
 
 
 class Peer:
@@ -135,8 +139,24 @@ class Peer:
         return f"node={self.s.name} round={round_}"
 
     def _resume(self) -> int:
-        """Load our checkpoint if it belongs to this run; return the round it holds."""
-        got = load_peer_checkpoint(checkpoint_file(self.s.state_dir), self.layout)
+        """Load our checkpoint if it belongs to this run and verifies; return its round.
+
+        A damaged one is set aside (``*.damaged``) with a warning and the peer starts from the
+        initial model, then rejoins its neighbours' round like a new peer.
+        """
+        path = checkpoint_file(self.s.state_dir)
+        for tmp in remove_orphan_temps([self.s.state_dir]):
+            log.warning("%s: removed %s, a temporary file left by a crash", self._tag(0), tmp)
+        try:
+            got = load_peer_checkpoint(path, self.layout)
+        except CheckpointError as exc:
+            os.replace(path, path.with_name(path.name + ".damaged"))
+            log.warning(
+                "%s: damaged checkpoint: %s; renamed to %s.damaged, starting from the "
+                "initial model",
+                self._tag(0), exc, path.name,
+            )  # fmt: skip
+            return 0
         if got is None:
             return 0
         meta, weights = got

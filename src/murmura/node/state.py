@@ -1,17 +1,22 @@
 """The coordinator's embedded state: one SQLite file with runs, rounds and nodes.
 
 A round is recorded as completed only after its checkpoint is on disk, so a restarted
-coordinator resumes from the last completed round and never from a half-written one.
+coordinator resumes from the last completed round and never from a half-written one. Each
+completed round keeps the SHA-256 of its checkpoint file (``file_sha256``) and of its weights
+(``model_sha256``) for ``murmura.node.resume`` to verify; a round whose checkpoint turned out
+damaged is marked ``discarded``. An empty or unreadable file is refused (``StateFileError``),
+never replaced by a new, empty state.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from murmura.storage import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,6 +35,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     failures TEXT NOT NULL DEFAULT '[]',
     checkpoint TEXT,
     model_sha256 TEXT,
+    file_sha256 TEXT,
     metrics TEXT NOT NULL DEFAULT '{}',
     started REAL NOT NULL,
     ended REAL,
@@ -44,6 +50,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     PRIMARY KEY (run_id, node)
 );
 """
+RECOVER = (
+    "restore it from a backup to resume the run, or move the state dir aside to start a new run"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +66,26 @@ class RunRecord:
     checkpoint: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SavedRound:
+    """A completed round's checkpoint and the digests recorded when it was written."""
+
+    round: int
+    checkpoint: str
+    model_sha256: str | None
+    file_sha256: str | None
+    metrics: dict[str, Any]
+
+
 class StateStore:
     """Runs, rounds and nodes of one coordinator, in a SQLite file (WAL, synchronous=FULL)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_sqlite(self.path, SCHEMA, RECOVER)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(rounds)")}
+        if "file_sha256" not in columns:  # a state file of an earlier version
+            self.db.execute("ALTER TABLE rounds ADD COLUMN file_sha256 TEXT")
 
     def close(self) -> None:
         """Close the database."""
@@ -121,17 +140,19 @@ class StateStore:
         checkpoint: str,
         model_sha256: str,
         metrics: dict[str, Any],
+        file_sha256: str | None = None,
     ) -> None:
         """Mark a round completed, after its checkpoint was written."""
         now = time.time()
         self.db.execute(
             "INSERT INTO rounds (run_id, round, status, participants, failures, checkpoint, "
-            "model_sha256, metrics, started, ended) "
-            "VALUES (?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?) "
+            "model_sha256, file_sha256, metrics, started, ended) "
+            "VALUES (?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(run_id, round) DO UPDATE SET status = 'completed', "
             "participants = excluded.participants, failures = excluded.failures, "
             "checkpoint = excluded.checkpoint, model_sha256 = excluded.model_sha256, "
-            "metrics = excluded.metrics, ended = excluded.ended",
+            "file_sha256 = excluded.file_sha256, metrics = excluded.metrics, "
+            "ended = excluded.ended",
             (
                 run_id,
                 round_,
@@ -139,12 +160,32 @@ class StateStore:
                 json.dumps(failures),
                 checkpoint,
                 model_sha256,
+                file_sha256,
                 json.dumps(metrics),
                 now,
                 now,
             ),
         )
         self.db.execute("UPDATE runs SET updated = ? WHERE run_id = ?", (now, run_id))
+
+    def saved_rounds(self, run_id: str) -> list[SavedRound]:
+        """The completed rounds of a run with their checkpoints, newest first."""
+        cur = self.db.execute(
+            "SELECT round, checkpoint, model_sha256, file_sha256, metrics FROM rounds "
+            "WHERE run_id = ? AND status = 'completed' ORDER BY round DESC",
+            (run_id,),
+        )
+        return [
+            SavedRound(int(r[0]), str(r[1]), r[2], r[3], json.loads(r[4])) for r in cur.fetchall()
+        ]
+
+    def discard_rounds(self, run_id: str, after: int) -> None:
+        """Mark the completed rounds after ``after`` discarded: the run goes on from ``after``."""
+        self.db.execute(
+            "UPDATE rounds SET status = 'discarded' WHERE run_id = ? AND round > ? "
+            "AND status = 'completed'",
+            (run_id, after),
+        )
 
     def finish_run(self, run_id: str) -> None:
         """Mark a run finished; a later start with the same name begins a new run."""

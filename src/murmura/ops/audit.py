@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from murmura.errors import AuditError
+from murmura.storage import open_sqlite
 
 LEDGER_FILE, KEY_FILE, PUB_FILE = "audit.sqlite", "audit.key", "audit.pub"
 HEAD_KEY = "murmura.audit_head"
@@ -63,6 +64,10 @@ LONG_TEXT = {"certificate": 16384}
 """Payload keys whose text may be longer (a worker's PEM certificate in a ``join`` record)."""
 RecordCheck = Callable[["Record"], str | None]
 """A further check of each record once its chain link verified: why it is bad, or None."""
+RECOVER = (
+    "restore it from a backup (its signed records cannot be rebuilt), or move the state dir "
+    "aside to start a new run"
+)
 _DOMAIN = b"murmura.audit.v1\n"
 _COLUMNS = "seq, time, run_id, round, node, event, payload, prev_hash, hash, signature"
 _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -285,11 +290,8 @@ class AuditLedger:
 
     def __init__(self, path: Path | str, key: Ed25519PrivateKey) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a checkpoint may pin the head at once
-        self.db.executescript(SCHEMA)
+        # synchronous=FULL: a checkpoint may pin the head at once
+        self.db = open_sqlite(self.path, SCHEMA, RECOVER)
         self._key = key
         self._lock = threading.Lock()
         row = self.db.execute(f"SELECT {_COLUMNS} FROM ledger ORDER BY seq DESC LIMIT 1")
@@ -378,12 +380,15 @@ def read_records(path: Path, run_id: str | None = None) -> Iterator[Record]:
 
 def find_anchors(state_dir: Path) -> list[Anchor]:
     """Heads the coordinator pinned outside the ledger: checkpoint metadata, summary.json."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     found: list[Anchor] = []
     for path in sorted(state_dir.glob("runs/*/checkpoints/*.safetensors")):
-        with safe_open(str(path), "np") as fh:
-            text = (fh.metadata() or {}).get(HEAD_KEY)
+        try:
+            with safe_open(str(path), "np") as fh:
+                text = (fh.metadata() or {}).get(HEAD_KEY)
+        except (SafetensorError, OSError) as exc:
+            raise AuditError(f"{path}: cannot read its pinned head: {exc}") from None
         if text is not None:
             found.append(_anchor(text, str(path)))
     for path in sorted(state_dir.glob("runs/*/summary.json")):
