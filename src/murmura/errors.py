@@ -46,3 +46,7 @@ class AuditError(MurmuraError):
 
 class SignatureError(ProtocolError):
     """An update's author signature is missing, malformed, or does not verify with its cert."""
+
+
+class InstructionRejected(MurmuraError, ValueError):
+    """An instruction from a parent (model or hyper-parameters) fails the worker's checks."""

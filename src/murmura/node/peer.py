@@ -29,7 +29,8 @@ from safetensors.numpy import load_file
 
 from murmura.attacks.peer_sender import RoundSender
 from murmura.client import FlatModel
-from murmura.errors import ProtocolError
+from murmura.errors import InstructionRejected, ProtocolError
+from murmura.node.instructions import check_model
 from murmura.sim.peer import Mixer, Trainer
 from murmura.storage import save_tensors_atomically
 from murmura.transport import codec, keys
@@ -257,11 +258,14 @@ class Peer:
             except ProtocolError as exc:
                 log.warning("%s: bad reply from %s: %s", self._tag(round_), link.neighbour, exc)
                 return None
-            if last.weights is not None and not np.isfinite(last.weights).all():
-                log.warning(
-                    "%s: non-finite model from %s dropped", self._tag(round_), link.neighbour
-                )
-                return None
+            if last.weights is not None:
+                try:  # the layout is also checked while decoding (NeighbourLink)
+                    check_model(last.weights, None, self.layout)
+                except InstructionRejected as exc:
+                    log.warning(
+                        "%s: %s's model dropped: %s", self._tag(round_), link.neighbour, exc
+                    )
+                    return None
             if last.weights is not None or last.latest_round >= round_:
                 return last
         return last
