@@ -90,9 +90,7 @@ def client(
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", min=1, help="Refuse larger batch sizes.")
     ] = 1_000_000,
-    max_lr: Annotated[
-        float, typer.Option("--max-lr", min=0.0, min_open=True, help="Refuse a larger lr.")
-    ] = 10.0,
+    max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
 ) -> None:
     """Run a worker: train on local partition i/n whenever the coordinator asks."""
     from murmura.node.deploy import client_from_config, local_client, split_config
@@ -102,6 +100,7 @@ def client(
     from murmura.transport.grpc_client import CoordinatorLink
 
     try:
+        limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
         if insecure:
             creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
         elif cert and key and ca:
@@ -114,7 +113,6 @@ def client(
         else:
             held = eval_fraction or None  # 0: nothing held out
             local = local_client(task, partition, partitioner, seed, local_fraction=held)
-        limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
         link = CoordinatorLink(server_address, node, creds)
         stats = Worker(link, local, limits=limits).run()
     except MurmuraError as exc:

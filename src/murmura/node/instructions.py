@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murmura.errors import InstructionRejected, ProtocolError
+from murmura.errors import ConfigError, InstructionRejected, ProtocolError
 from murmura.types import Layout, Scalar, Vector
 
 SECAGG_KEY = "secagg"
@@ -39,11 +39,11 @@ class InstructionLimits:
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.max_batch_size < 1:
-            raise ValueError("max_epochs and max_batch_size must be at least 1")
+            raise ConfigError("max_epochs and max_batch_size must be at least 1")
         for name in ("max_lr", "max_weight_decay", "max_proximal_mu"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
+                raise ConfigError(f"{name} must be finite and > 0, got {value}")
 
 
 def check_model(weights: Vector | None, layout: Layout | None, expected: Layout | None) -> Vector:
