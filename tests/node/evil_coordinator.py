@@ -1,8 +1,9 @@
 """A coordinator that sends bad instructions: the real ``Coordinator`` with a hook on its rounds.
 
 Run as a script (``python tests/node/evil_coordinator.py ...``). It trains the digits task's
-model with FedAvg; in each round listed in ``ATTACKS`` it sends, instead of its model and
-``GOOD`` hyper-parameters, what the attack makes of them. Its own model is left unchanged.
+model with FedAvg; in round r <= len(--attacks) it sends, instead of its model and ``GOOD``
+hyper-parameters, what the r-th attack makes of them (its own model is left unchanged); the
+rounds after those are good.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def _nan_model(w: Vector, layout: Layout) -> tuple[Vector, Layout, dict[str, Sca
     return bad, layout, GOOD
 
 
-ATTACKS: dict[int, Attack] = {
-    1: _one_element,
-    2: _nan_model,
-    3: lambda w, layout: (w, layout, {**GOOD, "lr": float("nan")}),
-    4: lambda w, layout: (w, layout, {**GOOD, "epochs": 10**9}),
+ATTACKS: dict[str, Attack] = {
+    "one-element": _one_element,
+    "nan-model": _nan_model,
+    "nan-lr": lambda w, layout: (w, layout, {**GOOD, "lr": float("nan")}),
+    "huge-epochs": lambda w, layout: (w, layout, {**GOOD, "epochs": 10**9}),
 }
 
 
@@ -58,10 +59,12 @@ def digits_model() -> tuple[Vector, Layout]:
 
 
 class EvilCoordinator(Coordinator):
-    """Sends ``ATTACKS[round]`` of its model and config in the listed rounds."""
+    """Sends ``ATTACKS[plan[r - 1]]`` of its model and config in round r; later rounds: good."""
+
+    plan: list[str] = list(ATTACKS)
 
     async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
-        attack = ATTACKS.get(round_)
+        attack = ATTACKS[self.plan[round_ - 1]] if round_ <= len(self.plan) else None
         if attack is None:
             return await super()._collect(round_, cohort, buffer)
         saved = self.weights, self.layout, self.settings
@@ -83,6 +86,7 @@ def main() -> None:
     p.add_argument("--state", required=True)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--attacks", default=",".join(ATTACKS), help="one per round, in order")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     f = keys.node_files(a.keys, "coordinator")
@@ -104,7 +108,9 @@ def main() -> None:
         allowlist=frozenset({"w0"}),
     )
     strategy = FedAvg(min_clients=1, seed=0)
-    asyncio.run(EvilCoordinator(strategy, weights, layout, settings, server).run())
+    coordinator = EvilCoordinator(strategy, weights, layout, settings, server)
+    coordinator.plan = [x for x in a.attacks.split(",") if x]
+    asyncio.run(coordinator.run())
 
 
 if __name__ == "__main__":
