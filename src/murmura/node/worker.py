@@ -26,7 +26,7 @@ from typing import Protocol
 
 import grpc
 
-from murmura.errors import InstructionRejected, ProtocolError
+from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
@@ -136,6 +136,7 @@ class Worker:
                 log.warning(
                     "node=%s round=%d: bad instruction: %s", self.node, self.after_round, exc
                 )
+                self._stop.wait(self._heartbeat_s)  # it may be sent again: no busy loop
                 continue
             if ins.kind == pb.SHUTDOWN:
                 log.info("node=%s round=%d: run finished", self.node, ins.round)
@@ -176,6 +177,10 @@ class Worker:
             return
         try:
             reply = self.link.push(ins.round, res, ins.layout)
+        except (ValueError, MurmuraError) as exc:  # the client's result does not fit the wire
+            log.warning("node=%s round=%d: result not sent: %s", self.node, ins.round, exc)
+            self._report_error(ins, exc)
+            return
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise
