@@ -87,6 +87,16 @@ class FakeClient:
         return FitRes(update.astype(np.float32), n, {"train_loss": float(ins.round)})
 
 
+class ClaimingClient:
+    """Pushes ``push`` in every coordinate and claims ``claim`` examples (an inflated count)."""
+
+    def __init__(self, claim: int, push: float) -> None:
+        self.claim, self.push = claim, push
+
+    def fit(self, ins: FitIns) -> FitRes:
+        return FitRes(np.full(LAYOUT.size, self.push, dtype=np.float32), self.claim, {})
+
+
 def make_strategy(
     kind: str,
     min_clients: int,
@@ -142,6 +152,7 @@ def coordinator(a: argparse.Namespace) -> None:
         heartbeat_s=0.3,
         lost_after_s=a.lost_after,
         shutdown_grace_s=1.0,
+        max_weight_share=a.max_weight_share,
     )
     server = ServerOptions(
         port=a.port,
@@ -157,13 +168,46 @@ def worker(a: argparse.Namespace) -> None:
     link = CoordinatorLink(
         f"127.0.0.1:{a.port}", a.name, keys.Credentials.load(f.cert, f.key, f.ca), opts
     )
-    client = FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round, a.eval_nan, a.fail)
+    client: FakeClient | ClaimingClient = (
+        ClaimingClient(a.claim, a.push)
+        if a.claim is not None
+        else FakeClient(a.name, Path(a.out), a.hang_round, a.pause_round, a.eval_nan, a.fail)
+    )
     Worker(link, client, rejoin_max_s=120).run()
+
+
+def edge(a: argparse.Namespace) -> None:
+    """An edge aggregator: a worker of the coordinator at ``--port``, FedAvg over ``--names``."""
+    from murmura.node.coordinator import CoordinatorSettings
+    from murmura.node.edge import Edge, EdgeSettings
+    from murmura.strategy import FedAvg
+    from murmura.transport.grpc_server import ServerOptions
+
+    f = keys.node_files(a.keys, a.name)
+    creds = keys.Credentials.load(f.cert, f.key, f.ca)
+    settings = CoordinatorSettings(
+        state_dir=Path(a.state),
+        run_name=f"test-{a.name}",
+        round_timeout_s=a.timeout,
+        min_nodes=a.min_nodes,
+        join_timeout_s=60,
+        heartbeat_s=0.3,
+        lost_after_s=a.lost_after,
+        evaluate_every=0,
+        shutdown_grace_s=1.0,
+        max_weight_share=a.max_weight_share,
+    )
+    server = ServerOptions(
+        port=a.listen_port, credentials=creds, allowlist=frozenset(a.names.split(","))
+    )
+    link = LinkOptions(pull_wait_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.5)
+    es = EdgeSettings(a.name, f"127.0.0.1:{a.port}", settings, server, creds, a.min_clients, link)
+    asyncio.run(Edge(es, FedAvg(min_clients=a.min_clients, seed=0), LAYOUT).run())
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["coordinator", "worker"])
+    p.add_argument("role", choices=["coordinator", "worker", "edge"])
     p.add_argument("--keys", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--state", default="")
@@ -182,9 +226,13 @@ def main() -> None:
     p.add_argument("--fraction-evaluate", type=float, default=0.0)
     p.add_argument("--eval-nan", action="store_true")
     p.add_argument("--fail", action="store_true", help="fit and evaluate raise")
+    p.add_argument("--max-weight-share", type=float, default=None)
+    p.add_argument("--claim", type=int, default=None, help="a ClaimingClient's example count")
+    p.add_argument("--push", type=float, default=0.0, help="a ClaimingClient's update value")
+    p.add_argument("--listen-port", type=int, default=0, help="where an edge serves")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    coordinator(a) if a.role == "coordinator" else worker(a)
+    {"coordinator": coordinator, "worker": worker, "edge": edge}[a.role](a)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import NDArray
 
 from murmura.aggregate.base import Matrix, Vector
 from murmura.aggregate.mean import weighted_mean
@@ -64,10 +65,21 @@ class UpdateBuffer:
 
     def weights(self) -> Vector:
         """Example counts as float32 weights, one per stored update, shares capped if set."""
+        return self._capped_counts().astype(np.float32)
+
+    def _capped_counts(self) -> NDArray[np.float64]:
         counts = np.asarray(self.num_examples, dtype=np.float64)
         if self.max_weight_share is not None:
             counts = cap_weight_share(counts, self.max_weight_share)
-        return counts.astype(np.float32)
+        return counts
+
+    def total_weight(self) -> float:
+        """The sum of ``weights()``: what an edge reports as its example count to its parent.
+
+        With a share cap, an inflated count weighs only its capped value here too, so a parent
+        that weights edges by this total is not steered by one child's claim.
+        """
+        return float(self._capped_counts().sum())
 
     def weighted_mean(self) -> Vector:
         """The examples-weighted mean of the stored updates."""

@@ -5,6 +5,7 @@ Errors name the file, the key and what is allowed, and are raised before any tra
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 from murmura.config.run import Config
 from murmura.config.security import AttackSection, PrivacySection
 from murmura.errors import ConfigError, MurmuraError
+
+log = logging.getLogger(__name__)
 
 
 def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
@@ -77,6 +80,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     except ValidationError as err:
         raise _explain(source, err) from None
     _check_plugins(cfg, source)
+    _warn_breakdown(cfg, source)
     return cfg
 
 
@@ -108,12 +112,23 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("attack", lambda: _check_attack(cfg.attack)),
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
+        ("strategy.max_weight_share", lambda: _check_weight_share(cfg)),
     ]
     for key, check in checks:
         try:
             check()
         except (MurmuraError, TypeError) as exc:
             raise ConfigError(f"{source}: key '{key}': {exc}") from None
+
+
+def _warn_breakdown(cfg: Config, source: str) -> None:
+    """Warn when ``[attack] fraction`` is beyond what the aggregator tolerates (allowed)."""
+    if cfg.attack.kind != "none":
+        from murmura.attacks.breakdown import breakdown_warning
+
+        why = breakdown_warning(cfg)
+        if why is not None:
+            log.warning("%s: %s", source, why)
 
 
 def _check_attack(attack: AttackSection) -> None:
@@ -138,3 +153,27 @@ def _check_secagg(cfg: Config) -> None:
         from murmura.privacy.secure_wiring import check_secagg
 
         check_secagg(cfg)
+
+
+def _check_weight_share(cfg: Config) -> None:
+    """``max_weight_share`` only where an aggregator sees every update's example count."""
+    if cfg.strategy.max_weight_share is None:
+        return
+    kind = cfg.topology.kind
+    if kind not in ("star", "tree"):
+        raise ConfigError(
+            f"topology.kind = {kind!r} is peer-to-peer: peers mix their neighbours' models "
+            "with graph weights, no example counts, so there is no share to cap; unset it"
+        )
+    if cfg.secagg.enabled:
+        raise ConfigError(
+            "cannot be combined with secagg.enabled = true: the server only ever sees the "
+            "sum of the round's updates and weights, never one client's weight to cap; use "
+            "secagg.max_weight (an absolute bound each client's weight is checked against)"
+        )
+    if kind == "tree" and cfg.privacy.mode == "central":
+        raise ConfigError(
+            "cannot be combined with privacy.mode = 'central' in a tree: each edge sums its "
+            "clients' clipped updates, and a share of the round's total needs every client's "
+            "count, which no edge has; use privacy.weight_cap (a client weighs at most 1)"
+        )

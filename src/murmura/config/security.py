@@ -13,6 +13,8 @@ class AttackSection(Section):
     """[attack]: simulated Byzantine clients (simulation only); ``kind = "none"`` disables.
 
     ``fraction`` of the clients, chosen by ``[run] seed``, wrap attack ``kind`` with ``args``.
+    A fraction beyond what ``strategy.aggregator`` tolerates (its breakdown point) runs, with a
+    warning at load time. Deployed nodes refuse a config that sets ``kind``.
     """
 
     kind: str = "none"

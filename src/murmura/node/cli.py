@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(2)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.errors import ConfigError
 from murmura.node.checkpoint import (
     checkpoint_path,
     read_checkpoint,
@@ -89,6 +90,8 @@ class CoordinatorSettings:
     """Deadline of each secure aggregation step after advertise (that one has the round's)."""
     metrics: MetricsEndpoint | None = None
     """Where to serve Prometheus ``/metrics`` while the run lasts; None: not served."""
+    max_weight_share: float | None = None
+    """``[strategy] max_weight_share``: no node's weight above this share of the round's total."""
 
 
 @dataclass(slots=True)
@@ -118,6 +121,11 @@ class Coordinator:
         server: ServerOptions,
         checks: Sequence[Check] | None = None,
     ) -> None:
+        if settings.max_weight_share is not None and isinstance(strategy, SecureAggregation):
+            raise ConfigError(
+                "strategy.max_weight_share cannot be honoured under secure aggregation: the "
+                "coordinator only sees the sum of the round's updates, never one weight"
+            )
         self.strategy, self.layout, self.settings, self.server = strategy, layout, settings, server
         self.weights = np.asarray(initial_weights, dtype=np.float32).copy()
         self.checks = list(checks) if checks is not None else default_checks(layout.size)
@@ -171,8 +179,11 @@ class Coordinator:
         finally:
             await self.monitor.stop()
             await server.stop(grace=0.5)
-            self.state.close()
-            self.ledger.close()
+            try:  # the counts of refusals and repeats still in a window
+                self.hub.flush_repeats()
+            finally:
+                self.state.close()
+                self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
 
     def _open_run(self) -> RunRecord:
@@ -277,7 +288,9 @@ class Coordinator:
         self, round_: int, cohort: list[str]
     ) -> tuple[Vector | None, RoundMetrics, list[str]]:
         """Collect plaintext updates and aggregate: (new model or None, metrics, contributors)."""
-        buffer = UpdateBuffer(len(cohort), self.layout.size, self.strategy.keep_rows)
+        buffer = UpdateBuffer(
+            len(cohort), self.layout.size, self.strategy.keep_rows, self.settings.max_weight_share
+        )
         outcome = await self._collect(round_, cohort, buffer)
         failures = [Failure(n, why) for n, why in sorted(outcome.failures.items())]
         for f in failures:

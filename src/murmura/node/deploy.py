@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
+from murmura.node.role_limits import check_role
 from murmura.node.worker import FitClient
 from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.transport import keys
@@ -113,6 +114,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         raise ConfigError(
             f"murmura server runs star topologies; the config has {cfg.topology.kind!r}"
         )
+    check_role("server", cfg)
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
     exp = build_experiment(cfg)
     sim = exp.simulation
@@ -132,6 +134,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         config=cfg.model_dump(mode="json"),
         secagg_stage_timeout_s=s.secagg_stage_timeout,
         metrics=metrics,
+        max_weight_share=cfg.strategy.max_weight_share,
     )
     return Coordinator(
         sim.strategy,
@@ -191,6 +194,7 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
         raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
+    check_role("client", cfg)
     from murmura.tasks import load_task
 
     task = load_task(cfg.task.name, **cfg.task.args)

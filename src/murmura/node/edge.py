@@ -7,7 +7,8 @@ rejoins); its "local training" is one round over its own children, run by a ``Co
 loop. It reports the aggregate delta with the summed example count of the children that
 contributed, so the parent's weighted mean equals the flat one over all children (Liu et al.
 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). The parent sees only edge
-aggregates.
+aggregates. ``[strategy] max_weight_share`` caps each child's weight in the edge's round and
+in the count it reports (``murmura.sim.hierarchical.edge_examples``), as in the simulation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.node.coordinator import Coordinator, CoordinatorSettings, run_dir
 from murmura.node.worker import Worker, WorkerStats
-from murmura.sim.hierarchical import EdgeRoundFailed
+from murmura.sim.hierarchical import EdgeRoundFailed, edge_examples
 from murmura.strategy.base import Strategy
 from murmura.transport import keys
 from murmura.transport.grpc_client import CoordinatorLink, LinkOptions
@@ -100,7 +101,7 @@ class EdgeClient:
         if metrics.train_loss is not None:
             out["train_loss"] = metrics.train_loss
         delta = np.asarray(edge.weights, dtype=np.float32) - start
-        return FitRes(delta, int(sum(buffer.num_examples)), out)
+        return FitRes(delta, edge_examples(buffer), out)
 
 
 class Edge:

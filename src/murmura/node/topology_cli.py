@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from murmura.node.topology_deploy import RedTeam
@@ -54,7 +55,7 @@ def peer(
         node = build_peer(config, peer_id, set_, insecure, red_team)
         result = asyncio.run(node.run())
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(
         f"{node.s.name}: {result.rounds_run} rounds in this process (resumed after round "
@@ -92,7 +93,7 @@ def edge(
         node = build_edge(config, set_, insecure)
         stats = asyncio.run(node.run())
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(
         f"{node.settings.name}: {stats.rounds} rounds aggregated, stopped: {stats.reason}"

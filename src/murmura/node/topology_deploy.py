@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError
 from murmura.node.peer import Peer, PeerSettings
+from murmura.node.role_limits import check_role
 from murmura.transport import keys
 from murmura.transport.grpc_client import LinkOptions
 from murmura.transport.grpc_server import ServerOptions
@@ -193,6 +194,7 @@ def build_peer(
     from murmura.topology import neighbour_weights
 
     cfg, tables = load_tables(path, overrides)
+    check_role("peer", cfg)
     sec: PeersSection = _section(PeersSection, tables, "peers", path)
     t, n = cfg.topology, len(sec.addresses)
     if not 0 <= index < n:
@@ -254,6 +256,7 @@ def build_edge(
     from murmura.tasks import load_task
 
     cfg, tables = load_tables(path, overrides)
+    check_role("edge", cfg)
     sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
     creds = credentials(sec.key_dir, sec.name, insecure)
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
@@ -270,6 +273,7 @@ def build_edge(
         lost_after_s=sec.lost_after,
         evaluate_every=0,
         shutdown_grace_s=1.0,
+        max_weight_share=cfg.strategy.max_weight_share,
     )
     server = ServerOptions(
         host=sec.host,

@@ -2,11 +2,13 @@
 
 The coordinator appends one record per join, refusal, round start and end, model sent, update
 received or rejected, and worker error (a worker's fit or evaluate raised) to ``audit.sqlite``
-in its state dir. A record's hash is the SHA-256 of a canonical encoding of its fields and of
-the previous record's hash, and the coordinator signs that hash with its ledger key: a changed
-field, a deleted record or two records swapped break a hash, the chain or a signature. A
-cut-off tail leaves a valid chain, so the coordinator also writes the head (seq and hash of the
-last record) into every round checkpoint's metadata and into ``summary.json``;
+in its state dir; a caller repeating an event (a flood of refused calls) gets a record for the
+first and one ``repeated`` record with the count per window (``transport.repeats``). A
+record's hash is the SHA-256 of a canonical encoding of its fields and of the previous
+record's hash, and the coordinator signs that hash with its ledger key: a changed field, a
+deleted record or two records swapped break a hash, the chain or a signature. A cut-off tail
+leaves a valid chain, so the coordinator also writes the head (seq and hash of the last
+record) into every round checkpoint's metadata and into ``summary.json``;
 ``verify_state_dir`` checks that the ledger still holds each of these heads. An update record
 also holds its worker's own signature, which ``audit_authors`` checks against the project CA.
 
@@ -52,6 +54,7 @@ EVENTS = frozenset(
         "update_duplicate",
         "update_rejected",
         "worker_error",
+        "repeated",
     }
 )
 MAX_TEXT = 256

@@ -216,14 +216,20 @@ class CoordinatorMetrics:
                 self.epsilon.labels(budget=key).set(float(value))
 
     def observe(self, event: str, node: str, round_: int, details: Mapping[str, Scalar]) -> None:
-        """Take one of the hub's events (``murmura.transport.hub.Events``)."""
+        """Take one of the hub's events (``murmura.transport.hub.Events``).
+
+        A ``repeated`` event stands for ``count`` more of the event it names.
+        """
+        times = 1.0
+        if event == "repeated":
+            event, times = str(details.get("repeat_of", "")), _non_negative(details.get("count", 0))
         if event == "refuse":
             kind = refusal_kind(str(details.get("code", "")), str(details.get("reason", "")))
-            self.refusals.labels(kind=kind).inc()
+            self.refusals.labels(kind=kind).inc(times)
         elif event == "join":
-            self.joins.inc()
+            self.joins.inc(times)
         elif event == "model_sent":
-            self.sent_bytes.inc(_non_negative(details.get("bytes", 0)))
+            self.sent_bytes.inc(times * _non_negative(details.get("bytes", 0)))
         elif event in ("update_received", "result_received"):
             phase = "evaluate" if details.get("kind") == "EVALUATE" else "fit"
             self.results.labels(phase=phase).inc()

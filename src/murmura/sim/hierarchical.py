@@ -4,7 +4,9 @@ An ``EdgeAggregator`` is a ``Client`` to its parent and runs a round over its ow
 with its own ``Strategy`` (so each edge may use its own robust rule). It reports its delta
 with the total example count of the children that contributed, so the parent's weighted
 mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
-Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning").
+Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). With
+``[strategy] max_weight_share`` every aggregation caps its inputs' shares: an edge its
+children's (and it reports their capped total), the root its edges'.
 
 With ``[privacy]``, ``mode = "local"`` and ``dp_sgd`` wrap the clients as in the star
 topology (``apply_privacy``) and the root spends the budgets (``Accounted``): an edge sees
@@ -70,6 +72,7 @@ class EdgeAggregator:
         *,
         executor: Executor | None = None,
         checks: Sequence[Check] | None = None,
+        max_weight_share: float | None = None,
     ) -> None:
         if not children:
             raise ValueError(f"edge {node_id!r} has no children")
@@ -78,6 +81,7 @@ class EdgeAggregator:
         self.strategy = strategy
         self.executor = executor or SequentialExecutor()
         self.checks = list(checks) if checks is not None else None
+        self.max_weight_share = max_weight_share
         self.last_sampled: list[str] = []
         self.last_failures: list[Failure] = []
 
@@ -88,7 +92,9 @@ class EdgeAggregator:
         self.last_sampled = list(sampled)
         config = {**ins.config, **self.strategy.configure(ins.round, weights)}
         child_ins = FitIns(ins.round, weights, config)
-        buffer = UpdateBuffer(len(sampled), weights.size, self.strategy.keep_rows)
+        buffer = UpdateBuffer(
+            len(sampled), weights.size, self.strategy.keep_rows, self.max_weight_share
+        )
         checks = self.checks if self.checks is not None else default_checks(weights.size)
         failures: list[Failure] = []
         for node, outcome in self.executor.fit([self.children[n] for n in sampled], child_ins):
@@ -106,7 +112,7 @@ class EdgeAggregator:
         loss = buffer.mean_metric("train_loss")
         if loss is not None:
             metrics["train_loss"] = loss
-        return FitRes(update=delta, num_examples=int(sum(buffer.num_examples)), metrics=metrics)
+        return FitRes(update=delta, num_examples=edge_examples(buffer), metrics=metrics)
 
     def _mean_delta(
         self, round_: int, weights: Vector, buffer: UpdateBuffer, failures: Sequence[Failure]
@@ -136,6 +142,16 @@ class EdgeAggregator:
         loss = sum(r.loss * r.num_examples for r in results) / total
         acc = sum(r.metrics.get("accuracy", 0.0) * r.num_examples for r in results) / total
         return EvaluateRes(loss=loss, num_examples=total, metrics={"accuracy": acc})
+
+
+def edge_examples(buffer: UpdateBuffer) -> int:
+    """The example count an edge reports: its children's, each capped at its share if set.
+
+    Without ``max_weight_share`` this is the children's total, so the parent's weighted mean
+    of edge deltas is the flat one; with it, a child that claims 2^31 - 1 examples adds only
+    its capped weight, and cannot make its edge dominate the parent either.
+    """
+    return int(round(buffer.total_weight()))
 
 
 def _accept(
@@ -169,11 +185,15 @@ def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:
 
 
 def build_edges(
-    groups: Sequence[Sequence[Client]], make_strategy: Callable[[int, int], Strategy]
+    groups: Sequence[Sequence[Client]],
+    make_strategy: Callable[[int, int], Strategy],
+    max_weight_share: float | None = None,
 ) -> list[EdgeAggregator]:
     """One ``EdgeAggregator`` per group; ``make_strategy(edge, num_children)`` builds its rule."""
     return [
-        EdgeAggregator(f"edge-{e}", group, make_strategy(e, len(group)))
+        EdgeAggregator(
+            f"edge-{e}", group, make_strategy(e, len(group)), max_weight_share=max_weight_share
+        )
         for e, group in enumerate(groups, start=1)
     ]
 
@@ -227,7 +247,15 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         # per-edge secure aggregation: the edge learns only its children's weighted sum
         return apply_secagg(cfg, rule, largest)
 
-    edges = build_edges(groups, edge_strategy)
+    # the share cap applies wherever updates are weighted: each edge over its children, the
+    # root over its edges (as a deployed root, a star coordinator, applies its [strategy])
+    edges = build_edges(groups, edge_strategy, s.max_weight_share)
     log.info("hierarchical: %d edges over %d clients", len(edges), data.num_clients)
-    sim = Simulation(root, edges, model.get(), evaluate_every=cfg.evaluation.every)
+    sim = Simulation(
+        root,
+        edges,
+        model.get(),
+        evaluate_every=cfg.evaluation.every,
+        max_weight_share=s.max_weight_share,
+    )
     return Experiment(cfg, task, data, model, sim)

@@ -29,6 +29,7 @@ from murmura.transport.hub import Hub, Outgoing, Refused
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult, ResultReader, instruction_frames
 from murmura.transport.update_auth import PeerCertificate, UpdateAuthenticator, peer_certificate
+from murmura.types import Scalar
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,6 @@ class CoordinatorService:
             reason = "not on the allowlist"
         if reason is not None:
             self.hub.counters["refused_allowlist"] += 1
-            log.warning("node=%s round=%d: refused: %s", name, self.hub.round_now(), reason)
             await self._refuse(context, name, "PERMISSION_DENIED", f"node {name!r} {reason}")
         self.hub.touch(name)
         return name
@@ -151,8 +151,13 @@ class CoordinatorService:
     async def _refuse(
         self, context: aio.ServicerContext[Any, Any], node: str, code: str, why: str
     ) -> None:
-        """Report a refusal of a call before any round binding, then abort it."""
-        self.hub.record("refuse", node, self.hub.round_now(), code=code, reason=why)
+        """Report a refusal of a call before any round binding, then abort it.
+
+        Only the first of a flood is logged and recorded; the repeats are counted.
+        """
+        round_ = self.hub.round_now()
+        if self.hub.record_once("refuse", node, round_, code, code=code, reason=why):
+            log.warning("node=%s round=%d: refused (%s): %s", node, round_, code, why)
         await context.abort(grpc.StatusCode[code], why)
 
     async def decode(
@@ -168,7 +173,6 @@ class CoordinatorService:
         except ProtocolError as exc:
             await self._refuse(context, node, "INVALID_ARGUMENT", f"{type(exc).__name__}: {exc}")
         if msg.node and msg.node != node:
-            log.warning("node=%s round=-: request claims node %r", node, msg.node)
             why = f"claims node {msg.node!r}, certificate says {node!r}"
             await self._refuse(context, node, "PERMISSION_DENIED", why)
         return msg
@@ -182,8 +186,11 @@ class CoordinatorService:
         node = await self._identify(context)
         peer = self._peer(context)
         await self.decode(pb.RegisterRequest, raw, context, node)
-        log.info("node=%s round=%d: registered", node, self.hub.round_now())
-        self.hub.record("join", node, self.hub.round_now(), **self.auth.certificate(peer))
+        cert = peer.fingerprint if peer is not None else ""
+        if self.hub.record_once(
+            "join", node, self.hub.round_now(), cert, **self.auth.certificate(peer)
+        ):
+            log.info("node=%s round=%d: registered", node, self.hub.round_now())
         return _ser(
             pb.RegisterReply(
                 version=codec.PROTOCOL_VERSION,
@@ -209,9 +216,23 @@ class CoordinatorService:
     async def pull(
         self, raw: bytes, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        """Long-poll for the next instruction; stream its header and weight chunks."""
+        """Long-poll for the next instruction; stream its header and weight chunks.
+
+        One Pull per node at a time: a concurrent second one is refused.
+        """
         node = await self._identify(context)
         req = await self.decode(pb.PullRequest, raw, context, node)
+        if not self.hub.pulls.start(node):
+            await self._refuse(
+                context, node, "ALREADY_EXISTS", "a pull of this node is in progress"
+            )
+        try:
+            async for frame in self._serve_pull(node, req):
+                yield frame
+        finally:
+            self.hub.pulls.end(node)
+
+    async def _serve_pull(self, node: str, req: pb.PullRequest) -> AsyncIterator[bytes]:
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
         try:
             out = await self.hub.next_instruction(node, wait)
@@ -231,17 +252,23 @@ class CoordinatorService:
         header.round, header.kind = out.round, out.kind  # type: ignore[assignment]
         for key, value in codec.config_to_proto(out.config).items():
             header.config[key].CopyFrom(value)
-        log.info("node=%s round=%d: sending %s", node, out.round, pb.Kind.Name(out.kind))
+        kind = pb.Kind.Name(out.kind)
+        log.info("node=%s round=%d: sending %s", node, out.round, kind)
         for frame in instruction_frames(header, out.blob, self.opts.chunk_size):
             yield frame
-        if out.blob is not None:  # every frame handed to gRPC: the model was served
-            self.hub.record(
-                "model_sent",
-                node,
-                out.round,
-                sha256=bytes(out.blob.header.sha256).hex(),
-                bytes=len(out.blob.data),
-                kind=pb.Kind.Name(out.kind),
+        if out.blob is None:
+            return
+        # every frame handed to gRPC: the model was served; once per node, round and phase
+        sent: dict[str, Scalar] = {
+            "sha256": bytes(out.blob.header.sha256).hex(),
+            "bytes": len(out.blob.data),
+            "kind": kind,
+        }
+        if self.hub.pulls.sent(node, out.round, out.kind):
+            self.hub.record("model_sent", node, out.round, **sent)
+        else:  # the same model again (its first copy was lost): counted, not recorded
+            self.hub.repeats.repeat(
+                node, f"model_sent:r{out.round}:{kind}", {"repeat_of": "model_sent", **sent}
             )
 
     async def push(
@@ -300,9 +327,11 @@ class CoordinatorService:
         event: str | None = "refuse",
     ) -> None:
         """Report a refused push (unless the hub has), then abort it."""
-        log.warning("node=%s round=%d: push refused (%s): %s", node, round_, code, why)
-        if event is not None:
-            self.hub.record(event, node, round_, code=code, reason=why)
+        first = event is None or self.hub.record_once(
+            event, node, round_, f"{code}:r{round_}", code=code, reason=why
+        )
+        if first:  # a flood of refused pushes: one line and one record, the rest counted
+            log.warning("node=%s round=%d: push refused (%s): %s", node, round_, code, why)
         await context.abort(grpc.StatusCode[code], why)
 
     def _release(self, admitted: bool, node: str, round_: int, why: str) -> None:

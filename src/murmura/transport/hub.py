@@ -13,7 +13,11 @@ the round at once ("worker error: ..."), so the round need not wait for its dead
 
 What the endpoint sees (joins, refusals, models sent, updates received or rejected) goes to an
 ``Events`` callback: the coordinator connects it to its audit ledger; the transport itself
-keeps no such record.
+keeps no such record. Events a caller can repeat at will (refusals, joins, duplicates, a model
+sent again) pass through a ``RepeatLimiter``: the first of a window is reported, the repeats
+are counted and reported as one ``repeated`` event when the window closes (``flush_repeats``
+at shutdown). A node has one Pull at a time and is sent a round's model a few times at most
+(``PullSlots``); only the first is recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 
 from murmura.transport import codec
 from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.repeats import PullSlots, Repeat, RepeatLimiter
 from murmura.transport.streams import DecodedResult
 from murmura.types import Layout, Scalar
 
@@ -121,12 +126,36 @@ class Hub:
         self.last_round = 0
         self.finished = False
         self.counters: Counter[str] = Counter()
+        self.repeats = RepeatLimiter()
+        self.pulls = PullSlots()
         self._changed = asyncio.Condition()
 
     def record(self, event: str, node: str, round_: int, **details: Scalar) -> None:
         """Report an event to the ``events`` callback, if there is one."""
+        self._report(self.repeats.closed())
         if self.events is not None:
             self.events(event, node, round_, details)
+
+    def record_once(self, event: str, node: str, round_: int, kind: str, **details: Scalar) -> bool:
+        """Report the first ``event`` of its (node, kind) window, count a repeat; True if reported.
+
+        The caller logs only when this returns True, so a flood costs one line and one record.
+        """
+        if not self.repeats.first(node, f"{event}:{kind}", {"repeat_of": event, **details}):
+            return False
+        self.record(event, node, round_, **details)
+        return True
+
+    def flush_repeats(self) -> None:
+        """Close every window of repeats now and report their counts (at shutdown)."""
+        self._report(self.repeats.drain())
+
+    def _report(self, repeats: list[Repeat]) -> None:
+        for rep in repeats:
+            log.warning("node=%s round=%d: %s", rep.identity, self.round_now(), rep)
+            if self.events is not None:
+                summary = rep.summary(self.repeats.window_s)
+                self.events("repeated", rep.identity, self.round_now(), summary)
 
     # -- membership -------------------------------------------------------------------
     def touch(self, node: str) -> None:
@@ -155,6 +184,7 @@ class Hub:
         self, outgoing: Outgoing, targets: frozenset[str], sink: Sink | None = None
     ) -> None:
         """Open a round: ``targets`` get ``outgoing`` on their next pull; results go to ``sink``."""
+        self._report(self.repeats.closed())  # windows close at least once a round
         async with self._changed:
             self.current = RoundState(outgoing, targets, sink)
             self._changed.notify_all()
@@ -167,6 +197,8 @@ class Hub:
             return None
         if node in cur.results or node in cur.failures or node in cur.uploading:
             return None
+        if not self.pulls.may_send(node, cur.round, cur.outgoing.kind):
+            return None  # fetched the model enough times: waits as if it had answered
         return cur.outgoing
 
     async def next_instruction(self, node: str, wait_s: float) -> Outgoing | None:
@@ -255,7 +287,8 @@ class Hub:
                 "refused_replay", "ALREADY_EXISTS", "a different result was already counted"
             )
         self.counters["duplicates"] += 1
-        self.record("update_duplicate", node, res.round, sha256=res.digest.hex())
+        kind = f"r{res.round}"
+        self.record_once("update_duplicate", node, res.round, kind, sha256=res.digest.hex())
 
     def expected_layout(self) -> Layout | None:
         """Layout that updates for the open round must have."""

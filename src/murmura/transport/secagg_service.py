@@ -137,10 +137,12 @@ class SecAggService:
     async def _refuse(
         self, context: aio.ServicerContext[Any, Any], node: str, round_: int, exc: Refused
     ) -> None:
-        log.warning("node=%s round=%d: secagg request refused (%s): %s",
-                    node, round_, exc.code, exc.reason)  # fmt: skip
-        if exc.event is not None:
-            self.coordinator.hub.record(exc.event, node, round_, code=exc.code, reason=exc.reason)
+        hub, kind = self.coordinator.hub, f"secagg:{exc.code}:r{round_}"
+        if exc.event is None or hub.record_once(
+            exc.event, node, round_, kind, code=exc.code, reason=exc.reason
+        ):  # a flood: one line and one record, the rest counted
+            log.warning("node=%s round=%d: secagg request refused (%s): %s",
+                        node, round_, exc.code, exc.reason)  # fmt: skip
         await context.abort(grpc.StatusCode[exc.code], exc.reason)
 
 

@@ -1,0 +1,136 @@
+"""Deployed roles refuse, at load time, the settings they do not apply (``role_limits``).
+
+Each refusal is checked through the role's builder (before any data is loaded) and through
+``murmura`` itself: one line naming the section and the command, exit status 2, no
+traceback. Settings a role does apply are accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from murmura.cli import app
+from murmura.config import config_from_dict
+from murmura.errors import ConfigError
+from murmura.node.deploy import build_coordinator, client_from_config
+from murmura.node.role_limits import LIMITS, Role, check_role
+from murmura.node.topology_deploy import build_edge, build_peer
+
+LOCAL = {"privacy": {"mode": "local", "noise_multiplier": 1.0}}
+DP_SGD = {"privacy": {"dp_sgd": True}}
+CENTRAL = {"privacy": {"mode": "central", "noise_multiplier": 1.0}}
+SECAGG = {"secagg": {"enabled": True}}
+ANOMALY = {"anomaly": {"enabled": True}}
+ATTACK = {"attack": {"kind": "sign_flip"}}
+
+REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
+    ("server", LOCAL, "[privacy] mode = 'local'"),
+    ("server", DP_SGD, "[privacy] dp_sgd = true"),
+    ("server", ANOMALY, "[anomaly] enabled = true"),
+    ("server", ATTACK, "[attack] kind != 'none'"),
+    ("client", LOCAL, "[privacy] mode = 'local'"),
+    ("client", DP_SGD, "[privacy] dp_sgd = true"),
+    ("client", ATTACK, "[attack] kind != 'none'"),
+    ("edge", CENTRAL, "[privacy] mode = 'central'"),
+    ("edge", SECAGG, "[secagg] enabled = true"),
+    ("edge", ANOMALY, "[anomaly] enabled = true"),
+    ("edge", ATTACK, "[attack] kind != 'none'"),
+    ("peer", LOCAL, "[privacy] mode = 'local'"),
+    ("peer", DP_SGD, "[privacy] dp_sgd = true"),
+    ("peer", ANOMALY, "[anomaly] enabled = true"),
+    ("peer", ATTACK, "[attack] kind != 'none'"),
+]
+ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
+    ("server", CENTRAL),
+    ("server", SECAGG),
+    ("client", CENTRAL),
+    ("client", SECAGG),
+    ("client", ANOMALY),
+    ("edge", LOCAL),
+    ("edge", DP_SGD),
+]
+
+
+def _toml(tables: dict[str, dict[str, object]]) -> str:
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            lines.append(f"{key} = {shown}".replace("'", '"'))
+    return "\n".join(lines) + "\n"
+
+
+def _config_file(tmp: Path, role: Role, tables: dict[str, dict[str, object]]) -> Path:
+    """A deployment config of ``role`` with ``tables`` (P2P for a peer)."""
+    base: dict[str, dict[str, object]] = {"partition": {"num_clients": 4}}
+    if role == "peer":
+        base["topology"] = {"kind": "ring"}
+        base["peers"] = {"addresses": [f"127.0.0.1:{5000 + i}" for i in range(4)]}
+    elif role == "edge":
+        base["edge"] = {"name": "edge-1", "parent": "127.0.0.1:1", "state_dir": str(tmp / "e")}
+    else:
+        base["server"] = {"state_dir": str(tmp / "s")}
+    path = tmp / f"{role}.toml"
+    path.write_text(_toml({**base, **tables}))
+    return path
+
+
+def _build(role: Role, path: Path) -> None:
+    from murmura.node.deploy import split_config
+
+    if role == "peer":
+        build_peer(path, 0, insecure=True)
+    elif role == "edge":
+        build_edge(path, insecure=True)
+    else:
+        cfg, section = split_config(path)
+        if role == "server":
+            build_coordinator(cfg, section, insecure=True)
+        else:
+            client_from_config(cfg, "0/4")
+
+
+@pytest.mark.parametrize(("role", "tables", "setting"), REFUSED)
+def test_a_role_refuses_what_it_does_not_apply(
+    tmp_path: Path, role: Role, tables: dict[str, dict[str, object]], setting: str
+) -> None:
+    path = _config_file(tmp_path, role, tables)
+    with pytest.raises(ConfigError) as err:
+        _build(role, path)
+    message = str(err.value)
+    assert message.startswith(f"{setting} is not applied by murmura {role}")
+    assert "\n" not in message
+    assert not (tmp_path / "s").exists()  # refused before any state was written
+
+
+def test_every_limit_is_tested() -> None:
+    tested = {(role, setting) for role, _, setting in REFUSED}
+    assert tested == {(role, lim.setting) for role, lims in LIMITS.items() for lim in lims}
+
+
+@pytest.mark.parametrize(("role", "tables"), ACCEPTED)
+def test_what_a_role_applies_is_accepted(role: Role, tables: dict[str, dict[str, object]]) -> None:
+    check_role(role, config_from_dict({"partition": {"num_clients": 4}, **tables}))
+
+
+@pytest.mark.parametrize(
+    ("role", "args"),
+    [
+        ("server", ["--insecure"]),
+        ("client", ["--insecure", "--server", "127.0.0.1:1", "--partition", "0/4"]),
+        ("edge", ["--insecure"]),
+        ("peer", ["--insecure", "--id", "0"]),
+    ],
+)
+def test_the_command_says_one_line_and_exits_2(tmp_path: Path, role: Role, args: list[str]) -> None:
+    path = _config_file(tmp_path, role, ATTACK)
+    where = ["--config", str(path)] if role == "client" else [str(path)]
+    result = CliRunner().invoke(app, [role, *where, *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert f"error: [attack] kind != 'none' is not applied by murmura {role}" in text
