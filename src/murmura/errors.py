@@ -50,3 +50,7 @@ class SignatureError(ProtocolError):
 
 class StateFileError(MurmuraError):
     """A state file (state.sqlite, audit.sqlite) is empty, unreadable or missing next to a run."""
+
+
+class InstructionRejected(MurmuraError, ValueError):
+    """An instruction from a parent (model or hyper-parameters) fails the worker's checks."""

@@ -85,14 +85,23 @@ def client(
         str | None, typer.Option("--name", help="Node id in --insecure mode (else from --cert).")
     ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS (loopback only).")] = False,
+    max_epochs: Annotated[
+        int, typer.Option("--max-epochs", min=1, help="Refuse rounds asking for more epochs.")
+    ] = 1000,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Refuse larger batch sizes.")
+    ] = 1_000_000,
+    max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
 ) -> None:
     """Run a worker: train on local partition i/n whenever the coordinator asks."""
     from murmura.node.deploy import client_from_config, local_client, split_config
+    from murmura.node.instructions import InstructionLimits
     from murmura.node.worker import Worker
     from murmura.transport import keys
     from murmura.transport.grpc_client import CoordinatorLink
 
     try:
+        limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
         if insecure:
             creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
         elif cert and key and ca:
@@ -105,7 +114,8 @@ def client(
         else:
             held = eval_fraction or None  # 0: nothing held out
             local = local_client(task, partition, partitioner, seed, local_fraction=held)
-        stats = Worker(CoordinatorLink(server_address, node, creds), local).run()
+        link = CoordinatorLink(server_address, node, creds)
+        stats = Worker(link, local, limits=limits).run()
     except MurmuraError as exc:
         raise _fail(exc) from None
     console.print(f"{node}: {stats.rounds} rounds trained, stopped: {stats.reason}")

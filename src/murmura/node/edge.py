@@ -139,7 +139,7 @@ class Edge:
         log.info("node=%s round=%d: edge serving children on port %d", s.name, 0, self.port)
         client = EdgeClient(coord, rec.run_id, s.min_clients, asyncio.get_running_loop())
         link = CoordinatorLink(s.parent, s.name, s.credentials, s.link)
-        worker = Worker(link, client)
+        worker = Worker(link, client, layout=coord.layout)  # checks each parent instruction
         try:
             stats = await asyncio.to_thread(worker.run)
             if stats.reason == "shutdown":

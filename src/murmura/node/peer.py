@@ -29,7 +29,8 @@ import numpy as np
 
 from murmura.attacks.peer_sender import RoundSender
 from murmura.client import FlatModel
-from murmura.errors import CheckpointError, ProtocolError
+from murmura.errors import CheckpointError, InstructionRejected, ProtocolError
+from murmura.node.instructions import check_model
 from murmura.sim.peer import Mixer, Trainer
 from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
 from murmura.transport import codec, keys
@@ -277,11 +278,14 @@ class Peer:
             except ProtocolError as exc:
                 log.warning("%s: bad reply from %s: %s", self._tag(round_), link.neighbour, exc)
                 return None
-            if last.weights is not None and not np.isfinite(last.weights).all():
-                log.warning(
-                    "%s: non-finite model from %s dropped", self._tag(round_), link.neighbour
-                )
-                return None
+            if last.weights is not None:
+                try:  # the layout is also checked while decoding (NeighbourLink)
+                    check_model(last.weights, None, self.layout)
+                except InstructionRejected as exc:
+                    log.warning(
+                        "%s: %s's model dropped: %s", self._tag(round_), link.neighbour, exc
+                    )
+                    return None
             if last.weights is not None or last.latest_round >= round_:
                 return last
         return last

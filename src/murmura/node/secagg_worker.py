@@ -22,7 +22,8 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from murmura.errors import ProtocolError
+from murmura.errors import ConfigError, InstructionRejected, ProtocolError
+from murmura.node.instructions import check_secagg_setup
 from murmura.privacy.clipping import clip_vector
 from murmura.privacy.secagg import SecAggAbort, SecAggClient, SecAggConfig
 from murmura.privacy.secagg.messages import (
@@ -85,7 +86,7 @@ class SecureRound:
         """Take part with ``update``; True once this node's unmask answer was accepted."""
         try:
             return self._run(update, num_examples)
-        except (SecAggAbort, ProtocolError) as exc:
+        except (SecAggAbort, ProtocolError, InstructionRejected) as exc:
             log.warning("node=%s round=%d: left secure aggregation: %s", self.node, self.round, exc)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
@@ -99,7 +100,12 @@ class SecureRound:
         if payload is None:
             return False
         setup = codec.parse(spb.SecAggSetup, payload)
-        config = setup_config(setup, self.link.link.run_id, self.round)
+        check_secagg_setup(setup.num_clients, setup.dim, setup.index, setup.dp_clip_norm,
+                           setup.dp_weight_cap, int(np.asarray(update).size))  # fmt: skip
+        try:
+            config = setup_config(setup, self.link.link.run_id, self.round)
+        except ConfigError as exc:
+            raise InstructionRejected(f"secure round setup: {exc}") from None
         identity = Ed25519PrivateKey.generate()
         identities: dict[int, Ed25519PublicKey] = {}
         client = SecAggClient(config, setup.index, identity, identities)

@@ -4,7 +4,10 @@ Told to EVALUATE, it runs the client's ``evaluate`` on the sent model (its local
 data) and pushes the loss, example count and metrics; a client without ``evaluate`` reports 0
 examples. When the client's fit or evaluate raises, the worker pushes a result that carries
 only the error (the exception's type and text, bounded, no traceback), so the coordinator
-lists it as failed at once instead of waiting for the round's deadline.
+lists it as failed at once instead of waiting for the round's deadline. Every FIT and EVALUATE
+instruction is checked first (``murmura.node.instructions``: the task's model layout, finite
+weights, known and bounded hyper-parameters); a bad one is answered the same way, with an
+``InstructionRejected`` error, and the worker serves the next round.
 
 The node's identity is its certificate, so a restarted worker (or one that reconnects after
 the coordinator restarted) rejoins under the same id and picks up the next round it is sampled
@@ -23,13 +26,14 @@ from typing import Protocol
 
 import grpc
 
-from murmura.errors import ProtocolError
+from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
+from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, SecAggLink
 from murmura.transport.streams import DecodedInstruction, error_text
-from murmura.types import EvaluateRes, FitIns, FitRes
+from murmura.types import EvaluateRes, FitIns, FitRes, Layout
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,13 @@ class Worker:
         client: FitClient,
         rejoin_max_s: float = 600.0,
         on_secagg_step: StepHook | None = None,
+        layout: Layout | None = None,
+        limits: InstructionLimits | None = None,
     ) -> None:
         self.link, self.client = link, client
+        self.layout = layout if layout is not None else client_layout(client)
+        """The task's model: every instruction's model must have this layout (None: unknown)."""
+        self.limits = limits if limits is not None else InstructionLimits()
         self.on_secagg_step = on_secagg_step
         """Observer of secure aggregation: called with (round, step) after each answer."""
         self.rejoin_max_s = rejoin_max_s
@@ -127,6 +136,7 @@ class Worker:
                 log.warning(
                     "node=%s round=%d: bad instruction: %s", self.node, self.after_round, exc
                 )
+                self._stop.wait(self._heartbeat_s)  # it may be sent again: no busy loop
                 continue
             if ins.kind == pb.SHUTDOWN:
                 log.info("node=%s round=%d: run finished", self.node, ins.round)
@@ -137,7 +147,19 @@ class Worker:
                 self._evaluate(ins)
         return False
 
+    def _checked(self, ins: DecodedInstruction) -> bool:
+        """True if ``ins`` passes ``check_instruction``; else report it and return False."""
+        try:
+            check_instruction(ins.weights, ins.layout, ins.config, self.layout, self.limits)
+        except InstructionRejected as exc:
+            log.warning("node=%s round=%d: instruction rejected: %s", self.node, ins.round, exc)
+            self._report_error(ins, exc)
+            return False
+        return True
+
     def _fit(self, ins: DecodedInstruction) -> None:
+        if not self._checked(ins):
+            return
         assert ins.weights is not None and ins.layout is not None
         log.info("node=%s round=%d: training", self.node, ins.round)
         secure = bool(ins.config.get(SECAGG_CONFIG_KEY, False))
@@ -155,6 +177,10 @@ class Worker:
             return
         try:
             reply = self.link.push(ins.round, res, ins.layout)
+        except (ValueError, MurmuraError) as exc:  # the client's result does not fit the wire
+            log.warning("node=%s round=%d: result not sent: %s", self.node, ins.round, exc)
+            self._report_error(ins, exc)
+            return
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise
@@ -174,6 +200,8 @@ class Worker:
 
     def _evaluate(self, ins: DecodedInstruction) -> None:
         """Evaluate the sent model on local held-out data and push loss, count and metrics."""
+        if not self._checked(ins):
+            return
         log.info("node=%s round=%d: evaluating", self.node, ins.round)
         try:
             res = self._local_evaluation(ins)
