@@ -46,3 +46,15 @@ class AuditError(MurmuraError):
 
 class SignatureError(ProtocolError):
     """An update's author signature is missing, malformed, or does not verify with its cert."""
+
+
+class RejoinTimeout(MurmuraError):
+    """No round could be sampled for ``rejoin_timeout`` seconds: too few live nodes.
+
+    The run is left unfinished, so a restarted coordinator resumes it.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """Why the round could not be sampled (no live nodes, fewer than min_clients)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    # escaped: "[server]" in a message is text, not markup; one line, whatever the width
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(2)
 
 
