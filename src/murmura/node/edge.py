@@ -11,8 +11,8 @@ aggregates.
 
 An edge whose children are all gone (or fewer than its strategy's ``min_clients``) fails the
 parent's round at once (``rejoin_timeout_s`` 0: the round is not started, nothing recorded),
-with a worker error the parent lists among the round's failures; the parent's own
-``rejoin_timeout`` is what waits for nodes to come back.
+with a worker error the parent lists among the round's failures. The edge itself stays alive
+to the parent, so the parent's ``rejoin_timeout`` does not wait for the edge's children.
 """
 
 from __future__ import annotations
