@@ -82,7 +82,7 @@ class CoordinatorSettings:
     run_name: str = "murmura"
     round_timeout_s: float = 60.0
     min_nodes: int = 1
-    """Nodes that must be connected before a round starts (waits up to ``join_timeout_s``)."""
+    """Nodes to wait for (up to ``join_timeout_s``) before this process's first round."""
     join_timeout_s: float = 60.0
     rejoin_timeout_s: float = 600.0
     """How long a round waits for enough live nodes to sample; then ``RejoinTimeout``.
