@@ -54,3 +54,15 @@ class StateFileError(MurmuraError):
 
 class InstructionRejected(MurmuraError, ValueError):
     """An instruction from a parent (model or hyper-parameters) fails the worker's checks."""
+
+
+class RejoinTimeout(MurmuraError):
+    """No round could be sampled for ``rejoin_timeout`` seconds: too few live nodes.
+
+    The run is left unfinished, so a restarted coordinator resumes it.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """Why the round could not be sampled (no live nodes, fewer than min_clients)."""

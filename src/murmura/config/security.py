@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from murmura.config.base import Section
+from murmura.privacy.accountant import AccountantName
 
 
 class AttackSection(Section):
@@ -59,7 +60,7 @@ class PrivacySection(Section):
     clip_count_stddev: float | None = Field(None, gt=0)
     # central: a client's weight is min(examples / weight_cap, 1); None: every client weighs 1
     weight_cap: float | None = Field(None, gt=0)
-    accountant: Literal["rdp", "pld"] = "rdp"
+    accountant: AccountantName = "rdp"
     delta: float = Field(1e-5, gt=0, lt=1)
     target_epsilon: float | None = Field(None, gt=0)
     dp_sgd: bool = False

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(str(exc))}")
+    # escaped: "[server]" in a message is text, not markup; one line, whatever the width
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(2)
 
 

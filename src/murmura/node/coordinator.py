@@ -7,6 +7,12 @@ all are in, or the missing ones are lost), validate each update on arrival into 
 A restarted coordinator resumes from the last completed round of the unfinished run whose
 checkpoint verifies (``murmura.node.resume``).
 
+A round starts (SQLite, ledger, metrics) only once the strategy could sample it: with too few
+live nodes (none, or fewer than the strategy's ``min_clients``) the coordinator waits for
+nodes to join or come back, up to ``rejoin_timeout_s``, then raises ``RejoinTimeout`` and
+leaves the run unfinished (no summary, no SHUTDOWN to the workers), so a restarted
+coordinator resumes it at that round.
+
 The checkpoint carries the strategy's state with the model (``murmura.node.checkpoint``), so a
 resumed run keeps its privacy accountant (epsilon), clip norm and optimiser moments. Like the
 simulation runtime (``murmura.strategy.hooks``), a ``Budgeted`` strategy's ``round_metrics``
@@ -35,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.errors import ConfigError
+from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node.checkpoint import (
     checkpoint_path,
     restore_strategy_state,
@@ -78,8 +84,13 @@ class CoordinatorSettings:
     run_name: str = "murmura"
     round_timeout_s: float = 60.0
     min_nodes: int = 1
-    """Nodes that must be connected before a round starts (waits up to ``join_timeout_s``)."""
+    """Nodes to wait for (up to ``join_timeout_s``) before this process's first round."""
     join_timeout_s: float = 60.0
+    rejoin_timeout_s: float = 600.0
+    """How long a round waits for enough live nodes to sample; then ``RejoinTimeout``.
+
+    0: stop at once. The run is left unfinished, so a restarted coordinator resumes it.
+    """
     heartbeat_s: float = 1.0
     lost_after_s: float = 5.0
     evaluate_every: int = 1
@@ -233,30 +244,61 @@ class Coordinator:
         os.replace(tmp, self.run_path / "summary.json")
         return summary
 
-    async def _wait_for_nodes(self, round_: int, first: bool) -> list[str]:
-        """Connected nodes; before this process's first round, wait for ``min_nodes``."""
+    async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], list[str]]:
+        """(connected nodes, cohort) of a round, once the strategy can sample the live nodes.
+
+        Before this process's first round, waits up to ``join_timeout_s`` for ``min_nodes``.
+        Then, while there is no live node or the strategy cannot sample them (fewer than its
+        ``min_clients``), waits for nodes to join or come back, up to ``rejoin_timeout_s``;
+        past that, ``RejoinTimeout``: the round was never started.
+        """
         assert self.hub is not None
-        deadline = time.monotonic() + self.settings.join_timeout_s
-        while first and len(self.hub.alive()) < self.settings.min_nodes:
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.1)
-        nodes = self.hub.alive()
-        log.info("node=coordinator round=%d: %d nodes connected", round_, len(nodes))
-        return nodes
+        s = self.settings
+        deadline = time.monotonic() + s.join_timeout_s
+        while first and len(self.hub.alive()) < s.min_nodes and time.monotonic() < deadline:
+            await self.hub.wait_for_join(min(1.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + s.rejoin_timeout_s
+        waiting = False
+        while True:
+            nodes = self.hub.alive()
+            try:
+                if not nodes:
+                    raise MurmuraError("no live nodes")
+                cohort = self.strategy.sample(round_, nodes)
+            except (MurmuraError, ValueError) as exc:
+                why = str(exc)
+            else:
+                log.info("node=coordinator round=%d: %d nodes connected", round_, len(nodes))
+                if waiting:
+                    log.warning("node=coordinator round=%d: nodes are back: %s", round_, nodes)
+                return nodes, cohort
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RejoinTimeout(
+                    f"cannot sample round {round_} ({why}) and no node came back within "
+                    f"[server] rejoin_timeout = {s.rejoin_timeout_s:g} s; run {run_id} is left "
+                    f"unfinished at round {round_ - 1}: start the coordinator again to resume it",
+                    why,
+                )
+            if not waiting:
+                waiting = True
+                log.warning(
+                    "node=coordinator round=%d: cannot sample (%s); waiting up to %g s for "
+                    "nodes to rejoin",
+                    round_, why, s.rejoin_timeout_s,
+                )  # fmt: skip
+            await self.hub.wait_for_join(min(1.0, left))
 
     async def run_round(self, run_id: str, round_: int, first: bool = False) -> RoundMetrics:
-        """One round over the network; its checkpoint is on disk before it counts as completed."""
+        """One round over the network; its checkpoint is on disk before it counts as completed.
+
+        Raises ``RejoinTimeout`` (nothing recorded) when the round cannot be sampled in time.
+        """
         assert self.hub is not None
+        nodes, cohort = await self._sample(run_id, round_, first)  # nothing recorded before
         t0 = time.perf_counter()
         self.state.start_round(run_id, round_)
         self.monitor.metrics.round_started(round_)
-        nodes = await self._wait_for_nodes(round_, first)
-        try:
-            cohort = self.strategy.sample(round_, nodes)
-        except Exception as exc:  # too few nodes: the round passes with the model unchanged
-            log.warning("node=coordinator round=%d: cannot sample: %s", round_, exc)
-            cohort = []
         self.ledger.append(
             run_id, round_, "coordinator", "round_start", connected=len(nodes), cohort=len(cohort)
         )

@@ -43,6 +43,9 @@ class ServerSection(BaseModel):
     round_timeout: float = Field(60.0, gt=0)
     min_nodes: int = Field(1, ge=1)
     join_timeout: float = Field(120.0, ge=0)
+    rejoin_timeout: float = Field(600.0, ge=0)
+    """Seconds a round waits for enough live workers to sample; then the server exits 2 with
+    the run unfinished (started again, it resumes). 0: stop at once."""
     heartbeat: float = Field(1.0, gt=0)
     lost_after: float = Field(5.0, gt=0)
     max_update_mb: float = Field(2048.0, gt=0)
@@ -127,6 +130,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         round_timeout_s=s.round_timeout,
         min_nodes=s.min_nodes,
         join_timeout_s=s.join_timeout,
+        rejoin_timeout_s=s.rejoin_timeout,
         heartbeat_s=s.heartbeat,
         lost_after_s=s.lost_after,
         evaluate_every=cfg.evaluation.every,

@@ -9,6 +9,11 @@ contributed, so the parent's weighted mean equals the flat one over all children
 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). The parent sees only edge
 aggregates. ``[strategy] max_weight_share`` caps each child's weight in the edge's round and
 in the count it reports (``murmura.sim.hierarchical.edge_examples``), as in the simulation.
+
+An edge whose children are all gone (or fewer than its strategy's ``min_clients``) fails the
+parent's round at once (``rejoin_timeout_s`` 0: the round is not started, nothing recorded),
+with a worker error the parent lists among the round's failures. The edge itself stays alive
+to the parent, so the parent's ``rejoin_timeout`` does not wait for the edge's children.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.errors import RejoinTimeout
 from murmura.node.coordinator import Coordinator, CoordinatorSettings, run_dir
 from murmura.node.worker import Worker, WorkerStats
 from murmura.sim.hierarchical import EdgeRoundFailed, edge_examples
@@ -85,8 +91,15 @@ class EdgeClient:
             raise ValueError(f"parent model has shape {start.shape}, edge needs {edge.layout.size}")
         edge.weights = start.copy()
         edge.settings = dataclasses.replace(edge.settings, client_config=dict(ins.config))
-        metrics = await edge.run_round(self.run_id, ins.round, first=self.first)
-        self.first = False
+        try:
+            metrics = await edge.run_round(self.run_id, ins.round, first=self.first)
+        except RejoinTimeout as exc:  # no children to sample: fail the parent's round now
+            raise EdgeRoundFailed(
+                f"edge round {ins.round}: cannot sample its children ({exc.reason}); "
+                "nothing to report"
+            ) from None
+        finally:
+            self.first = False
         buffer = edge.last_buffer
         got = 0 if buffer is None else len(buffer)
         if buffer is None or got < self.min_clients:
@@ -119,7 +132,7 @@ class Edge:
             strategy,
             np.zeros(layout.size, dtype=np.float32),
             layout,
-            settings.coordinator,
+            dataclasses.replace(settings.coordinator, rejoin_timeout_s=0.0),  # fail the round
             settings.server,
             checks,
         )

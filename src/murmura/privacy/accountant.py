@@ -20,9 +20,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from murmura.errors import ConfigError
+from murmura.privacy.dp_log import quiet_convergence_warnings
 from murmura.registry import Registry
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class Accountant(abc.ABC):
         backend = self._new_backend()
         events = [_dp().SelfComposedDpEvent(self._event(z, q), n) for z, q, n in history]
         if events:
-            backend.compose(_dp().ComposedDpEvent(events))
+            with quiet_convergence_warnings():  # RDP orders are evaluated when composed
+                backend.compose(_dp().ComposedDpEvent(events))
         return backend
 
     def get_epsilon(self, delta: float) -> float:
@@ -109,7 +111,8 @@ class Accountant(abc.ABC):
             return 0.0
         if self._backend is None:
             self._backend = self._build(self._history)
-        return float(self._backend.get_epsilon(delta))
+        with quiet_convergence_warnings():
+            return float(self._backend.get_epsilon(delta))
 
     def epsilon_after(
         self, delta: float, noise_multiplier: float, sample_rate: float, steps: int = 1
@@ -121,7 +124,9 @@ class Accountant(abc.ABC):
         _check_delta(delta)
         _check_step(noise_multiplier, sample_rate, steps)
         trial = self.history + [(float(noise_multiplier), float(sample_rate), steps)]
-        return float(self._build(trial).get_epsilon(delta))
+        backend = self._build(trial)
+        with quiet_convergence_warnings():
+            return float(backend.get_epsilon(delta))
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state: kind, parameters and the composed history."""
@@ -160,6 +165,15 @@ def _check_delta(delta: float) -> None:
 
 
 ACCOUNTANTS: Registry[Callable[..., Accountant]] = Registry("accountant")
+
+AccountantName = Literal["rdp", "pld"]
+"""The accountants a run can use: ``[privacy] accountant`` and ``murmura privacy plan``.
+
+Every murmura run samples clients (central DP) or batches (DP-SGD) by Poisson sampling, or
+has every client release (local DP, ``q = 1``), which is what these two account for.
+``rdp_fixed_size`` (a fixed-size cohort) stays available to library users but matches no
+run's sampling, so neither the config nor the planner offers it.
+"""
 
 
 class _PoissonAccountant(Accountant):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated, get_args
+
 import typer
 from rich.console import Console
 
 from murmura.errors import MurmuraError
-from murmura.privacy.accountant import ACCOUNTANTS, plan_noise_multiplier
+from murmura.privacy.accountant import AccountantName, plan_noise_multiplier
+
+_CHOICES = ", ".join(get_args(AccountantName))
 
 privacy_app = typer.Typer(help="Differential privacy: plan noise for an epsilon budget.")
 
@@ -24,21 +28,17 @@ def plan(
     sample_rate: float = typer.Option(
         ..., "--sample-rate", help="Probability that a client takes part in a round."
     ),
-    accountant: str = typer.Option(
-        "rdp", "--accountant", help=f"One of: {', '.join(ACCOUNTANTS.names())}."
-    ),
-    population: int | None = typer.Option(
-        None, "--population", help="Number of clients (needed by rdp_fixed_size)."
-    ),
+    accountant: Annotated[
+        AccountantName,
+        typer.Option(
+            "--accountant", help=f"One of: {_CHOICES}; the same as privacy.accountant in a config."
+        ),
+    ] = "rdp",
 ) -> None:
     """Print the noise multiplier that keeps a run within (epsilon, delta)."""
     console = Console()
-    if accountant == "rdp_fixed_size" and population is None:
-        console.print("[red]error:[/red] accountant rdp_fixed_size needs --population")
-        raise typer.Exit(code=2)
-    params = {} if population is None else {"population": population}
     try:
-        result = plan_noise_multiplier(epsilon, delta, rounds, sample_rate, accountant, **params)
+        result = plan_noise_multiplier(epsilon, delta, rounds, sample_rate, accountant)
     except (MurmuraError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from err

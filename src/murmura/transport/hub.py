@@ -129,6 +129,8 @@ class Hub:
         self.repeats = RepeatLimiter()
         self.pulls = PullSlots()
         self._changed = asyncio.Condition()
+        self._joined = asyncio.Event()
+        """Set when a node joins or comes back after being lost (``wait_for_join``)."""
 
     def record(self, event: str, node: str, round_: int, **details: Scalar) -> None:
         """Report an event to the ``events`` callback, if there is one."""
@@ -160,9 +162,21 @@ class Hub:
     # -- membership -------------------------------------------------------------------
     def touch(self, node: str) -> None:
         """Record that ``node`` is alive now."""
-        if node not in self.last_seen:
+        now = time.monotonic()
+        last = self.last_seen.get(node)
+        if last is None:
             log.info("node=%s round=%d: joined", node, self.last_round)
-        self.last_seen[node] = time.monotonic()
+        if last is None or now - last > self.lost_after_s:
+            self._joined.set()
+        self.last_seen[node] = now
+
+    async def wait_for_join(self, timeout_s: float) -> None:
+        """Return when a node joins or comes back after being lost, or after ``timeout_s``."""
+        self._joined.clear()
+        try:
+            await asyncio.wait_for(self._joined.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            pass
 
     def link_down(self, node: str, why: str) -> None:
         """Record that a call of ``node`` was cut (keepalive closed the link, or the peer left)."""

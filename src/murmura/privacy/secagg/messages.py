@@ -116,8 +116,17 @@ class UnmaskResponse:
 
 
 Message = (
-    AdvertiseKeys | KeyDirectory | EncryptedShares | ShareKeys | ShareDelivery | ShareReceipt
-    | MaskRequest | MaskedInput | UnmaskRequest | RevealedShare | UnmaskResponse
+    AdvertiseKeys
+    | KeyDirectory
+    | EncryptedShares
+    | ShareKeys
+    | ShareDelivery
+    | ShareReceipt
+    | MaskRequest
+    | MaskedInput
+    | UnmaskRequest
+    | RevealedShare
+    | UnmaskResponse
 )
 ClientMessage = AdvertiseKeys | ShareKeys | ShareReceipt | MaskedInput | UnmaskResponse
 _TYPES: tuple[type[Any], ...] = (
