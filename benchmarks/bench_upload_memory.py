@@ -1,17 +1,16 @@
 """Coordinator memory under concurrent uploads: peak RSS with c updates arriving at once.
 
-    python benchmarks/bench_upload_memory.py [--mb 60] [--nodes 20] [--concurrency 5,20]
+    python benchmarks/bench_upload_memory.py [--mb 60] [--concurrency 5,20]
         [--max-uploads K] [--json out.json]
 
-A real coordinator process (``murmura.node.coordinator.Coordinator``, FedAvg, mTLS, one
-``--mb`` MB float32 tensor) runs one round per entry of ``--concurrency`` with all ``--nodes``
-workers sampled. This process plays the workers: one thread, certificate and channel each.
-Every worker pulls the round's model; then the coordinator's peak RSS is reset
-(``/proc/PID/clear_refs``) and the workers push their updates ``c`` at a time (waves of ``c``
-concurrent pushes until all ``--nodes`` have pushed). The coordinator's peak RSS over the
-pushes (``VmHWM``) is that round's figure; one more worker then pushes and closes the round.
-Rounds run in the order given, so list the smaller concurrency first: what a round leaves
-resident counts against the next one, never for it.
+For each ``c`` of ``--concurrency``, a real coordinator process
+(``murmura.node.coordinator.Coordinator``, FedAvg, mTLS, one ``--mb`` MB float32 tensor) runs
+one round with ``c + 1`` workers, played by this process: one thread, certificate and channel
+each. Every worker pulls the model; then ``c`` of them push their updates at once. The figure
+is the coordinator's peak RSS (``VmHWM``) up to the moment all ``c`` pushes are acknowledged,
+and, apart, its peak during the pushes alone (reset through ``/proc/PID/clear_refs`` after
+the pulls). The last worker pushes only then and closes the round, so aggregation and the
+checkpoint never count. ``--max-uploads`` sets ``ServerOptions.max_concurrent_uploads``.
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ def _coordinator(a: argparse.Namespace) -> None:
     names = a.names.split(",")
     settings = CoordinatorSettings(
         state_dir=Path(a.state),
-        rounds=a.rounds,
+        rounds=1,
         run_name="bench",
         round_timeout_s=600,
         min_nodes=len(names),
@@ -110,17 +109,11 @@ def _each(fn: object, items: list[str]) -> None:
         raise errors[0]
 
 
-def measure(
-    dim: int,
-    nodes: int,
-    concurrency: list[int],
-    max_uploads: int | None,
-    workdir: Path,
-) -> dict[str, object]:
-    """Run the coordinator and the workers; return the peak RSS of each round's pushes."""
-    # one more worker than pushes: it closes each round after the peak is read, so the
-    # round's aggregation and checkpoint never count in the upload figures
-    names = [f"w{i:02d}" for i in range(nodes + 1)]
+def measure(dim: int, concurrency: int, max_uploads: int | None, workdir: Path) -> dict[str, float]:
+    """One coordinator, ``concurrency`` workers pushing at once: its peak RSS in MiB."""
+    # one more worker than pushes: it closes the round after the peak is read, so the
+    # round's aggregation and checkpoint never count in the upload figure
+    names = [f"w{i:02d}" for i in range(concurrency + 1)]
     root = workdir / "keys"
     keys.init_ca(root)
     keys.issue(root, "coordinator", "coordinator")
@@ -132,7 +125,6 @@ def measure(
     args = [
         sys.executable, __file__, "_coordinator", "--keys", str(root), "--port", str(port),
         "--names", ",".join(names), "--dim", str(dim), "--state", str(workdir / "state"),
-        "--rounds", str(len(concurrency)),
     ]  # fmt: skip
     if max_uploads is not None:
         args += ["--max-uploads", str(max_uploads)]
@@ -143,36 +135,28 @@ def measure(
     opts = LinkOptions(pull_wait_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.5, max_retry_s=60)
     links = {n: CoordinatorLink(f"127.0.0.1:{port}", n, _creds(root, n), opts) for n in names}
     pulls = threading.Semaphore(4)  # this process need not hold 20 models at once
-    rounds: list[dict[str, object]] = []
+
+    def pull(n: str) -> None:
+        while True:
+            with pulls:
+                ins = links[n].pull(0)
+            if ins.kind == pb.FIT:
+                return
+            if proc.poll() is not None:
+                raise RuntimeError("the coordinator exited")
+
     try:
         _each(lambda n: links[n].register(), names)
-        for r, c in enumerate(concurrency, start=1):
-
-            def pull(n: str, r: int = r) -> None:
-                while True:
-                    with pulls:
-                        ins = links[n].pull(r - 1)
-                    if ins.kind == pb.FIT and ins.round == r:
-                        return
-                    if proc.poll() is not None:
-                        raise RuntimeError("the coordinator exited")
-
-            _each(pull, names)
-            time.sleep(0.5)
-            base = _status(proc.pid, "VmRSS")
-            _reset_peak(proc.pid)
-            t0 = time.perf_counter()
-            for i in range(0, nodes, c):
-                _each(
-                    lambda n, r=r: _push(links[n], r, update, layout), names[i : min(i + c, nodes)]
-                )
-            seconds = time.perf_counter() - t0
-            peak = _status(proc.pid, "VmHWM")
-            _push(links[names[-1]], r, update, layout)
-            rounds.append(
-                {"concurrency": c, "rss_before_mb": base / MIB, "peak_rss_mb": peak / MIB,
-                 "push_seconds": seconds}
-            )  # fmt: skip
+        _each(pull, names)
+        time.sleep(0.5)
+        pulled = _status(proc.pid, "VmHWM")
+        base = _status(proc.pid, "VmRSS")
+        _reset_peak(proc.pid)
+        t0 = time.perf_counter()
+        _each(lambda n: _push(links[n], update, layout), names[:-1])
+        seconds = time.perf_counter() - t0
+        peak = _status(proc.pid, "VmHWM")
+        _push(links[names[-1]], update, layout)
         proc.wait(timeout=120)
     finally:
         for link in links.values():
@@ -183,12 +167,17 @@ def measure(
         log.close()
     if proc.returncode != 0:
         raise RuntimeError(f"coordinator exited with {proc.returncode}; see {workdir}")
-    return {"update_mb": 4 * dim / MIB, "nodes": nodes, "max_uploads": max_uploads,
-            "rounds": rounds}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "peak_rss_mb": max(peak, pulled) / MIB,
+        "push_peak_rss_mb": peak / MIB,
+        "rss_before_pushes_mb": base / MIB,
+        "push_seconds": seconds,
+    }
 
 
-def _push(link: CoordinatorLink, round_: int, update: np.ndarray, layout: Layout) -> None:
-    reply = link.push(round_, FitRes(update, 10), layout)
+def _push(link: CoordinatorLink, update: np.ndarray, layout: Layout) -> None:
+    reply = link.push(1, FitRes(update, 10), layout)
     if not reply.accepted:
         raise RuntimeError(f"{link.node}: push refused: {reply.reason}")
 
@@ -197,7 +186,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("role", nargs="?", default="bench", choices=["bench", "_coordinator"])
     p.add_argument("--mb", type=float, default=60.0, help="update size in MB (10^6 bytes)")
-    p.add_argument("--nodes", type=int, default=20)
     p.add_argument("--concurrency", default="5,20")
     p.add_argument("--max-uploads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -207,28 +195,29 @@ def main() -> None:
     p.add_argument("--names", default="")
     p.add_argument("--dim", type=int, default=0)
     p.add_argument("--state", default="")
-    p.add_argument("--rounds", type=int, default=1)
     a = p.parse_args()
     if a.role == "_coordinator":
         _coordinator(a)
         return
     dim = int(a.mb * 1e6) // 4
-    conc = [int(c) for c in a.concurrency.split(",")]
-    with tempfile.TemporaryDirectory(prefix="murmura-upmem-") as tmp:
-        out = measure(dim, a.nodes, conc, a.max_uploads, Path(tmp))
-    rows = out["rounds"]
-    assert isinstance(rows, list)
-    print(f"update {out['update_mb']:.1f} MiB, {a.nodes} workers, max_uploads {a.max_uploads}")
+    rows = []
+    for c in (int(c) for c in a.concurrency.split(",")):
+        with tempfile.TemporaryDirectory(prefix="murmura-upmem-") as tmp:
+            rows.append(measure(dim, c, a.max_uploads, Path(tmp)))
+    out: dict[str, object] = {"update_mb": 4 * dim / MIB, "max_uploads": a.max_uploads}
+    print(f"update {out['update_mb']:.1f} MiB, max_uploads {a.max_uploads}")
     for row in rows:
         print(
-            f"  {row['concurrency']:>3} concurrent: peak RSS {row['peak_rss_mb']:7.1f} MiB "
-            f"(before pushes {row['rss_before_mb']:7.1f} MiB), pushes took "
-            f"{row['push_seconds']:.1f} s"
+            f"  {row['concurrency']:>3.0f} concurrent: peak RSS {row['peak_rss_mb']:7.1f} MiB, "
+            f"during the pushes {row['push_peak_rss_mb']:7.1f} MiB (from "
+            f"{row['rss_before_pushes_mb']:.1f} MiB), pushes took {row['push_seconds']:.1f} s"
         )
+    out["rounds"] = rows
     if len(rows) >= 2:
         ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
         out["ratio"] = ratio
-        print(f"  peak ratio {rows[-1]['concurrency']} vs {rows[0]['concurrency']}: {ratio:.2f}x")
+        first, last = rows[0]["concurrency"], rows[-1]["concurrency"]
+        print(f"  peak ratio {last:.0f} vs {first:.0f}: {ratio:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
 
