@@ -49,6 +49,8 @@ class ServerSection(BaseModel):
     max_secagg_mb: float | None = Field(None, gt=0)
     """Largest secure aggregation answer; unset: the round's masked-input size plus a margin."""
     chunk_kb: int = Field(1024, ge=1, le=3072)
+    max_concurrent_uploads: int = Field(4, ge=1)
+    """Updates received at once (each holds a full-size buffer); later pushes wait their turn."""
     secagg_stage_timeout: float = Field(30.0, gt=0)
     """Deadline of each secure aggregation step after advertise (``[secagg] enabled``)."""
     metrics_host: str = "127.0.0.1"
@@ -95,6 +97,7 @@ def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
         max_secagg_bytes=None if s.max_secagg_mb is None else int(s.max_secagg_mb * (1 << 20)),
         chunk_size=s.chunk_kb * 1024,
         require_signed_updates=s.require_signed_updates,
+        max_concurrent_uploads=s.max_concurrent_uploads,
     )
 
 
