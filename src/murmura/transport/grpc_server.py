@@ -66,9 +66,7 @@ class ServerOptions:
     """Refuse an update its worker did not sign (TLS only; a bad signature is always refused)."""
     max_concurrent_uploads: int = 4
     """Updates received at once; each holds a full-size buffer. Later pushes wait, their bytes
-    held on the socket by flow control, so memory does not grow with the number of workers."""
-    stream_window_bytes: int = 1 << 20
-    """HTTP/2 receive window of a stream (BDP probing off): what a waiting push may buffer."""
+    held back by HTTP/2 flow control, so memory does not grow by an update per worker."""
 
     def __post_init__(self) -> None:
         if self.max_concurrent_uploads < 1:
@@ -97,14 +95,9 @@ TCP_READ_OPTIONS: list[tuple[str, Any]] = [
 
 
 def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
-    """Message limits, flow control and keepalive: ping idle links, calm over-eager pingers."""
+    """Message limits and keepalive: ping idle links, tell over-eager pingers to go away."""
     return [
         *TCP_READ_OPTIONS,
-        # BDP probing grows every stream's window to the link's bandwidth-delay product, and
-        # a push waiting for an upload slot would fill it: a fixed window bounds what gRPC
-        # buffers for each waiting stream (the one being read gets a window per message)
-        ("grpc.http2.bdp_probe", 0),
-        ("grpc.http2.lookahead_bytes", opts.stream_window_bytes),
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
