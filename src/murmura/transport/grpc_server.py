@@ -67,8 +67,9 @@ class ServerOptions:
     max_concurrent_uploads: int = 4
     """Updates received at once; each holds a full-size buffer. Later pushes wait, their bytes
     held back by HTTP/2 flow control, so memory does not grow by an update per worker."""
-    stream_window_bytes: int = 4 << 20
-    """HTTP/2 receive window of each stream: about what a push waiting for a slot holds here."""
+    stream_window_bytes: int = 1 << 20
+    """HTTP/2 receive window of each stream, fixed: what a push waiting for a slot holds here
+    (with its connection's read buffer); one upload's rate is at most a window per RTT."""
 
     def __post_init__(self) -> None:
         if self.max_concurrent_uploads < 1:
@@ -101,8 +102,8 @@ def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
     return [
         *TCP_READ_OPTIONS,
         # BDP probing grows a link's window to its bandwidth-delay product, and a push waiting
-        # for an upload slot fills it: 8 waiting 32 MB pushes held 113-132 MiB with it, 39
-        # with this fixed window (4 chunks in flight: 640 Mbit/s at 50 ms RTT)
+        # for an upload slot fills it: 15 pushes of 60 MB waiting took 127 MiB with it (about
+        # as much with a 4 MiB window), 38 MiB with 1 MiB, without slowing a loopback push
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", opts.stream_window_bytes),
         ("grpc.max_receive_message_length", opts.max_message_bytes),
