@@ -67,7 +67,7 @@ class ServerOptions:
     max_concurrent_uploads: int = 4
     """Updates received at once; each holds a full-size buffer. Later pushes wait, their bytes
     held back by HTTP/2 flow control, so memory does not grow by an update per worker."""
-    stream_window_bytes: int = 1 << 20
+    stream_window_bytes: int = 2 << 20
     """HTTP/2 receive window of each stream, fixed: what a push waiting for a slot holds here
     (with its connection's read buffer); one upload's rate is at most a window per RTT."""
 
@@ -102,8 +102,9 @@ def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
     return [
         *TCP_READ_OPTIONS,
         # BDP probing grows a link's window to its bandwidth-delay product, and a push waiting
-        # for an upload slot fills it: 15 pushes of 60 MB waiting took 127 MiB with it (about
-        # as much with a 4 MiB window), 38 MiB with 1 MiB, without slowing a loopback push
+        # for an upload slot fills it: 15 waiting pushes of 60 MB took 127 MiB with it, 92 MiB
+        # with a 2 MiB window, 38-54 MiB with 1 MiB; 1 MiB (one chunk in flight) slowed a
+        # loopback push to ~0.7x, 2 MiB did not measurably (interleaved runs, noisy host)
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", opts.stream_window_bytes),
         ("grpc.max_receive_message_length", opts.max_message_bytes),
