@@ -46,3 +46,7 @@ class AuditError(MurmuraError):
 
 class SignatureError(ProtocolError):
     """An update's author signature is missing, malformed, or does not verify with its cert."""
+
+
+class IdentityError(MurmuraError):
+    """The node at a dialled address holds a certificate of another role or name than needed."""

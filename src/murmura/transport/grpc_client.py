@@ -8,6 +8,7 @@ signs every update it pushes with the key of its certificate (``murmura.update_s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 
 from murmura.errors import ConfigError, ProtocolError
-from murmura.transport import codec, keys
+from murmura.transport import codec, dial_check, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import (
@@ -99,6 +100,10 @@ class CoordinatorLink:
         self._rng = random.Random(seed)
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._signer = UpdateSigner(credentials.key) if credentials is not None else None
+        self._credentials = credentials
+        self._channel: grpc.Channel | None = None
+        self.parent: dial_check.Identity | None = None
+        """Who we work for, once ``register`` checked the certificate at ``target`` (TLS)."""
         if credentials is None:
             host = target.rsplit(":", 1)[0]
             if not is_loopback(host):
@@ -107,14 +112,21 @@ class CoordinatorLink:
                 )
             log.warning("node=%s round=-: INSECURE link (no TLS) to %s", node, target)
             self._metadata = ((NODE_HEADER, node),)
-            self.channel = grpc.insecure_channel(target, channel_options(self.opts))
-        else:
-            creds = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
-            self.channel = grpc.secure_channel(target, creds, channel_options(self.opts))
-        self._register = self.channel.unary_unary(f"/{SERVICE}/Register")
-        self._heartbeat = self.channel.unary_unary(f"/{SERVICE}/Heartbeat")
-        self._pull = self.channel.unary_stream(f"/{SERVICE}/Pull")
-        self._push = self.channel.stream_unary(f"/{SERVICE}/Push")
+            self._open(grpc.insecure_channel(target, channel_options(self.opts)))
+
+    def _open(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+        self._register = channel.unary_unary(f"/{SERVICE}/Register")
+        self._heartbeat = channel.unary_unary(f"/{SERVICE}/Heartbeat")
+        self._pull = channel.unary_stream(f"/{SERVICE}/Pull")
+        self._push = channel.stream_unary(f"/{SERVICE}/Push")
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel to the parent; over TLS it opens in ``register``, after the check."""
+        if self._channel is None:
+            raise ProtocolError(f"the link to {self.target} is not open: register first")
+        return self._channel
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -123,7 +135,26 @@ class CoordinatorLink:
 
     def close(self) -> None:
         """Close the channel."""
-        self.channel.close()
+        if self._channel is not None:
+            self._channel.close()
+
+    def _check_parent(self, creds: keys.Credentials) -> None:
+        """Open the TLS channel once the node at ``target`` proved to be a parent.
+
+        The channel is pinned to the parent's verified name (the TLS target name), so a
+        reconnection reaches only a node whose certificate carries that name.
+        """
+        parent = self.retrying(
+            "dial",
+            lambda: dial_check.parent_identity(
+                self.target, creds, name=self.opts.server_name, timeout_s=self.opts.call_timeout_s
+            ),
+        )
+        log.info("node=%s round=-: %s is %s %r", self.node, self.target, parent.role, parent.name)
+        self.parent = parent
+        opts = dataclasses.replace(self.opts, server_name=parent.name)
+        tls = grpc.ssl_channel_credentials(creds.ca, creds.key, creds.cert)
+        self._open(grpc.secure_channel(self.target, tls, channel_options(opts)))
 
     def retrying(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call``; retry only UNAVAILABLE with backoff and jitter, up to ``max_retry_s``."""
@@ -132,8 +163,8 @@ class CoordinatorLink:
         while True:
             try:
                 return call()
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            except (grpc.RpcError, dial_check.Unreachable) as exc:
+                if isinstance(exc, grpc.RpcError) and exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 delay = next(delays)
                 if time.monotonic() + delay - start > self.opts.max_retry_s:
@@ -147,7 +178,13 @@ class CoordinatorLink:
                 time.sleep(delay)
 
     def register(self) -> pb.RegisterReply:
-        """Register (with retries); remembers the run id."""
+        """Register (with retries); remembers the run id.
+
+        Over TLS the first call checks that the node at ``target`` holds a coordinator or an
+        edge certificate (``IdentityError`` if not) before anything is sent to it.
+        """
+        if self._channel is None and self._credentials is not None:
+            self._check_parent(self._credentials)
         req = pb.RegisterRequest(version=codec.PROTOCOL_VERSION, node=self.node)
 
         def call() -> bytes:
