@@ -123,10 +123,15 @@ class CoordinatorLink:
 
     @property
     def channel(self) -> grpc.Channel:
-        """The channel to the parent; over TLS it opens in ``register``, after the check."""
-        if self._channel is None:
-            raise ProtocolError(f"the link to {self.target} is not open: register first")
+        """The channel to the parent; over TLS it opens after the check of the first call."""
+        self._ensure_open()
+        assert self._channel is not None
         return self._channel
+
+    def _ensure_open(self) -> None:
+        """Check the parent and open the channel, unless done (``IdentityError`` if not one)."""
+        if self._channel is None and self._credentials is not None:
+            self._check_parent(self._credentials)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -180,11 +185,11 @@ class CoordinatorLink:
     def register(self) -> pb.RegisterReply:
         """Register (with retries); remembers the run id.
 
-        Over TLS the first call checks that the node at ``target`` holds a coordinator or an
-        edge certificate (``IdentityError`` if not) before anything is sent to it.
+        Over TLS the first call of the link (normally this one) checks that the node at
+        ``target`` holds a coordinator or an edge certificate (``IdentityError`` if not)
+        before anything is sent to it.
         """
-        if self._channel is None and self._credentials is not None:
-            self._check_parent(self._credentials)
+        self._ensure_open()
         req = pb.RegisterRequest(version=codec.PROTOCOL_VERSION, node=self.node)
 
         def call() -> bytes:
@@ -203,6 +208,7 @@ class CoordinatorLink:
 
     def heartbeat(self, round_: int) -> pb.HeartbeatReply:
         """Send one heartbeat (no retries: the next one is the retry)."""
+        self._ensure_open()
         req = pb.HeartbeatRequest(
             version=codec.PROTOCOL_VERSION, run_id=self.run_id, node=self.node, round=round_
         )
@@ -215,6 +221,7 @@ class CoordinatorLink:
 
     def pull(self, after_round: int) -> DecodedInstruction:
         """Long-poll for the next instruction (with retries); ``after_round`` is informational."""
+        self._ensure_open()
         req = pb.PullRequest(
             version=codec.PROTOCOL_VERSION,
             run_id=self.run_id,
@@ -244,6 +251,7 @@ class CoordinatorLink:
 
     def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
         """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
+        self._ensure_open()
         metrics = {k: float(v) for k, v in res.metrics.items()}
         blob = codec.encode_blob(res.update, layout, digest=False)  # hashed while sent
 
@@ -308,6 +316,7 @@ class CoordinatorLink:
 
     def _push_header(self, header: pb.ResultHeader) -> pb.PushReply:
         """Send a result that is its header alone (with retries; a re-sent copy counts once)."""
+        self._ensure_open()
 
         def call() -> bytes:
             frames = result_frames(header, None)
