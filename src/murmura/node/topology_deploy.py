@@ -258,7 +258,7 @@ def build_edge(
     creds = credentials(sec.key_dir, sec.name, insecure)
     if creds is not None and (role := keys.identity_of(creds.cert)[1]) != "edge":
         raise ConfigError(
-            f"[edge] {sec.name!r}: its certificate has role {role!r}; workers accept only an "
+            f"edge {sec.name!r}: its certificate has role {role!r}; workers accept only an "
             f"edge certificate: murmura keys issue {sec.key_dir} {sec.name} --role edge"
         )
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
