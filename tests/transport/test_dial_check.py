@@ -129,3 +129,8 @@ def test_the_link_registers_with_nobody_but_a_parent(key_dir: Path, serve: Serve
             call()
     assert link._channel is None  # nothing was ever sent on a gRPC channel
     link.close()
+    strict = LinkOptions(max_retry_s=1, parent_roles=("coordinator",))
+    link = CoordinatorLink(serve(key_dir, "edge-1"), "w1", creds(key_dir, "w1"), strict)
+    with pytest.raises(IdentityError, match="an edge certificate .'edge-1'., not a coord"):
+        link.register()
+    link.close()

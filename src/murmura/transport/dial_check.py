@@ -102,6 +102,12 @@ def peer_identity(target: str, creds: keys.Credentials, timeout_s: float = 10.0)
     return Identity(target, name, role)
 
 
+def _a(role: str) -> str:
+    """``role`` with its article: 'a worker', 'an edge', 'a role-less'."""
+    role = role or "role-less"
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
 def parent_identity(
     target: str,
     creds: keys.Credentials,
@@ -116,8 +122,8 @@ def parent_identity(
     got = peer_identity(target, creds, timeout_s)
     if got.role not in roles:
         raise IdentityError(
-            f"the node at {target} holds a {got.role or 'role-less'} certificate "
-            f"({got.name!r}), not a {' or '.join(roles)} certificate: refusing to work for it"
+            f"the node at {target} holds {_a(got.role)} certificate ({got.name!r}), "
+            f"not {_a(' or '.join(roles))} certificate: refusing to work for it"
         )
     if name is not None and got.name != name:
         raise IdentityError(
@@ -133,7 +139,7 @@ def neighbour_identity(
     got = peer_identity(target, creds, timeout_s)
     if got.role != "worker" or got.name != neighbour:
         raise IdentityError(
-            f"the node at {target} holds a {got.role or 'role-less'} certificate named "
+            f"the node at {target} holds {_a(got.role)} certificate named "
             f"{got.name!r}, not the worker certificate of neighbour {neighbour!r}"
         )
     return got

@@ -55,6 +55,9 @@ class LinkOptions:
     """A ping not acknowledged within this long closes the link: calls fail UNAVAILABLE."""
     server_name: str | None = None
     """Expected name in the coordinator's certificate when the address does not carry it."""
+    parent_roles: tuple[str, ...] = keys.PARENT_ROLES
+    """Certificate roles the node at the dialled address may hold (``("coordinator",)`` for a
+    worker that must not sit under an edge)."""
 
 
 def backoff_delays(initial: float, cap: float, rng: random.Random) -> Iterator[float]:
@@ -152,7 +155,11 @@ class CoordinatorLink:
         parent = self.retrying(
             "dial",
             lambda: dial_check.parent_identity(
-                self.target, creds, name=self.opts.server_name, timeout_s=self.opts.call_timeout_s
+                self.target,
+                creds,
+                self.opts.parent_roles,
+                self.opts.server_name,
+                self.opts.call_timeout_s,
             ),
         )
         log.info("node=%s round=-: %s is %s %r", self.node, self.target, parent.role, parent.name)
