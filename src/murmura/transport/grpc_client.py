@@ -3,7 +3,10 @@
 Every call has a deadline; only UNAVAILABLE is retried, with exponential backoff and full
 jitter; replies are decoded by the codec. Pushing the same result twice is safe: the
 coordinator acknowledges the second copy as a duplicate and counts it once. Over TLS the link
-signs every update it pushes with the key of its certificate (``murmura.update_signing``).
+first checks that the node it dials holds a coordinator or edge certificate
+(``murmura.transport.dial_check``; ``IdentityError`` otherwise, before anything is sent), pins
+its channel to that node's name, and signs every update it pushes with the key of its
+certificate (``murmura.update_signing``).
 """
 
 from __future__ import annotations
