@@ -152,8 +152,8 @@ class CoordinatorService:
         if not name:
             await self._refuse(context, "", "UNAUTHENTICATED", "no node id")
         reason = None
-        if role != "worker":
-            reason = f"certificate role {role!r} is not 'worker'"
+        if role not in keys.CHILD_ROLES:
+            reason = f"certificate role {role!r} is not 'worker' or 'edge'"
         elif self.opts.allowlist is not None and name not in self.opts.allowlist:
             reason = "not on the allowlist"
         if reason is not None:
