@@ -66,7 +66,8 @@ def _gram(updates: Matrix, dtype: type[np.floating[Any]], centre: Float64 | None
     x = np.asarray(updates, dtype=np.float32)
     n, d = x.shape
     g = np.zeros((n, n))
-    with one_blas_thread():
+    # A float32 product may overflow to inf; centred_gram then redoes it in float64.
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, d, GRAM_BLOCK):
             block = x[:, start : start + GRAM_BLOCK]
             if dtype is not np.float32 or centre is not None:
@@ -141,15 +142,16 @@ def distances_to(updates: Matrix, sq_norms: Float64, point: NDArray[np.float32])
     """Return ``||x_i - point||`` for each row, given the rows' squared norms.
 
     One pass through ``||x||^2 - 2 x.p + ||p||^2``; rows whose distance that identity cannot
-    resolve (as in ``centred_gram``) are recomputed directly in float64.
+    resolve (as in ``centred_gram``) or that overflow are recomputed directly in float64.
     """
     p = np.asarray(point, dtype=np.float32)
-    with one_blas_thread():
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
         dots = np.asarray(updates @ p, dtype=np.float64)
-    p64 = p.astype(np.float64)
-    p_sq = float(np.dot(p64, p64))
-    d2 = np.maximum(sq_norms - 2.0 * dots + p_sq, 0.0)
-    close = np.flatnonzero(~(d2 >= PRECISE_RATIO * (sq_norms + p_sq)))
+        p64 = p.astype(np.float64)
+        p_sq = float(np.dot(p64, p64))
+        d2 = np.maximum(sq_norms - 2.0 * dots + p_sq, 0.0)
+        resolved = np.isfinite(d2) & (d2 >= PRECISE_RATIO * (sq_norms + p_sq))
+    close = np.flatnonzero(~resolved)
     if len(close):
         d2[close] = _direct_squared_distances(updates, close, p64)
     out: Float64 = np.sqrt(d2)
