@@ -179,3 +179,26 @@ def test_bulyan_window_mean_is_not_swamped_by_a_huge_left_out_value() -> None:
         axis=1,
     )
     np.testing.assert_array_equal(closest_to_median_mean(block, 5), [1.75, 1.75])
+
+
+@FAST
+@given(
+    theta=st.integers(3, 12),
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+    outliers=st.integers(0, 2),
+)
+def test_bulyan_window_matches_a_direct_reference(
+    theta: int, data: st.DataObject, seed: int, outliers: int
+) -> None:
+    # Bulyan's shapes (theta = n - 2f, beta = n - 4f >= 3), windows with 2k <= theta and
+    # 2k > theta, up to two huge values per row.
+    beta = theta - 2 * data.draw(st.integers(0, (theta - 3) // 2))
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((50, theta))
+    values[:, :outliers] = rng.choice([-1.0, 1.0], size=(50, outliers)) * 1e30
+    block = np.sort(values.astype(np.float32), axis=1)
+    med = np.median(block.astype(np.float64), axis=1, keepdims=True)
+    closest = np.argsort(np.abs(block - med), axis=1, kind="stable")[:, :beta]
+    expected = np.take_along_axis(block.astype(np.float64), closest, axis=1).mean(axis=1)
+    np.testing.assert_allclose(closest_to_median_mean(block, beta), expected, rtol=1e-6)

@@ -41,16 +41,26 @@ def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
     The ``k = theta - beta`` values left out are the farthest from the median, taken from the two
     ends of the sorted row: the ``i``-th lowest goes iff it is farther than the
     ``(k + 1 - i)``-th highest (ties keep the low value). Both distances are monotone in ``i``,
-    so the kept values are the window of ``beta`` that starts after the dropped low values;
-    it is summed on its own, in float64, so that a huge left-out value cannot swamp the rest.
+    so the kept values are the window of ``beta`` that starts after the dropped low ones. The
+    window is summed on its own, in float64, so that a huge left-out value cannot swamp the
+    rest (a total less the dropped values would).
     """
     theta = sorted_block.shape[1]
     k = theta - beta
     med = middle(sorted_block)[:, None]
     lows, highs = sorted_block[:, :k], sorted_block[:, theta - k :]
-    starts = ((med - lows) > (highs - med)).sum(axis=1)
-    window = starts[:, None] + np.arange(beta)
-    kept = np.take_along_axis(sorted_block, window, axis=1).sum(axis=1, dtype=np.float64)
+    drop_low = (med - lows) > (highs - med)
+    if 2 * k <= theta:
+        # The middle theta - 2k values are in every window; the low values not dropped and the
+        # high values paired with dropped low ones complete it.
+        kept = sorted_block[:, k : theta - k].sum(axis=1, dtype=np.float64)
+        kept += np.where(drop_low, 0, lows).sum(axis=1, dtype=np.float64)
+        kept += np.where(drop_low, highs, 0).sum(axis=1, dtype=np.float64)
+    else:
+        start = drop_low.sum(axis=1)[:, None]
+        cols = np.arange(theta)
+        inside = (cols >= start) & (cols < start + beta)
+        kept = np.where(inside, sorted_block, 0).sum(axis=1, dtype=np.float64)
     out: Vector = (kept / beta).astype(np.float32)
     return out
 
