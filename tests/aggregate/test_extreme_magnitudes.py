@@ -202,3 +202,15 @@ def test_bulyan_window_matches_a_direct_reference(
     closest = np.argsort(np.abs(block - med), axis=1, kind="stable")[:, :beta]
     expected = np.take_along_axis(block.astype(np.float64), closest, axis=1).mean(axis=1)
     np.testing.assert_allclose(closest_to_median_mean(block, beta), expected, rtol=1e-6)
+
+
+def test_identical_rows_are_at_distance_zero_from_each_other_and_alike_to_the_rest() -> None:
+    # Omniscient attackers send one vector: its copies must tie exactly, at any scale.
+    rng = np.random.default_rng(5)
+    for x in (rng.standard_normal((5, 1000)), near_consensus(6, 5, 200_000, 1e-5)):
+        x = np.vstack([x, x[1], x[1], x[3]]).astype(np.float32)
+        d2 = pairwise_squared_distances(x)
+        assert d2[1, 5] == d2[1, 6] == d2[5, 6] == d2[3, 7] == 0.0
+        np.testing.assert_array_equal(d2[5], d2[1][[0, 5, 2, 3, 4, 1, 1, 3]])
+        off = ~np.eye(8, dtype=bool) & (exact_d2(x) > 0)
+        np.testing.assert_allclose(d2[off], exact_d2(x)[off], rtol=1e-5)
