@@ -41,26 +41,36 @@ def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
     The ``k = theta - beta`` values left out are the farthest from the median, taken from the two
     ends of the sorted row: the ``i``-th lowest goes iff it is farther than the
     ``(k + 1 - i)``-th highest (ties keep the low value). Both distances are monotone in ``i``,
-    so the kept values are the window of ``beta`` that starts after the dropped low ones. The
-    window is summed on its own, in float64, so that a huge left-out value cannot swamp the
-    rest (a total less the dropped values would).
+    so the kept values are the window of ``beta`` that starts after the dropped low ones.
+    Sums run in float64. A total less the dropped values is exact enough unless a dropped
+    value dwarfs the kept ones (1e30 against 1 leaves 0); such rows sum their window directly.
     """
     theta = sorted_block.shape[1]
     k = theta - beta
     med = middle(sorted_block)[:, None]
     lows, highs = sorted_block[:, :k], sorted_block[:, theta - k :]
     drop_low = (med - lows) > (highs - med)
-    if 2 * k <= theta:
-        # The middle theta - 2k values are in every window; the low values not dropped and the
-        # high values paired with dropped low ones complete it.
-        kept = sorted_block[:, k : theta - k].sum(axis=1, dtype=np.float64)
-        kept += np.where(drop_low, 0, lows).sum(axis=1, dtype=np.float64)
-        kept += np.where(drop_low, highs, 0).sum(axis=1, dtype=np.float64)
-    else:
+    if 2 * k > theta:
+        # Lows and highs overlap (small n): mask the window.
         start = drop_low.sum(axis=1)[:, None]
         cols = np.arange(theta)
         inside = (cols >= start) & (cols < start + beta)
         kept = np.where(inside, sorted_block, 0).sum(axis=1, dtype=np.float64)
+    else:
+        dropped = np.where(drop_low, lows, highs).sum(axis=1, dtype=np.float64)
+        kept = sorted_block.sum(axis=1, dtype=np.float64) - dropped
+        # Every window holds columns k .. theta - k - 1; rows whose extremes exceed 2^20 times
+        # those are recomputed part by part (middle, low values kept, high values kept).
+        inner = np.maximum(np.abs(sorted_block[:, k]), np.abs(sorted_block[:, theta - k - 1]))
+        outer = np.maximum(np.abs(sorted_block[:, 0]), np.abs(sorted_block[:, -1]))
+        risky = np.flatnonzero(outer > 2.0**20 * inner)
+        if len(risky):
+            part, low = sorted_block[risky], drop_low[risky]
+            kept[risky] = (
+                part[:, k : theta - k].sum(axis=1, dtype=np.float64)
+                + np.where(low, 0, lows[risky]).sum(axis=1, dtype=np.float64)
+                + np.where(low, highs[risky], 0).sum(axis=1, dtype=np.float64)
+            )
     out: Vector = (kept / beta).astype(np.float32)
     return out
 

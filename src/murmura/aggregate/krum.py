@@ -40,6 +40,10 @@ def krum_ranking(d2: Float64, f: int) -> Indices:
     largest score, a norm or a sum of all distances would let one huge or zero row decide.
     """
     scores = krum_scores(d2, f)
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    if not (ranked[1:] == ranked[:-1]).any():
+        return order
     neighbours = np.sort(d2, axis=1)
     # np.lexsort sorts by its last key first and is stable, so equal rows keep index order.
     return np.lexsort((*neighbours.T[::-1], scores))
