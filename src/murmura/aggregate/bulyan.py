@@ -50,8 +50,8 @@ def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
     med = middle(sorted_block)[:, None]
     lows, highs = sorted_block[:, :k], sorted_block[:, theta - k :]
     drop_low = (med - lows) > (highs - med)
-    if 2 * k > theta:
-        # Lows and highs overlap (small n): mask the window.
+    if 2 * k >= theta:
+        # No column is in every window (small n): mask the window.
         start = drop_low.sum(axis=1)[:, None]
         cols = np.arange(theta)
         inside = (cols >= start) & (cols < start + beta)
