@@ -264,18 +264,20 @@ def test_hand_computed_krum() -> None:
     x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
     w = np.array([1, 1, 1, 5], dtype=np.float32)
     np.testing.assert_array_equal(krum(x, w, f=0), [1.0])
-    # 0 and 2 tie at 5 and are ordered by norm; m = 3 averages 0, 1, 2 with equal weights.
-    assert krum_select(x, 0, 4).tolist() == [1, 0, 2, 3]
+    # 0 and 2 tie at 5 and are ordered by their distances to the others, nearest first: 2 (1, 4,
+    # 64) before 0 (1, 4, 100); m = 3 averages 0, 1, 2 with equal weights.
+    assert krum_select(x, 0, 4).tolist() == [1, 2, 0, 3]
     np.testing.assert_allclose(multi_krum(x, w, f=0, m=3), [1.0])
     d2 = pairwise_squared_distances(x)
     np.testing.assert_allclose(d2[[0, 1, 2], [3, 3, 3]], [100, 81, 64])
 
 
 def test_krum_tie_of_mutual_nearest_neighbours_ignores_client_order() -> None:
-    # f = 0 with n = 3 counts one neighbour: 0.0 and 0.5 are mutual nearest and tie at 0.25.
+    # f = 0 with n = 3 counts one neighbour: 0.0 and 0.5 are mutual nearest and tie at 0.25;
+    # 0.5 is closer to the third row (6.25 against 9), so it wins in either client order.
     x = np.array([[0.5], [0.0], [3.0]], dtype=np.float32)
     w = np.ones(3, np.float32)
-    assert krum(x, w, f=0)[0] == krum(x[::-1].copy(), w, f=0)[0] == 0.0
+    assert krum(x, w, f=0)[0] == krum(x[::-1].copy(), w, f=0)[0] == 0.5
 
 
 def test_hand_computed_bulyan_window() -> None:

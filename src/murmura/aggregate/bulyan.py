@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
-from murmura.aggregate.distances import gram, squared_distances
+from murmura.aggregate.distances import centred_gram, squared_distances
 from murmura.aggregate.krum import Indices, check_f, krum_ranking
 from murmura.aggregate.median import middle, sorted_blocks
 from murmura.errors import AggregationError
@@ -24,13 +24,12 @@ def bulyan_select(updates: Matrix, f: int) -> Indices:
     n = updates.shape[0]
     check_f("bulyan", f)
     check_bulyan(n, f=f)
-    g = gram(updates)
-    d2, sq_norms = squared_distances(g), np.diag(g)
+    d2 = squared_distances(centred_gram(updates))
     remaining = np.arange(n)
     chosen = np.empty(n - 2 * f, dtype=np.intp)
     for step in range(n - 2 * f):
         sub = np.ix_(remaining, remaining)
-        best = int(krum_ranking(d2[sub], sq_norms[remaining], f)[0])
+        best = int(krum_ranking(d2[sub], f)[0])
         chosen[step] = remaining[best]
         remaining = np.delete(remaining, best)
     return chosen
@@ -41,16 +40,37 @@ def closest_to_median_mean(sorted_block: Matrix, beta: int) -> Vector:
 
     The ``k = theta - beta`` values left out are the farthest from the median, taken from the two
     ends of the sorted row: the ``i``-th lowest goes iff it is farther than the
-    ``(k + 1 - i)``-th highest (ties keep the low value). Sums run in float64 so that a huge
-    left-out value does not swamp the rest.
+    ``(k + 1 - i)``-th highest (ties keep the low value). Both distances are monotone in ``i``,
+    so the kept values are the window of ``beta`` that starts after the dropped low ones.
+    Sums run in float64. A total less the dropped values is exact enough unless a dropped
+    value dwarfs the kept ones (1e30 against 1 leaves 0); such rows sum their window directly.
     """
     theta = sorted_block.shape[1]
     k = theta - beta
     med = middle(sorted_block)[:, None]
     lows, highs = sorted_block[:, :k], sorted_block[:, theta - k :]
     drop_low = (med - lows) > (highs - med)
-    dropped = np.where(drop_low, lows, highs).sum(axis=1, dtype=np.float64)
-    kept = sorted_block.sum(axis=1, dtype=np.float64) - dropped
+    if 2 * k >= theta:
+        # No column is in every window (small n): mask the window.
+        start = drop_low.sum(axis=1)[:, None]
+        cols = np.arange(theta)
+        inside = (cols >= start) & (cols < start + beta)
+        kept = np.where(inside, sorted_block, 0).sum(axis=1, dtype=np.float64)
+    else:
+        dropped = np.where(drop_low, lows, highs).sum(axis=1, dtype=np.float64)
+        kept = sorted_block.sum(axis=1, dtype=np.float64) - dropped
+        # Every window holds columns k .. theta - k - 1; rows whose extremes exceed 2^20 times
+        # those are recomputed part by part (middle, low values kept, high values kept).
+        inner = np.maximum(np.abs(sorted_block[:, k]), np.abs(sorted_block[:, theta - k - 1]))
+        outer = np.maximum(np.abs(sorted_block[:, 0]), np.abs(sorted_block[:, -1]))
+        risky = np.flatnonzero(outer > 2.0**20 * inner)
+        if len(risky):
+            part, low = sorted_block[risky], drop_low[risky]
+            kept[risky] = (
+                part[:, k : theta - k].sum(axis=1, dtype=np.float64)
+                + np.where(low, 0, lows[risky]).sum(axis=1, dtype=np.float64)
+                + np.where(low, highs[risky], 0).sum(axis=1, dtype=np.float64)
+            )
     out: Vector = (kept / beta).astype(np.float32)
     return out
 

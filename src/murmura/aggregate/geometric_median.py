@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector, normalized
-from murmura.aggregate.distances import Float64, combine, gram
+from murmura.aggregate.distances import Float64, centred_gram, combine
 from murmura.errors import AggregationError
 
 
@@ -16,7 +16,8 @@ def weiszfeld_coefficients(
 
     Every Weiszfeld iterate is a convex combination ``X.T @ c`` of the rows, so its distances
     to the rows follow from ``g`` alone: ``||x_i - X.T c||^2 = g_ii - 2 (g c)_i + c.g.c``.
-    Iterations then cost ``O(n^2)``, not a pass over ``(n, d)``.
+    Iterations then cost ``O(n^2)``, not a pass over ``(n, d)``. Since ``c`` sums to one, ``g``
+    may be the Gram matrix of the rows less any common point (``centred_gram``).
     """
     sq = np.diag(g)
     c = alpha.copy()
@@ -47,7 +48,7 @@ def geometric_median(
     ``max_iter`` iterations.
     """
     check_params(eps, max_iter, ftol)
-    c = weiszfeld_coefficients(gram(updates), normalized(weights), eps, max_iter, ftol)
+    c = weiszfeld_coefficients(centred_gram(updates), normalized(weights), eps, max_iter, ftol)
     return combine(c, updates)
 
 

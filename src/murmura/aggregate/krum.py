@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector, normalized
-from murmura.aggregate.distances import Float64, combine, gram, squared_distances
+from murmura.aggregate.distances import Float64, centred_gram, combine, squared_distances
 from murmura.errors import AggregationError
 
 Indices = NDArray[np.intp]
@@ -16,6 +16,8 @@ def krum_scores(d2: Float64, f: int) -> Float64:
     """Return each row's Krum score: the sum of squared distances to its ``n - f - 2`` nearest.
 
     The neighbour count is floored at one so Bulyan can score its last, small candidate sets.
+    The nearest distances are summed in ascending order, so a score does not depend on the
+    order of the other rows.
     """
     n = d2.shape[0]
     k = min(max(n - f - 2, 1), n - 1)
@@ -23,29 +25,35 @@ def krum_scores(d2: Float64, f: int) -> Float64:
         return np.zeros(n)
     others = d2.copy()
     np.fill_diagonal(others, np.inf)
-    nearest = np.partition(others, k - 1, axis=1)[:, :k]
+    nearest = np.sort(np.partition(others, k - 1, axis=1)[:, :k], axis=1)
     out: Float64 = nearest.sum(axis=1)
     return out
 
 
-def krum_ranking(d2: Float64, sq_norms: Float64, f: int) -> Indices:
+def krum_ranking(d2: Float64, f: int) -> Indices:
     """Return the rows ordered by Krum score, best first.
 
-    Scores within 1e-12 of the largest score of each other are ordered by squared norm, then
-    by index: with one neighbour counted, two mutual nearest neighbours always tie, and
-    breaking that tie by client order would make the result depend on arrival order.
+    Scores are compared exactly. Equal scores (with one neighbour counted, two mutual nearest
+    neighbours always tie) are ordered by each row's distances to the others, nearest first,
+    compared in turn (the row whose next neighbours are nearer wins), then by index. Client
+    order alone would make the result depend on arrival order; a tolerance relative to the
+    largest score, a norm or a sum of all distances would let one huge or zero row decide.
     """
     scores = krum_scores(d2, f)
-    scale = max(float(np.abs(scores).max(initial=0.0)), np.finfo(np.float64).tiny) * 1e-12
-    return np.lexsort((sq_norms, np.round(scores / scale)))
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    if not (ranked[1:] == ranked[:-1]).any():
+        return order
+    neighbours = np.sort(d2, axis=1)
+    # np.lexsort sorts by its last key first and is stable, so equal rows keep index order.
+    return np.lexsort((*neighbours.T[::-1], scores))
 
 
 def krum_select(updates: Matrix, f: int, m: int = 1) -> Indices:
     """Return the indices of the ``m`` rows with the lowest Krum scores, best first."""
     check_f("krum", f)
     check_krum(updates.shape[0], f=f, m=m)
-    g = gram(updates)
-    return krum_ranking(squared_distances(g), np.diag(g), f)[:m]
+    return krum_ranking(squared_distances(centred_gram(updates)), f)[:m]
 
 
 def krum(updates: Matrix, weights: Vector, f: int = 1) -> Vector:
