@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 
-bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console()
 
 
@@ -55,6 +56,6 @@ def robustness_cmd(
             on_cell=report,
         )
     except MurmuraError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    console.print(f"written: {out / 'robustness.md'}, {out / 'robustness.png'}")
+    console.print(escape(f"written: {out / 'robustness.md'}, {out / 'robustness.png'}"))
