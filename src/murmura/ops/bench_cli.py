@@ -39,11 +39,19 @@ def robustness_cmd(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel.")] = 1,
 ) -> None:
     """Run the attacks x rules grid on CONFIG; write robustness.md/.png/.json under --out."""
-    from murmura.ops.robustness import ATTACKS_DEFAULT, RULES_DEFAULT, Cell, robustness
+    from murmura.ops.robustness import (
+        ATTACKS_DEFAULT,
+        RULES_DEFAULT,
+        Cell,
+        flag_text,
+        robustness,
+    )
 
     def report(cell: Cell) -> None:
         acc = "error" if cell.accuracy is None else f"{cell.accuracy:.4f}"
-        console.print(f"{cell.attack:>12} x {cell.rule:<18} {acc}  ({cell.seconds:.0f} s)")
+        flags = "" if cell.flags is None else f"  flags P/R {flag_text(cell.flags)}"
+        line = f"{cell.attack:>12} x {cell.rule:<18} {acc}{flags}  ({cell.seconds:.0f} s)"
+        console.print(line, highlight=False)
 
     try:
         robustness(
