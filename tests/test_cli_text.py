@@ -90,3 +90,10 @@ def test_example_configs_cite_only_files_in_the_repository() -> None:
     assert ("digits-dp.toml", "examples/digits-fedavg.toml") in cited  # the scan finds refs
     missing = [(name, ref) for name, ref in cited if not (ROOT / ref).exists()]
     assert not missing, missing
+
+
+def test_partitioner_help_names_every_partitioner() -> None:
+    from murmura.data.partition import PARTITIONERS
+
+    texts = dict(_texts())
+    assert all(name in texts["murmura client partitioner"] for name in PARTITIONERS.names())
