@@ -49,7 +49,8 @@ def verify_cmd(
     """Check every record's hash, chain link and signature, and every pinned head.
 
     With --ca, also every update record's signature by its worker.
-    Exit 0 with "N records, head SEQ:HASH, ok"; exit 1 naming the first bad record and why.
+    Exit 0 with "N records, head SEQ:HASH, ok"; exit 1 naming the first bad record and why;
+    exit 2 when --key or --ca cannot be read.
     """
     from murmura.ops.audit import PUB_FILE, Head, load_public_key, verify_state_dir
     from murmura.ops.audit_authors import WorkerSignatures
