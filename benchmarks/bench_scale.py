@@ -1,4 +1,4 @@
-"""W4 benchmark: how many registered clients one machine holds (shared/BENCHMARKS.md, W4).
+"""W4 benchmark: how many registered clients one machine holds.
 
 W2's generator (Synthetic(1, 1), lazily generated clients) with 10,000 and 100,000 clients,
 1% sampled per round, 5 rounds. Each size runs in its own child process; printed per size:

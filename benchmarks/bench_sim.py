@@ -3,7 +3,7 @@
 Prints wall time, peak RSS and final accuracy of both, and the ratios murmura / ideal for the
 whole process and for the training loop alone. Each side runs in its own child process so peak
 memory is measured per side (``wait4``'s ``ru_maxrss``). ``--workload W1|W2`` picks the
-workload, ``--executor`` murmura's ``[simulation] executor``. See shared/BENCHMARKS.md.
+workload, ``--executor`` murmura's ``[simulation] executor``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from murmura import __version__
@@ -22,7 +23,7 @@ from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
 from murmura.types import RoundMetrics, Vector
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
@@ -66,7 +67,7 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a key: --set run.rounds=5.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Runs folder (default [run] out_dir).")
+        Path | None, typer.Option("--out", help="Runs folder (default \\[run] out_dir).")
     ] = None,
 ) -> None:
     """Run a simulation from CONFIG and write runs/<run-id>/."""
@@ -81,7 +82,7 @@ def run(
         started = time.perf_counter()
         exp = build_experiment(cfg)
     except MurmuraError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
     run_dir.write_config(cfg.model_dump())
@@ -120,7 +121,7 @@ def run(
     if last.federated_clients is not None:
         fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
         console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
-    console.print(f"run written to: {run_dir.path}")
+    console.print(f"run written to: {escape(str(run_dir.path))}")
 
 
 @app.command()
@@ -130,7 +131,7 @@ def tasks() -> None:
 
     for name in TASKS.names():
         doc = (TASKS.get(name).__doc__ or "").strip().splitlines()[0]
-        console.print(f"[bold]{name}[/]  {doc}")
+        console.print(f"[bold]{name}[/]  {escape(doc)}")
 
 
 @app.command("config")

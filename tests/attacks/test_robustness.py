@@ -52,3 +52,47 @@ def test_failed_cells_show_as_err() -> None:
 
     cells = {("a", "r"): Cell("a", "r", None, 0.0, error="boom")}
     assert "| a | err |" in markdown_table(cells, ["a"], ["r"])
+
+
+def test_score_flags_against_the_attackers() -> None:
+    from murmura.ops.robustness import score_flags
+    from murmura.types import RoundMetrics
+
+    def rnd(r: int, scored: list[str], flagged: list[str]) -> RoundMetrics:
+        anomaly = {n: {"cosine": 0.0} for n in scored}
+        return RoundMetrics(r, len(scored), extra={"anomaly": anomaly, "flagged": flagged})
+
+    history = [
+        rnd(1, ["c0", "c1", "c2"], []),
+        rnd(2, ["c0", "c2", "c3"], ["c0", "c2"]),
+        rnd(3, ["c1", "c3"], ["c0", "c2", "c3"]),
+    ]
+    score, rounds = score_flags(["c0", "c3", "c9"], history)  # c9 never took part
+    assert score is not None and score.flagged == ("c0", "c2", "c3")
+    assert (score.true_positives, score.attackers_seen) == (2, 2)
+    assert score.precision == 2 / 3 and score.recall == 1.0
+    assert [(r.round, r.attackers) for r in rounds] == [
+        (1, ("c0",)),
+        (2, ("c0", "c3")),
+        (3, ("c3",)),
+    ]
+    assert score_flags(["c0"], [RoundMetrics(1, 3)]) == (None, ())  # monitor off: no score
+
+
+def test_grid_records_attackers_and_scores_the_anomaly_flags(tmp_path: Path) -> None:
+    from murmura.attacks import choose_byzantine
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY + "[anomaly]\nenabled = true\nrounds = 1\n")
+    out = tmp_path / "rob"
+    args = ["robustness", str(config), "--out", str(out), "--attacks", "sign_flip"]
+    res = CliRunner().invoke(bench_app, [*args, "--rules", "weighted_mean", "--fraction", "0.4"])
+    assert res.exit_code == 0, res.output
+    assert "flags P/R 1.00 / 1.00" in res.output
+    cell = load_cells(out / "robustness.json")[("sign_flip", "weighted_mean")]
+    expected = tuple(f"client-{i}" for i in choose_byzantine(5, 0.4, 0))
+    assert len(expected) == 2 and cell.attackers == expected
+    assert cell.flags is not None and cell.flags.flagged == expected
+    assert (cell.flags.precision, cell.flags.recall) == (1.0, 1.0)
+    assert [(r.round, r.attackers, r.flagged) for r in cell.rounds] == [(1, expected, expected)]
+    assert "| sign_flip | 1.00 / 1.00 |" in (out / "robustness.md").read_text()

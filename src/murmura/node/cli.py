@@ -26,7 +26,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @app.command("server")
 def server(
-    config: Annotated[Path, typer.Argument(help="Run config with a [server] table.")],
+    config: Annotated[Path, typer.Argument(help="Run config with a \\[server] table.")],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set server.port=6000.")
     ] = None,
@@ -70,8 +70,18 @@ def client(
     config: Annotated[
         Path | None, typer.Option("--config", help="Read task, partition and seed from a config.")
     ] = None,
-    partitioner: Annotated[str | None, typer.Option("--partitioner")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    partitioner: Annotated[
+        str | None,
+        typer.Option(
+            "--partitioner",
+            help="How the data is split into the n partitions: iid, dirichlet, shards or "
+            "quantity (default: the task's); the same on every worker.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Seed of the split and of training; the same on every worker."),
+    ] = 0,
     eval_fraction: Annotated[
         float | None,
         typer.Option(
@@ -79,7 +89,7 @@ def client(
             min=0.0,
             max=0.99,
             help="Hold out this share of the partition for federated evaluation "
-            "(with --config: [evaluation] local_fraction when federated = true).",
+            "(with --config: \\[evaluation] local_fraction when federated = true).",
         ),
     ] = None,
     name: Annotated[
@@ -119,7 +129,7 @@ def client(
         stats = Worker(link, local, limits=limits).run()
     except MurmuraError as exc:
         raise _fail(exc) from None
-    console.print(f"{node}: {stats.rounds} rounds trained, stopped: {stats.reason}")
+    console.print(f"{node}: {stats.rounds} rounds trained, stopped: {escape(stats.reason)}")
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)
 

@@ -55,7 +55,7 @@ def peer(
         node = build_peer(config, peer_id, set_, insecure, red_team)
         result = asyncio.run(node.run())
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(
         f"{node.s.name}: {result.rounds_run} rounds in this process (resumed after round "
@@ -93,10 +93,10 @@ def edge(
         node = build_edge(config, set_, insecure)
         stats = asyncio.run(node.run())
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(
-        f"{node.settings.name}: {stats.rounds} rounds aggregated, stopped: {stats.reason}"
+        f"{node.settings.name}: {stats.rounds} rounds aggregated, stopped: {escape(stats.reason)}"
     )
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -276,9 +276,14 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an Ed25519 public key (PEM) that the verifier trusts."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: cannot read the ledger's public key: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise AuditError(f"cannot read the ledger's public key {path}: {reason}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise AuditError(f"{path} is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise AuditError(f"{path} is not an Ed25519 public key")
     return key

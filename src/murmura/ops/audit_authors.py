@@ -28,9 +28,14 @@ from murmura.update_signing import UpdateStatement, fingerprint, verify_update
 def load_ca(path: Path) -> x509.Certificate:
     """The project CA certificate (PEM) the verifier trusts."""
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: cannot read the CA certificate: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise AuditError(f"cannot read the CA certificate {path}: {reason}") from None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise AuditError(f"{path} is not a PEM CA certificate") from None
 
 
 class WorkerSignatures:

@@ -49,17 +49,24 @@ def verify_cmd(
     """Check every record's hash, chain link and signature, and every pinned head.
 
     With --ca, also every update record's signature by its worker.
-    Exit 0 with "N records, head SEQ:HASH, ok"; exit 1 naming the first bad record and why.
+    Exit 0 with "N records, head SEQ:HASH, ok"; exit 1 naming the first bad record and why;
+    exit 2 when --key or --ca cannot be read.
     """
-    from murmura.ops.audit import PUB_FILE, Head, verify_state_dir
+    from murmura.ops.audit import PUB_FILE, Head, load_public_key, verify_state_dir
     from murmura.ops.audit_authors import WorkerSignatures
 
     try:
         heads = [Head.parse(h) for h in head or ()]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--head") from None
-    try:
+    try:  # a wrong --key or --ca is a usage error (2), unlike a ledger that fails (1)
         check = WorkerSignatures.from_file(ca) if ca is not None else None
+        if key is not None:
+            load_public_key(key)
+    except MurmuraError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    try:
         verdict = verify_state_dir(state_dir, key, heads, check)
     except MurmuraError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")

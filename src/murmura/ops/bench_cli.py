@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 
-bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console()
 
 
@@ -38,11 +39,19 @@ def robustness_cmd(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel.")] = 1,
 ) -> None:
     """Run the attacks x rules grid on CONFIG; write robustness.md/.png/.json under --out."""
-    from murmura.ops.robustness import ATTACKS_DEFAULT, RULES_DEFAULT, Cell, robustness
+    from murmura.ops.robustness import (
+        ATTACKS_DEFAULT,
+        RULES_DEFAULT,
+        Cell,
+        flag_text,
+        robustness,
+    )
 
     def report(cell: Cell) -> None:
         acc = "error" if cell.accuracy is None else f"{cell.accuracy:.4f}"
-        console.print(f"{cell.attack:>12} x {cell.rule:<18} {acc}  ({cell.seconds:.0f} s)")
+        flags = "" if cell.flags is None else f"  flags P/R {flag_text(cell.flags)}"
+        line = f"{cell.attack:>12} x {cell.rule:<18} {acc}{flags}  ({cell.seconds:.0f} s)"
+        console.print(line, highlight=False)
 
     try:
         robustness(
@@ -55,6 +64,6 @@ def robustness_cmd(
             on_cell=report,
         )
     except MurmuraError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    console.print(f"written: {out / 'robustness.md'}, {out / 'robustness.png'}")
+    console.print(escape(f"written: {out / 'robustness.md'}, {out / 'robustness.png'}"))

@@ -4,6 +4,9 @@ Each cell is the base config with ``[attack] kind/fraction/args`` and ``[strateg
 aggregator/aggregator_args`` replaced, run for the config's rounds; the final central test
 accuracy goes into ``robustness.md`` (a table) and ``robustness.png`` (a heatmap), and every
 cell's outcome into ``robustness.json`` as it finishes (a rerun skips the cells already there).
+Each cell records its attackers' node ids; with ``[anomaly] enabled`` it also records, per
+round, the attackers scored that round and the nodes flagged so far, and scores the final
+flags against the attackers (precision, recall) in ``robustness.md``.
 Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``;
 other parameters are the rules' and attacks' defaults, not tuned to this task.
 """
@@ -14,13 +17,15 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from murmura.config import Config, config_from_dict, load_config
+from murmura.errors import MurmuraError
+from murmura.types import RoundMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,66 @@ class Cell:
     seconds: float
     failures: int = 0
     error: str | None = None
+    attackers: tuple[str, ...] = ()
+    """Node ids of the Byzantine clients (the same every round)."""
+    flags: FlagScore | None = None
+    """The anomaly monitor's final flags scored against ``attackers``; None: monitor off."""
+    rounds: tuple[RoundFlags, ...] = ()
+    """Per round, with the anomaly monitor on: attackers scored, nodes flagged so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagScore:
+    """Flagged nodes against the attackers: precision over flagged, recall over attackers seen."""
+
+    flagged: tuple[str, ...]
+    true_positives: int
+    attackers_seen: int
+    """Attackers that took part in at least one round (an unsampled one cannot be flagged)."""
+    precision: float | None
+    """True positives over flagged; None when nothing was flagged."""
+    recall: float | None
+    """True positives over attackers seen; None when no attacker took part."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundFlags:
+    """One round: the attackers among the nodes scored, and every node flagged so far."""
+
+    round: int
+    attackers: tuple[str, ...]
+    flagged: tuple[str, ...]
+
+
+def score_flags(
+    attackers: Collection[str], history: Sequence[RoundMetrics]
+) -> tuple[FlagScore | None, tuple[RoundFlags, ...]]:
+    """Score the anomaly flags of ``history`` against ``attackers`` (None if never monitored)."""
+    bad = set(attackers)
+    seen: set[str] = set()
+    flagged: set[str] = set()
+    rounds = []
+    for m in history:
+        if "flagged" not in m.extra:
+            continue
+        scored = m.extra.get("anomaly")
+        nodes = set(scored) if isinstance(scored, Mapping) else set()
+        raw = m.extra["flagged"]
+        flagged = {str(n) for n in raw} if isinstance(raw, list | tuple | set) else set()
+        seen |= nodes & bad
+        rounds.append(RoundFlags(m.round, tuple(sorted(nodes & bad)), tuple(sorted(flagged))))
+    if not rounds:
+        return None, ()
+    hits = len(flagged & bad)
+    seen |= flagged & bad
+    score = FlagScore(
+        tuple(sorted(flagged)),
+        hits,
+        len(seen),
+        hits / len(flagged) if flagged else None,
+        hits / len(seen) if seen else None,
+    )
+    return score, tuple(rounds)
 
 
 def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
@@ -95,11 +160,16 @@ def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -
         exp = build_experiment(cfg)
         history = exp.simulation.run(cfg.run.rounds)
     except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a crash
-        log.warning("cell %s x %s failed: %s", attack, rule, exc, exc_info=True)
+        expected = isinstance(exc, MurmuraError)  # a cell the config refuses: no traceback
+        log.warning("cell %s x %s failed: %s", attack, rule, exc, exc_info=not expected)
         return Cell(attack, rule, None, time.perf_counter() - t0, error=f"{exc}")
     last = history.rounds[-1]
     failures = sum(len(m.failures) for m in history.rounds)
-    return Cell(attack, rule, last.test_accuracy, time.perf_counter() - t0, failures)
+    flags, rounds = score_flags(exp.byzantine, history.rounds)
+    seconds = time.perf_counter() - t0
+    return Cell(
+        attack, rule, last.test_accuracy, seconds, failures, None, exp.byzantine, flags, rounds
+    )
 
 
 def run_grid(
@@ -127,7 +197,21 @@ def load_cells(path: Path) -> dict[tuple[str, str], Cell]:
     if not path.exists():
         return {}
     rows = json.loads(path.read_text())
-    return {(c["attack"], c["rule"]): Cell(**c) for c in rows}
+    return {(c["attack"], c["rule"]): cell_from_json(c) for c in rows}
+
+
+def cell_from_json(row: Mapping[str, Any]) -> Cell:
+    """A ``Cell`` from its ``robustness.json`` form (older files lack the attacker fields)."""
+    data = dict(row)
+    data["attackers"] = tuple(data.get("attackers", ()))
+    flags = data.get("flags")
+    if flags is not None:
+        data["flags"] = FlagScore(**{**flags, "flagged": tuple(flags["flagged"])})
+    data["rounds"] = tuple(
+        RoundFlags(r["round"], tuple(r["attackers"]), tuple(r["flagged"]))
+        for r in data.get("rounds", ())
+    )
+    return Cell(**data)
 
 
 def save_cells(path: Path, cells: Mapping[tuple[str, str], Cell]) -> None:
@@ -152,6 +236,28 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def flag_text(score: FlagScore | None) -> str:
+    """``precision / recall`` of a cell's flags, ``-`` for an undefined one; empty if none."""
+    if score is None:
+        return ""
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    return f"{fmt(score.precision)} / {fmt(score.recall)}"
+
+
+def flags_table(
+    cells: Mapping[tuple[str, str], Cell], attacks: Sequence[str], rules: Sequence[str]
+) -> str:
+    """Anomaly-flag precision / recall per attack (rows) and rule (columns)."""
+    lines = ["| attack \\ rule | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+    for a in attacks:
+        vals = [flag_text(c.flags) if (c := cells.get((a, r))) else "" for r in rules]
+        lines.append(f"| {a} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def write_report(
     out: Path,
     cells: Mapping[tuple[str, str], Cell],
@@ -162,6 +268,15 @@ def write_report(
     """``robustness.md`` (table, notes on failed cells) and ``robustness.png`` (heatmap)."""
     errors = [f"- {c.attack} x {c.rule}: {c.error}" for c in cells.values() if c.error]
     body = [header, "", markdown_table(cells, attacks, rules), ""]
+    if any(c.flags is not None for c in cells.values()):
+        body += [
+            "Anomaly flags at the end of the run against the attackers: precision / recall "
+            "(flagged attackers / flagged, flagged attackers / attackers that took part; "
+            "`-`: nothing flagged, or no attacker).",
+            "",
+            flags_table(cells, attacks, rules),
+            "",
+        ]
     if errors:
         body += ["Cells that could not run:", "", *errors, ""]
     (out / "robustness.md").write_text("\n".join(body))

@@ -6,6 +6,7 @@ from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 from murmura.privacy.accountant import AccountantName, plan_noise_multiplier
@@ -40,7 +41,7 @@ def plan(
     try:
         result = plan_noise_multiplier(epsilon, delta, rounds, sample_rate, accountant)
     except (MurmuraError, ValueError, TypeError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(code=2) from err
     console.print(f"noise multiplier: {result.noise_multiplier:.4f}")
     console.print(

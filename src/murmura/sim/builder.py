@@ -38,6 +38,8 @@ class Experiment:
     data: FederatedDataset
     model: FlatModel
     simulation: Simulation | P2PSimulation
+    byzantine: tuple[str, ...] = ()
+    """Node ids of the clients that ``[attack]`` made Byzantine (simulation ground truth)."""
 
 
 def build_experiment(cfg: Config) -> Experiment:
@@ -79,7 +81,7 @@ def build_experiment(cfg: Config) -> Experiment:
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
     strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
-    wrapped = _wrap_clients(cfg, strategy, private)
+    wrapped, byzantine = _wrap_clients(cfg, strategy, private)
     sim = Simulation(
         strategy,
         wrapped,
@@ -89,7 +91,7 @@ def build_experiment(cfg: Config) -> Experiment:
         observer=_anomaly_monitor(cfg),
         max_weight_share=cfg.strategy.max_weight_share,
     )
-    return Experiment(cfg, task, data, model, sim)
+    return Experiment(cfg, task, data, model, sim, tuple(byzantine))
 
 
 def server_strategy(
@@ -139,17 +141,21 @@ def _central_evaluation(
     return evaluate
 
 
-def _wrap_clients(cfg: Config, strategy: Strategy, clients: Sequence[Client]) -> list[Client]:
-    """Per-client strategy state (SCAFFOLD's ``wrap_client``), then the [attack] wrappers."""
+def _wrap_clients(
+    cfg: Config, strategy: Strategy, clients: Sequence[Client]
+) -> tuple[list[Client], list[str]]:
+    """Per-client strategy state (SCAFFOLD's ``wrap_client``), then the [attack] wrappers.
+
+    Returns the clients and the node ids of those the attack took over.
+    """
     wrap = getattr(strategy, "wrap_client", None)
     out: list[Client] = [wrap(c) for c in clients] if callable(wrap) else list(clients)
     if cfg.attack.kind == "none":
-        return out
+        return out, []
     from murmura.attacks import AttackContext, wrap_byzantine
 
     ctx = AttackContext(len(out), cfg.cohort_size(), cfg.strategy.server_lr, cfg.run.seed)
-    out, _ = wrap_byzantine(out, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx)
-    return out
+    return wrap_byzantine(out, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx)
 
 
 def _anomaly_monitor(cfg: Config) -> AnomalyMonitor | None:

@@ -14,13 +14,15 @@ import datetime as dt
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from murmura.errors import ConfigError
@@ -53,13 +55,45 @@ class Credentials:
 
     @classmethod
     def load(cls, cert: Path | str, key: Path | str, ca: Path | str) -> Credentials:
-        """Read the three PEM files."""
-        return cls(Path(cert).read_bytes(), Path(key).read_bytes(), Path(ca).read_bytes())
+        """Read the three PEM files; a missing or wrong file is a ``ConfigError`` naming it."""
+        cert_pem = _read_pem(cert, "node certificate", x509.load_pem_x509_certificate)
+        key_pem = _read_pem(key, "node private key", _load_private_key)
+        ca_pem = _read_pem(ca, "CA certificate", x509.load_pem_x509_certificate)
+        own = x509.load_pem_x509_certificate(cert_pem).public_key()
+        if _public_der(own) != _public_der(_load_private_key(key_pem).public_key()):
+            raise ConfigError(f"private key {key} does not belong to the certificate {cert}")
+        return cls(cert_pem, key_pem, ca_pem)
 
     @property
     def name(self) -> str:
         """The common name of our own certificate."""
         return identity_of(self.cert)[0]
+
+
+def _load_private_key(pem: bytes) -> PrivateKeyTypes:
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def _public_der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _read_pem(path: Path | str, what: str, parse: Callable[[bytes], object]) -> bytes:
+    """The bytes of a PEM file that ``parse`` accepts; else a one-line error naming the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot read the {what} {path}: {reason}") from None
+    try:
+        parse(data)
+    except TypeError:  # a password-protected key
+        raise ConfigError(f"{path}: encrypted {what}s are not supported") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{path} is not a PEM {what}") from None
+    return data
 
 
 def _check_name(name: str) -> None:
@@ -71,7 +105,10 @@ def _check_name(name: str) -> None:
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    fd = os.open(path, flags, 0o600 if private else 0o644)
+    try:
+        fd = os.open(path, flags, 0o600 if private else 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 
@@ -87,7 +124,10 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def init_ca(directory: Path | str, name: str = "murmura-ca", days: int = 3650) -> Path:
     """Create a project CA in ``directory``; refuses to overwrite an existing one."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {d}: {exc.strerror or type(exc).__name__}") from None
     if (d / CA_CERT).exists() or (d / CA_KEY).exists():
         raise ConfigError(f"{d} already holds a CA; refusing to overwrite it")
     key = ec.generate_private_key(ec.SECP256R1())
@@ -130,6 +170,10 @@ def _load_ca(d: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         ca_cert = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"no CA in {d}; run `murmura keys init {d}` first") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA in {d}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(f"{d / CA_CERT} or {d / CA_KEY} is not an unencrypted PEM") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{d / CA_KEY} is not an EC key made by `murmura keys init`")
     return ca_key, ca_cert

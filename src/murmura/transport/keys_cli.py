@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from murmura.errors import MurmuraError
 from murmura.transport import keys
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Project CA and node certificates."
+)
 console = Console()
 
 
@@ -21,7 +24,7 @@ def init(directory: Annotated[Path, typer.Argument(help="Key directory to create
     try:
         cert = keys.init_ca(directory)
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(f"CA certificate: {cert}\nKeep {directory / keys.CA_KEY} secret.")
 
@@ -41,7 +44,7 @@ def issue(
     try:
         files = keys.issue(directory, name, role, hosts=host or (), days=days)
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(f"{role} {name}: cert {files.cert}, key {files.key}, CA {files.ca}")
 
