@@ -20,7 +20,8 @@ sums and adds the noise once, as the star's server does: same sample, noise and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -30,15 +31,17 @@ from murmura.aggregate import make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
-from murmura.errors import MurmuraError, UpdateRejected
+from murmura.errors import ConfigError, MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
 from murmura.sim.builder import Experiment, server_strategy
-from murmura.sim.executor import Executor, SequentialExecutor
+from murmura.sim.choose import choose_executor
+from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.runtime import Simulation
+from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
-from murmura.tasks import evaluate_classifier, load_task
+from murmura.tasks import Task, evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
@@ -59,6 +62,15 @@ class PartialSum(Protocol):
     ) -> tuple[Vector, dict[str, float]]:
         """The update to report and the metrics that go with it."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRound:
+    """One edge's round in progress: its parent's and its children's instructions, its cohort."""
+
+    ins: FitIns
+    child_ins: FitIns
+    cohort: list[Client]
 
 
 class EdgeAggregator:
@@ -87,17 +99,31 @@ class EdgeAggregator:
 
     def fit(self, ins: FitIns) -> FitRes:
         """One round over the children; return the aggregated delta and the example total."""
+        round_ = self.begin(ins)
+        return self.finish(round_, self.executor.fit(round_.cohort, round_.child_ins))
+
+    def begin(self, ins: FitIns) -> EdgeRound:
+        """The first half of ``fit``: the children this round trains and their instructions.
+
+        ``TreeExecutor`` calls it on every edge of a round, trains all their children in
+        one executor call, then hands each edge its children's outcomes (``finish``).
+        """
         weights = np.asarray(ins.weights, dtype=np.float32)
         sampled = self.strategy.sample(ins.round, list(self.children))
         self.last_sampled = list(sampled)
         config = {**ins.config, **self.strategy.configure(ins.round, weights)}
-        child_ins = FitIns(ins.round, weights, config)
+        cohort = [self.children[n] for n in sampled]
+        return EdgeRound(ins, FitIns(ins.round, weights, config), cohort)
+
+    def finish(self, round_: EdgeRound, outcomes: Iterable[Outcome]) -> FitRes:
+        """The second half of ``fit``: validate the children's outcomes and aggregate them."""
+        ins, weights = round_.ins, round_.child_ins.weights
         buffer = UpdateBuffer(
-            len(sampled), weights.size, self.strategy.keep_rows, self.max_weight_share
+            len(round_.cohort), weights.size, self.strategy.keep_rows, self.max_weight_share
         )
         checks = self.checks if self.checks is not None else default_checks(weights.size)
         failures: list[Failure] = []
-        for node, outcome in self.executor.fit([self.children[n] for n in sampled], child_ins):
+        for node, outcome in outcomes:
             reason = _accept(ins.round, node, outcome, buffer, checks)
             if reason is not None:
                 failures.append(Failure(node, reason))
@@ -209,6 +235,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
     data = task.federate(
         cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
     )
+    if cfg.simulation.threads:
+        torch.set_num_threads(cfg.simulation.threads)
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
     hp = LocalSGD(**cfg.client.model_dump())
@@ -255,7 +283,22 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         root,
         edges,
         model.get(),
+        executor=TreeExecutor(_leaf_executor(cfg, model, task, clients)),
         evaluate_every=cfg.evaluation.every,
         max_weight_share=s.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim)
+
+
+def _leaf_executor(
+    cfg: Config, model: FlatModel, task: Task, clients: Sequence[Client]
+) -> Executor:
+    """The executor a flat run of these clients would get (``[simulation] executor``)."""
+    if cfg.simulation.executor in ("process", "ray") and cfg.evaluation.held_out() is not None:
+        # their workers rebuild the clients with the star's local hold-out; the tree has none
+        raise ConfigError(
+            f"simulation.executor = {cfg.simulation.executor!r} cannot be combined with "
+            "evaluation.federated = true in a tree (topology.kind = 'tree'): the tree runs "
+            "no federated evaluation; unset one of them"
+        )
+    return choose_executor(cfg, model, task, clients)
