@@ -6,7 +6,9 @@ with the total example count of the children that contributed, so the parent's w
 mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
 Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). With
 ``[strategy] max_weight_share`` every aggregation caps its inputs' shares: an edge its
-children's (and it reports their capped total), the root its edges'.
+children's (and it reports their capped total), the root its edges'. The built tree's root
+runs its edges on a ``TreeExecutor``: one round trains every edge's children together, on the
+executor a star run would choose (``murmura.sim.tree_executor``).
 
 With ``[privacy]``, ``mode = "local"`` and ``dp_sgd`` wrap the clients as in the star
 topology (``apply_privacy``) and the root spends the budgets (``Accounted``): an edge sees
@@ -31,7 +33,7 @@ from murmura.aggregate import make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
-from murmura.errors import ConfigError, MurmuraError, UpdateRejected
+from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
@@ -41,7 +43,7 @@ from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.runtime import Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
-from murmura.tasks import Task, evaluate_classifier, load_task
+from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
@@ -283,22 +285,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         root,
         edges,
         model.get(),
-        executor=TreeExecutor(_leaf_executor(cfg, model, task, clients)),
+        executor=TreeExecutor(choose_executor(cfg, model, task, clients)),  # as a star would
         evaluate_every=cfg.evaluation.every,
         max_weight_share=s.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim)
-
-
-def _leaf_executor(
-    cfg: Config, model: FlatModel, task: Task, clients: Sequence[Client]
-) -> Executor:
-    """The executor a flat run of these clients would get (``[simulation] executor``)."""
-    if cfg.simulation.executor in ("process", "ray") and cfg.evaluation.held_out() is not None:
-        # their workers rebuild the clients with the star's local hold-out; the tree has none
-        raise ConfigError(
-            f"simulation.executor = {cfg.simulation.executor!r} cannot be combined with "
-            "evaluation.federated = true in a tree (topology.kind = 'tree'): the tree runs "
-            "no federated evaluation; unset one of them"
-        )
-    return choose_executor(cfg, model, task, clients)
