@@ -53,6 +53,11 @@ def _shards_needs(classes_per_client: int = 2, **_: Any) -> tuple[int, str]:
     return classes_per_client, f"classes_per_client = {classes_per_client} shards of 1+ sample"
 
 
+def _one_sample(**_: Any) -> tuple[int, str]:
+    """What any other partitioner needs per client: one sample."""
+    return 1, ""
+
+
 # what each partitioner needs per client, by its arguments (any other: one sample)
 _NEEDS: dict[str, Callable[..., tuple[int, str]]] = {
     "dirichlet": _dirichlet_needs,
@@ -164,6 +169,6 @@ def partition(
     if num_clients < 1:
         raise ConfigError(f"partition: num_clients must be >= 1, got {num_clients}")
     fn = PARTITIONERS.get(name)
-    needs = _NEEDS.get(name, lambda **_: (1, ""))
+    needs = _NEEDS.get(name, _one_sample)
     check_fits(name, num_clients, len(labels), *needs(**params))
     return fn(np.asarray(labels), num_clients, np.random.default_rng(seed), **params)
