@@ -20,6 +20,7 @@ from murmura.registry import Registry
 
 Parts = list[NDArray[np.int64]]
 Partitioner = Callable[..., Parts]
+Needs = Callable[..., tuple[int, str]]  # (samples per client, what that is in its own terms)
 
 log = logging.getLogger(__name__)
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
@@ -59,7 +60,7 @@ def _one_sample(**_: Any) -> tuple[int, str]:
 
 
 # what each partitioner needs per client, by its arguments (any other: one sample)
-_NEEDS: dict[str, Callable[..., tuple[int, str]]] = {
+_NEEDS: dict[str, Needs] = {
     "dirichlet": _dirichlet_needs,
     "shards": _shards_needs,
 }
@@ -169,6 +170,7 @@ def partition(
     if num_clients < 1:
         raise ConfigError(f"partition: num_clients must be >= 1, got {num_clients}")
     fn = PARTITIONERS.get(name)
-    needs = _NEEDS.get(name, _one_sample)
-    check_fits(name, num_clients, len(labels), *needs(**params))
+    needs: Needs = _NEEDS.get(name, _one_sample)
+    per_client, need = needs(**params)
+    check_fits(name, num_clients, len(labels), per_client, need)
     return fn(np.asarray(labels), num_clients, np.random.default_rng(seed), **params)
