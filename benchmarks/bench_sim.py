@@ -4,6 +4,10 @@ Prints wall time, peak RSS and final accuracy of both, and the ratios murmura / 
 whole process and for the training loop alone. Each side runs in its own child process so peak
 memory is measured per side (``wait4``'s ``ru_maxrss``). ``--workload W1|W2`` picks the
 workload, ``--executor`` murmura's ``[simulation] executor``.
+
+``--workload W1-tree`` times W1 through the two-level tree (examples/digits-hierarchical.toml,
+root -> 4 edges -> 25 clients; the same model as flat FedAvg) against flat W1, both through
+murmura's API, and prints the ratio of their round loops.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 W1 = ROOT / "examples" / "digits-fedavg.toml"
 W2 = ROOT / "examples" / "synthetic-1000.toml"
+W1_TREE = ROOT / "examples" / "digits-hierarchical.toml"
 
 
 def ideal(
@@ -148,10 +153,23 @@ def child(args: list[str]) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 1024, out
 
 
+def tree_against_flat(overrides: list[str]) -> None:
+    """W1 through a tree and flat, each in its own process; the ratio of their round loops."""
+    py, sets = sys.executable, [a for s in overrides for a in ("--set", s)]
+    rows = []
+    for name, config in (("flat W1 (API)", W1), ("tree W1 (API)", W1_TREE)):
+        wall, mem, out = child([py, __file__, "--role", "murmura", "--config", str(config), *sets])
+        rows.append((name, wall, json.loads(out)["loop_seconds"], mem, json.loads(out)["accuracy"]))
+    print(f"{'':22} {'process s':>10} {'loop s':>8} {'peak MB':>8} {'accuracy':>9}")
+    for name, wall, loop, mem, acc in rows:
+        print(f"{name:22} {wall:10.2f} {loop:8.2f} {mem:8.0f} {acc:9.4f}")
+    print(f"ratio loop (tree / flat): {rows[1][2] / rows[0][2]:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", choices=["ideal", "murmura"], help=argparse.SUPPRESS)
-    parser.add_argument("--workload", choices=["W1", "W2"], default="W1")
+    parser.add_argument("--workload", choices=["W1", "W2", "W1-tree"], default="W1")
     parser.add_argument("--config", type=Path, default=None, help="default: the workload's")
     parser.add_argument(
         "--executor",
@@ -162,7 +180,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     if args.config is None:
-        args.config = W1 if args.workload == "W1" else W2
+        args.config = {"W1": W1, "W2": W2, "W1-tree": W1_TREE}[args.workload]
     if args.executor is not None:
         args.overrides.append(f"simulation.executor={args.executor!r}")
     if args.role == "ideal":
@@ -170,6 +188,9 @@ def main() -> None:
         return
     if args.role == "murmura":
         print(json.dumps(murmura_loop(args.config, args.overrides)))
+        return
+    if args.workload == "W1-tree":
+        tree_against_flat(args.overrides)
         return
     py = sys.executable
     i_wall, i_mem, i_out = child([py, __file__, "--role", "ideal", "--workload", args.workload])

@@ -45,8 +45,37 @@ def test_dirichlet_every_client_gets_min_size_and_small_alpha_skews_labels() -> 
 
 def test_dirichlet_refuses_a_minimum_size_no_draw_can_meet() -> None:
     labels = np.repeat(np.arange(2), 10)  # 20 samples cannot give 10 clients 3 each
-    with pytest.raises(ConfigError, match="10 clients >= 3 samples"):
+    with pytest.raises(ConfigError, match=r"needs min_size = 3 samples, so at most 6 clients"):
         partition("dirichlet", labels, 10, 0, alpha=5.0, min_size=3)
+    # enough samples in all, but alpha = 0.01 gives each class to one client or two
+    with pytest.raises(ConfigError, match="no draw in 1000 gave every one of 10 clients >= 3"):
+        partition("dirichlet", np.repeat(np.arange(2), 20), 10, 0, alpha=0.01, min_size=3)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("kind", "params", "limit"),
+    [
+        ("iid", {}, 455),
+        ("dirichlet", {"alpha": 0.5}, 455),
+        ("dirichlet", {"alpha": 0.5, "min_size": 5}, 91),
+        ("shards", {"classes_per_client": 2}, 227),
+        ("quantity", {"sigma": 1.0}, 455),
+    ],
+)
+def test_a_million_clients_on_455_samples_is_refused_at_once(
+    kind: str, params: dict[str, float], limit: int
+) -> None:
+    labels = np.arange(455) % 2  # as large as the dataset
+    # for dirichlet the limit is necessary, not sufficient: near it, draws are searched
+    for clients in (1_000_000, limit + 1):
+        with pytest.raises(ConfigError) as err:
+            partition(kind, labels, clients, 0, **params)
+        message = str(err.value)
+        assert f"partition.num_clients = {clients}" in message
+        assert "455 training samples" in message and f"at most {limit} clients" in message
+    if kind != "dirichlet":  # exactly at the limit, one sample (or shard) each
+        assert len(partition(kind, labels, limit, 0, **params)) == limit
 
 
 def test_shards_give_k_classes_per_client() -> None:
@@ -73,6 +102,6 @@ def test_partitions_are_deterministic_for_a_seed() -> None:
 def test_bad_partitions_are_clear_errors() -> None:
     with pytest.raises(RegistryError, match="valid: dirichlet, iid, quantity, shards"):
         partition("nope", np.zeros(10, dtype=np.int64), 2, 0)
-    with pytest.raises(ConfigError, match="needs >= 40 samples"):
-        partition("shards", np.zeros(10, dtype=np.int64), 20, 0, classes_per_client=2)
+    with pytest.raises(ConfigError, match=r"2 shards of 1\+ sample, so at most 5 clients"):
+        partition("shards", np.zeros(10, dtype=np.int64), 6, 0, classes_per_client=2)
     assert set(PARTITIONERS.names()) == {"iid", "dirichlet", "shards", "quantity"}

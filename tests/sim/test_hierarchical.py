@@ -9,8 +9,11 @@ from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import config_from_dict
 from murmura.sim.builder import build_experiment
+from murmura.sim.executor import Outcome, SequentialExecutor
 from murmura.sim.hierarchical import EdgeAggregator, EdgeRoundFailed, build_edges, split_clients
 from murmura.sim.runtime import Simulation
+from murmura.sim.tree_executor import TreeExecutor
+from murmura.sim.vectorized import VectorizedExecutor
 from murmura.strategy import FedAvg, Strategy
 from murmura.tasks import DigitsTask
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
@@ -170,3 +173,71 @@ def test_per_edge_secure_aggregation_matches_plain_edges() -> None:
     assert type(edge.strategy).__name__ == "SecureAggregation"  # type: ignore[attr-defined]
     # equal up to the quantisation error of SecAgg's integer encoding
     np.testing.assert_allclose(secure.weights, plain.weights, atol=1e-5)
+
+
+class Recording:
+    """A real executor that records the cohort of every call it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[list[str]] = []
+
+    def fit(self, cohort: Sequence[Client], ins: FitIns) -> Iterator[Outcome]:
+        self.calls.append([c.node_id for c in cohort])
+        return self.inner.fit(cohort, ins)  # type: ignore[no-any-return]
+
+
+def _tree_config(executor: str) -> dict[str, Any]:
+    return {
+        "run": {"rounds": 2},
+        "partition": {"kind": "dirichlet", "num_clients": 12},
+        "client": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+        "strategy": {"fraction": 0.5},
+        "topology": {"kind": "tree", "edges": 3},
+        "simulation": {"executor": executor},
+    }
+
+
+def test_config_tree_trains_each_round_in_one_vectorised_call_equal_to_sequential() -> None:
+    seq = build_experiment(config_from_dict(_tree_config("sequential"))).simulation
+    auto = build_experiment(config_from_dict(_tree_config("auto"))).simulation
+    assert isinstance(seq, Simulation) and isinstance(auto, Simulation)
+    assert isinstance(auto.executor, TreeExecutor)
+    assert isinstance(auto.executor.inner, VectorizedExecutor)  # as a flat run of W1 gets
+    rec = auto.executor.inner = Recording(auto.executor.inner)
+    slow, fast = seq.run(2), auto.run(2)
+    edges = [e for e in auto.clients.values() if isinstance(e, EdgeAggregator)]
+    # one call per round holding every edge's sampled children (2 of 4 on each of 3 edges)
+    assert [len(c) for c in rec.calls] == [6, 6]
+    assert rec.calls[-1] == [n for e in edges for n in e.last_sampled]
+    assert np.abs(fast.weights - slow.weights).max() < 1e-6
+    for s, f in zip(slow.rounds, fast.rounds, strict=True):
+        assert f.participants == s.participants == 3
+        assert f.train_loss == pytest.approx(s.train_loss, rel=1e-5)
+
+
+def test_three_level_tree_on_the_tree_executor_equals_flat_fedavg() -> None:
+    clients, w0 = _clients(12)
+    flat = Simulation(FedAvg(), clients, w0).run(2)
+    leaves = build_edges(split_clients(clients, 4), lambda e, n: FedAvg(seed=e))
+    regions = build_edges([leaves[:2], leaves[2:]], lambda e, n: FedAvg(seed=10 + e))
+    rec = Recording(VectorizedExecutor())
+    deep = Simulation(FedAvg(), regions, w0, executor=TreeExecutor(rec)).run(2)
+    assert [len(c) for c in rec.calls] == [12, 12]  # leaf ids repeat across levels: no mixup
+    assert np.abs(deep.weights - flat.weights).max() < 1e-6
+
+
+def test_tree_executor_keeps_child_and_edge_failures_to_their_own_edge() -> None:
+    w0 = np.zeros(4, np.float32)
+    edge = EdgeAggregator(
+        "edge-1", [Constant("a", 1.0), Broken("b"), Constant("c", 3.0, 30)], FedAvg()
+    )
+    dead = EdgeAggregator("edge-2", [Broken("d")], FedAvg())
+    loner = Constant("solo", 5.0)  # a plain client next to edges trains on the root's ins
+    sim = Simulation(FedAvg(), [edge, dead, loner], w0, executor=TreeExecutor(SequentialExecutor()))
+    metrics = sim.run_round(1)
+    assert [f.node for f in metrics.failures] == ["edge-2"]
+    assert "edge-2" in metrics.failures[0].reason
+    assert [f.node for f in edge.last_failures] == ["b"] and metrics.participants == 2
+    # (2.5 * 40 + 5 * 10) / 50
+    assert np.allclose(sim.weights, 3.0)

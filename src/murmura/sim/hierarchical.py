@@ -6,7 +6,9 @@ with the total example count of the children that contributed, so the parent's w
 mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
 Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). With
 ``[strategy] max_weight_share`` every aggregation caps its inputs' shares: an edge its
-children's (and it reports their capped total), the root its edges'.
+children's (and it reports their capped total), the root its edges'. The built tree's root
+runs its edges on a ``TreeExecutor``: one round trains every edge's children together, on the
+executor a star run would choose (``murmura.sim.tree_executor``).
 
 With ``[privacy]``, ``mode = "local"`` and ``dp_sgd`` wrap the clients as in the star
 topology (``apply_privacy``) and the root spends the budgets (``Accounted``): an edge sees
@@ -20,7 +22,8 @@ sums and adds the noise once, as the star's server does: same sample, noise and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -35,8 +38,10 @@ from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
 from murmura.sim.builder import Experiment, server_strategy
-from murmura.sim.executor import Executor, SequentialExecutor
+from murmura.sim.choose import choose_executor
+from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.runtime import Simulation
+from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
@@ -59,6 +64,15 @@ class PartialSum(Protocol):
     ) -> tuple[Vector, dict[str, float]]:
         """The update to report and the metrics that go with it."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRound:
+    """One edge's round in progress: its parent's and its children's instructions, its cohort."""
+
+    ins: FitIns
+    child_ins: FitIns
+    cohort: list[Client]
 
 
 class EdgeAggregator:
@@ -87,17 +101,31 @@ class EdgeAggregator:
 
     def fit(self, ins: FitIns) -> FitRes:
         """One round over the children; return the aggregated delta and the example total."""
+        round_ = self.begin(ins)
+        return self.finish(round_, self.executor.fit(round_.cohort, round_.child_ins))
+
+    def begin(self, ins: FitIns) -> EdgeRound:
+        """The first half of ``fit``: the children this round trains and their instructions.
+
+        ``TreeExecutor`` calls it on every edge of a round, trains all their children in
+        one executor call, then hands each edge its children's outcomes (``finish``).
+        """
         weights = np.asarray(ins.weights, dtype=np.float32)
         sampled = self.strategy.sample(ins.round, list(self.children))
         self.last_sampled = list(sampled)
         config = {**ins.config, **self.strategy.configure(ins.round, weights)}
-        child_ins = FitIns(ins.round, weights, config)
+        cohort = [self.children[n] for n in sampled]
+        return EdgeRound(ins, FitIns(ins.round, weights, config), cohort)
+
+    def finish(self, round_: EdgeRound, outcomes: Iterable[Outcome]) -> FitRes:
+        """The second half of ``fit``: validate the children's outcomes and aggregate them."""
+        ins, weights = round_.ins, round_.child_ins.weights
         buffer = UpdateBuffer(
-            len(sampled), weights.size, self.strategy.keep_rows, self.max_weight_share
+            len(round_.cohort), weights.size, self.strategy.keep_rows, self.max_weight_share
         )
         checks = self.checks if self.checks is not None else default_checks(weights.size)
         failures: list[Failure] = []
-        for node, outcome in self.executor.fit([self.children[n] for n in sampled], child_ins):
+        for node, outcome in outcomes:
             reason = _accept(ins.round, node, outcome, buffer, checks)
             if reason is not None:
                 failures.append(Failure(node, reason))
@@ -209,6 +237,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
     data = task.federate(
         cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
     )
+    if cfg.simulation.threads:
+        torch.set_num_threads(cfg.simulation.threads)
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
     hp = LocalSGD(**cfg.client.model_dump())
@@ -255,6 +285,7 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         root,
         edges,
         model.get(),
+        executor=TreeExecutor(choose_executor(cfg, model, task, clients)),  # as a star would
         evaluate_every=cfg.evaluation.every,
         max_weight_share=s.max_weight_share,
     )
