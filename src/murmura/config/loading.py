@@ -103,7 +103,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
 
     s = cfg.strategy
     checks: list[tuple[str, Callable[[], object]]] = [
-        ("strategy.name", lambda: STRATEGIES.get(s.name)),
+        ("strategy.name", lambda: STRATEGIES.check(s.name)),  # the name only: no import
         ("strategy.aggregator", lambda: AGGREGATORS.get(s.aggregator)),
         (
             "strategy.aggregator_args",
@@ -142,7 +142,7 @@ def _check_attack(attack: AttackSection) -> None:
 def _check_privacy(cfg: Config) -> None:
     """The [privacy] settings fit together and with the strategy (messages name the key)."""
     if cfg.privacy != PrivacySection():
-        from murmura.privacy.wiring import check_privacy
+        from murmura.privacy.checks import check_privacy
 
         check_privacy(cfg)
 

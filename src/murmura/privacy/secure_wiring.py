@@ -10,12 +10,15 @@ other than the server-client star.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from murmura.config import Config, SecAggSection
 from murmura.errors import ConfigError
 from murmura.privacy.secagg import Stage
 from murmura.strategy.base import Strategy
 from murmura.strategy.secure import SecAggParams, SecureAggregation
+
+if TYPE_CHECKING:  # the config runs check_secagg at load time; a type, not an import cycle
+    from murmura.config import Config, SecAggSection
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
-from murmura.sim.builder import Experiment, server_strategy
 from murmura.sim.executor import Executor, SequentialExecutor
+from murmura.sim.experiment import Experiment, server_strategy
 from murmura.sim.runtime import Simulation
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.tasks import evaluate_classifier, load_task

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from murmura.errors import MurmuraError
-from murmura.transport import keys
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -18,6 +17,8 @@ console = Console()
 @app.command("init")
 def init(directory: Annotated[Path, typer.Argument(help="Key directory to create.")]) -> None:
     """Create a project CA (ca.pem, ca.key) in DIRECTORY."""
+    from murmura.transport import keys  # cryptography: only for the command that uses it
+
     try:
         cert = keys.init_ca(directory)
     except MurmuraError as exc:
@@ -38,6 +39,8 @@ def issue(
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
 ) -> None:
     """Issue a key and certificate for node NAME, signed by the CA in DIRECTORY."""
+    from murmura.transport import keys
+
     try:
         files = keys.issue(directory, name, role, hosts=host or (), days=days)
     except MurmuraError as exc:
