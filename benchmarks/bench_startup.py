@@ -10,10 +10,11 @@ prints the medians with the ratio to each limit:
   (``wall_seconds`` in its summary.json): ``overhead = wall - torch - in_process <= 1.3``.
 
 Each figure is given in wall and in CPU seconds (user + sys of the child): on a loaded
-machine wall times stretch, CPU times much less; on an idle one they agree (start-up is one
-thread; the W1 overhead in CPU seconds counts the run's own threads against its wall time,
-so it errs high). ``--src DIR`` measures another checkout's ``src`` (an older commit, for
-before/after).
+machine wall times stretch, CPU times much less; on an idle one they agree for start-up (one
+thread). W1's in-process CPU time is measured by a separate child that builds and runs the
+same experiment and times that region with ``time.process_time``.
+
+``--src DIR`` measures another checkout's ``src`` (an older commit, for before/after).
 ``--importtime`` also prints the W1 run's slowest top-level imports (``python -X importtime``).
 """
 
@@ -34,7 +35,19 @@ ROOT = Path(__file__).resolve().parents[1]
 W1 = ROOT / "examples" / "digits-fedavg.toml"
 LIMIT_COMMAND_S = 0.5
 LIMIT_W1_OVERHEAD_S = 1.3
+TORCH = "python -c 'import torch'"
 MURMURA = "import sys; from murmura.cli import app; sys.exit(app(prog_name='murmura'))"
+# The region `murmura run` reports as wall_seconds (build the experiment, run its rounds),
+# timed in CPU seconds in a process of its own.
+IN_PROCESS_CPU = f"""
+import time
+from murmura.config import load_config
+from murmura.sim.builder import build_experiment
+cfg = load_config({str(W1)!r})
+start = time.process_time()
+build_experiment(cfg).simulation.run(cfg.run.rounds)
+print(time.process_time() - start)
+"""
 
 
 CPU: dict[str, list[float]] = {}  # CPU seconds (user + sys) per command: steadier under load
@@ -68,6 +81,13 @@ def w1_run(
         return wall, float(json.loads(summary.read_text())["wall_seconds"]), err
 
 
+def in_process_cpu(env: dict[str, str]) -> float:
+    """CPU seconds of W1's in-process region (what its summary's wall_seconds times)."""
+    argv = [sys.executable, "-c", IN_PROCESS_CPU]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def top_imports(importtime: str, n: int = 12) -> list[tuple[float, str]]:
     """The ``n`` slowest top-level imports (cumulative seconds, module) of a -X importtime log."""
     rows = []
@@ -90,17 +110,19 @@ def main() -> None:
     py = sys.executable
     commands = {
         "python -c pass": [py, "-c", "pass"],
-        "python -c 'import torch'": [py, "-c", "import torch"],
+        TORCH: [py, "-c", "import torch"],
         "murmura --help": [py, "-c", MURMURA, "--help"],
         "murmura tasks": [py, "-c", MURMURA, "tasks"],
     }
-    times: dict[str, list[float]] = {name: [] for name in [*commands, "W1 run", "W1 in-process"]}
+    names = [*commands, "W1 run", "W1 in-process"]
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeat):
         for name, argv in commands.items():
             times[name].append(timed(argv, env, name)[0])
         wall, inside, _ = w1_run(env, name="W1 run")
         times["W1 run"].append(wall)
         times["W1 in-process"].append(inside)
+        CPU.setdefault("W1 in-process", []).append(in_process_cpu(env))
     med = {name: statistics.median(values) for name, values in times.items()}
     cpu = {name: statistics.median(values) for name, values in CPU.items()}
     print(f"murmura start-up, {args.src}, medians of {args.repeat} runs (seconds)")
@@ -110,17 +132,17 @@ def main() -> None:
         cpu_s = f"{cpu[name]:7.2f}" if name in cpu else " " * 7
         print(f"  {name:26s} {value:7.2f} {cpu_s}   ({spread})")
     for name in ("murmura --help", "murmura tasks"):
-        ratio = med[name] / LIMIT_COMMAND_S
-        print(f"{name}: {med[name]:.2f} s, limit {LIMIT_COMMAND_S} s, ratio {ratio:.2f}")
-    torch_s = med["python -c 'import torch'"]
-    overhead = med["W1 run"] - torch_s - med["W1 in-process"]
-    print(
-        f"W1 overhead: wall {med['W1 run']:.2f} - import torch {torch_s:.2f} - in-process "
-        f"{med['W1 in-process']:.2f} = {overhead:.2f} s, limit {LIMIT_W1_OVERHEAD_S} s, "
-        f"ratio {overhead / LIMIT_W1_OVERHEAD_S:.2f}"
-    )
-    cpu_overhead = cpu["W1 run"] - cpu["python -c 'import torch'"] - med["W1 in-process"]
-    print(f"W1 overhead counted in CPU seconds (less sensitive to load): {cpu_overhead:.2f} s")
+        print(
+            f"{name}: {med[name]:.2f} s (cpu {cpu[name]:.2f} s), limit {LIMIT_COMMAND_S} s, "
+            f"ratio {med[name] / LIMIT_COMMAND_S:.2f} (cpu {cpu[name] / LIMIT_COMMAND_S:.2f})"
+        )
+    for label, t in (("wall", med), ("cpu", cpu)):
+        overhead = t["W1 run"] - t[TORCH] - t["W1 in-process"]
+        print(
+            f"W1 overhead ({label}): run {t['W1 run']:.2f} - import torch {t[TORCH]:.2f} - "
+            f"in-process {t['W1 in-process']:.2f} = {overhead:.2f} s, limit "
+            f"{LIMIT_W1_OVERHEAD_S} s, ratio {overhead / LIMIT_W1_OVERHEAD_S:.2f}"
+        )
     if args.importtime:
         _, _, err = w1_run(env, ["-X", "importtime"])
         print("W1's slowest top-level imports (cumulative s, one run):")
