@@ -100,10 +100,14 @@ def _check_plugins(cfg: Config, source: str) -> None:
     """Names exist in their registries and the aggregator accepts the cohort size."""
     from murmura.aggregate import AGGREGATORS
     from murmura.strategy import STRATEGIES
+    from murmura.tasks import TASKS
 
     s = cfg.strategy
+    task = cfg.task.name
     checks: list[tuple[str, Callable[[], object]]] = [
-        ("strategy.name", lambda: STRATEGIES.check(s.name)),  # the name only: no import
+        # names only, against the registries' keys: no strategy or task module is imported
+        ("task.name", lambda: None if ":" in task else TASKS.check(task)),
+        ("strategy.name", lambda: STRATEGIES.check(s.name)),
         ("strategy.aggregator", lambda: AGGREGATORS.get(s.aggregator)),
         (
             "strategy.aggregator_args",
