@@ -161,5 +161,7 @@ def test_no_import_cycle_through_deferred_imports() -> None:
 if __name__ == "__main__":
     for deferred in (False, True):
         print("with imports inside functions:" if deferred else "module-level imports:")
-        for component in cycles(import_graph(deferred=deferred)) or [["none"]]:
+        found = cycles(import_graph(deferred=deferred))
+        for component in found:
             print(f"  cycle of {len(component)}: " + ", ".join(component))
+        print(f"  {len(found)} cycle(s)")
