@@ -77,6 +77,10 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
             '[strategy]\nname = "fedfoo"\n',
             r"key 'strategy.name': unknown strategy 'fedfoo'; valid: .*fedavg",
         ),
+        (
+            '[task]\nname = "digitz"\n',
+            r"key 'task.name': unknown task 'digitz'; valid: digits, synthetic",
+        ),
     ],
 )
 def test_impossible_values_fail_before_training(tmp_path: Path, text: str, pattern: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +21,9 @@ from murmura.ops.audit_cli import audit_app
 from murmura.ops.bench_cli import bench_app
 from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
-from murmura.types import RoundMetrics, Vector
+
+if TYPE_CHECKING:
+    from murmura.types import RoundMetrics, Vector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
@@ -129,9 +131,8 @@ def tasks() -> None:
     """List the built-in tasks."""
     from murmura.tasks import TASKS
 
-    for name in TASKS.names():
-        doc = (TASKS.get(name).__doc__ or "").strip().splitlines()[0]
-        console.print(f"[bold]{name}[/]  {escape(doc)}")
+    for name in TASKS.names():  # from the registry: no task module (torch) is imported
+        console.print(f"[bold]{name}[/]  {escape(TASKS.summary(name))}")
 
 
 @app.command("config")

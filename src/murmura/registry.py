@@ -1,13 +1,30 @@
-"""A name -> object registry for every plug-in kind (aggregator, strategy, task, ...)."""
+"""A name -> object registry for every plug-in kind (aggregator, strategy, task, ...).
+
+A plug-in is registered either as an object or as a ``"package.module:attr"`` string that is
+imported on first use, so that listing or checking names never imports an implementation (and
+its dependencies: torch, scikit-learn) that the command at hand does not run.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from murmura.errors import RegistryError
 
 T = TypeVar("T")
+
+
+def resolve(target: str) -> Any:
+    """The object that ``"package.module:attr"`` names, importing the module."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"{target!r} is not of the form 'package.module:attr'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class Registry(Generic[T]):
@@ -16,32 +33,60 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
+        self._summaries: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""
 
         def add(obj: T) -> T:
-            if name in self._items:
-                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._claim(name)
             self._items[name] = obj
             return obj
 
         return add
 
+    def register_lazy(self, name: str, target: str, summary: str = "") -> None:
+        """Register ``"package.module:attr"`` under ``name``; it is imported on first ``get``.
+
+        ``summary`` is the one line that ``summary(name)`` gives without importing it.
+        """
+        self._claim(name)
+        self._lazy[name] = target
+        if summary:
+            self._summaries[name] = summary
+
+    def _claim(self, name: str) -> None:
+        if name in self:
+            raise RegistryError(f"{self.kind} {name!r} is already registered")
+
     def get(self, name: str) -> T:
-        """Return the plug-in called ``name``."""
-        try:
-            return self._items[name]
-        except KeyError:
-            valid = ", ".join(sorted(self._items))
-            raise RegistryError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
+        """Return the plug-in called ``name`` (importing it if it was registered lazily)."""
+        if name not in self._items:
+            self.check(name)
+            obj: T = resolve(self._lazy[name])
+            self._items[name] = obj
+        return self._items[name]
+
+    def check(self, name: str) -> None:
+        """Raise the unknown-name error if ``name`` is not registered; imports nothing."""
+        if name not in self:
+            valid = ", ".join(self.names())
+            raise RegistryError(f"unknown {self.kind} {name!r}; valid: {valid}")
+
+    def summary(self, name: str) -> str:
+        """One line describing ``name``: the registered summary, else its docstring's first."""
+        if name in self._summaries:
+            return self._summaries[name]
+        lines = (self.get(name).__doc__ or "").strip().splitlines()
+        return lines[0] if lines else ""
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        return sorted(self._items)
+        return sorted(self._items.keys() | self._lazy.keys())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(*keys: int) -> int:
@@ -14,6 +18,8 @@ def derive_seed(*keys: int) -> int:
 
 def client_generator(seed: int, round_: int, client: int) -> torch.Generator:
     """The torch generator a client uses to shuffle its samples in one round."""
+    import torch  # here, not at the top: the server's streams (numpy) must not load torch
+
     return torch.Generator().manual_seed(derive_seed(seed, round_, client))
 
 

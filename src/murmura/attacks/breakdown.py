@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from murmura.aggregate import make_aggregator
 from murmura.aggregate.trimmed_mean import trimmed_count
-from murmura.config import Config
+
+if TYPE_CHECKING:  # the config calls breakdown_warning at load time; a type, not a cycle
+    from murmura.config import Config
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,10 +100,14 @@ def _check_plugins(cfg: Config, source: str) -> None:
     """Names exist in their registries and the aggregator accepts the cohort size."""
     from murmura.aggregate import AGGREGATORS
     from murmura.strategy import STRATEGIES
+    from murmura.tasks import TASKS
 
     s = cfg.strategy
+    task = cfg.task.name
     checks: list[tuple[str, Callable[[], object]]] = [
-        ("strategy.name", lambda: STRATEGIES.get(s.name)),
+        # names only, against the registries' keys: no strategy or task module is imported
+        ("task.name", lambda: None if ":" in task else TASKS.check(task)),
+        ("strategy.name", lambda: STRATEGIES.check(s.name)),
         ("strategy.aggregator", lambda: AGGREGATORS.get(s.aggregator)),
         (
             "strategy.aggregator_args",
@@ -142,7 +146,7 @@ def _check_attack(attack: AttackSection) -> None:
 def _check_privacy(cfg: Config) -> None:
     """The [privacy] settings fit together and with the strategy (messages name the key)."""
     if cfg.privacy != PrivacySection():
-        from murmura.privacy.wiring import check_privacy
+        from murmura.privacy.checks import check_privacy
 
         check_privacy(cfg)
 

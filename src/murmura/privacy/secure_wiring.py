@@ -10,12 +10,13 @@ other than the server-client star.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from murmura.config import Config, SecAggSection
 from murmura.errors import ConfigError
-from murmura.privacy.secagg import Stage
-from murmura.strategy.base import Strategy
-from murmura.strategy.secure import SecAggParams, SecureAggregation
+
+if TYPE_CHECKING:  # the config runs check_secagg at load time; a type, not an import cycle
+    from murmura.config import Config, SecAggSection
+    from murmura.strategy.base import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ def apply_secagg(cfg: Config, strategy: Strategy, max_client_examples: int) -> S
     a = cfg.secagg
     if not a.enabled:
         return strategy
+    # only a secagg run pays for the protocol's imports (cryptography)
+    from murmura.privacy.secagg import Stage
+    from murmura.strategy.secure import SecAggParams, SecureAggregation
+
     central = cfg.privacy.mode == "central"
     clip = a.clip if a.clip is not None else (cfg.privacy.clip_norm if central else 1.0)
     params = SecAggParams(

@@ -1,45 +1,34 @@
-"""Builds a simulation from a validated ``Config``: task, data, clients, strategy."""
+"""Builds a simulation from a validated ``Config``: task, data, clients, strategy.
+
+The top of the simulation layers: it picks the executor (``choose``) and, for a tree or a
+peer-to-peer graph, hands over to ``hierarchical`` or ``p2p``. What those and the executors
+share with it (``Experiment``, ``federate``, ``server_strategy``) lives below them, in
+``murmura.sim.experiment``, so that none of them imports this module.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
-from murmura.data.holdout import hold_out
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy
 from murmura.sim.choose import choose_executor
+from murmura.sim.experiment import Experiment, federate, server_strategy
 from murmura.sim.runtime import Simulation
-from murmura.strategy import STRATEGIES, Strategy
+from murmura.strategy import Strategy
 from murmura.strategy.anomaly import AnomalyMonitor
 from murmura.tasks import Task, evaluate_classifier, load_task
 from murmura.types import EvaluateRes, Vector
 
-if TYPE_CHECKING:
-    from murmura.sim.p2p import P2PSimulation
+__all__ = ["Experiment", "build_experiment", "federate", "server_strategy"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Experiment:
-    """Everything a simulated run needs, built from one config."""
-
-    config: Config
-    task: Task
-    data: FederatedDataset
-    model: FlatModel
-    simulation: Simulation | P2PSimulation
-    byzantine: tuple[str, ...] = ()
-    """Node ids of the clients that ``[attack]`` made Byzantine (simulation ground truth)."""
 
 
 def build_experiment(cfg: Config) -> Experiment:
@@ -92,40 +81,6 @@ def build_experiment(cfg: Config) -> Experiment:
         max_weight_share=cfg.strategy.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim, tuple(byzantine))
-
-
-def server_strategy(
-    cfg: Config,
-    evaluate_fn: Callable[[Vector], EvaluateRes] | None,
-    *,
-    fraction_evaluate: float = 0.0,
-) -> Strategy:
-    """The ``[strategy]`` that ``cfg`` names, with its server optimiser's parameters."""
-    s = cfg.strategy
-    strategy: Strategy = STRATEGIES.get(s.name)(
-        fraction=s.fraction,
-        min_clients=s.min_clients,
-        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
-        server_lr=s.server_lr,
-        seed=cfg.run.seed,
-        evaluate_fn=evaluate_fn,
-        fraction_evaluate=fraction_evaluate,
-        min_evaluate_clients=cfg.evaluation.min_clients,
-        server_momentum=s.server_momentum,
-        beta1=s.beta1,
-        beta2=s.beta2,
-        tau=s.tau,
-    )
-    return strategy
-
-
-def federate(cfg: Config, task: Task) -> tuple[str, FederatedDataset]:
-    """The partitioner's name and the clients' data, with ``[evaluation]``'s local hold-out."""
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
-    return kind, hold_out(data, cfg.evaluation.held_out(), cfg.run.seed)
 
 
 def _central_evaluation(

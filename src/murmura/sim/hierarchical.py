@@ -37,9 +37,9 @@ from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
-from murmura.sim.builder import Experiment, server_strategy
 from murmura.sim.choose import choose_executor
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
+from murmura.sim.experiment import Experiment, server_strategy
 from murmura.sim.runtime import Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy

@@ -27,7 +27,7 @@ from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
 from murmura.privacy.budget import PrivacyBudget
 from murmura.seeding import round_rng
-from murmura.sim.builder import Experiment
+from murmura.sim.experiment import Experiment
 from murmura.sim.peer import (
     SENDERS,
     LocalWork,

@@ -32,10 +32,11 @@ import numpy as np
 from murmura.client import FlatModel
 from murmura.config import Config
 from murmura.privacy.budget import PrivacyBudget
+from murmura.privacy.checks import client_budget
 from murmura.privacy.dp_client import DPSGDParams, dp_sgd_schedule, train_dp_sgd
 from murmura.privacy.dp_sgd import check_dp_compatible
 from murmura.privacy.mechanisms import local_dp_update
-from murmura.privacy.wiring import client_budget, resolve_noise_multiplier, sample_budget
+from murmura.privacy.wiring import resolve_noise_multiplier, sample_budget
 from murmura.seeding import client_generator, derive_seed
 from murmura.sim.peer import LocalWork, PeerTrainer, Trainer
 from murmura.types import Vector

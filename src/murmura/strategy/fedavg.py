@@ -141,3 +141,6 @@ def fixed_lr_factory(cls: Callable[..., FedAvg]) -> Callable[..., FedAvg]:
         return cls(server_lr=1.0 if server_lr is None else server_lr, **common)
 
     return make
+
+
+fedavg = fixed_lr_factory(FedAvg)  # registered as "fedavg" and "fedprox"

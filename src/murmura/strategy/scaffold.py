@@ -37,7 +37,7 @@ from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client, LocalSGD, TorchClient
 from murmura.errors import ConfigError, ProtocolError
 from murmura.seeding import client_generator
-from murmura.strategy.fedavg import EvaluateFn, FedAvg
+from murmura.strategy.fedavg import EvaluateFn, FedAvg, fixed_lr_factory
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,9 @@ class Scaffold(FedAvg):
             raise ConfigError(f"state is of kind {state.get('kind')!r}, expected {STATE_KIND!r}")
         c = state.get("c")
         self.c = None if c is None else np.array(c, dtype=np.float32)
+
+
+scaffold = fixed_lr_factory(Scaffold)  # registered as "scaffold"
 
 
 class ScaffoldClient:

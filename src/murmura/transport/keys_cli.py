@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from murmura.errors import MurmuraError
-from murmura.transport import keys
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Project CA and node certificates."
@@ -21,6 +20,8 @@ console = Console()
 @app.command("init")
 def init(directory: Annotated[Path, typer.Argument(help="Key directory to create.")]) -> None:
     """Create a project CA (ca.pem, ca.key) in DIRECTORY."""
+    from murmura.transport import keys  # cryptography: only for the command that uses it
+
     try:
         cert = keys.init_ca(directory)
     except MurmuraError as exc:
@@ -41,6 +42,8 @@ def issue(
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
 ) -> None:
     """Issue a key and certificate for node NAME, signed by the CA in DIRECTORY."""
+    from murmura.transport import keys
+
     try:
         files = keys.issue(directory, name, role, hosts=host or (), days=days)
     except MurmuraError as exc:
