@@ -93,3 +93,25 @@ def test_deployed_peers_train_privately_like_the_simulated_ones(
     plain = build_experiment(config_from_dict(_run_config({}))).simulation
     plain.run(ROUNDS)
     assert not np.allclose(deployed[0], plain.x[0], atol=1e-4)  # privacy changed the model
+
+
+def test_a_deployed_peer_stops_before_the_target_and_charges_every_round(tmp_path: Path) -> None:
+    privacy = {"mode": "local", "noise_multiplier": 2.0, "target_epsilon": 4.5}
+    run = _run_config(privacy)
+    run["run"] = {"name": "p2p-dp", "rounds": 6, "seed": 4}
+    peers = {
+        "addresses": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+        "state_dir": str(tmp_path / "s"),
+    }
+    path = tmp_path / "ring.toml"
+    path.write_text(tomli_w.dumps({**run, "peers": peers}))
+    history = build_experiment(config_from_dict(run)).simulation.run(6)
+    ran = len(history.rounds)
+    assert 1 < ran < 6  # the simulation stopped early
+
+    peer = build_peer(path, 1, insecure=True)
+    assert [peer._budget_stops(r) for r in range(1, ran + 2)] == [False] * ran + [True]
+    fresh = build_peer(path, 2, insecure=True)
+    assert fresh._budget_stops(ran + 1)  # resumed or jumped there: every round is charged
+    (budget,) = fresh.budgets
+    assert budget.epsilon == pytest.approx(history.rounds[-1].extra["epsilon"], rel=1e-12)
