@@ -66,3 +66,7 @@ class RejoinTimeout(MurmuraError):
         super().__init__(message)
         self.reason = reason
         """Why the round could not be sampled (no live nodes, fewer than min_clients)."""
+
+
+class IdentityError(MurmuraError):
+    """The node at a dialled address holds a certificate of another role or name than needed."""

@@ -42,11 +42,12 @@ def ports() -> Callable[[int], list[int]]:
     return free_ports
 
 
-def make_keys(root: Path, names: list[str]) -> Path:
+def make_keys(root: Path, names: list[str], edges: tuple[str, ...] = ()) -> Path:
+    """A CA, the coordinator's certificate, and an edge (in ``edges``) or worker one per name."""
     keys.init_ca(root)
     keys.issue(root, "coordinator", "coordinator")
     for name in names:
-        keys.issue(root, name, "worker")
+        keys.issue(root, name, "edge" if name in edges else "worker")
     return root
 
 

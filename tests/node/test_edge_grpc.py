@@ -4,7 +4,9 @@ The root is ``murmura server`` with the two edges as its only nodes; each edge i
 ``murmura edge`` (a worker to the root, a coordinator to its 3 workers); the workers are
 ``murmura client``. Edges report their aggregate delta with their children's example total,
 so the root's model after round 1 equals flat FedAvg over the 6 workers (the in-process
-star simulation of the same config) to 1e-5.
+star simulation of the same config) to 1e-5. Edges hold edge certificates: each worker checks
+that the node it dials is an edge, each edge that its parent is the coordinator, and the
+root's audit ledger verifies against the CA with the edges as update authors.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import BinaryIO
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from typer.testing import CliRunner
 
+from murmura.cli import app
 from murmura.transport import keys
 from murmura.types import Layout
 
@@ -92,7 +96,9 @@ class Tree:
         self.logs: list[BinaryIO] = []
         keys.init_ca(self.keys)
         keys.issue(self.keys, "coordinator", "coordinator")
-        for name in [*EDGES, *(f"worker-{i}" for i in range(WORKERS))]:
+        for name in EDGES:
+            keys.issue(self.keys, name, "edge")
+        for name in (f"worker-{i}" for i in range(WORKERS)):
             keys.issue(self.keys, name, "worker")
         self.root_port, *edge_ports = ports(1 + len(EDGES))
         self.edge_ports = dict(zip(EDGES, edge_ports, strict=True))
@@ -174,6 +180,16 @@ def test_root_two_edges_six_workers_train_digits_like_flat_fedavg(tree: Tree) ->
         edge_lines = (_run_path(tree.tmp / "edges" / name) / "metrics.jsonl").read_text()
         edge_rounds = [json.loads(x) for x in edge_lines.splitlines()]
         assert [m["participants"] for m in edge_rounds] == [3] * ROUNDS
+
+    # each node checked whom it dialled: the workers their edge, the edges the root
+    for name, children in EDGES.items():
+        assert "is coordinator 'coordinator'" in tree.log(name)
+        for i in children:
+            assert f"127.0.0.1:{tree.edge_ports[name]} is edge {name!r}" in tree.log(f"worker-{i}")
+    # the root's ledger holds the edges' signed updates, and their edge certificates vouch
+    ca = str(tree.keys / "ca.pem")
+    verified = CliRunner().invoke(app, ["audit", "verify", str(tree.tmp / "root"), "--ca", ca])
+    assert verified.exit_code == 0, verified.output
 
     ckpt = load_file(str(root_run / "checkpoints" / "round-00001.safetensors"))
     deployed = layout.flatten(ckpt)

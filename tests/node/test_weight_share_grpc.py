@@ -59,7 +59,7 @@ def test_coordinator_caps_an_inflated_example_count(procs, tmp_path: Path) -> No
 def test_edge_caps_its_children_and_reports_the_capped_total(procs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Root (no cap) <- edge (cap 0.4) <- the three children above; root <- one honest -1."""
     direct = {"honest-0": (HONEST, -1.0)}
-    key_dir = procs.make_keys(tmp_path / "keys", ["edge-1", *CHILDREN, *direct])
+    key_dir = procs.make_keys(tmp_path / "keys", ["edge-1", *CHILDREN, *direct], edges=("edge-1",))
     root_state, edge_state = tmp_path / "root", tmp_path / "edge"
     root_port, edge_port = procs.free_port(), procs.free_port()
     common = ["--keys", str(key_dir), "--timeout", "60"]

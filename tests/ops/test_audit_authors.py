@@ -23,6 +23,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     keys.init_ca(root)
     for name in ("w1", "w2"):
         keys.issue(root, name, "worker")
+    keys.issue(root, "e1", "edge")
     keys.issue(root, "coordinator", "coordinator")
     keys.init_ca(other)
     keys.issue(other, "w1", "worker")
@@ -34,13 +35,18 @@ def _cert(root: Path, name: str) -> x509.Certificate:
 
 
 def _ledger(
-    tmp: Path, root: Path, signer: str = "w1", cert_of: str = "w1", **update: object
+    tmp: Path,
+    root: Path,
+    signer: str = "w1",
+    cert_of: str = "w1",
+    node: str = "w1",
+    **update: object,
 ) -> list[Record]:
     """A join of w1 (``cert_of``'s certificate) and one signed update of w1; ``update`` edits
     the record as the coordinator would forge it (after the worker signed)."""
     cert = _cert(root, cert_of)
     key = UpdateSigner(keys.node_files(root, signer).key.read_bytes())
-    sig = key.sign(UpdateStatement("run-1", 1, "w1", "FIT", 5, DIGEST))
+    sig = key.sign(UpdateStatement("run-1", 1, node, "FIT", 5, DIGEST))
     details: dict[str, object] = {
         "sha256": DIGEST.hex(), "num_examples": 5, "kind": "FIT",
         "signature": sig.hex(), "cert_sha256": fingerprint(cert), **update,
@@ -48,9 +54,9 @@ def _ledger(
     ledger_key = Ed25519PrivateKey.generate()
     ledger = AuditLedger(tmp / "audit.sqlite", ledger_key)
     join = {"cert_sha256": fingerprint(cert), "certificate": certificate_pem(cert)}
-    ledger.append("run-1", 0, "w1", "join", **join)
+    ledger.append("run-1", 0, node, "join", **join)
     ledger.append("run-1", 1, "coordinator", "round_start", connected=1, cohort=1)
-    ledger.append("run-1", 1, "w1", "update_received", **details)
+    ledger.append("run-1", 1, node, "update_received", **details)
     ledger.close()
     records = list(read_records(tmp / "audit.sqlite"))
     assert verify_records(records, ledger_key.public_key()).ok  # the ledger key sees no fault
@@ -72,6 +78,12 @@ def test_a_signed_update_verifies_against_the_ca(pki: tuple[Path, Path], tmp_pat
     assert _verdict(_ledger(tmp_path, root), _cert(root, "ca")) == (None, "")
     join = _ledger(tmp_path / "x", root)[0].details()
     assert join["certificate"] == certificate_pem(_cert(root, "w1"))  # kept whole, not cut
+
+
+def test_an_edge_signs_its_aggregate_update(pki: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = pki
+    records = _ledger(tmp_path, root, signer="e1", cert_of="e1", node="e1")
+    assert _verdict(records, _cert(root, "ca")) == (None, "")
 
 
 @pytest.mark.parametrize(

@@ -48,3 +48,30 @@ def test_cli(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert keys.identity_of((tmp_path / "k" / "coord.pem").read_bytes()) == ("coord", "coordinator")
     assert runner.invoke(app, ["issue", str(tmp_path / "k"), "x", "--role", "boss"]).exit_code == 2
+
+
+def test_edge_role_and_collisions(tmp_path: Path) -> None:
+    keys.init_ca(tmp_path)
+    files = keys.issue(tmp_path, "edge-1", "edge")
+    assert keys.identity_of(files.cert.read_bytes()) == ("edge-1", "edge")
+    keys.issue(tmp_path, "coordinator", "coordinator")
+    keys.issue(tmp_path, "w1", "worker", hosts=["gpu-1"])
+    # a certificate answering to another node's name could pass a channel pinned to that name
+    with pytest.raises(ConfigError, match="'coordinator' is the name of node 'coordinator'"):
+        keys.issue(tmp_path, "evil", "worker", hosts=["coordinator"])
+    with pytest.raises(ConfigError, match="'gpu-1' is already a host of 'w1'"):
+        keys.issue(tmp_path, "gpu-1", "coordinator")
+    assert not (tmp_path / "evil.pem").exists() and not (tmp_path / "gpu-1.pem").exists()
+    keys.issue(tmp_path, "w2", "worker", hosts=["gpu-1", "w2.example"])  # shared machine: fine
+
+
+def test_cli_edge_role_and_collision(tmp_path: Path) -> None:
+    runner = CliRunner()
+    d = str(tmp_path / "k")
+    assert runner.invoke(app, ["init", d]).exit_code == 0
+    res = runner.invoke(app, ["issue", d, "edge-1", "--role", "edge"])
+    assert res.exit_code == 0, res.output
+    assert "edge edge-1" in res.output
+    res = runner.invoke(app, ["issue", d, "w", "--host", "edge-1"])
+    assert res.exit_code == 2
+    assert "'edge-1' is the name of node 'edge-1'" in " ".join(res.output.split())

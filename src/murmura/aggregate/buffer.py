@@ -2,7 +2,8 @@
 
 Rules that need every row (median, Krum, ...) get rows written straight into a preallocated
 ``(capacity, d)`` matrix, with no per-round concatenation; linear rules keep only a running
-sum, O(d) however many clients report.
+sum, O(d) however many clients report. The sum is updated and divided block by block, so
+neither step makes a full-size temporary (a float64 product of a 60 MB update is 120 MB).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from numpy.typing import NDArray
 from murmura.aggregate.base import Matrix, Vector
 from murmura.aggregate.mean import weighted_mean
 from murmura.aggregate.weights import cap_weight_share
+
+BLOCK = 1 << 16
+"""Coordinates per step of the running sum: a float64 scratch of 512 KiB, cache-sized."""
 
 
 class UpdateBuffer:
@@ -44,10 +48,19 @@ class UpdateBuffer:
                 raise ValueError(f"update buffer full ({self._rows.shape[0]} rows); node {node!r}")
             self._rows[len(self.nodes)] = update
         else:
-            self._sum += np.float64(num_examples) * update
+            self._accumulate(np.asarray(update), np.float64(num_examples))
         self.nodes.append(node)
         self.num_examples.append(int(num_examples))
         self.metrics.append(dict(metrics))
+
+    def _accumulate(self, update: Vector, weight: np.float64) -> None:
+        """``sum += weight * update`` in float64, one block at a time (same bits as at once)."""
+        scratch = np.empty(min(BLOCK, self.dim), dtype=np.float64)
+        for lo in range(0, self.dim, BLOCK):
+            hi = min(lo + BLOCK, self.dim)
+            tmp = scratch[: hi - lo]
+            np.multiply(update[lo:hi], weight, out=tmp)
+            np.add(self._sum[lo:hi], tmp, out=self._sum[lo:hi])
 
     def rows(self) -> Matrix:
         """The stored updates as a ``(k, d)`` view (only when rows are kept)."""
@@ -88,4 +101,6 @@ class UpdateBuffer:
             raise ValueError("no updates with a positive example count to average")
         if self.keep_rows:
             return weighted_mean(self.rows(), self.weights())
-        return (self._sum / total).astype(np.float32)
+        out = np.empty(self.dim, dtype=np.float32)
+        np.divide(self._sum, total, out=out, casting="same_kind")  # buffered: no float64 copy
+        return out

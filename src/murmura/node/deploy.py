@@ -52,6 +52,11 @@ class ServerSection(BaseModel):
     max_secagg_mb: float | None = Field(None, gt=0)
     """Largest secure aggregation answer; unset: the round's masked-input size plus a margin."""
     chunk_kb: int = Field(1024, ge=1, le=3072)
+    max_concurrent_uploads: int = Field(4, ge=1)
+    """Updates received at once (each holds a full-size buffer); later pushes wait their turn."""
+    stream_window_kb: int = Field(2048, ge=64, le=65536)
+    """HTTP/2 window of each stream: what a waiting push holds; one upload's rate is at most
+    a window per round trip (2 MiB at 50 ms: 40 MB/s), so raise it for distant workers."""
     secagg_stage_timeout: float = Field(30.0, gt=0)
     """Deadline of each secure aggregation step after advertise (``[secagg] enabled``)."""
     metrics_host: str = "127.0.0.1"
@@ -98,6 +103,8 @@ def server_options(s: ServerSection, insecure: bool) -> ServerOptions:
         max_secagg_bytes=None if s.max_secagg_mb is None else int(s.max_secagg_mb * (1 << 20)),
         chunk_size=s.chunk_kb * 1024,
         require_signed_updates=s.require_signed_updates,
+        max_concurrent_uploads=s.max_concurrent_uploads,
+        stream_window_bytes=s.stream_window_kb * 1024,
     )
 
 

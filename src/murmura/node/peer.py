@@ -31,13 +31,14 @@ import grpc
 import numpy as np
 
 from murmura.attacks.peer_sender import RoundSender
-from murmura.errors import CheckpointError, InstructionRejected, ProtocolError
+from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
 from murmura.learner import Learner
 from murmura.node.instructions import check_model
 from murmura.privacy.budget import PrivacyBudget, charge_through
 from murmura.sim.peer import Mixer, local_step
 from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
 from murmura.transport import codec, keys
+from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import backoff_delays
 from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.peer_service import Fetched, ModelStore, NeighbourLink, start_peer_server
@@ -281,12 +282,18 @@ class Peer:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 last = await link.fetch(round_, left)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and retry:
+            except (grpc.aio.AioRpcError, Unreachable) as exc:
+                code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else "UNREACHABLE"
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    link.verified = False  # whoever answers next is checked again
+                if code in (grpc.StatusCode.UNAVAILABLE, "UNREACHABLE") and retry:
                     await asyncio.sleep(min(next(delays), left))
                     continue
-                log.info("%s: %s did not answer: %s", self._tag(round_), link.neighbour, exc.code())
+                log.info("%s: %s did not answer: %s", self._tag(round_), link.neighbour, code)
                 return last
+            except IdentityError as exc:
+                log.error("%s: refusing neighbour %s: %s", self._tag(round_), link.neighbour, exc)
+                return None
             except ProtocolError as exc:
                 log.warning("%s: bad reply from %s: %s", self._tag(round_), link.neighbour, exc)
                 return None

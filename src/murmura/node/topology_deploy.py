@@ -259,6 +259,11 @@ def build_edge(
     check_role("edge", cfg)
     sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
     creds = credentials(sec.key_dir, sec.name, insecure)
+    if creds is not None and (role := keys.identity_of(creds.cert)[1]) != "edge":
+        raise ConfigError(
+            f"edge {sec.name!r}: its certificate has role {role!r}; workers accept only an "
+            f"edge certificate: murmura keys issue {sec.key_dir} {sec.name} --role edge"
+        )
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
     min_clients = min(cfg.strategy.min_clients, children)
     layout = FlatModel(load_task(cfg.task.name, **cfg.task.args).build_model()).layout

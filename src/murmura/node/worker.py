@@ -11,7 +11,9 @@ weights, known and bounded hyper-parameters); a bad one is answered the same way
 
 The node's identity is its certificate, so a restarted worker (or one that reconnects after
 the coordinator restarted) rejoins under the same id and picks up the next round it is sampled
-for. Heartbeats run in a background thread, also while the client trains.
+for. Heartbeats run in a background thread, also while the client trains. Over TLS the worker
+first checks that the node it dials holds a coordinator or edge certificate, and stops with an
+``IdentityError`` otherwise, before it sends anything (``murmura.transport.dial_check``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import grpc
 from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
+from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, SecAggLink
@@ -104,8 +107,9 @@ class Worker:
                 down_since = None
                 if self._serve():
                     return WorkerStats(self.rounds_done, self.after_round, "shutdown")
-            except grpc.RpcError as exc:
-                if exc.code() in FATAL:
+            except (grpc.RpcError, Unreachable) as exc:
+                code = exc.code() if isinstance(exc, grpc.RpcError) else "UNREACHABLE"
+                if code in FATAL and isinstance(exc, grpc.RpcError):
                     log.error(
                         "node=%s round=%d: refused: %s", self.node, self.after_round, exc.details()
                     )
@@ -121,7 +125,7 @@ class Worker:
                     "node=%s round=%d: link error %s; rejoining in %.1f s",
                     self.node,
                     self.after_round,
-                    exc.code(),
+                    code,
                     delay,
                 )
                 self._stop.wait(delay)

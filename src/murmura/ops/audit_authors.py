@@ -4,9 +4,10 @@ The ledger key proves only that the coordinator wrote a record. An ``update_rece
 also holds its worker's signature of (run, round, node, kind, example count, SHA-256 of the
 update) and names the signing certificate by fingerprint; the certificate itself (PEM) is in
 an earlier record (the worker's ``join``). ``WorkerSignatures`` checks that the certificate
-was issued by the project CA to that node as a worker, was valid when the record was written,
-and signed exactly what the record states, so a coordinator that holds the ledger key still
-cannot forge or alter the record of a worker's update (``murmura audit verify --ca``).
+was issued by the project CA to that node as a worker (or an edge, whose updates are its
+children's aggregate), was valid when the record was written, and signed exactly what the
+record states, so a coordinator that holds the ledger key still cannot forge or alter the
+record of a worker's update (``murmura audit verify --ca``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from murmura.errors import AuditError, SignatureError
 from murmura.ops.audit import Record
+from murmura.transport.keys import CHILD_ROLES
 from murmura.update_signing import UpdateStatement, fingerprint, verify_update
 
 
@@ -99,7 +101,7 @@ class WorkerSignatures:
         except (ValueError, TypeError, InvalidSignature):
             return f"the certificate of node {rec.node!r} is not issued by the given CA"
         name, role = _identity(cert)
-        if (name, role) != (rec.node, "worker"):
+        if name != rec.node or role not in CHILD_ROLES:
             return f"the signing certificate is {role!r} {name!r}, not worker {rec.node!r}"
         try:
             when = dt.datetime.fromisoformat(rec.time)

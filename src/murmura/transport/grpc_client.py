@@ -3,11 +3,15 @@
 Every call has a deadline; only UNAVAILABLE is retried, with exponential backoff and full
 jitter; replies are decoded by the codec. Pushing the same result twice is safe: the
 coordinator acknowledges the second copy as a duplicate and counts it once. Over TLS the link
-signs every update it pushes with the key of its certificate (``murmura.update_signing``).
+first checks that the node it dials holds a coordinator or edge certificate
+(``murmura.transport.dial_check``; ``IdentityError`` otherwise, before anything is sent), pins
+its channel to that node's name, and signs every update it pushes with the key of its
+certificate (``murmura.update_signing``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from murmura.errors import ConfigError, ProtocolError
-from murmura.transport import codec, keys
+from murmura.transport import codec, dial_check, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import (
@@ -54,6 +58,9 @@ class LinkOptions:
     """A ping not acknowledged within this long closes the link: calls fail UNAVAILABLE."""
     server_name: str | None = None
     """Expected name in the coordinator's certificate when the address does not carry it."""
+    parent_roles: tuple[str, ...] = keys.PARENT_ROLES
+    """Certificate roles the node at the dialled address may hold (``("coordinator",)`` for a
+    worker that must not sit under an edge)."""
 
 
 def backoff_delays(initial: float, cap: float, rng: random.Random) -> Iterator[float]:
@@ -99,6 +106,10 @@ class CoordinatorLink:
         self._rng = random.Random(seed)
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._signer = UpdateSigner(credentials.key) if credentials is not None else None
+        self._credentials = credentials
+        self._channel: grpc.Channel | None = None
+        self.parent: dial_check.Identity | None = None
+        """Who we work for, once ``register`` checked the certificate at ``target`` (TLS)."""
         if credentials is None:
             host = target.rsplit(":", 1)[0]
             if not is_loopback(host):
@@ -107,14 +118,26 @@ class CoordinatorLink:
                 )
             log.warning("node=%s round=-: INSECURE link (no TLS) to %s", node, target)
             self._metadata = ((NODE_HEADER, node),)
-            self.channel = grpc.insecure_channel(target, channel_options(self.opts))
-        else:
-            creds = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
-            self.channel = grpc.secure_channel(target, creds, channel_options(self.opts))
-        self._register = self.channel.unary_unary(f"/{SERVICE}/Register")
-        self._heartbeat = self.channel.unary_unary(f"/{SERVICE}/Heartbeat")
-        self._pull = self.channel.unary_stream(f"/{SERVICE}/Pull")
-        self._push = self.channel.stream_unary(f"/{SERVICE}/Push")
+            self._open(grpc.insecure_channel(target, channel_options(self.opts)))
+
+    def _open(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+        self._register = channel.unary_unary(f"/{SERVICE}/Register")
+        self._heartbeat = channel.unary_unary(f"/{SERVICE}/Heartbeat")
+        self._pull = channel.unary_stream(f"/{SERVICE}/Pull")
+        self._push = channel.stream_unary(f"/{SERVICE}/Push")
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel to the parent; over TLS it opens after the check of the first call."""
+        self._ensure_open()
+        assert self._channel is not None
+        return self._channel
+
+    def _ensure_open(self) -> None:
+        """Check the parent and open the channel, unless done (``IdentityError`` if not one)."""
+        if self._channel is None and self._credentials is not None:
+            self._check_parent(self._credentials)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -123,7 +146,30 @@ class CoordinatorLink:
 
     def close(self) -> None:
         """Close the channel."""
-        self.channel.close()
+        if self._channel is not None:
+            self._channel.close()
+
+    def _check_parent(self, creds: keys.Credentials) -> None:
+        """Open the TLS channel once the node at ``target`` proved to be a parent.
+
+        The channel is pinned to the parent's verified name (the TLS target name), so a
+        reconnection reaches only a node whose certificate carries that name.
+        """
+        parent = self.retrying(
+            "dial",
+            lambda: dial_check.parent_identity(
+                self.target,
+                creds,
+                self.opts.parent_roles,
+                self.opts.server_name,
+                self.opts.call_timeout_s,
+            ),
+        )
+        log.info("node=%s round=-: %s is %s %r", self.node, self.target, parent.role, parent.name)
+        self.parent = parent
+        opts = dataclasses.replace(self.opts, server_name=parent.name)
+        tls = grpc.ssl_channel_credentials(creds.ca, creds.key, creds.cert)
+        self._open(grpc.secure_channel(self.target, tls, channel_options(opts)))
 
     def retrying(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call``; retry only UNAVAILABLE with backoff and jitter, up to ``max_retry_s``."""
@@ -132,8 +178,8 @@ class CoordinatorLink:
         while True:
             try:
                 return call()
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            except (grpc.RpcError, dial_check.Unreachable) as exc:
+                if isinstance(exc, grpc.RpcError) and exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 delay = next(delays)
                 if time.monotonic() + delay - start > self.opts.max_retry_s:
@@ -147,7 +193,13 @@ class CoordinatorLink:
                 time.sleep(delay)
 
     def register(self) -> pb.RegisterReply:
-        """Register (with retries); remembers the run id."""
+        """Register (with retries); remembers the run id.
+
+        Over TLS the first call of the link (normally this one) checks that the node at
+        ``target`` holds a coordinator or an edge certificate (``IdentityError`` if not)
+        before anything is sent to it.
+        """
+        self._ensure_open()
         req = pb.RegisterRequest(version=codec.PROTOCOL_VERSION, node=self.node)
 
         def call() -> bytes:
@@ -166,6 +218,7 @@ class CoordinatorLink:
 
     def heartbeat(self, round_: int) -> pb.HeartbeatReply:
         """Send one heartbeat (no retries: the next one is the retry)."""
+        self._ensure_open()
         req = pb.HeartbeatRequest(
             version=codec.PROTOCOL_VERSION, run_id=self.run_id, node=self.node, round=round_
         )
@@ -178,6 +231,7 @@ class CoordinatorLink:
 
     def pull(self, after_round: int) -> DecodedInstruction:
         """Long-poll for the next instruction (with retries); ``after_round`` is informational."""
+        self._ensure_open()
         req = pb.PullRequest(
             version=codec.PROTOCOL_VERSION,
             run_id=self.run_id,
@@ -207,6 +261,7 @@ class CoordinatorLink:
 
     def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
         """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
+        self._ensure_open()
         metrics = {k: float(v) for k, v in res.metrics.items()}
         blob = codec.encode_blob(res.update, layout, digest=False)  # hashed while sent
 
@@ -271,6 +326,7 @@ class CoordinatorLink:
 
     def _push_header(self, header: pb.ResultHeader) -> pb.PushReply:
         """Send a result that is its header alone (with retries; a re-sent copy counts once)."""
+        self._ensure_open()
 
         def call() -> bytes:
             frames = result_frames(header, None)

@@ -13,6 +13,7 @@ else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -63,6 +64,18 @@ class ServerOptions:
     ``max_ping_strikes`` the peer gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings")."""
     require_signed_updates: bool = True
     """Refuse an update its worker did not sign (TLS only; a bad signature is always refused)."""
+    max_concurrent_uploads: int = 4
+    """Updates received at once; each holds a full-size buffer. Later pushes wait, their bytes
+    held back by HTTP/2 flow control, so memory does not grow by an update per worker."""
+    stream_window_bytes: int = 2 << 20
+    """HTTP/2 receive window of each stream, fixed: what a push waiting for a slot holds here
+    (with its connection's read buffer); one upload's rate is at most a window per RTT."""
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_uploads < 1:
+            raise ConfigError(
+                f"max_concurrent_uploads must be >= 1, got {self.max_concurrent_uploads}"
+            )
 
 
 def is_loopback(host: str) -> bool:
@@ -85,9 +98,15 @@ TCP_READ_OPTIONS: list[tuple[str, Any]] = [
 
 
 def server_channel_options(opts: ServerOptions) -> list[tuple[str, Any]]:
-    """Message limits and keepalive: ping idle links, tell over-eager pingers to go away."""
+    """Message limits, flow control and keepalive: ping idle links, calm over-eager pingers."""
     return [
         *TCP_READ_OPTIONS,
+        # BDP probing grows a link's window to its bandwidth-delay product, and a push waiting
+        # for an upload slot fills it: 15 waiting pushes of 60 MB took 127 MiB with it, 92 MiB
+        # with a 2 MiB window, 38-54 MiB with 1 MiB; 1 MiB (one chunk in flight) slowed a
+        # loopback push to ~0.7x, 2 MiB did not measurably (interleaved runs, noisy host)
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", opts.stream_window_bytes),
         ("grpc.max_receive_message_length", opts.max_message_bytes),
         ("grpc.max_send_message_length", opts.max_message_bytes),
         ("grpc.keepalive_time_ms", int(opts.keepalive_s * 1000)),
@@ -117,6 +136,8 @@ class CoordinatorService:
         self.hub = hub
         self.opts = opts
         self.auth = UpdateAuthenticator(opts.require_signed_updates)
+        self.uploads = asyncio.Semaphore(opts.max_concurrent_uploads)
+        """Upload slots: an update's buffer is allocated only while its push holds one."""
 
     async def _identify(self, context: aio.ServicerContext[Any, Any]) -> str:
         """Node id from the peer certificate (insecure mode: from a header); allowlist check."""
@@ -131,8 +152,8 @@ class CoordinatorService:
         if not name:
             await self._refuse(context, "", "UNAUTHENTICATED", "no node id")
         reason = None
-        if role != "worker":
-            reason = f"certificate role {role!r} is not 'worker'"
+        if role not in keys.CHILD_ROLES:
+            reason = f"certificate role {role!r} is not 'worker' or 'edge'"
         elif self.opts.allowlist is not None and name not in self.opts.allowlist:
             reason = "not on the allowlist"
         if reason is not None:
@@ -284,16 +305,17 @@ class CoordinatorService:
             round_ = int(header.round)
             counted = self.hub.admit(node, header)
             admitted = not counted
-            result = await self._read_update(reader, it)
-            peer = self._peer(context)
-            signed = self.auth.check(peer, result)
-            if counted:  # a re-sent copy: its digest (in the trailer) tells duplicate from replay
-                self.hub.check_duplicate(node, result)
-                return _reply(accepted=True, duplicate=True, reason="already counted")
-            if signed and self.auth.unrecorded(peer):  # pushed to us without registering
-                self.hub.record("join", node, round_, via="push", **self.auth.certificate(peer))
-            admitted = False  # from here the hub owns the upload slot
-            await self.hub.deliver(node, result, signed)
+            async with self._upload_slot(header):
+                result = await self._read_update(reader, it)
+                peer = self._peer(context)
+                signed = self.auth.check(peer, result)
+                if counted:  # a re-sent copy: its digest (in the trailer) tells duplicate/replay
+                    self.hub.check_duplicate(node, result)
+                    return _reply(accepted=True, duplicate=True, reason="already counted")
+                if signed and self.auth.unrecorded(peer):  # pushed to us without registering
+                    self.hub.record("join", node, round_, via="push", **self.auth.certificate(peer))
+                admitted = False  # from here the hub owns the upload slot
+                await self.hub.deliver(node, result, signed)
         except StopAsyncIteration:
             self._release(admitted, node, round_, "truncated result stream")
             await self._abort(context, node, round_, "INVALID_ARGUMENT", "truncated result stream")
@@ -308,6 +330,16 @@ class CoordinatorService:
             self._release(admitted, node, round_, "upload interrupted")
             raise
         return _reply(accepted=True)
+
+    def _upload_slot(self, header: pb.ResultHeader) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A slot of ``max_concurrent_uploads`` for a result with an update; none without one.
+
+        Taken after the binding is accepted and before the buffer is allocated; a push that
+        waits reads nothing, so flow control holds its bytes in the worker's socket.
+        """
+        if header.HasField("update"):
+            return self.uploads
+        return contextlib.nullcontext()
 
     async def _read_update(self, reader: ResultReader, it: AsyncIterator[bytes]) -> DecodedResult:
         """Allocate the update (binding accepted), read its chunks and trailer, check them."""

@@ -1,8 +1,11 @@
 """Project CA and node certificates (X.509 via ``cryptography``).
 
-A node's id is its certificate's common name; its role (``worker`` or ``coordinator``) is the
-organizational unit. Files in a key directory: ``ca.pem``/``ca.key`` and ``<name>.pem``/
-``<name>.key`` for every issued node. Keys are ECDSA P-256, written with mode 0600.
+A node's id is its certificate's common name; its role is the organizational unit:
+``worker`` (trains; also a P2P peer), ``edge`` (a worker to its parent, a coordinator to its
+children) or ``coordinator``. Only a ``coordinator`` or an ``edge`` may act as a worker's
+parent, and only a ``worker`` or an ``edge`` may join a coordinator
+(``murmura.transport.dial_check``). Files in a key directory: ``ca.pem``/``ca.key`` and
+``<name>.pem``/``<name>.key`` for every issued node. Keys are ECDSA P-256, written with mode 0600.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from murmura.errors import ConfigError
 
-ROLES = ("worker", "coordinator")
+ROLES = ("worker", "edge", "coordinator")
+PARENT_ROLES = ("coordinator", "edge")
+"""Roles that may give a worker (or an edge) its instructions."""
+CHILD_ROLES = ("worker", "edge")
+"""Roles that may join a coordinator (or an edge) and sign updates."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 
@@ -128,6 +135,44 @@ def _load_ca(d: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return ca_key, ca_cert
 
 
+def _issued_names(d: Path) -> dict[str, set[str]]:
+    """Common name -> DNS names and IPs in the SAN of every node certificate in ``d``."""
+    out: dict[str, set[str]] = {}
+    for pem in sorted(d.glob("*.pem")):
+        if pem.name == CA_CERT:
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(pem.read_bytes())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (ValueError, x509.ExtensionNotFound):
+            continue
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        hosts = {str(h) for h in san.get_values_for_type(x509.DNSName)}
+        hosts |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+        out[str(cn[0].value) if cn else pem.stem] = hosts
+    return out
+
+
+def _check_collisions(d: Path, name: str, hosts: Iterable[str]) -> None:
+    """Refuse a name another certificate answers to, or a host that is another node's name.
+
+    A peer's and a worker's channel is pinned to the name of the node it dials (TLS checks
+    that name against the certificate's SAN), so only that node's certificate may carry it.
+    """
+    issued = _issued_names(d)
+    for other, other_hosts in issued.items():
+        if name in other_hosts:
+            raise ConfigError(
+                f"node name {name!r} is already a host of {other!r}'s certificate; pick another"
+            )
+    for host in hosts:
+        if host in issued and host != name:
+            raise ConfigError(
+                f"--host {host!r} is the name of node {host!r}; a certificate may not answer "
+                "to another node's name"
+            )
+
+
 def issue(
     directory: Path | str, name: str, role: str, hosts: Iterable[str] = (), days: int = 365
 ) -> NodeFiles:
@@ -139,6 +184,7 @@ def issue(
     if (d / f"{name}.pem").exists():
         raise ConfigError(f"{d / name}.pem already exists; refusing to overwrite it")
     ca_key, ca_cert = _load_ca(d)
+    _check_collisions(d, name, hosts)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name(

@@ -4,7 +4,9 @@ Each peer publishes the model it sends in a round into a ``ModelStore`` and serv
 ``GetModel``; its neighbours dial it with a ``NeighbourLink`` and ask for a given round
 (long-poll). Identities are the same mTLS certificates as the coordinator's: the caller is
 its certificate's common name and must be on the serving peer's allowlist (its neighbours);
-the dialer checks that the certificate it reaches carries the neighbour's name. Every call
+the dialer checks, before its first call and after the neighbour was unreachable, that the
+certificate it reaches is a worker certificate with the neighbour's name
+(``dial_check.neighbour_identity``), and its channel is pinned to that name. Every call
 has a deadline and every reply is decoded by the codec, so a hung, dead or lying neighbour
 costs at most one deadline and never a model that fails its binding, layout or digest.
 """
@@ -22,7 +24,7 @@ import grpc
 from grpc import aio
 
 from murmura.errors import ConfigError, ProtocolError
-from murmura.transport import codec, keys
+from murmura.transport import codec, dial_check, keys
 from murmura.transport.codec import BlobAssembler, MalformedMessage
 from murmura.transport.frames import parse_chunk_frame
 from murmura.transport.grpc_client import LinkOptions, channel_options
@@ -229,6 +231,9 @@ class NeighbourLink:
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         self._metadata: tuple[tuple[str, str], ...] = ()
+        self._credentials = credentials
+        self.verified = credentials is None
+        """Whether the node at ``target`` proved to hold the neighbour's worker certificate."""
         if credentials is None:
             if not is_loopback(target.rsplit(":", 1)[0]):
                 raise ConfigError(f"refusing an insecure link to {target} (loopback only)")
@@ -238,6 +243,22 @@ class NeighbourLink:
             creds = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
             self.channel = aio.secure_channel(target, creds, options)
         self._get = self.channel.unary_stream(GET_MODEL)
+
+    async def check(self, timeout_s: float) -> None:
+        """Check the certificate at ``target`` once: the neighbour's name and role ``worker``.
+
+        Raises ``IdentityError`` (a foreign role or name) or ``dial_check.Unreachable``.
+        """
+        if self.verified or self._credentials is None:
+            return
+        await asyncio.to_thread(
+            dial_check.neighbour_identity,
+            self.target,
+            self._credentials,
+            self.neighbour,
+            max(timeout_s, 0.1),
+        )
+        self.verified = True
 
     async def close(self) -> None:
         """Close the channel."""
@@ -252,6 +273,7 @@ class NeighbourLink:
             round=round_,
             wait_ms=max(int(wait_s * 1000), 0),
         ).SerializeToString()
+        await self.check(wait_s + 1.0)
         call = self._get(req, timeout=wait_s + 1.0, metadata=self._metadata)
         return await self._decode(round_, aiter(call))
 
