@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -11,23 +10,13 @@ from torch import nn
 
 from murmura.data.federated import FederatedDataset
 from murmura.data.holdout import HeldOutData
+from murmura.learner import Learner
 from murmura.seeding import client_generator
 from murmura.tasks.base import Task, evaluate_classifier
 from murmura.types import EvaluateRes, FitIns, FitRes, Layout, Vector
 
-
-class Client(Protocol):
-    """A node that trains and evaluates locally; its raw data never leaves it."""
-
-    node_id: str
-
-    def fit(self, ins: FitIns) -> FitRes:
-        """Train from ``ins.weights`` and return the delta (new - global)."""
-        ...
-
-    def evaluate(self, weights: Vector) -> EvaluateRes:
-        """Evaluate ``weights`` on local data."""
-        ...
+Client = Learner
+"""The star's and the tree's name for a ``murmura.learner.Learner``."""
 
 
 class FlatModel:
@@ -133,15 +122,31 @@ class TorchClient:
         self.node_id = f"client-{cid}"
         self.data, self.task, self.model, self.hp, self.seed = data, task, model, hp, seed
 
+    @property
+    def num_examples(self) -> int:
+        """Training examples this client holds (without loading them)."""
+        return self.data.client_size(self.cid)
+
+    @property
+    def local_steps(self) -> int | None:
+        """None: a client trains ``hp.epochs`` full passes over its data."""
+        return None
+
+    def local_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training inputs and labels of this client."""
+        return self.data.client_train(self.cid)
+
+    def generator(self, round_: int) -> torch.Generator:
+        """The random stream of this client in ``round_``."""
+        return client_generator(self.seed, round_, self.cid)
+
     def fit(self, ins: FitIns) -> FitRes:
         """Local SGD from the global weights; returns the delta and the mean training loss."""
-        x, y = self.data.client_train(self.cid)
+        x, y = self.local_data()
         global_w = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
         self.model.flat.copy_(global_w)
         hp = with_overrides(self.hp, ins.config)
-        loss = train_local_sgd(
-            self.model, self.task, x, y, hp, client_generator(self.seed, ins.round, self.cid)
-        )
+        loss = train_local_sgd(self.model, self.task, x, y, hp, self.generator(ins.round))
         delta = (self.model.flat - global_w).numpy()
         return FitRes(update=delta, num_examples=len(x), metrics={"train_loss": loss})
 

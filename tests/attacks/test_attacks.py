@@ -141,6 +141,22 @@ def test_label_flip_poisons_only_training_labels() -> None:
     np.testing.assert_array_equal(y.numpy(), 9 - y_true.numpy())
 
 
+def test_label_flip_keeps_dp_sgd_on_the_attackers_flipped_data() -> None:
+    from murmura.privacy.dp_client import DPSGDClient
+
+    cfg = config_from_dict(
+        {
+            "partition": {"kind": "iid", "num_clients": 4},
+            "attack": {"kind": "label_flip", "fraction": 0.5},
+            "privacy": {"dp_sgd": True, "dp_sgd_noise_multiplier": 1.0},
+        }
+    )
+    clients = list(build_experiment(cfg).simulation.clients.values())
+    assert all(isinstance(c, DPSGDClient) for c in clients)  # nobody trains without DP-SGD
+    flipped = [c for c in clients if isinstance(c.inner.data, FlippedLabels)]  # type: ignore[attr-defined]
+    assert len(flipped) == 2
+
+
 def test_builder_wraps_the_seeded_fraction_and_config_checks_args() -> None:
     cfg = config_from_dict(
         {"partition": {"num_clients": 10}, "attack": {"kind": "sign_flip", "fraction": 0.3}}

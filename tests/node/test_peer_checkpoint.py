@@ -50,7 +50,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_not_resumed(
     orphan.write_bytes(b"half")
 
     settings = PeerSettings(0, ["p0"], ["127.0.0.1:1"], "r", tmp_path)
-    peer = Peer(settings, None, None, w, LAYOUT, {0: 1.0}, None)  # type: ignore[arg-type]
+    peer = Peer(settings, None, w, LAYOUT, {0: 1.0}, None)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING):
         assert peer._resume() == 0
     assert peer.weights.tobytes() == w.tobytes()  # the initial model, not the damaged one

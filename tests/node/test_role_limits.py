@@ -38,8 +38,6 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", SECAGG, "[secagg] enabled = true"),
     ("edge", ANOMALY, "[anomaly] enabled = true"),
     ("edge", ATTACK, "[attack] kind != 'none'"),
-    ("peer", LOCAL, "[privacy] mode = 'local'"),
-    ("peer", DP_SGD, "[privacy] dp_sgd = true"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
 ]
@@ -51,6 +49,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("client", ANOMALY),
     ("edge", LOCAL),
     ("edge", DP_SGD),
+    ("peer", LOCAL),
+    ("peer", DP_SGD),
 ]
 
 

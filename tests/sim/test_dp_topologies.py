@@ -14,14 +14,15 @@ from dp_accounting import rdp
 from typer.testing import CliRunner
 
 from murmura.cli import app
-from murmura.client import FlatModel
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
+from murmura.privacy.dp_client import dp_sgd_schedule
+from murmura.privacy.local import PEER_NOISE, LocalDPClient
 from murmura.sim.builder import build_experiment
 from murmura.sim.p2p import P2POptions, P2PSimulation
-from murmura.sim.peer_privacy import LocalDPTrainer, peer_dp_sgd_schedule
+from murmura.sim.peer import PeerLearner, local_step
 from murmura.topology import build_topology
-from murmura.types import Vector
+from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 DELTA = 1e-5
 
@@ -64,10 +65,25 @@ def _p2p(data: dict[str, Any]) -> P2PSimulation:
 class Frozen:
     """A peer whose local training changes nothing: what it shares is only the DP noise."""
 
-    num_examples = 1
+    node_id = "frozen"
 
-    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
-        return np.array(weights, dtype=np.float32), 0.0
+    def fit(self, ins: FitIns) -> FitRes:
+        return FitRes(np.zeros_like(ins.weights, dtype=np.float32), 1, {"train_loss": 0.0})
+
+    def evaluate(self, weights: Vector) -> EvaluateRes:
+        return EvaluateRes(0.0, 0)
+
+
+def _local_dp(inner: Any, peer: int, clip: float, z: float, seed: int) -> LocalDPClient:
+    """A peer's local DP wrapper, as ``private_learners`` builds it for P2P."""
+    return LocalDPClient(
+        inner,
+        client_index=peer,
+        clip_norm=clip,
+        noise_multiplier=z,
+        seed=seed,
+        noise_stream=PEER_NOISE,
+    )
 
 
 class Recorder:
@@ -96,15 +112,10 @@ def test_p2p_local_dp_without_noise_and_with_a_huge_clip_equals_plain_p2p() -> N
 def test_p2p_peers_share_and_keep_only_models_noised_at_scale_z_c() -> None:
     z, clip, d = 0.7, 2.0, 100_000
     graph = build_topology("ring", n=4)
-    trainers = [
-        LocalDPTrainer(Frozen(), peer=i, clip_norm=clip, noise_multiplier=z, seed=5)
-        for i in range(4)
-    ]
+    learners = [_local_dp(Frozen(), i, clip, z, seed=5) for i in range(4)]
     x0 = np.random.default_rng(0).normal(size=d).astype(np.float32)
     mixer = Recorder()
-    sim = P2PSimulation(
-        graph, trainers, FlatModel(torch.nn.Linear(1, 1)), x0, P2POptions(mixer=mixer)
-    )
+    sim = P2PSimulation(graph, learners, x0, P2POptions(mixer=mixer))
     sim.run_round(1)
     sent = {j: m for received in mixer.received.values() for j, m in received.items()}
     assert sorted(sent) == [0, 1, 2, 3]
@@ -117,15 +128,13 @@ def test_p2p_peers_share_and_keep_only_models_noised_at_scale_z_c() -> None:
 
 
 def test_p2p_local_dp_clips_the_change_before_noising() -> None:
-    class Jump:
-        num_examples = 1
+    class Jump(Frozen):
+        def fit(self, ins: FitIns) -> FitRes:
+            return FitRes(np.full_like(ins.weights, 10.0), 1, {"train_loss": 1.0})
 
-        def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
-            return (weights + 10.0).astype(np.float32), 1.0
-
-    dp = LocalDPTrainer(Jump(), peer=0, clip_norm=0.5, noise_multiplier=0.0, seed=0)
+    dp = _local_dp(Jump(), 0, 0.5, 0.0, seed=0)
     w = np.zeros(16, dtype=np.float32)
-    out, loss = dp.train(FlatModel(torch.nn.Linear(1, 1)), w, 1)
+    out, loss = local_step(dp, w, 1)
     assert np.linalg.norm(out - w) == pytest.approx(0.5, rel=1e-5)
     assert np.isnan(loss)  # a loss computed on private data is not reported
 
@@ -143,8 +152,10 @@ def test_p2p_dp_sgd_reports_the_smallest_peers_sample_epsilon() -> None:
     privacy = {"dp_sgd": True, "dp_sgd_noise_multiplier": 1.2}
     sim = _p2p(_config(privacy))
     history = sim.run(2)
-    smallest = min(t.num_examples for t in sim.trainers)
-    rate, steps = peer_dp_sgd_schedule(smallest, sim.trainers[0].work)  # type: ignore[attr-defined]
+    peers = [learner.inner for learner in sim.learners]  # type: ignore[attr-defined]
+    assert all(isinstance(p, PeerLearner) for p in peers)
+    smallest = min(p.num_examples for p in peers)
+    rate, steps = dp_sgd_schedule(smallest, 16, 1, peers[0].local_steps)
     assert (rate, steps) == (16 / smallest, 2)  # D-PSGD: local_steps Poisson batches
     for m in history.rounds:
         ref = _reference_epsilon(1.2, rate, steps * m.round)

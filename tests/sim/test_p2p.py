@@ -16,7 +16,7 @@ from murmura.sim.peer import (
     SENDERS,
     ClippedMixer,
     LocalWork,
-    PeerTrainer,
+    PeerLearner,
     make_mixer,
     present_weights,
     sign_flip,
@@ -24,7 +24,7 @@ from murmura.sim.peer import (
 )
 from murmura.tasks import DigitsTask
 from murmura.topology import build_topology, metropolis_hastings, spectral_gap
-from murmura.types import Vector
+from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 
 @pytest.fixture(autouse=True)
@@ -39,19 +39,18 @@ def _one_torch_thread() -> Iterator[None]:
 class Frozen:
     """A peer that does no local training: pure gossip."""
 
-    num_examples = 1
+    node_id = "frozen"
 
-    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
-        return np.array(weights, dtype=np.float32), 0.0
+    def fit(self, ins: FitIns) -> FitRes:
+        return FitRes(np.zeros_like(ins.weights, dtype=np.float32), 1, {"train_loss": 0.0})
 
-
-def _scratch() -> FlatModel:
-    return FlatModel(torch.nn.Linear(1, 1))
+    def evaluate(self, weights: Vector) -> EvaluateRes:
+        return EvaluateRes(0.0, 0)
 
 
 def _pure(graph: nx.Graph, x0: np.ndarray, **opts: Any) -> P2PSimulation:
     n = graph.number_of_nodes()
-    return P2PSimulation(graph, [Frozen()] * n, _scratch(), x0, P2POptions(**opts))
+    return P2PSimulation(graph, [Frozen()] * n, x0, P2POptions(**opts))
 
 
 @pytest.mark.parametrize(("kind", "n"), [("ring", 16), ("torus", 16), ("complete", 16)])
@@ -144,7 +143,8 @@ def test_robust_gossip_keeps_honest_peers_bounded_under_sign_flip() -> None:
 def test_peer_trainer_dpsgd_walks_through_its_epochs() -> None:
     x = torch.arange(10, dtype=torch.float32).reshape(10, 1)
     work = LocalWork("dpsgd", LocalSGD(batch_size=4), steps=1)
-    trainer = PeerTrainer(0, x, torch.zeros(10, dtype=torch.int64), DigitsTask(), work, seed=0)
+    y = torch.zeros(10, dtype=torch.int64)
+    trainer = PeerLearner(0, x, y, DigitsTask(), FlatModel(torch.nn.Linear(1, 1)), work, seed=0)
     seen = torch.cat([trainer._next_indices(5) for _ in range(2)])
     assert sorted(seen.tolist()) == list(range(10))  # two draws of 5 cover one epoch
     with pytest.raises(ConfigError):

@@ -11,6 +11,7 @@ from murmura.attacks.base import ATTACKS, AttackContext
 from murmura.client import Client, TorchClient
 from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
+from murmura.privacy.dp_client import DPSGDClient
 from murmura.strategy.scaffold import ScaffoldClient
 
 
@@ -53,6 +54,9 @@ def label_flipping_client(inner: TorchClient, num_classes: int | None = None) ->
 def _label_flip(inner: Client, ctx: AttackContext, num_classes: int | None = None) -> Client:
     if isinstance(inner, ScaffoldClient):  # keep SCAFFOLD's control variate around it
         return ScaffoldClient(label_flipping_client(inner.inner, num_classes))
+    if isinstance(inner, DPSGDClient) and isinstance(inner.inner, TorchClient):
+        # [privacy] dp_sgd: the attacker still trains with DP-SGD, on its flipped labels
+        return DPSGDClient(label_flipping_client(inner.inner, num_classes), inner.dp)
     if not isinstance(inner, TorchClient):
         raise ConfigError(f"label_flip poisons a TorchClient's data, got {type(inner).__name__}")
     return label_flipping_client(inner, num_classes)

@@ -10,6 +10,8 @@ single try in the next (no retries), so a dead neighbour costs one deadline, not
 A restarted peer resumes from its checkpoint and, if its neighbours are further on, jumps to
 their round; nothing ever waits past a deadline, so no peer deadlocks on a dead neighbour.
 A ``sender`` (red-teaming only) replaces what the peer publishes; it still mixes honestly.
+With ``[privacy]`` the learner is the simulation's privatised one (local DP, DP-SGD) and the
+peer spends the same budgets: epsilon in ``metrics.jsonl``, and no round past a target.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -28,10 +31,11 @@ import grpc
 import numpy as np
 
 from murmura.attacks.peer_sender import RoundSender
-from murmura.client import FlatModel
 from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
+from murmura.learner import Learner
 from murmura.node.instructions import check_model
-from murmura.sim.peer import Mixer, Trainer
+from murmura.privacy.budget import PrivacyBudget, charge_through
+from murmura.sim.peer import Mixer, local_step
 from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
 from murmura.transport import codec, keys
 from murmura.transport.dial_check import Unreachable
@@ -116,16 +120,18 @@ class Peer:
     def __init__(
         self,
         settings: PeerSettings,
-        trainer: Trainer,
-        model: FlatModel,
+        learner: Learner,
         initial_weights: Vector,
         layout: Layout,
         row: Mapping[int, float],
         mixer: Mixer,
         evaluate_fn: EvaluateFn | None = None,
         sender: RoundSender | None = None,
+        budgets: Sequence[PrivacyBudget] = (),
     ) -> None:
-        self.s, self.trainer, self.model, self.layout = settings, trainer, model, layout
+        self.s, self.learner, self.layout = settings, learner, layout
+        self.budgets = list(budgets)
+        """Privacy budgets spent once per round (``[privacy]``), as in the simulation."""
         self.row, self.mixer, self.evaluate_fn = dict(row), mixer, evaluate_fn
         self.sender = sender
         """Red-teaming only: what this peer sends instead of its trained model."""
@@ -194,7 +200,7 @@ class Peer:
         result = PeerResult(0, done, self.weights, resumed_from=done)
         try:
             r, first = done + 1, True
-            while r <= s.rounds:
+            while r <= s.rounds and not self._budget_stops(r):
                 began = time.monotonic()
                 r_next = await self.run_round(r, first, result)
                 await asyncio.sleep(max(0.0, s.round_period_s - (time.monotonic() - began)))
@@ -212,9 +218,7 @@ class Peer:
     async def run_round(self, round_: int, first: bool, result: PeerResult) -> int:
         """Train, publish, gather, mix, checkpoint; return the next round to run."""
         t0 = time.perf_counter()
-        trained, loss = await asyncio.to_thread(
-            self.trainer.train, self.model, self.weights, round_
-        )
+        trained, loss = await asyncio.to_thread(local_step, self.learner, self.weights, round_)
         sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
         await self.store.publish(round_, sent)
         timeout = self.s.join_timeout_s if first else self.s.round_timeout_s
@@ -236,6 +240,14 @@ class Peer:
             self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0
         )
         return self._next_round(round_, answers)
+
+    def _budget_stops(self, round_: int) -> bool:
+        """Whether running ``round_`` would take a privacy budget past its target."""
+        charge_through(self.budgets, round_ - 1)
+        if any(b.would_exceed() for b in self.budgets):
+            log.warning("%s: would exceed the privacy budget: stopping", self._tag(round_))
+            return True
+        return False
 
     def _next_round(self, round_: int, answers: Mapping[int, Fetched]) -> int:
         """``round_ + 1``, or the round the neighbours are at if we fell more than one behind.
@@ -310,15 +322,17 @@ class Peer:
         line: dict[str, object] = {
             "round": round_,
             "node": self.s.name,
-            "train_loss": loss,
+            "train_loss": None if math.isnan(loss) else loss,  # NaN: local DP reports none
             "neighbours": [self.s.names[j] for j in present],
             "missing": missing,
             "seconds": secs,
         }
+        charge_through(self.budgets, round_)
+        for budget in self.budgets:
+            line.update(budget.metrics())
+        last = round_ == self.s.rounds or any(b.would_exceed() for b in self.budgets)
         every = self.s.evaluate_every
-        if self.evaluate_fn is not None and (
-            round_ == self.s.rounds or (every > 0 and round_ % every == 0)
-        ):
+        if self.evaluate_fn is not None and (last or (every > 0 and round_ % every == 0)):
             ev = self.evaluate_fn(self.weights)
             line["test_loss"], line["test_accuracy"] = ev.loss, ev.metrics.get("accuracy")
         with open(self.s.state_dir / "metrics.jsonl", "a") as fh:

@@ -7,7 +7,8 @@ an update for ``[anomaly]``. Each role's builder calls ``check_role`` before any
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
 Accepted because they work: central DP and ``[secagg]`` at ``murmura server`` (the
-coordinator runs them), local DP and DP-SGD at ``murmura edge`` (they are the clients' part),
+coordinator runs them), local DP and DP-SGD at ``murmura edge`` (they are the clients' part)
+and at ``murmura peer`` (it builds the simulation's privatised learners and budgets),
 and the server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
 --config``, which reads only the task, partition, seed and hold-out from it.
 """
@@ -129,18 +130,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _ATTACK,
     ),
     "peer": (
-        Limit(
-            "[privacy] mode = 'local'",
-            _local_dp,
-            "a deployed peer shares its model without clipping or noise yet, so its neighbours "
-            "would see it in the clear; run peer-level DP in simulation",
-        ),
-        Limit(
-            "[privacy] dp_sgd = true",
-            _dp_sgd,
-            "a deployed peer does not train with DP-SGD yet and would train without it; set "
-            "privacy.dp_sgd = false or run it in simulation",
-        ),
         Limit(
             "[anomaly] enabled = true",
             _anomaly,

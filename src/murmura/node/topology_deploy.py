@@ -181,15 +181,15 @@ def build_peer(
     insecure: bool = False,
     attack: RedTeam | None = None,
 ) -> Peer:
-    """Peer ``index`` of the P2P run in ``path``: its data block, trainer, mixer and links.
+    """Peer ``index`` of the P2P run in ``path``: its data block, learner, mixer and links.
 
     ``attack`` (red-teaming only) makes it send what that attack produces instead of its model.
     """
     import torch
 
-    from murmura.client import FlatModel, LocalSGD
-    from murmura.sim.p2p import peer_data, topology_graph
-    from murmura.sim.peer import LocalWork, PeerTrainer, make_mixer
+    from murmura.client import FlatModel
+    from murmura.sim.p2p import build_peer_learners, topology_graph
+    from murmura.sim.peer import make_mixer
     from murmura.tasks import evaluate_classifier, load_task
     from murmura.topology import neighbour_weights
 
@@ -214,10 +214,9 @@ def build_peer(
     data = task.federate(
         cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
     )
-    x, y = peer_data(data, n)[index]
-    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
+    learners, budgets = build_peer_learners(cfg, task, data, n, model)  # as the simulation
     test_x, test_y = data.test()
 
     def evaluate(weights: Any) -> Any:
@@ -227,8 +226,9 @@ def build_peer(
     settings = peer_settings(cfg, sec, index, insecure)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
-    trainer = PeerTrainer(index, x, y, task, work, cfg.run.seed)
-    return Peer(settings, trainer, model, model.get(), model.layout, row, mixer, evaluate, sender)
+    return Peer(
+        settings, learners[index], model.get(), model.layout, row, mixer, evaluate, sender, budgets
+    )
 
 
 def edge_strategy(cfg: Any, children: int, edge: str) -> Any:

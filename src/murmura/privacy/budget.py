@@ -114,6 +114,17 @@ class PrivacyBudget:
         log.info("privacy budget %s restored: epsilon %.4g", self.name, self.epsilon)
 
 
+def charge_through(budgets: Sequence[PrivacyBudget], rounds: int) -> None:
+    """Account every round up to ``rounds`` in each budget that has not yet.
+
+    A deployed peer is charged for every round of the schedule, also one it skipped after a
+    restart or a jump to its neighbours' round, as every peer is in the simulation.
+    """
+    for budget in budgets:
+        while budget.accountant.steps < rounds * budget.steps_per_round:
+            budget.spend()
+
+
 def privacy_summary(rounds: Sequence[RoundMetrics], planned_rounds: int) -> dict[str, object]:
     """Privacy entries for ``summary.json``: the last round's epsilon(s), and an early stop."""
     if not rounds:

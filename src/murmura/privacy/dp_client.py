@@ -1,12 +1,15 @@
-"""Sample-level DP-SGD inside a simulated client (Abadi et al. 2016).
+"""Sample-level DP-SGD inside any local learner (Abadi et al. 2016).
 
-``DPSGDClient`` is a ``TorchClient`` whose local training is ``train_dp_sgd``: every step
+``DPSGDClient`` wraps a ``LocalLearner`` (a star client, a tree leaf, a simulated or deployed
+peer) and replaces its plain SGD with ``train_dp_sgd``, keeping its data, hyper-parameters,
+random stream and step count: every step
 draws a Poisson batch (each sample with probability ``q = B / n``), computes per-sample
 gradients with ``torch.func``, clips each to ``C``, adds ``N(0, (z C)^2)`` to the sum and
 divides by the expected batch ``q n`` (``murmura.privacy.dp_sgd.private_gradient``); the
 client's SGD rule (momentum, weight decay, FedProx's term) then post-processes that gradient.
 An epoch is ``round(n / B)`` steps, so one round is ``epochs * round(n / B)`` sampled
-Gaussian steps at rate ``q``: ``dp_sgd_schedule`` gives those numbers to the accountant.
+Gaussian steps at rate ``q`` (a D-PSGD peer's ``local_steps`` instead): ``dp_sgd_schedule``
+gives those numbers to the accountant.
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# The client's own SGD rule and config overrides: DP-SGD changes only the gradient.
-from murmura.client import FlatModel, LocalSGD, TorchClient, sgd_step, with_overrides
-from murmura.data.federated import FederatedDataset
+# The learner's own SGD rule and config overrides: DP-SGD changes only the gradient.
+from murmura.client import FlatModel, LocalSGD, sgd_step, with_overrides
+from murmura.learner import LocalLearner
 from murmura.privacy.dp_sgd import check_dp_compatible, private_gradient
-from murmura.seeding import client_generator
 from murmura.tasks.base import Task
-from murmura.types import FitIns, FitRes
+from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,20 @@ class DPSGDParams:
             )
 
 
-def dp_sgd_schedule(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
-    """(sample rate, steps per round) of Poisson-batched DP-SGD on ``num_examples`` samples."""
+def dp_sgd_schedule(
+    num_examples: int, batch_size: int, epochs: int, steps: int | None = None
+) -> tuple[float, int]:
+    """(sample rate, steps per round) of Poisson-batched DP-SGD on ``num_examples`` samples.
+
+    ``steps`` fixes the steps per round (a D-PSGD peer's ``local_steps``); else
+    ``epochs * round(n / B)``.
+    """
     if num_examples < 1 or batch_size < 1 or epochs < 1:
         raise ValueError("num_examples, batch_size and epochs must be >= 1")
     rate = min(1.0, batch_size / num_examples)
-    return rate, epochs * max(1, round(num_examples / batch_size))
+    if steps is None:
+        steps = epochs * max(1, round(num_examples / batch_size))
+    return rate, steps
 
 
 def train_dp_sgd(
@@ -94,43 +104,38 @@ def train_dp_sgd(
     return mean, float(np.mean(clipped)) if clipped else 0.0
 
 
-class DPSGDClient(TorchClient):
-    """A ``TorchClient`` that trains with sample-level DP-SGD instead of plain SGD."""
+class DPSGDClient:
+    """Wraps a ``LocalLearner`` so that it trains with sample-level DP-SGD instead of SGD."""
 
-    def __init__(
-        self,
-        cid: int,
-        data: FederatedDataset,
-        task: Task,
-        model: FlatModel,
-        hp: LocalSGD,
-        dp: DPSGDParams,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(cid, data, task, model, hp, seed)
-        check_dp_compatible(model.module)
-        self.dp = dp
+    def __init__(self, inner: LocalLearner, dp: DPSGDParams) -> None:
+        check_dp_compatible(inner.model.module)
+        self.inner, self.node_id, self.dp = inner, inner.node_id, dp
 
     @classmethod
-    def of(cls, client: TorchClient, dp: DPSGDParams) -> DPSGDClient:
-        """The DP-SGD twin of ``client``: same data, model, hyper-parameters and seed."""
-        return cls(client.cid, client.data, client.task, client.model, client.hp, dp, client.seed)
+    def of(cls, learner: LocalLearner, dp: DPSGDParams) -> DPSGDClient:
+        """The DP-SGD twin of ``learner``: same data, model, hyper-parameters and streams."""
+        return cls(learner, dp)
 
     def fit(self, ins: FitIns) -> FitRes:
-        """DP-SGD from the global weights; returns the delta and the mean training loss."""
-        x, y = self.data.client_train(self.cid)
-        global_w = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
-        self.model.flat.copy_(global_w)
-        hp = with_overrides(self.hp, ins.config)
+        """DP-SGD from ``ins.weights``; returns the delta and the mean training loss."""
+        inner = self.inner
+        x, y = inner.local_data()
+        start = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
+        inner.model.flat.copy_(start)
         loss, clipped = train_dp_sgd(
-            self.model,
-            self.task,
+            inner.model,
+            inner.task,
             x,
             y,
-            hp,
+            with_overrides(inner.hp, ins.config),
             self.dp,
-            client_generator(self.seed, ins.round, self.cid),
+            inner.generator(ins.round),
+            inner.local_steps,
         )
-        delta = (self.model.flat - global_w).numpy()
+        delta = (inner.model.flat - start).numpy()
         metrics = {"train_loss": loss, "dp_sgd_clipped_fraction": clipped}
         return FitRes(update=delta, num_examples=len(x), metrics=metrics)
+
+    def evaluate(self, weights: Vector) -> EvaluateRes:
+        """The inner learner's local evaluation."""
+        return self.inner.evaluate(weights)

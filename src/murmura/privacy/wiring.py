@@ -5,13 +5,18 @@
   (Andrew et al. 2021) and example weights capped at ``weight_cap``.
 - ``mode = "local"``: every client clips and noises its delta (``LocalDPClient``); the budget
   assumes a client releases in every round (the server sees who sent, so no amplification).
-- ``dp_sgd = true``: sample-level DP-SGD on every client (Abadi et al. 2016); its budget,
-  ``sample_epsilon``, is that of the smallest client (its batches are the largest share of
-  its data), assuming it trains in every round.
+- ``dp_sgd = true``: sample-level DP-SGD on every client (``DPSGDClient``, Abadi et al.
+  2016); its budget, ``sample_epsilon``, is that of the smallest client (its batches are the
+  largest share of its data), assuming it trains in every round.
+
+Both wrap any ``murmura.learner.LocalLearner`` and are built by ``private_learners`` alone,
+for star clients, tree leaves, simulated peers and deployed peers (``murmura peer``).
 
 Topologies: all three modes in the star and in a tree, ``local`` and ``dp_sgd`` peer-to-peer
-(``murmura.sim.peer_privacy``: each peer privatises what it shares, a peer-level guarantee
-against untrusted neighbours). ``central`` needs a trusted noiser: it is refused for P2P. In a
+(each peer privatises what it shares, a peer-level guarantee against untrusted neighbours:
+it keeps and sends its start model plus the privatised change, so all it shares is
+post-processing of privatised releases; every peer is charged every round, q = 1).
+``central`` needs a trusted noiser: it is refused for P2P. In a
 tree the edges are trusted aggregators of their clients' clipped updates (``EdgeSum``) and the
 root adds the noise once (``DifferentiallyPrivate(from_edges=True)``), with the star's sample,
 noise, expected weight and budget.
@@ -31,6 +36,7 @@ import numpy as np
 from murmura.client import Client, TorchClient
 from murmura.config import Config
 from murmura.errors import ConfigError
+from murmura.learner import Learner, LocalLearner
 from murmura.privacy.accountant import create_accountant, plan_noise_multiplier
 from murmura.privacy.adaptive_clipping import AdaptiveClipper
 from murmura.privacy.budget import PrivacyBudget
@@ -41,7 +47,7 @@ from murmura.privacy.checks import (
     update_noise,
 )
 from murmura.privacy.dp_client import DPSGDClient, DPSGDParams, dp_sgd_schedule
-from murmura.privacy.local import LocalDPClient
+from murmura.privacy.local import CLIENT_NOISE, LocalDPClient
 from murmura.privacy.mechanisms import CentralDP
 from murmura.strategy.base import Strategy
 from murmura.strategy.dp import Accounted, DifferentiallyPrivate, EdgeSum, client_weights
@@ -117,38 +123,56 @@ def sample_budget(cfg: Config, rate: float, steps: int) -> PrivacyBudget:
         raise privacy_error("target_epsilon", str(exc)) from None
 
 
+def private_learners(
+    cfg: Config, learners: Sequence[LocalLearner], *, noise_stream: int = CLIENT_NOISE
+) -> tuple[list[Learner], list[PrivacyBudget]]:
+    """Local DP and DP-SGD around ``learners`` as ``cfg.privacy`` asks, with their budgets.
+
+    The one place these wrappers are built: star clients and tree leaves
+    (``apply_privacy``), simulated peers and deployed peers (``murmura.sim.p2p``). The
+    learners are returned unchanged, with no budget, when neither is on. Learner ``i`` of
+    the list is noised with index ``i``'s stream.
+    """
+    p = cfg.privacy
+    out: list[Learner] = list(learners)
+    budgets: list[PrivacyBudget] = []
+    if p.dp_sgd:
+        dp = DPSGDParams(p.dp_sgd_clip_norm, p.dp_sgd_noise_multiplier)
+        out = [DPSGDClient(learner, dp) for learner in learners]
+        # the smallest learner: its batches are the largest share of its data
+        small = min(learners, key=lambda learner: learner.num_examples)
+        schedule = dp_sgd_schedule(
+            small.num_examples, small.hp.batch_size, small.hp.epochs, small.local_steps
+        )
+        budgets.append(sample_budget(cfg, *schedule))
+    if p.mode == "local":
+        z = resolve_noise_multiplier(cfg)
+        out = [
+            LocalDPClient(
+                learner,
+                client_index=i,
+                clip_norm=p.clip_norm,
+                noise_multiplier=z,
+                seed=cfg.run.seed,
+                noise_stream=noise_stream,
+            )
+            for i, learner in enumerate(out)
+        ]
+        budgets.insert(0, client_budget(cfg, z))
+        log.info("privacy: local DP on every learner, C=%.4g, z=%.4g", p.clip_norm, z)
+    return out, budgets
+
+
 def apply_privacy(
     cfg: Config, strategy: Strategy, clients: Sequence[TorchClient]
 ) -> tuple[Strategy, list[Client]]:
     """The strategy and clients that ``cfg.privacy`` asks for (unchanged when it is off)."""
     p = cfg.privacy
-    out: list[Client] = list(clients)
     if p.mode == "none" and not p.dp_sgd:
-        return strategy, out
-    budgets: list[PrivacyBudget] = []
-    if p.dp_sgd:
-        hp = cfg.client
-        dp = DPSGDParams(p.dp_sgd_clip_norm, p.dp_sgd_noise_multiplier)
-        out = [DPSGDClient.of(c, dp) for c in clients]
-        # the smallest client: its batches are the largest share of its data
-        smallest = min(c.data.client_size(c.cid) for c in clients)
-        budgets.append(sample_budget(cfg, *dp_sgd_schedule(smallest, hp.batch_size, hp.epochs)))
-    if p.mode != "none":
-        z = resolve_noise_multiplier(cfg)
-        if p.mode == "central":
-            strategy = _central(cfg, strategy, clients, z)
-        else:
-            out = [
-                LocalDPClient(
-                    c,
-                    client_index=t.cid,
-                    clip_norm=p.clip_norm,
-                    noise_multiplier=z,
-                    seed=cfg.run.seed,
-                )
-                for c, t in zip(out, clients, strict=True)
-            ]
-            budgets.insert(0, client_budget(cfg, z))
+        return strategy, list(clients)
+    if p.mode == "central":
+        strategy = _central(cfg, strategy, clients, resolve_noise_multiplier(cfg))
+    out, budgets = private_learners(cfg, clients)
     if budgets:
         strategy = Accounted(strategy, budgets)
     return strategy, out

@@ -4,8 +4,10 @@ Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronou
 trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
 ``Sender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
 (Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
-With ``[privacy]`` the peers privatise their training (``murmura.sim.peer_privacy``) and the
-run spends the budgets once per round, stopping before a ``target_epsilon`` would be passed.
+With ``[privacy]`` every peer is wrapped by ``murmura.privacy.wiring.private_learners``
+(local DP, DP-SGD; the wrappers of the star) and the run spends the budgets once per round,
+stopping before a ``target_epsilon`` would be passed. ``build_peer_learners`` is shared with
+the deployed peer (``murmura peer``), so both train and privatise identically.
 """
 
 from __future__ import annotations
@@ -25,23 +27,26 @@ from murmura.client import FlatModel, LocalSGD
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
+from murmura.learner import Learner
 from murmura.privacy.budget import PrivacyBudget
+from murmura.privacy.local import PEER_NOISE
+from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
 from murmura.sim.peer import (
     SENDERS,
     LocalWork,
     Mixer,
-    PeerTrainer,
+    PeerLearner,
     Sender,
-    Trainer,
     honest,
+    local_step,
     make_mixer,
     weighted_mix,
 )
-from murmura.sim.peer_privacy import apply_peer_privacy
 from murmura.sim.runtime import History, RoundCallback
 from murmura.tasks import evaluate_classifier, load_task
+from murmura.tasks.base import Task
 from murmura.topology import (
     TOPOLOGIES,
     build_topology,
@@ -89,16 +94,15 @@ class P2PSimulation:
     def __init__(
         self,
         graph: nx.Graph,
-        trainers: Sequence[Trainer],
-        model: FlatModel,
+        learners: Sequence[Learner],
         initial_weights: Vector,
         options: P2POptions | None = None,
         evaluate_fn: EvaluateFn | None = None,
     ) -> None:
         n = graph.number_of_nodes()
-        if len(trainers) != n:
-            raise ValueError(f"graph has {n} nodes but {len(trainers)} trainers were given")
-        self.graph, self.trainers, self.model = graph, list(trainers), model
+        if len(learners) != n:
+            raise ValueError(f"graph has {n} nodes but {len(learners)} learners were given")
+        self.graph, self.learners = graph, list(learners)
         self.options = options or P2POptions()
         bad = [i for i in self.options.byzantine if not 0 <= i < n]
         if bad:
@@ -182,8 +186,8 @@ class P2PSimulation:
     def _train_all(self, round_: int) -> tuple[np.ndarray, list[float]]:
         trained = np.empty_like(self.x)
         losses = []
-        for i, trainer in enumerate(self.trainers):
-            trained[i], loss = trainer.train(self.model, self.x[i], round_)
+        for i, learner in enumerate(self.learners):
+            trained[i], loss = local_step(learner, self.x[i], round_)
             losses.append(loss)
         return trained, losses
 
@@ -267,6 +271,23 @@ def byzantine_senders(t: TopologySection, n: int, seed: int) -> dict[int, Sender
     return {i: sender for i in chosen}
 
 
+def build_peer_learners(
+    cfg: Config, task: Task, data: FederatedDataset, n: int, model: FlatModel
+) -> tuple[list[Learner], list[PrivacyBudget]]:
+    """All ``n`` peers' learners, privatised as ``[privacy]`` asks, and the budgets they spend.
+
+    Shared by the simulation and ``murmura peer`` (which keeps its own learner and all the
+    budgets: the DP-SGD budget is the smallest peer's, as in the simulation).
+    """
+    t = cfg.topology
+    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
+    plain = [
+        PeerLearner(p, x, y, task, model, work, cfg.run.seed)
+        for p, (x, y) in enumerate(peer_data(data, n))
+    ]
+    return private_learners(cfg, plain, noise_stream=PEER_NOISE)  # as is when [privacy] is off
+
+
 def build_p2p_experiment(cfg: Config) -> Experiment:
     """The P2P run ``cfg`` describes, as an ``Experiment`` whose simulation is peer-to-peer."""
     t = cfg.topology
@@ -278,14 +299,9 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
     graph = topology_graph(t, data.num_clients)
     n = graph.number_of_nodes()
     mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
-    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
-    plain = [
-        PeerTrainer(p, x, y, task, work, cfg.run.seed)
-        for p, (x, y) in enumerate(peer_data(data, n))
-    ]
-    trainers, budgets = apply_peer_privacy(cfg, plain, model)  # as is when [privacy] is off
+    learners, budgets = build_peer_learners(cfg, task, data, n, model)
     options = P2POptions(
         mixer=mixer,
         byzantine=byzantine_senders(t, n, cfg.run.seed),
@@ -304,7 +320,7 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
     log.info("topology %s (%s, robust %s): %s", t.kind, t.algorithm, t.robust, describe(graph))
     if options.byzantine:
         log.info("Byzantine peers (%s): %s", t.attack, sorted(options.byzantine))
-    sim = P2PSimulation(graph, trainers, model, model.get(), options, evaluate)
+    sim = P2PSimulation(graph, learners, model.get(), options, evaluate)
     return Experiment(cfg, task, data, model, sim)
 
 

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from murmura.aggregate import AGGREGATORS, make_aggregator
-from murmura.client import FlatModel, LocalSGD, train_local_sgd
+from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
+from murmura.learner import Learner
 from murmura.registry import Registry
 from murmura.seeding import client_generator, derive_seed
 from murmura.tasks.base import Task
 from murmura.topology import adaptive_tau, clipped_mix, renormalize, robust_neighbourhood_mix
-from murmura.types import Vector
+from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 Algorithm = Literal["dpsgd", "gossip"]
 
@@ -184,28 +185,27 @@ class LocalWork:
             raise ConfigError(f"local steps must be >= 1, got {self.steps}")
 
 
-class Trainer(Protocol):
-    """Local training of one peer between two exchanges."""
+class PeerLearner:
+    """A peer's local training as a ``Learner``: its own data, seeded streams and a shared model.
 
-    @property
-    def num_examples(self) -> int:
-        """Training examples the peer holds."""
-        ...
-
-    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
-        """Train from ``weights``; return the new weights and the mean training loss."""
-        ...
-
-
-class PeerTrainer:
-    """Local training of one peer on its own data, with its own seeded random streams."""
+    Peers of one process share a ``FlatModel`` scratch (they train one at a time).
+    """
 
     def __init__(
-        self, peer: int, x: torch.Tensor, y: torch.Tensor, task: Task, work: LocalWork, seed: int
+        self,
+        peer: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        task: Task,
+        model: FlatModel,
+        work: LocalWork,
+        seed: int,
     ) -> None:
         if len(x) == 0:
             raise ConfigError(f"peer {peer} holds no training data")
-        self.peer, self.x, self.y, self.task, self.work, self.seed = peer, x, y, task, work, seed
+        self.peer, self.node_id = peer, f"peer-{peer}"
+        self.x, self.y, self.task, self.model, self.work, self.seed = x, y, task, model, work, seed
+        self.hp = work.hp
         self._stream = torch.Generator().manual_seed(derive_seed(seed, peer, 1))
         self._queue = torch.empty(0, dtype=torch.int64)
 
@@ -214,17 +214,39 @@ class PeerTrainer:
         """Training examples this peer holds."""
         return len(self.x)
 
-    def train(self, model: FlatModel, weights: Vector, round_: int) -> tuple[Vector, float]:
-        """Train from ``weights`` in ``model`` (shared scratch); return new weights and loss."""
-        model.set(weights)
-        gen = client_generator(self.seed, round_, self.peer)
-        if self.work.algorithm == "gossip":
-            loss = train_local_sgd(model, self.task, self.x, self.y, self.work.hp, gen)
+    @property
+    def local_steps(self) -> int | None:
+        """D-PSGD: ``work.steps`` minibatches a round; gossip: None (``hp.epochs`` epochs)."""
+        return None if self.work.algorithm == "gossip" else self.work.steps
+
+    def local_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training inputs and labels of this peer."""
+        return self.x, self.y
+
+    def generator(self, round_: int) -> torch.Generator:
+        """The random stream of this peer in ``round_``."""
+        return client_generator(self.seed, round_, self.peer)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """Train from ``ins.weights``; return the change and the mean training loss."""
+        start = torch.from_numpy(np.asarray(ins.weights, dtype=np.float32))
+        self.model.flat.copy_(start)
+        hp, gen = with_overrides(self.hp, ins.config), self.generator(ins.round)
+        if self.local_steps is None:
+            loss = train_local_sgd(self.model, self.task, self.x, self.y, hp, gen)
         else:
-            idx = self._next_indices(self.work.steps * self.work.hp.batch_size)
-            hp = replace(self.work.hp, epochs=1)
-            loss = train_local_sgd(model, self.task, self.x[idx], self.y[idx], hp, gen)
-        return model.get(), loss
+            idx = self._next_indices(self.local_steps * hp.batch_size)
+            hp = replace(hp, epochs=1)
+            loss = train_local_sgd(self.model, self.task, self.x[idx], self.y[idx], hp, gen)
+        delta = (self.model.flat - start).numpy()
+        return FitRes(update=delta, num_examples=len(self.x), metrics={"train_loss": loss})
+
+    def evaluate(self, weights: Vector) -> EvaluateRes:
+        """A peer holds no held-out data of its own: evaluates on nothing (0 examples).
+
+        P2P runs score peers on the task's test set instead (``evaluate_fn``).
+        """
+        return EvaluateRes(loss=0.0, num_examples=0)
 
     def _next_indices(self, count: int) -> torch.Tensor:
         """The next ``count`` sample indices of an endless per-epoch reshuffled stream."""
@@ -233,3 +255,16 @@ class PeerTrainer:
             self._queue = torch.cat([self._queue, perm])
         out, self._queue = self._queue[:count], self._queue[count:]
         return out
+
+
+def local_step(learner: Learner, weights: Vector, round_: int) -> tuple[Vector, float]:
+    """A peer's training in a round: its model after ``learner.fit`` and the training loss.
+
+    The model is ``weights + update``; the loss is NaN when the learner reports none (local
+    DP drops it: it was computed on private data). The simulation and ``murmura peer`` both
+    train through here.
+    """
+    start = np.asarray(weights, dtype=np.float32)
+    res = learner.fit(FitIns(round_, start))
+    loss = float(res.metrics.get("train_loss", float("nan")))
+    return (start + np.asarray(res.update, dtype=np.float32)).astype(np.float32), loss
