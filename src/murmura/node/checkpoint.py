@@ -49,6 +49,26 @@ def checkpoint_path(run_path: Path, round_: int) -> Path:
     return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
 
 
+def prune_checkpoints(folder: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` round checkpoints in ``folder``; return them.
+
+    Round 0 (the initial model, the last fallback of a resume) is always kept, and so are
+    files set aside as ``*.damaged``. ``keep_last`` 0 keeps everything. Call it only after
+    the newest checkpoint is written and recorded as completed: it is the one a resume needs.
+    """
+    if keep_last <= 0:
+        return []
+    rounds = sorted(
+        (int(p.name[6:11]), p)
+        for p in folder.glob("round-*.safetensors")
+        if p.name[6:11].isdigit() and len(p.name) == len("round-00000.safetensors")
+    )
+    old = [p for r, p in rounds[:-keep_last] if r > 0]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
 def write_checkpoint(
     path: Path,
     weights: Vector,

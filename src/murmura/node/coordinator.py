@@ -44,6 +44,7 @@ from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node.checkpoint import (
     checkpoint_path,
+    prune_checkpoints,
     restore_strategy_state,
     strategy_state,
     write_checkpoint,
@@ -105,6 +106,8 @@ class CoordinatorSettings:
     """Where to serve Prometheus ``/metrics`` while the run lasts; None: not served."""
     max_weight_share: float | None = None
     """``[strategy] max_weight_share``: no node's weight above this share of the round's total."""
+    keep_last: int = 0
+    """Round checkpoints kept on disk (the newest, plus round 0); 0: keep every round's."""
 
 
 @dataclass(slots=True)
@@ -419,6 +422,7 @@ class Coordinator:
         )
         for node in nodes:
             self.state.seen(run_id, node, completed_round=True)
+        prune_checkpoints(path.parent, self.settings.keep_last)  # after the round is recorded
         log.info(
             "node=coordinator round=%d: completed with %d results, %d failures, acc %s",
             round_,

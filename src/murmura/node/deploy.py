@@ -46,6 +46,9 @@ class ServerSection(BaseModel):
     rejoin_timeout: float = Field(600.0, ge=0)
     """Seconds a round waits for enough live workers to sample; then the server exits 2 with
     the run unfinished (started again, it resumes). 0: stop at once."""
+    keep_last: int = Field(3, ge=0)
+    """Round checkpoints kept in the run's ``checkpoints/`` (the newest, plus round 0, the
+    initial model); older ones are deleted once a newer round is recorded. 0: keep all."""
     heartbeat: float = Field(1.0, gt=0)
     lost_after: float = Field(5.0, gt=0)
     max_update_mb: float = Field(2048.0, gt=0)
@@ -146,6 +149,7 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         secagg_stage_timeout_s=s.secagg_stage_timeout,
         metrics=metrics,
         max_weight_share=cfg.strategy.max_weight_share,
+        keep_last=s.keep_last,
     )
     return Coordinator(
         sim.strategy,
