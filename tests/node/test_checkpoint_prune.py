@@ -117,3 +117,11 @@ def test_coordinator_keeps_keep_last_checkpoints_and_resumes(tmp_path: Path) -> 
     assert third._open_run().last_round == 5
     third.state.close()
     third.ledger.close()
+
+    for r in (4, 5):  # every kept round damaged: the pruned ones are missing, round 0 is left
+        (folder / f"round-{r:05d}.safetensors").write_bytes(b"cut off")
+    fourth = _coordinator(tmp_path / "state", keep_last=3)
+    assert fourth._open_run().last_round == 0
+    assert fourth.weights.tobytes() == P.initial_weights().tobytes()
+    fourth.state.close()
+    fourth.ledger.close()

@@ -5,7 +5,8 @@ all are in, or the missing ones are lost), validate each update on arrival into 
 ``UpdateBuffer``, aggregate (the strategy keeps the model bitwise unchanged below
 ``min_clients``), write the checkpoint atomically, then mark the round completed in SQLite.
 A restarted coordinator resumes from the last completed round of the unfinished run whose
-checkpoint verifies (``murmura.node.resume``).
+checkpoint verifies (``murmura.node.resume``). ``keep_last`` bounds the disk: once a round is
+recorded, all but the newest ``keep_last`` checkpoints and round 0 are deleted.
 
 A round starts (SQLite, ledger, metrics) only once the strategy could sample it: with too few
 live nodes (none, or fewer than the strategy's ``min_clients``) the coordinator waits for
