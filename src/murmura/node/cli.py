@@ -33,13 +33,23 @@ def server(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="No TLS (loopback only; for local tests).")
     ] = False,
+    new_run: Annotated[
+        bool,
+        typer.Option("--new-run", help="Start a new run even if an unfinished one exists."),
+    ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Resume this unfinished run of the state dir."),
+    ] = None,
 ) -> None:
     """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted."""
     from murmura.node.deploy import build_coordinator, split_config
 
+    if new_run and run_id is not None:
+        raise _fail(MurmuraError("--new-run and --run-id exclude each other: choose one"))
     try:
         cfg, section = split_config(config, set_)
-        coordinator = build_coordinator(cfg, section, insecure)
+        coordinator = build_coordinator(cfg, section, insecure, new_run, run_id)
         result = asyncio.run(coordinator.run())
     except MurmuraError as exc:
         raise _fail(exc) from None

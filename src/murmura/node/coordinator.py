@@ -109,6 +109,10 @@ class CoordinatorSettings:
     """``[strategy] max_weight_share``: no node's weight above this share of the round's total."""
     keep_last: int = 0
     """Round checkpoints kept on disk (the newest, plus round 0); 0: keep every round's."""
+    new_run: bool = False
+    """``--new-run``: start a new run even if one is unfinished."""
+    resume_run_id: str | None = None
+    """``--run-id``: resume this unfinished run (a finished or unknown id is a ``ConfigError``)."""
 
 
 @dataclass(slots=True)
@@ -212,8 +216,14 @@ class Coordinator:
         """Open or resume the run: restore the model and strategy state, or save round 0."""
         s = self.settings
         rec = self.state.open_run(
-            s.run_name, f"{s.run_name}-{secrets.token_hex(4)}", dict(s.config)
+            s.run_name,
+            f"{s.run_name}-{secrets.token_hex(4)}",
+            dict(s.config),
+            new_run=s.new_run,
+            resume=s.resume_run_id,
         )
+        if rec.note:
+            log.warning("node=coordinator: %s", rec.note)
         self.run_path = run_dir(s.state_dir, rec.run_id)
         self.run_path.mkdir(parents=True, exist_ok=True)
         (s.state_dir / "latest").write_text(rec.run_id + "\n")

@@ -118,8 +118,17 @@ def metrics_endpoint(s: ServerSection) -> MetricsEndpoint | None:
     return MetricsEndpoint(s.metrics_host, s.metrics_port, s.metrics_allow_remote)
 
 
-def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coordinator:
-    """A coordinator for run config ``cfg``: same model init and strategy as the simulation."""
+def build_coordinator(
+    cfg: Any,
+    s: ServerSection,
+    insecure: bool = False,
+    new_run: bool = False,
+    run_id: str | None = None,
+) -> Coordinator:
+    """A coordinator for run config ``cfg``: same model init and strategy as the simulation.
+
+    ``new_run``/``run_id``: start a new run / resume that run (``StateStore.open_run``).
+    """
     from murmura.sim.builder import build_experiment
     from murmura.sim.runtime import Simulation
 
@@ -150,6 +159,8 @@ def build_coordinator(cfg: Any, s: ServerSection, insecure: bool = False) -> Coo
         metrics=metrics,
         max_weight_share=cfg.strategy.max_weight_share,
         keep_last=s.keep_last,
+        new_run=new_run,
+        resume_run_id=run_id,
     )
     return Coordinator(
         sim.strategy,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from murmura.errors import ConfigError
 from murmura.storage import open_sqlite
 
 SCHEMA = """
@@ -64,6 +65,8 @@ class RunRecord:
     status: str
     last_round: int
     checkpoint: str | None
+    note: str = ""
+    """Why this run was chosen, when the operator should know (a finished run was not resumed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +94,67 @@ class StateStore:
         """Close the database."""
         self.db.close()
 
-    def open_run(self, name: str, run_id: str, config: dict[str, Any]) -> RunRecord:
-        """The unfinished run called ``name`` if there is one (resume), else a new one."""
-        row = self.db.execute(
-            "SELECT run_id FROM runs WHERE name = ? AND status = 'running' "
-            "ORDER BY created DESC LIMIT 1",
+    def open_run(
+        self,
+        name: str,
+        run_id: str,
+        config: dict[str, Any],
+        *,
+        new_run: bool = False,
+        resume: str | None = None,
+    ) -> RunRecord:
+        """The unfinished run called ``name`` if there is one (resume), else a new one.
+
+        ``new_run``: a new run ``run_id`` even if one is unfinished. ``resume``: that unfinished
+        run; a finished or unknown id is a ``ConfigError`` that lists the runs. ``note`` says
+        when a new run follows a finished one, or leaves an unfinished one behind.
+        """
+        if new_run and resume is not None:
+            raise ConfigError("--new-run and --run-id exclude each other: choose one")
+        if resume is not None:
+            return self._resume(name, resume)
+        rows = self.db.execute(
+            "SELECT run_id, status FROM runs WHERE name = ? ORDER BY created DESC, rowid DESC",
             (name,),
-        ).fetchone()
-        if row is None:
-            now = time.time()
-            self.db.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?)",
-                (run_id, name, json.dumps(config, sort_keys=True), now, now),
+        ).fetchall()
+        unfinished = next((str(r[0]) for r in rows if r[1] == "running"), None)
+        if unfinished is not None and not new_run:
+            return self.run(unfinished)
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?)",
+            (run_id, name, json.dumps(config, sort_keys=True), now, now),
+        )
+        note = ""
+        if unfinished is not None:
+            note = (
+                f"run {unfinished} is unfinished (round {self.run(unfinished).last_round}) and "
+                f"left as it is; --new-run: starting run {run_id}"
             )
-            return RunRecord(run_id, name, "running", 0, None)
-        return self.run(str(row[0]))
+        elif rows:
+            note = f"run {rows[0][0]} is complete; starting run {run_id}"
+        return RunRecord(run_id, name, "running", 0, None, note)
+
+    def runs(self, name: str) -> list[RunRecord]:
+        """The runs called ``name``, oldest first, each with its last completed round."""
+        rows = self.db.execute(
+            "SELECT run_id FROM runs WHERE name = ? ORDER BY created, rowid", (name,)
+        ).fetchall()
+        return [self.run(str(r[0])) for r in rows]
+
+    def _resume(self, name: str, run_id: str) -> RunRecord:
+        known = self.runs(name)
+        listed = ", ".join(f"{r.run_id} ({r.status}, round {r.last_round})" for r in known)
+        listed = f"known runs of {name!r}: {listed}" if known else f"no runs of {name!r} yet"
+        rec = next((r for r in known if r.run_id == run_id), None)
+        if rec is None:
+            raise ConfigError(f"--run-id {run_id}: no such run in {self.path}; {listed}")
+        if rec.status != "running":
+            raise ConfigError(
+                f"--run-id {run_id}: the run is {rec.status}, nothing to resume "
+                f"(--new-run starts another); {listed}"
+            )
+        return rec
 
     def run(self, run_id: str) -> RunRecord:
         """A run with its last completed round and that round's checkpoint."""
