@@ -92,7 +92,9 @@ def _coordinator(state_dir: Path, keep_last: int) -> Coordinator:
     return Coordinator(strategy, P.initial_weights(), P.LAYOUT, settings, ServerOptions())
 
 
-def test_coordinator_keeps_keep_last_checkpoints_and_resumes(tmp_path: Path) -> None:
+def test_coordinator_keeps_keep_last_checkpoints_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sim = _simulation(tmp_path)
     first = _coordinator(tmp_path / "state", keep_last=3)
     rec = first._open_run()
@@ -120,8 +122,11 @@ def test_coordinator_keeps_keep_last_checkpoints_and_resumes(tmp_path: Path) -> 
 
     for r in (4, 5):  # every kept round damaged: the pruned ones are missing, round 0 is left
         (folder / f"round-{r:05d}.safetensors").write_bytes(b"cut off")
+    caplog.clear()
     fourth = _coordinator(tmp_path / "state", keep_last=3)
     assert fourth._open_run().last_round == 0
+    damaged = [r for r in caplog.records if "damaged checkpoint" in r.getMessage()]
+    assert sorted(r.getMessage().split("round-")[1][:5] for r in damaged) == ["00004", "00005"]
     assert fourth.weights.tobytes() == P.initial_weights().tobytes()
     fourth.state.close()
     fourth.ledger.close()

@@ -86,8 +86,12 @@ def resume_run(store: StateStore, run_id: str, run_path: Path, layout: Layout) -
     newest one does not (nothing is changed on disk then).
     """
     initial = SavedRound(0, str(checkpoint_path(run_path, 0)), None, None, {})
+    saved_rounds = store.saved_rounds(run_id)
+    pruned = _pruned(saved_rounds)
+    if pruned:
+        log.info("node=coordinator: %d older rounds were pruned by keep_last", len(pruned))
     bad: list[tuple[SavedRound, str]] = []
-    for saved in [*store.saved_rounds(run_id), initial]:
+    for saved in [*(s for s in saved_rounds if s.round not in pruned), initial]:
         try:
             weights, state = verify_round(saved, layout)
         except CheckpointError as exc:
@@ -103,6 +107,21 @@ def resume_run(store: StateStore, run_id: str, run_path: Path, layout: Layout) -
         f"no checkpoint of run {run_id} verifies ({listing}): restore them from a backup, "
         f"or move the state dir aside to start a new run"
     )
+
+
+def _pruned(saved_rounds: list[SavedRound]) -> set[int]:
+    """Rounds whose file is gone and older than every file left: ``keep_last`` removed them.
+
+    They are skipped quietly (a fallback past them discards them anyway), so a run of 2,000
+    rounds with every kept checkpoint damaged warns about the kept ones, not 2,000 files.
+    """
+    present = [s.round for s in saved_rounds if s.round > 0 and Path(s.checkpoint).exists()]
+    if not present:
+        return set()
+    oldest = min(present)
+    return {
+        s.round for s in saved_rounds if 0 < s.round < oldest and not Path(s.checkpoint).exists()
+    }
 
 
 def _refuse_if_budget_spent(bad: list[tuple[SavedRound, str]], good: int) -> None:
