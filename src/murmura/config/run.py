@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from murmura.config.base import Section
 from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
+from murmura.config.stats import StatsSection
 from murmura.config.topology import TopologySection
 from murmura.config.training import (
     ClientSection,
@@ -35,6 +36,7 @@ class Config(Section):
     anomaly: AnomalySection = AnomalySection()
     privacy: PrivacySection = PrivacySection()
     secagg: SecAggSection = SecAggSection()
+    stats: StatsSection = StatsSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
