@@ -17,7 +17,9 @@ def test_run_writes_the_run_directory(tmp_path: Path) -> None:
         '[client]\nlr = 0.1\n[simulation]\nexecutor = "sequential"\n'
     )
     result = runner.invoke(
-        app, ["run", str(cfg), "--out", str(tmp_path / "runs"), "--set", "run.rounds=3"]
+        app,
+        ["run", str(cfg), "--out", str(tmp_path / "runs"), "--set", "run.rounds=3"]
+        + ["--set", "stats.enabled=true", "--set", "stats.high=4"],
     )
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -28,6 +30,9 @@ def test_run_writes_the_run_directory(tmp_path: Path) -> None:
         "accuracy.png",
         "model.safetensors",
         "summary.json",
+        "stats.json",
+        "label_histograms.json",
+        "label_share.png",
     }
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [1, 2, 3]
@@ -35,6 +40,9 @@ def test_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"] > 0.5
     tensors = load_file(str(run_dir / "model.safetensors"))
     assert tensors["0.weight"].shape == (64, 64) and tensors["2.bias"].shape == (10,)
+    per_site = json.loads((run_dir / "label_histograms.json").read_text())
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert len(per_site) == 5 and sum(map(sum, per_site.values())) == stats["count"] > 1000
     assert "rounds = 3" in (run_dir / "config.toml").read_text()
     assert "final test accuracy" in result.output and str(run_dir) in result.output.replace(
         "\n", ""

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from murmura import __version__
+from murmura.analytics import cli as stats_cli
 from murmura.errors import MurmuraError
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
@@ -34,6 +35,7 @@ app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)
 app.command("edge")(topology_cli.edge)
+app.command("stats")(stats_cli.stats)
 console = Console()
 
 
@@ -88,6 +90,11 @@ def run(
         raise typer.Exit(2) from None
     run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
     run_dir.write_config(cfg.model_dump())
+    try:  # label picture, and [stats] when enabled: before any round
+        stats_cli.write_run_analytics(cfg, exp.data, run_dir.path)
+    except (MurmuraError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     columns = (
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
