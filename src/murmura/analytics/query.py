@@ -19,8 +19,9 @@ from murmura.errors import ConfigError, InstructionRejected
 
 MAX_FEATURES = 100_000
 """Most features a query may ask for: bounds the sums a site computes and sends."""
-MAX_CELLS = 4_000_000
-"""Most numbers one site's answer may carry (features x (bins + 4) + classes)."""
+MAX_CELLS = 400_000
+"""Most numbers one site's answer may carry (features x (bins + 4) + classes): 3.2 MB fits
+the default 4 MiB gRPC message."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,9 @@ nodes to join or come back, up to ``rejoin_timeout_s``, then raises ``RejoinTime
 leaves the run unfinished (no summary, no SHUTDOWN to the workers), so a restarted
 coordinator resumes it at that round.
 
+With ``[stats] enabled``, a statistics phase (``murmura.analytics.grpc_round``) runs before
+the first round of the run and writes ``stats.json`` into its folder.
+
 The checkpoint carries the strategy's state with the model (``murmura.node.checkpoint``), so a
 resumed run keeps its privacy accountant (epsilon), clip norm and optimiser moments. Like the
 simulation runtime (``murmura.strategy.hooks``), a ``Budgeted`` strategy's ``round_metrics``
@@ -42,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.analytics.federation import StatsPlan
+from murmura.analytics.grpc_round import statistics_phase, wait_for_nodes
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node.checkpoint import (
     checkpoint_path,
@@ -113,6 +118,8 @@ class CoordinatorSettings:
     """``--new-run``: start a new run even if one is unfinished."""
     resume_run_id: str | None = None
     """``--run-id``: resume this unfinished run (a finished or unknown id is a ``ConfigError``)."""
+    statistics: StatsPlan | None = None
+    """``[stats] enabled``: a statistics phase before this run's first round (``stats.json``)."""
 
 
 @dataclass(slots=True)
@@ -188,6 +195,11 @@ class Coordinator:
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)
+            if s.statistics is not None and start <= s.rounds:
+                nodes = await wait_for_nodes(self.hub, s.min_nodes, s.join_timeout_s)
+                await statistics_phase(
+                    self.hub, s.statistics, start, self.run_path, nodes, s.round_timeout_s
+                )
             for r in range(start, s.rounds + 1):
                 if budget_stops(self.strategy, r):
                     log.warning(

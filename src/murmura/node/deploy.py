@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from murmura.analytics.federation import StatsPlan, plan_from_config
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.role_limits import check_role
@@ -161,6 +162,7 @@ def build_coordinator(
         keep_last=s.keep_last,
         new_run=new_run,
         resume_run_id=run_id,
+        statistics=deployed_statistics(cfg, exp.data),
     )
     return Coordinator(
         sim.strategy,
@@ -169,6 +171,15 @@ def build_coordinator(
         settings,
         server_options(s, insecure),
     )
+
+
+def deployed_statistics(cfg: Any, data: Any) -> StatsPlan | None:
+    """The statistics phase ``[stats] enabled`` asks of the deployed workers, or None."""
+    if not cfg.stats.enabled:
+        return None
+    from murmura.analytics.simulate import classes_of  # torch: the data is built already
+
+    return plan_from_config(cfg, classes_of(data))
 
 
 def parse_partition(spec: str) -> tuple[int, int]:

@@ -65,6 +65,20 @@ def _attack(cfg: Config) -> bool:
     return cfg.attack.kind != "none"
 
 
+def _stats(cfg: Config) -> bool:
+    return cfg.stats.enabled
+
+
+def _secure_stats(cfg: Config) -> bool:
+    return cfg.stats.enabled and cfg.stats.secure_aggregation
+
+
+_STATS = Limit(
+    "[stats] enabled = true",
+    _stats,
+    "only the star's coordinator (`murmura server`) runs a statistics phase; set "
+    "stats.enabled = false here, or run `murmura stats` on the config in simulation",
+)
 _ATTACK = Limit(
     "[attack] kind != 'none'",
     _attack,
@@ -90,6 +104,13 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             _anomaly,
             "the deployed coordinator does not score updates yet, so no node would be flagged "
             "or excluded; set anomaly.enabled = false or run it in simulation",
+        ),
+        Limit(
+            "[stats] secure_aggregation = true",
+            _secure_stats,
+            "the deployed statistics phase sums the sites' answers in the clear (SecAgg+ of "
+            "statistics runs in simulation only, `murmura stats`); set "
+            "stats.secure_aggregation = false",
         ),
         _ATTACK,
     ),
@@ -127,6 +148,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             _anomaly,
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
+        _STATS,
         _ATTACK,
     ),
     "peer": (
@@ -136,6 +158,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "peers do not score their neighbours' models; set anomaly.enabled = false (robust "
             "mixing is [topology] robust)",
         ),
+        _STATS,
         _ATTACK,
     ),
 }

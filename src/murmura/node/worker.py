@@ -1,5 +1,6 @@
 """A worker: wraps a Client, dials the coordinator, trains when told, and rejoins after faults.
 
+Told STATS, it pushes its summary of its own rows (``murmura.analytics.grpc_round``).
 Told to EVALUATE, it runs the client's ``evaluate`` on the sent model (its local held-out
 data) and pushes the loss, example count and metrics; a client without ``evaluate`` reports 0
 examples. When the client's fit or evaluate raises, the worker pushes a result that carries
@@ -149,6 +150,8 @@ class Worker:
                 self._fit(ins)
             elif ins.kind == pb.EVALUATE:
                 self._evaluate(ins)
+            elif ins.kind == pb.STATS:
+                self._statistics(ins)
         return False
 
     def _checked(self, ins: DecodedInstruction) -> bool:
@@ -215,6 +218,19 @@ class Worker:
             return
         if self._deliver("evaluation", ins, lambda: self.link.push_evaluation(ins.round, res)):
             log.info("node=%s round=%d: evaluation delivered", self.node, ins.round)
+
+    def _statistics(self, ins: DecodedInstruction) -> None:
+        """Push this site's sums of its own rows (``murmura.analytics.grpc_round``), no row."""
+        from murmura.analytics.grpc_round import site_answer
+
+        try:
+            stats, n = site_answer(self.client, ins.config)
+        except Exception as exc:
+            log.warning("node=%s round=%d: statistics failed: %s", self.node, ins.round, exc)
+            self._report_error(ins, exc)
+            return
+        if self._deliver("statistics", ins, lambda: self.link.push_stats(ins.round, stats, n)):
+            log.info("node=%s round=%d: statistics delivered", self.node, ins.round)
 
     def _local_evaluation(self, ins: DecodedInstruction) -> EvaluateRes:
         """The client's evaluation in a form the wire carries; raises if it has none."""

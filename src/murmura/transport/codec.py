@@ -83,7 +83,7 @@ def check_version(version: int) -> None:
 
 def check_kind(kind: int) -> int:
     """Refuse a kind outside the enum (or the unspecified zero)."""
-    if kind not in (pb.FIT, pb.EVALUATE, pb.WAIT, pb.SHUTDOWN):
+    if kind not in (pb.FIT, pb.EVALUATE, pb.WAIT, pb.SHUTDOWN, pb.STATS):
         raise UnknownKind(f"unknown message kind {kind}")
     return kind
 

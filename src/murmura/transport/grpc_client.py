@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -297,6 +297,19 @@ class CoordinatorLink:
             num_examples=res.num_examples,
             loss=res.loss,
             metrics={k: float(v) for k, v in res.metrics.items()},
+        )
+        return self._push_header(header)
+
+    def push_stats(self, round_: int, stats: Sequence[float], num_examples: int) -> pb.PushReply:
+        """Send a STATS result: the site's sums, counts and histograms, no rows (with retries)."""
+        header = pb.ResultHeader(
+            version=codec.PROTOCOL_VERSION,
+            run_id=self.run_id,
+            round=round_,
+            node=self.node,
+            kind=pb.STATS,
+            num_examples=num_examples,
+            stats=stats,
         )
         return self._push_header(header)
 

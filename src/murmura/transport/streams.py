@@ -48,6 +48,8 @@ class DecodedResult:
     """The worker's report that its fit or evaluate raised; such a result has nothing else."""
     signature: bytes = b""
     """The worker's signature of its update, from the trailer (empty: unsigned or no update)."""
+    stats: tuple[float, ...] = ()
+    """A STATS result's numbers (``murmura.analytics.wire``); empty for every other kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,10 @@ class DecodedInstruction:
     config: dict[str, Scalar]
     weights: Vector | None
     layout: Layout | None
+
+
+MAX_STATS = 400_002
+"""Most numbers a STATS result may carry (``murmura.analytics.query.MAX_CELLS`` + 2)."""
 
 
 def _check_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -108,8 +114,12 @@ class ResultReader:
         h = part.header
         codec.check_version(h.version)
         codec.check_kind(h.kind)
-        if h.kind not in (pb.FIT, pb.EVALUATE):
+        if h.kind not in (pb.FIT, pb.EVALUATE, pb.STATS):
             raise MalformedMessage(f"result of kind {pb.Kind.Name(h.kind)} is not allowed")
+        if (h.kind == pb.STATS) != bool(h.stats) and not h.error:
+            raise MalformedMessage("a STATS result needs its numbers; no other result has any")
+        if len(h.stats) > MAX_STATS:
+            raise MalformedMessage(f"{len(h.stats)} statistics (limit {MAX_STATS})")
         if h.error:
             _check_error(h)
             self.header = h
@@ -180,6 +190,7 @@ class ResultReader:
             digest=digest,
             error=h.error,
             signature=self._signature,
+            stats=tuple(h.stats),
         )
 
 

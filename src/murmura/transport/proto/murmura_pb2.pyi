@@ -14,11 +14,13 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATE: _ClassVar[Kind]
     WAIT: _ClassVar[Kind]
     SHUTDOWN: _ClassVar[Kind]
+    STATS: _ClassVar[Kind]
 KIND_UNSPECIFIED: Kind
 FIT: Kind
 EVALUATE: Kind
 WAIT: Kind
 SHUTDOWN: Kind
+STATS: Kind
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "shape")
@@ -138,7 +140,7 @@ class Instruction(_message.Message):
     def __init__(self, header: _Optional[_Union[InstructionHeader, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("version", "run_id", "round", "node", "kind", "num_examples", "metrics", "loss", "update", "error")
+    __slots__ = ("version", "run_id", "round", "node", "kind", "num_examples", "metrics", "loss", "update", "error", "stats")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +158,7 @@ class ResultHeader(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     version: int
     run_id: str
     round: int
@@ -166,7 +169,8 @@ class ResultHeader(_message.Message):
     loss: float
     update: BlobHeader
     error: str
-    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loss: _Optional[float] = ..., update: _Optional[_Union[BlobHeader, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    stats: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loss: _Optional[float] = ..., update: _Optional[_Union[BlobHeader, _Mapping]] = ..., error: _Optional[str] = ..., stats: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ResultPart(_message.Message):
     __slots__ = ("header", "chunk", "trailer")
