@@ -25,12 +25,15 @@ CENTRAL = {"privacy": {"mode": "central", "noise_multiplier": 1.0}}
 SECAGG = {"secagg": {"enabled": True}}
 ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
+STATS = {"stats": {"enabled": True}}
+SECURE_STATS = {"stats": {"enabled": True, "secure_aggregation": True, "minmax": False}}
 
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
     ("server", DP_SGD, "[privacy] dp_sgd = true"),
     ("server", ANOMALY, "[anomaly] enabled = true"),
     ("server", ATTACK, "[attack] kind != 'none'"),
+    ("server", SECURE_STATS, "[stats] secure_aggregation = true"),
     ("client", LOCAL, "[privacy] mode = 'local'"),
     ("client", DP_SGD, "[privacy] dp_sgd = true"),
     ("client", ATTACK, "[attack] kind != 'none'"),
@@ -38,8 +41,10 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", SECAGG, "[secagg] enabled = true"),
     ("edge", ANOMALY, "[anomaly] enabled = true"),
     ("edge", ATTACK, "[attack] kind != 'none'"),
+    ("edge", STATS, "[stats] enabled = true"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
+    ("peer", STATS, "[stats] enabled = true"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),
@@ -47,6 +52,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("client", CENTRAL),
     ("client", SECAGG),
     ("client", ANOMALY),
+    ("client", SECURE_STATS),
+    ("server", STATS),
     ("edge", LOCAL),
     ("edge", DP_SGD),
     ("peer", LOCAL),
