@@ -41,7 +41,7 @@ def _result(node: str, stats: list[float], n: int) -> DecodedResult:
 
 async def _phase(folder: Path, sites: dict[str, Site]) -> None:
     hub = Hub("run")
-    nodes = sorted([*sites, "evil"])
+    nodes = sorted([*sites, "evil", "odd"])
     for node in nodes:
         hub.touch(node)  # alive: joined with a heartbeat
     phase = asyncio.create_task(statistics_phase(hub, StatsPlan(QUERY), 1, folder, nodes, 30))
@@ -58,6 +58,10 @@ async def _phase(folder: Path, sites: dict[str, Site]) -> None:
     hub.admit("evil", pb.ResultHeader(run_id="run", round=1, node="evil", kind=pb.STATS))
     with pytest.raises(Exception, match="does not add up"):
         await hub.deliver("evil", _result("evil", stats, n))
+    odd, n = site_answer(Site(np.ones((2, 3)), np.array([0, 1])), out.config)
+    hub.admit("odd", pb.ResultHeader(run_id="run", round=1, node="odd", kind=pb.STATS))
+    with pytest.raises(Exception, match="3 features, the other sites 2"):
+        await hub.deliver("odd", _result("odd", odd, n))
     assert await phase is not None
 
 
@@ -74,6 +78,7 @@ def test_phase_merges_the_answers_and_lists_a_malformed_one(tmp_path: Path) -> N
     assert [f["variance"] for f in body["features"]] == pytest.approx(pooled.var(axis=0))
     assert body["site_labels"] == {"a": [7, 0], "b": [1, 4]} and body["labels"] == [8, 4]
     assert body["failures"]["evil"].startswith("statistics: update rejected: a histogram")
+    assert body["failures"]["odd"] == "statistics: update rejected: 3 features, the other sites 2"
     assert (tmp_path / "label_share.png").exists()
 
 

@@ -78,7 +78,11 @@ async def statistics_phase(
     answers: dict[str, Summary] = {}
 
     def sink(node: str, r: int, res: DecodedResult) -> None:
-        answers[node] = wire.decode(np.asarray(res.stats, dtype=np.float64), plan.query)
+        summary = wire.decode(np.asarray(res.stats, dtype=np.float64), plan.query)
+        first = next(iter(answers.values()), summary)
+        if summary.features != first.features:
+            raise ValueError(f"{summary.features} features, the other sites {first.features}")
+        answers[node] = summary
 
     config: dict[str, Scalar] = {STATS_KEY: plan.query.to_json()}
     log.info("node=coordinator round=%d: statistics asked of %d nodes", round_, len(nodes))
