@@ -1,4 +1,4 @@
-"""The statistics phase over gRPC: `murmura server` and three `murmura client` processes.
+"""The statistics phase over gRPC: `murmura server` and two `murmura client` processes.
 
 Each worker computes its summary on its own partition and pushes only the numbers; the
 coordinator's ``stats.json`` must equal the simulation of the same config (`murmura stats`),
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
-SITES = 3
+SITES = 2
 
 
 def free_port() -> int:
