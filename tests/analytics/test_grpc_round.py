@@ -19,6 +19,7 @@ from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult, MalformedMessage, decode_result, result_frames
 
 QUERY = StatsQuery((0.0,), (10.0,), bins=5, classes=2)
+PLAIN = StatsPlan(QUERY)
 
 
 class Site:
@@ -39,12 +40,12 @@ def _result(node: str, stats: list[float], n: int) -> DecodedResult:
     return decode_result(result_frames(header, None))
 
 
-async def _phase(folder: Path, sites: dict[str, Site]) -> None:
+async def _phase(folder: Path, sites: dict[str, Site], plan: StatsPlan = PLAIN) -> None:
     hub = Hub("run")
     nodes = sorted([*sites, "evil", "odd"])
     for node in nodes:
         hub.touch(node)  # alive: joined with a heartbeat
-    phase = asyncio.create_task(statistics_phase(hub, StatsPlan(QUERY), 1, folder, nodes, 30))
+    phase = asyncio.create_task(statistics_phase(hub, plan, 1, folder, nodes, 30))
     while hub.current is None:
         await asyncio.sleep(0.01)
     out = await hub.next_instruction("a", 0)
@@ -105,3 +106,17 @@ def test_only_a_stats_result_carries_numbers() -> None:
         decode_result(result_frames(header, None))
     header.kind = pb.STATS
     assert decode_result(result_frames(header, None)).stats == (1.0,)
+
+
+def test_deployed_phase_noises_and_accounts_under_dp(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    sites = {n: Site(rng.uniform(-5, 15, (50, 2)), rng.integers(0, 2, 50)) for n in "ab"}
+    query = StatsQuery((0.0,), (10.0,), bins=5, classes=2, minmax=False, clip=True)
+    plan = StatsPlan(query, noise_multiplier=1.0, delta=1e-6, seed=5)
+    asyncio.run(asyncio.wait_for(_phase(tmp_path, sites, plan), 10))
+    body = json.loads((tmp_path / "stats.json").read_text())
+    assert body["epsilon"] > 0 and body["delta"] == 1e-6 and body["site_labels"] is None
+    assert body["count"] != 100 and abs(body["count"] - 100) < 60  # sigma = sqrt(8)
+    clipped = np.clip(np.concatenate([s.x for s in sites.values()]), 0.0, 10.0)
+    assert [f["mean"] for f in body["features"]] == pytest.approx(clipped.mean(axis=0), abs=2)
+    assert not (tmp_path / "label_share.png").exists()  # no site's own counts under DP
