@@ -60,7 +60,7 @@ def stats(
         Path | None, typer.Option("--out", help="Runs folder (default \\[run] out_dir).")
     ] = None,
 ) -> None:
-    """Federated statistics of CONFIG's clients ([stats]); print them and write stats.json."""
+    r"""Federated statistics of CONFIG's clients (\[stats]); print them, write stats.json."""
     from murmura.analytics.report import labels_table, stats_table, write_stats
     from murmura.config import load_config
     from murmura.ops.run_dir import RunDirectory
