@@ -27,7 +27,14 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from murmura.aggregate.base import Aggregator, Matrix, Vector, make_aggregator, normalized
+from murmura.aggregate.base import (
+    Aggregator,
+    ClientAware,
+    Matrix,
+    Vector,
+    make_aggregator,
+    normalized,
+)
 from murmura.aggregate.distances import centred_gram, row_squared_norms, squared_distances
 from murmura.errors import AggregationError
 from murmura.registry import Registry
@@ -240,6 +247,11 @@ def make_rule(
             )
         return rule
     pre = PRE_AGGREGATIONS.get(pre_aggregation)(**(pre_aggregation_args or {}))
+    if isinstance(rule, ClientAware):
+        raise AggregationError(
+            f"{aggregator} keeps a history per client, and {pre_aggregation} mixes clients' "
+            "rows before it; set pre_aggregation = 'none'"
+        )
     return PreAggregated(pre, rule)
 
 

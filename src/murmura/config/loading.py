@@ -114,6 +114,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
             lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
         ),
         ("strategy.pre_aggregation", lambda: _check_pre_aggregation(cfg)),
+        ("strategy.aggregator", lambda: _check_stateful_rule(cfg)),
         ("attack", lambda: _check_attack(cfg.attack)),
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
@@ -138,9 +139,16 @@ def _warn_breakdown(cfg: Config, source: str) -> None:
 
 def _check_pre_aggregation(cfg: Config) -> None:
     """The pre-aggregation is registered, fits the rule and every role that aggregates."""
-    from murmura.aggregate.preaggregation_checks import check_pre_aggregation
+    from murmura.aggregate.rule_checks import check_pre_aggregation
 
     check_pre_aggregation(cfg)
+
+
+def _check_stateful_rule(cfg: Config) -> None:
+    """A rule with per-client state (FoolsGold) only where it is kept and checkpointed."""
+    from murmura.aggregate.rule_checks import check_stateful_rule
+
+    check_stateful_rule(cfg)
 
 
 def _check_attack(attack: AttackSection) -> None:

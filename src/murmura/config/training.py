@@ -60,7 +60,12 @@ class ClientSection(Section):
 
 
 class StrategySection(Section):
-    """[strategy]: server algorithm, client sampling and aggregation rule."""
+    """[strategy]: server algorithm, client sampling and aggregation rule.
+
+    ``pre_aggregation`` ("nnm", "bucketing" or "arc", with ``pre_aggregation_args``) transforms
+    the rows before ``aggregator`` wherever it runs: the star's server, each tree edge over its
+    children, each P2P peer over its neighbourhood (``topology.robust`` a rule or "none").
+    """
 
     name: str = "fedavg"
     fraction: float = Field(1.0, gt=0, le=1)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from murmura.aggregate import AGGREGATORS
+from murmura.aggregate.base import ClientAware
 from murmura.aggregate.preaggregation import make_rule
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
@@ -145,7 +146,8 @@ def make_mixer(
     if robust not in AGGREGATORS:
         valid = ", ".join(["none", "clipped", *AGGREGATORS.names()])
         raise ConfigError(f"unknown topology.robust {robust!r}; valid: {valid}")
-    make_rule(robust, params or {}, pre, pre_params or {})  # fail on bad parameters now
+    if isinstance(make_rule(robust, params or {}, pre, pre_params or {}), ClientAware):
+        raise ConfigError(f"topology.robust = {robust!r} keeps per-client history; peers keep none")
     return AggregatorMixer(robust, dict(params or {}), pre, dict(pre_params or {}))
 
 

@@ -1,16 +1,22 @@
-"""Load-time checks of ``[strategy] pre_aggregation``: where it cannot apply, it is refused.
+"""Load-time checks of the rule settings that not every role honours; those are refused.
 
+``[strategy] pre_aggregation``:
 A pre-aggregation needs every update of the round (or every model of a neighbourhood) in the
 clear, one row per client. It applies at the star's server, at each tree edge over its
 children and at each P2P peer over its neighbourhood; a role that only ever sees a sum
 (secure aggregation, central DP's clipped sum) or mixes by another formula (ClippedGossip)
 cannot honour it and refuses the config here, naming the section and the role.
+
+A rule with per-client state (FoolsGold's histories, ``ClientAware``) is checkpointed by
+FedAvg and FedProx only, and a peer keeps no history of its neighbours: the other strategies
+and P2P topologies refuse it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from murmura.aggregate.base import AGGREGATORS, ClientAware
 from murmura.aggregate.preaggregation import strategy_rule
 from murmura.errors import ConfigError
 
@@ -44,4 +50,26 @@ def check_pre_aggregation(cfg: Config) -> None:
             "ClippedGossip clips each neighbour's pull towards the peer's own model, not a "
             "rule over the rows; use topology.robust = 'none' or a rule name (e.g. "
             "'trimmed_mean'), which the peer applies to its pre-aggregated neighbourhood"
+        )
+
+
+STATEFUL_STRATEGIES = ("fedavg", "fedprox")
+
+
+def check_stateful_rule(cfg: Config) -> None:
+    """A rule with per-client state runs only where its state is kept and checkpointed."""
+    s, t = cfg.strategy, cfg.topology
+    if t.kind not in ("star", "tree") and t.robust in AGGREGATORS:
+        if isinstance(AGGREGATORS.get(t.robust)(**t.robust_args), ClientAware):
+            raise ConfigError(
+                f"topology.robust = {t.robust!r} is not applied by a P2P peer: it keeps a "
+                "history per client across rounds, and a peer keeps none of its neighbours; "
+                "use another rule"
+            )
+    rule = AGGREGATORS.get(s.aggregator)(**s.aggregator_args)
+    if isinstance(rule, ClientAware) and s.name not in STATEFUL_STRATEGIES:
+        raise ConfigError(
+            f"strategy.aggregator = {s.aggregator!r} keeps a history per client that "
+            f"strategy.name = {s.name!r} does not checkpoint; use strategy.name = 'fedavg' "
+            "or 'fedprox'"
         )
