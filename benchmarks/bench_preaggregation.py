@@ -7,6 +7,7 @@ the same 20% (``fraction = 0.2``), bucketing uses buckets of ``s = 2`` (the pape
 Nothing is tuned to an attack. Prints a Markdown table of final test accuracy and seconds.
 
     PYTHONPATH=src python benchmarks/bench_preaggregation.py [--rounds 20] [--jobs 1]
+        [--rules weighted_mean krum ...] [--pres none nnm ...]
 """
 
 from __future__ import annotations
@@ -53,15 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--rules", nargs="+", default=list(RULES))
+    parser.add_argument("--pres", nargs="+", default=list(PRES))
     args = parser.parse_args()
-    cells = [(r, p) for r in RULES for p in PRES]
+    rules, pres = args.rules, args.pres
+    cells = [(r, p) for r in rules for p in pres]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(run, *zip(*cells, strict=True), [args.rounds] * len(cells)))
     acc = {(r, p): (a, s) for r, p, a, s in results}
-    print("| rule | " + " | ".join(PRES) + " |")
-    print("|---|" + "---|" * len(PRES))
-    for r in RULES:
-        row = [f"{acc[r, p][0]:.3f} ({acc[r, p][1]:.0f} s)" for p in PRES]
+    print("| rule | " + " | ".join(pres) + " |")
+    print("|---|" + "---|" * len(pres))
+    for r in rules:
+        row = [f"{acc[r, p][0]:.3f} ({acc[r, p][1]:.0f} s)" for p in pres]
         print(f"| {r} | " + " | ".join(row) + " |")
 
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
 from murmura.aggregate.clipping import check_positive
-from murmura.aggregate.distances import combine, gram
+from murmura.aggregate.distances import combine, gram, row_squared_norms
 from murmura.aggregate.noise import gaussian_noise
 from murmura.errors import AggregationError
 
@@ -65,7 +65,7 @@ def flame(updates: Matrix, weights: Vector, lam: float = 0.001, seed: int = 0) -
     if n < 1:
         raise AggregationError("flame needs n >= 1 client; got n = 0")
     admitted = flame_admitted(updates)
-    norms = np.linalg.norm(np.asarray(updates, dtype=np.float64), axis=1)
+    norms = np.sqrt(row_squared_norms(updates))
     s = float(np.median(norms))
     scale = np.divide(s, norms, out=np.ones(n), where=norms > s)
     coef = np.where(admitted, scale, 0.0) / admitted.sum()

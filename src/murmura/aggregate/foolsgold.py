@@ -66,7 +66,7 @@ class FoolsGold:
         check_positive("foolsgold", "kappa", kappa)
         self.kappa = kappa
         self.params: Mapping[str, Any] = {"kappa": kappa}
-        self.history: dict[str, NDArray[np.float64]] = {}
+        self.history: dict[str, NDArray[np.float32]] = {}
 
     def __call__(self, updates: Matrix, weights: Vector) -> Vector:
         """One round's FoolsGold, the rows' own similarities standing for their histories."""
@@ -76,8 +76,8 @@ class FoolsGold:
         """Add each row to its node's history, then weight the rows by the histories' scores."""
         for node, row in zip(nodes, updates, strict=True):
             old = self.history.get(node)
-            row64 = np.asarray(row, dtype=np.float64)
-            self.history[node] = row64.copy() if old is None else old + row64
+            row32 = np.asarray(row, dtype=np.float32)
+            self.history[node] = row32.copy() if old is None else old + row32
         stacked = np.stack([self.history[node] for node in nodes])
         return self.combine(foolsgold_credibility(stacked, self.kappa), updates, weights)
 
@@ -103,7 +103,7 @@ class FoolsGold:
         """Restore histories saved by ``state_dict``; a state of another kind is refused."""
         if state.get("kind") != KIND:
             raise ValueError(f"not a FoolsGold state (kind {state.get('kind')!r})")
-        nodes, rows = list(state["nodes"]), np.asarray(state["history"], dtype=np.float64)
+        nodes, rows = list(state["nodes"]), np.asarray(state["history"], dtype=np.float32)
         if len(nodes) != len(rows):
             raise ValueError(f"{len(nodes)} node ids for {len(rows)} histories")
         self.history = {str(n): rows[i].copy() for i, n in enumerate(nodes)}

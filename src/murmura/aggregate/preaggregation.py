@@ -33,9 +33,13 @@ from murmura.aggregate.base import (
     Matrix,
     Vector,
     make_aggregator,
-    normalized,
 )
-from murmura.aggregate.distances import centred_gram, row_squared_norms, squared_distances
+from murmura.aggregate.distances import (
+    centred_gram,
+    one_blas_thread,
+    row_squared_norms,
+    squared_distances,
+)
 from murmura.errors import AggregationError
 from murmura.registry import Registry
 
@@ -82,9 +86,21 @@ def nnm(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix
     coef = np.zeros((n, n))
     for i in range(n):
         nearest = np.lexsort((ranks, d2[i]))[:k]
-        coef[i, nearest] = normalized(w[nearest].astype(np.float32))
-    mixed = (coef @ np.asarray(updates, dtype=np.float64)).astype(np.float32)
-    return mixed, np.asarray(weights, dtype=np.float32)
+        coef[i, nearest] = shares(w[nearest])
+    return mix(coef, updates), np.asarray(weights, dtype=np.float32)
+
+
+def shares(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``w`` scaled to sum to one; equal shares when it sums to zero."""
+    total = w.sum()
+    out: NDArray[np.float64] = w / total if total > 0 else np.full(len(w), 1.0 / len(w))
+    return out
+
+
+def mix(coef: NDArray[np.float64], updates: Matrix) -> Matrix:
+    """``coef @ updates`` as float32, in one BLAS product (no float64 copy of the rows)."""
+    with one_blas_thread():
+        return np.asarray(coef.astype(np.float32) @ updates, dtype=np.float32)
 
 
 def bucketing(updates: Matrix, weights: Vector, s: int = 2, seed: int = 0) -> tuple[Matrix, Vector]:
@@ -106,13 +122,10 @@ def bucketing(updates: Matrix, weights: Vector, s: int = 2, seed: int = 0) -> tu
     w = np.asarray(weights, dtype=np.float64)
     buckets = [order[lo : lo + s] for lo in range(0, n, s)]
     coef = np.zeros((len(buckets), n))
-    out_w = np.empty(len(buckets), dtype=np.float32)
     for b, members in enumerate(buckets):
-        total = w[members].sum()
-        coef[b, members] = w[members] / total if total > 0 else 1.0 / len(members)
-        out_w[b] = total
-    means = (coef @ np.asarray(updates, dtype=np.float64)).astype(np.float32)
-    return means, out_w
+        coef[b, members] = shares(w[members])
+    out_w = np.asarray([w[members].sum() for members in buckets], dtype=np.float32)
+    return mix(coef, updates), out_w
 
 
 def arc(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix, Vector]:
@@ -131,7 +144,7 @@ def arc(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix
     scale = np.ones(n)
     big = norms > bound
     scale[big] = bound / norms[big]
-    clipped = (np.asarray(updates, dtype=np.float64) * scale[:, None]).astype(np.float32)
+    clipped = np.asarray(updates, dtype=np.float32) * scale.astype(np.float32)[:, None]
     return clipped, np.asarray(weights, dtype=np.float32)
 
 
