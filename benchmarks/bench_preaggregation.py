@@ -13,6 +13,7 @@ Nothing is tuned to an attack. Prints a Markdown table of final test accuracy an
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
@@ -26,11 +27,16 @@ PRES = ("none", "nnm", "bucketing", "arc")
 FRACTION = 0.2
 
 
-def run(rule: str, pre: str, rounds: int) -> tuple[str, str, float, float]:
-    """One W1 run of ``pre`` + ``rule``: (rule, pre, final test accuracy, seconds)."""
+def run(rule: str, pre: str, rounds: int) -> tuple[str, str, float | None, float]:
+    """One W1 run of ``pre`` + ``rule``: (rule, pre, final test accuracy, seconds).
+
+    A combination the config refuses (e.g. Bulyan's ``n >= 4f + 3`` over 50 buckets) has
+    accuracy None.
+    """
     import torch
 
     from murmura.config import config_from_dict
+    from murmura.errors import ConfigError
     from murmura.ops.robustness import rule_args
     from murmura.sim.builder import build_experiment
 
@@ -44,9 +50,18 @@ def run(rule: str, pre: str, rounds: int) -> tuple[str, str, float, float]:
         pre_aggregation=pre,
     )
     t0 = time.perf_counter()
-    cfg = config_from_dict(data, f"W1 {pre} + {rule}")
+    try:
+        cfg = config_from_dict(data, f"W1 {pre} + {rule}")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return rule, pre, None, 0.0
     history = build_experiment(cfg).simulation.run(cfg.run.rounds)
     return rule, pre, float(history.rounds[-1].test_accuracy or 0.0), time.perf_counter() - t0
+
+
+def cell(accuracy: float | None, seconds: float) -> str:
+    """A table cell: accuracy and seconds, or why there is none."""
+    return "refused" if accuracy is None else f"{accuracy:.3f} ({seconds:.0f} s)"
 
 
 def main() -> None:
@@ -65,7 +80,7 @@ def main() -> None:
     print("| rule | " + " | ".join(pres) + " |")
     print("|---|" + "---|" * len(pres))
     for r in rules:
-        row = [f"{acc[r, p][0]:.3f} ({acc[r, p][1]:.0f} s)" for p in pres]
+        row = [cell(*acc[r, p]) for p in pres]
         print(f"| {r} | " + " | ".join(row) + " |")
 
 
