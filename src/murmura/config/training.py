@@ -73,8 +73,6 @@ class StrategySection(Section):
     server_lr: float = Field(1.0, gt=0)
     aggregator: str = "weighted_mean"
     aggregator_args: dict[str, Any] = Field(default_factory=dict)
-    # Applied to the rows before the rule, wherever it runs (an edge's children, a peer's
-    # neighbourhood): "none", "nnm", "bucketing" or "arc" (murmura.aggregate.preaggregation).
     pre_aggregation: str = "none"
     pre_aggregation_args: dict[str, Any] = Field(default_factory=dict)
     # Server optimiser (Reddi et al. 2021 defaults): server_momentum is FedAvgM's; beta1, beta2
