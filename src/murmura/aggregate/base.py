@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,3 +75,23 @@ def normalized(weights: Vector) -> NDArray[np.float64]:
         raise ValueError("weights must be a 1-D vector of non-negative numbers with a positive sum")
     out: NDArray[np.float64] = w / total
     return out
+
+
+@runtime_checkable
+class ClientAware(Protocol):
+    """An aggregator that keeps per-client state across rounds (FoolsGold's history).
+
+    The strategy passes each row's node id, and checkpoints the state with the model.
+    """
+
+    def aggregate_clients(self, nodes: Sequence[str], updates: Matrix, weights: Vector) -> Vector:
+        """Aggregate the rows of ``updates``, row ``i`` sent by ``nodes[i]``."""
+        ...
+
+    def state_dict(self) -> Mapping[str, object]:
+        """The per-client state, tagged with its kind."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict``; refuses a state of another kind."""
+        ...

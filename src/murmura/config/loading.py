@@ -113,6 +113,8 @@ def _check_plugins(cfg: Config, source: str) -> None:
             "strategy.aggregator_args",
             lambda: AGGREGATORS.get(s.aggregator)(**s.aggregator_args).check(cfg.cohort_size()),
         ),
+        ("strategy.pre_aggregation", lambda: _check_pre_aggregation(cfg)),
+        ("strategy.aggregator", lambda: _check_stateful_rule(cfg)),
         ("attack", lambda: _check_attack(cfg.attack)),
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
@@ -133,6 +135,20 @@ def _warn_breakdown(cfg: Config, source: str) -> None:
         why = breakdown_warning(cfg)
         if why is not None:
             log.warning("%s: %s", source, why)
+
+
+def _check_pre_aggregation(cfg: Config) -> None:
+    """The pre-aggregation is registered, fits the rule and every role that aggregates."""
+    from murmura.aggregate.rule_checks import check_pre_aggregation
+
+    check_pre_aggregation(cfg)
+
+
+def _check_stateful_rule(cfg: Config) -> None:
+    """A rule with per-client state (FoolsGold) only where it is kept and checkpointed."""
+    from murmura.aggregate.rule_checks import check_stateful_rule
+
+    check_stateful_rule(cfg)
 
 
 def _check_attack(attack: AttackSection) -> None:

@@ -60,7 +60,12 @@ class ClientSection(Section):
 
 
 class StrategySection(Section):
-    """[strategy]: server algorithm, client sampling and aggregation rule."""
+    """[strategy]: server algorithm, client sampling and aggregation rule.
+
+    ``pre_aggregation`` ("nnm", "bucketing" or "arc", with ``pre_aggregation_args``) transforms
+    the rows before ``aggregator`` wherever it runs: the star's server, each tree edge over its
+    children, each P2P peer over its neighbourhood (``topology.robust`` a rule or "none").
+    """
 
     name: str = "fedavg"
     fraction: float = Field(1.0, gt=0, le=1)
@@ -68,6 +73,8 @@ class StrategySection(Section):
     server_lr: float = Field(1.0, gt=0)
     aggregator: str = "weighted_mean"
     aggregator_args: dict[str, Any] = Field(default_factory=dict)
+    pre_aggregation: str = "none"
+    pre_aggregation_args: dict[str, Any] = Field(default_factory=dict)
     # Server optimiser (Reddi et al. 2021 defaults): server_momentum is FedAvgM's; beta1, beta2
     # and tau are FedAdagrad's, FedAdam's and FedYogi's; other strategies ignore them.
     server_momentum: float = Field(0.9, ge=0, lt=1)

@@ -225,7 +225,14 @@ def build_peer(
 
     settings = peer_settings(cfg, sec, index, insecure)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
+    mixer = make_mixer(
+        t.robust,
+        tau=t.tau,
+        clip_weight=t.clip_weight,
+        params=t.robust_args,
+        pre=cfg.strategy.pre_aggregation,
+        pre_params=cfg.strategy.pre_aggregation_args,
+    )
     return Peer(
         settings, learners[index], model.get(), model.layout, row, mixer, evaluate, sender, budgets
     )
@@ -233,7 +240,7 @@ def build_peer(
 
 def edge_strategy(cfg: Any, children: int, edge: str) -> Any:
     """``[strategy]`` over the edge's children, with ``min_clients`` capped at their number."""
-    from murmura.aggregate import make_aggregator
+    from murmura.aggregate.preaggregation import strategy_rule
     from murmura.seeding import derive_seed
     from murmura.strategy import STRATEGIES
 
@@ -241,7 +248,7 @@ def edge_strategy(cfg: Any, children: int, edge: str) -> Any:
     return STRATEGIES.get(s.name)(
         fraction=s.fraction,
         min_clients=min(s.min_clients, children),
-        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+        aggregator=strategy_rule(s),
         seed=derive_seed(cfg.run.seed, zlib.crc32(edge.encode())),
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from murmura.aggregate import make_aggregator
+from murmura.aggregate.preaggregation import strategy_rule
 from murmura.client import FlatModel
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
@@ -48,7 +48,7 @@ def server_strategy(
     strategy: Strategy = STRATEGIES.get(s.name)(
         fraction=s.fraction,
         min_clients=s.min_clients,
-        aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+        aggregator=strategy_rule(s),
         server_lr=s.server_lr,
         seed=cfg.run.seed,
         evaluate_fn=evaluate_fn,

@@ -29,8 +29,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from murmura.aggregate import make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.aggregate.preaggregation import strategy_rule
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import Config
 from murmura.errors import MurmuraError, UpdateRejected
@@ -271,7 +271,7 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         rule: Strategy = STRATEGIES.get(s.name)(
             fraction=s.fraction,
             min_clients=min(s.min_clients, size),
-            aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
+            aggregator=strategy_rule(s),
             seed=derive_seed(cfg.run.seed, edge),
         )
         # per-edge secure aggregation: the edge learns only its children's weighted sum

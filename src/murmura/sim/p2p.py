@@ -298,7 +298,14 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
     )
     graph = topology_graph(t, data.num_clients)
     n = graph.number_of_nodes()
-    mixer = make_mixer(t.robust, tau=t.tau, clip_weight=t.clip_weight, params=t.robust_args)
+    mixer = make_mixer(
+        t.robust,
+        tau=t.tau,
+        clip_weight=t.clip_weight,
+        params=t.robust_args,
+        pre=cfg.strategy.pre_aggregation,
+        pre_params=cfg.strategy.pre_aggregation_args,
+    )
     torch.manual_seed(cfg.run.seed)
     model = FlatModel(task.build_model())
     learners, budgets = build_peer_learners(cfg, task, data, n, model)

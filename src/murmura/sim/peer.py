@@ -10,13 +10,15 @@ the neighbourhood. Byzantine behaviour is a ``Sender``: it changes only what a p
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from murmura.aggregate import AGGREGATORS, make_aggregator
+from murmura.aggregate import AGGREGATORS
+from murmura.aggregate.base import ClientAware
+from murmura.aggregate.preaggregation import make_rule
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
 from murmura.learner import Learner
@@ -89,10 +91,15 @@ class ClippedMixer:
 
 @dataclass(frozen=True, slots=True)
 class AggregatorMixer:
-    """A robust rule of ``murmura.aggregate`` over own model plus neighbours', MH-weighted."""
+    """A robust rule of ``murmura.aggregate`` over own model plus neighbours', MH-weighted.
+
+    ``pre`` (``[strategy] pre_aggregation``) is applied to the neighbourhood before the rule.
+    """
 
     rule: str
     params: Mapping[str, Any]
+    pre: str = "none"
+    pre_params: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(
         self, node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
@@ -101,7 +108,7 @@ class AggregatorMixer:
         others, w, w_self = present_weights(node, received, weights)
         if not others:
             return np.array(own, dtype=np.float32)
-        agg = make_aggregator(self.rule, **self.params)
+        agg = make_rule(self.rule, self.params, self.pre, self.pre_params)
         nbrs = np.stack([received[j] for j in others])
         return robust_neighbourhood_mix(own, nbrs, agg, np.concatenate([[w_self], w]))
 
@@ -112,8 +119,22 @@ def make_mixer(
     tau: float | None = None,
     clip_weight: float = 0.25,
     params: Mapping[str, Any] | None = None,
+    pre: str = "none",
+    pre_params: Mapping[str, Any] | None = None,
 ) -> Mixer:
-    """``"none"`` (plain gossip), ``"clipped"`` (ClippedGossip) or an aggregator's name."""
+    """``"none"`` (plain gossip), ``"clipped"`` (ClippedGossip) or an aggregator's name.
+
+    With a pre-aggregation ``pre``, plain gossip becomes the weighted mean of the
+    pre-aggregated neighbourhood; ClippedGossip has no rows to pre-aggregate and refuses it.
+    """
+    if pre != "none" and robust in ("none", "clipped"):
+        if robust == "clipped":
+            raise ConfigError(
+                f"strategy.pre_aggregation = {pre!r} is not applied by a peer with "
+                "topology.robust = 'clipped'; use 'none' or a rule name"
+            )
+        make_rule("weighted_mean", {}, pre, pre_params or {})
+        return AggregatorMixer("weighted_mean", {}, pre, dict(pre_params or {}))
     if robust == "none":
         return weighted_mix
     if robust == "clipped":
@@ -125,8 +146,9 @@ def make_mixer(
     if robust not in AGGREGATORS:
         valid = ", ".join(["none", "clipped", *AGGREGATORS.names()])
         raise ConfigError(f"unknown topology.robust {robust!r}; valid: {valid}")
-    make_aggregator(robust, **(params or {}))  # fail on bad parameters before training
-    return AggregatorMixer(robust, dict(params or {}))
+    if isinstance(make_rule(robust, params or {}, pre, pre_params or {}), ClientAware):
+        raise ConfigError(f"topology.robust = {robust!r} keeps per-client history; peers keep none")
+    return AggregatorMixer(robust, dict(params or {}), pre, dict(pre_params or {}))
 
 
 Sender = Callable[[Vector, Vector], Vector]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from murmura.aggregate.base import Aggregator, make_aggregator
+from murmura.aggregate.base import Aggregator, ClientAware, make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
 from murmura.seeding import round_rng
@@ -98,6 +98,10 @@ class FedAvg:
         """The aggregated delta of this round's updates."""
         if self.aggregator.linear:
             return updates.weighted_mean()
+        if isinstance(self.aggregator, ClientAware):  # FoolsGold: histories by node id
+            return self.aggregator.aggregate_clients(
+                updates.nodes, updates.rows(), updates.weights()
+            )
         return self.aggregator(updates.rows(), updates.weights())
 
     def server_update(self, weights: Vector, delta: Vector) -> Vector:
@@ -122,6 +126,27 @@ class FedAvg:
         return self.federated_evaluation.aggregate(round_, [res for _, res in results])
 
 
+class FedAvgWithRuleState(FedAvg):
+    """FedAvg whose rule keeps per-client state across rounds, checkpointed with the model."""
+
+    def rule(self) -> ClientAware:
+        """The stateful rule."""
+        if not isinstance(self.aggregator, ClientAware):
+            raise TypeError(f"{self.aggregator.name} keeps no per-client state")
+        return self.aggregator
+
+    def state_dict(self) -> dict[str, object]:
+        """The rule's state (FoolsGold's histories)."""
+        return {"kind": "rule", "rule": dict(self.rule().state_dict())}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore the rule's state; a state of another kind is refused."""
+        rule = state.get("rule")
+        if state.get("kind") != "rule" or not isinstance(rule, Mapping):
+            raise ValueError(f"not a rule state (kind {state.get('kind')!r})")
+        self.rule().load_state_dict(rule)
+
+
 def fixed_lr_factory(cls: Callable[..., FedAvg]) -> Callable[..., FedAvg]:
     """A factory with the common strategy signature for a strategy without server optimiser.
 
@@ -138,7 +163,10 @@ def fixed_lr_factory(cls: Callable[..., FedAvg]) -> Callable[..., FedAvg]:
         tau: float | None = None,
         **common: Any,
     ) -> FedAvg:
-        return cls(server_lr=1.0 if server_lr is None else server_lr, **common)
+        make_cls = cls
+        if cls is FedAvg and isinstance(common.get("aggregator"), ClientAware):
+            make_cls = FedAvgWithRuleState
+        return make_cls(server_lr=1.0 if server_lr is None else server_lr, **common)
 
     return make
 
