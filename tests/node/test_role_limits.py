@@ -26,6 +26,7 @@ SECAGG = {"secagg": {"enabled": True}}
 ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 
+COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
     ("server", DP_SGD, "[privacy] dp_sgd = true"),
@@ -40,6 +41,9 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
+    ("server", COMPRESSED, "[compression] uplink != 'none'"),
+    ("client", COMPRESSED, "[compression] uplink != 'none'"),
+    ("edge", COMPRESSED, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),

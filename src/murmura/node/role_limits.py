@@ -81,6 +81,13 @@ _NO_WORKER_DP_SGD = (
     "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
 )
 
+_COMPRESSION = Limit(
+    "[compression] uplink != 'none'",
+    lambda cfg: cfg.compression.uplink != "none",
+    "the gRPC wire carries float32 updates only yet (compressed uplinks are simulated); set "
+    "compression.uplink = 'none' or run it in simulation",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
@@ -92,6 +99,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "or excluded; set anomaly.enabled = false or run it in simulation",
         ),
         _ATTACK,
+        _COMPRESSION,
     ),
     "client": (
         Limit(
@@ -107,6 +115,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "privacy.dp_sgd = false or run it in simulation",
         ),
         _ATTACK,
+        _COMPRESSION,
     ),
     "edge": (
         Limit(
@@ -128,6 +137,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
         _ATTACK,
+        _COMPRESSION,
     ),
     "peer": (
         Limit(
