@@ -41,8 +41,6 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
-    ("server", COMPRESSED, "[compression] uplink != 'none'"),
-    ("client", COMPRESSED, "[compression] uplink != 'none'"),
     ("edge", COMPRESSED, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
@@ -55,6 +53,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("edge", DP_SGD),
     ("peer", LOCAL),
     ("peer", DP_SGD),
+    ("server", COMPRESSED),
+    ("client", COMPRESSED),
 ]
 
 

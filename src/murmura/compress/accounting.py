@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 FLOAT32_BYTES = 4
+BYTES_UP = "bytes_up"
+"""The ``FitRes.metrics`` key of the bytes an update took on the wire (set by the receiver
+over gRPC, by the ``CompressedLearner`` in simulation)."""
 
 
 def dense_bytes(size: int) -> int:
@@ -31,4 +34,4 @@ def round_bytes(up: Sequence[float], down: Sequence[float]) -> dict[str, float]:
 
 def uplink_counts(metrics: Sequence[Mapping[str, float]], size: int) -> list[float]:
     """Each accepted update's ``bytes_up`` metric, or ``4 size`` for an uncompressed one."""
-    return [float(m.get("bytes_up", dense_bytes(size))) for m in metrics]
+    return [float(m.get(BYTES_UP, dense_bytes(size))) for m in metrics]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from murmura.compress import make_codec
+from murmura.compress.accounting import BYTES_UP
 from murmura.compress.base import Codec
 from murmura.compress.feedback import ErrorFeedback
 from murmura.compress.frame import frame, unframe
@@ -24,9 +25,6 @@ from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 if TYPE_CHECKING:
     from murmura.config import Config
-
-BYTES_UP = "bytes_up"
-"""The ``FitRes.metrics`` key of the bytes an update took on the wire."""
 
 
 class Uplink:
@@ -78,16 +76,26 @@ class CompressedLearner:
         return self.inner.evaluate(weights)
 
 
+def uplink_codec(cfg: Config) -> Codec | None:
+    """The [compression] uplink codec, or None for float32."""
+    c = cfg.compression
+    return None if c.uplink == "none" else make_codec(c.uplink, **c.args)
+
+
+def make_uplink(cfg: Config, node: str) -> Uplink | None:
+    """The [compression] uplink of sender ``node`` (a simulated client, a deployed worker)."""
+    codec = uplink_codec(cfg)
+    if codec is None:
+        return None
+    c = cfg.compression
+    feedback = codec.biased if c.error_feedback is None else c.error_feedback
+    return Uplink(codec, node, cfg.run.seed, feedback, c.shared_mask)
+
+
 def apply_compression(cfg: Config, learners: Sequence[Learner]) -> list[Learner]:
     """``learners`` behind the [compression] uplink; unchanged when it is "none"."""
-    c = cfg.compression
-    if c.uplink == "none":
-        return list(learners)
-    codec = make_codec(c.uplink, **c.args)
-    feedback = codec.biased if c.error_feedback is None else c.error_feedback
-    return [
-        CompressedLearner(
-            learner, Uplink(codec, learner.node_id, cfg.run.seed, feedback, c.shared_mask)
-        )
-        for learner in learners
-    ]
+    out: list[Learner] = []
+    for learner in learners:
+        uplink = make_uplink(cfg, learner.node_id)
+        out.append(learner if uplink is None else CompressedLearner(learner, uplink))
+    return out
