@@ -60,6 +60,22 @@ def test_workers_send_topk_updates_and_metrics_count_the_wire(tmp_path: Path) ->
         assert wire == {k: v for k, v in sim.items() if k.startswith("bytes_")}
         assert wire["bytes_down_total"] == WORKERS * 4 * d
     assert lines[-1]["test_accuracy"] > 0.5
+    # `murmura plan bandwidth` on the same config predicts the measured round's bytes
+    from murmura.compress.plan import Links
+    from murmura.compress.plan_cli import model_size, plans
+    from murmura.node.deploy import split_config
+
+    cfg, _ = split_config(cfg_path)
+    (_, dense), (_, planned) = plans(cfg, model_size(cfg), Links(10e6, 50e6))
+    measured = lines[0]
+    for plan_value, key in [
+        (planned.node_up, "bytes_up_mean"),
+        (planned.node_down, "bytes_down_mean"),
+        (planned.hub_up, "bytes_up_total"),
+        (planned.hub_down, "bytes_down_total"),
+    ]:
+        assert abs(plan_value - measured[key]) <= 0.1 * measured[key], (key, plan_value)
+    assert dense.node_up == 4 * d
 
 
 def _simulate(cfg_path: Path) -> list[dict[str, object]]:
