@@ -41,7 +41,6 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
-    ("edge", COMPRESSED, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),
@@ -55,6 +54,7 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("peer", DP_SGD),
     ("server", COMPRESSED),
     ("client", COMPRESSED),
+    ("edge", COMPRESSED),
 ]
 
 

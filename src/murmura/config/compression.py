@@ -15,8 +15,8 @@ class CompressionSection(Section):
     ``error_feedback`` keeps each client's residual (None: on for the biased codecs topk,
     randk and sign, off for the unbiased ones). ``shared_mask`` (randk only) draws one index
     set per round for every client instead of one per client. Local DP noise is added before
-    encoding, central DP noise after decoding and aggregating. Simulated star and tree
-    (the clients' uplink to their edge); P2P and the deployed roles refuse it.
+    encoding, central DP noise after decoding and aggregating. Star and tree (the clients'
+    uplink to their edge), simulated and deployed; P2P and secure aggregation refuse it.
     """
 
     uplink: str = "none"

@@ -81,13 +81,6 @@ _NO_WORKER_DP_SGD = (
     "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
 )
 
-_COMPRESSION = Limit(
-    "[compression] uplink != 'none'",
-    lambda cfg: cfg.compression.uplink != "none",
-    "a deployed edge neither encodes its uplink to its parent nor decodes its children's "
-    "compressed updates yet; set compression.uplink = 'none' or run the tree in simulation",
-)
-
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
@@ -135,7 +128,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
         _ATTACK,
-        _COMPRESSION,
     ),
     "peer": (
         Limit(
