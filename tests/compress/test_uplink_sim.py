@@ -138,3 +138,35 @@ def test_compositions_that_cannot_work_are_refused_with_the_reason(
 def test_bad_compression_tables_are_one_line_errors(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(small(compression=table))
+
+
+def test_downlink_sends_deltas_against_the_model_each_client_holds() -> None:
+    """Round 1: float32 (nothing held yet); then the codec's bytes, and the held model
+    follows the global one, the dropped part resent the next time (error feedback)."""
+    cfg = config_from_dict(
+        small(
+            compression={"downlink": "topk", "downlink_args": {"ratio": 0.2}},
+            strategy={"fraction": 1.0},
+        )
+    )
+    exp = build_experiment(cfg)
+    d = exp.model.layout.size
+    down = framed_size(make_codec("topk", ratio=0.2), d)
+    models = [exp.simulation.weights.copy()]
+    history = exp.simulation.run(3, on_round=lambda _m, w: models.append(w.copy()))
+    rounds = [m.to_json() for m in history.rounds]
+    assert [m["bytes_down_max"] for m in rounds] == [4 * d, down, down]
+    assert [m["bytes_up_mean"] for m in rounds] == [4 * d] * 3
+    learner = exp.simulation.clients["client-0"]
+    from murmura.compress.downlink import DownlinkLearner
+
+    assert isinstance(learner, DownlinkLearner) and learner.downlink.held is not None
+    # round 3 trained from the global model of round 2, less what top-k left out: an error
+    # smaller than the model's whole movement, since the dropped part is resent
+    error = np.linalg.norm(learner.downlink.held - models[2])
+    assert 0 < error < 0.5 * np.linalg.norm(models[2] - models[0])
+
+
+def test_downlink_is_refused_in_p2p() -> None:
+    with pytest.raises(ConfigError, match="P2P has no downlink"):
+        config_from_dict(small(topology={"kind": "ring"}, compression={"downlink": "float16"}))

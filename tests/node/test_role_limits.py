@@ -27,6 +27,7 @@ ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
+DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
     ("server", DP_SGD, "[privacy] dp_sgd = true"),
@@ -41,6 +42,9 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
+    ("server", DOWNLINK, "[compression] downlink != 'none'"),
+    ("client", DOWNLINK, "[compression] downlink != 'none'"),
+    ("edge", DOWNLINK, "[compression] downlink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),

@@ -14,6 +14,9 @@ FLOAT32_BYTES = 4
 BYTES_UP = "bytes_up"
 """The ``FitRes.metrics`` key of the bytes an update took on the wire (set by the receiver
 over gRPC, by the ``CompressedLearner`` in simulation)."""
+BYTES_DOWN = "bytes_down"
+"""The ``FitRes.metrics`` key of the bytes the model took to a client with a compressed
+downlink (``murmura.compress.downlink``); without it, ``4 d``."""
 
 
 def dense_bytes(size: int) -> int:
@@ -35,3 +38,13 @@ def round_bytes(up: Sequence[float], down: Sequence[float]) -> dict[str, float]:
 def uplink_counts(metrics: Sequence[Mapping[str, float]], size: int) -> list[float]:
     """Each accepted update's ``bytes_up`` metric, or ``4 size`` for an uncompressed one."""
     return [float(m.get(BYTES_UP, dense_bytes(size))) for m in metrics]
+
+
+def downlink_counts(metrics: Sequence[Mapping[str, float]], size: int, cohort: int) -> list[float]:
+    """The model's bytes to each of ``cohort`` nodes.
+
+    ``bytes_down`` of the accepted results, ``4 size`` for the others (and for every node
+    without a compressed downlink).
+    """
+    counted = [float(m.get(BYTES_DOWN, dense_bytes(size))) for m in metrics]
+    return counted + [float(dense_bytes(size))] * max(cohort - len(counted), 0)

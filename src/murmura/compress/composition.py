@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 def check_composition(cfg: Config) -> None:
     """Raise ``ValueError`` (a config error at load time) naming why ``cfg`` cannot run."""
     c = cfg.compression
+    if c.downlink != "none" and cfg.topology.kind not in ("star", "tree"):
+        raise ValueError(
+            f"compression.downlink = {c.downlink!r} with topology.kind = "
+            f"{cfg.topology.kind!r}: P2P has no downlink (peers exchange models); use a star "
+            "or a tree"
+        )
     if c.uplink == "none":
         return
     if cfg.secagg.enabled:

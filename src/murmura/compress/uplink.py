@@ -93,9 +93,11 @@ def make_uplink(cfg: Config, node: str) -> Uplink | None:
 
 
 def apply_compression(cfg: Config, learners: Sequence[Learner]) -> list[Learner]:
-    """``learners`` behind the [compression] uplink; unchanged when it is "none"."""
+    """``learners`` behind the [compression] downlink and uplink; as they are for "none"."""
+    from murmura.compress.downlink import apply_downlink
+
     out: list[Learner] = []
-    for learner in learners:
+    for learner in apply_downlink(cfg, learners):
         uplink = make_uplink(cfg, learner.node_id)
         out.append(learner if uplink is None else CompressedLearner(learner, uplink))
     return out

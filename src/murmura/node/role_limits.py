@@ -81,6 +81,14 @@ _NO_WORKER_DP_SGD = (
     "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
 )
 
+_DOWNLINK = Limit(
+    "[compression] downlink != 'none'",
+    lambda cfg: cfg.compression.downlink != "none",
+    "deployed nodes send and receive the float32 model (a compressed downlink needs the "
+    "model each node holds, per node); set compression.downlink = 'none' or run it in "
+    "simulation",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
@@ -92,6 +100,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "or excluded; set anomaly.enabled = false or run it in simulation",
         ),
         _ATTACK,
+        _DOWNLINK,
     ),
     "client": (
         Limit(
@@ -107,6 +116,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "privacy.dp_sgd = false or run it in simulation",
         ),
         _ATTACK,
+        _DOWNLINK,
     ),
     "edge": (
         Limit(
@@ -128,6 +138,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
         _ATTACK,
+        _DOWNLINK,
     ),
     "peer": (
         Limit(
