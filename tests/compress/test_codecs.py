@@ -79,7 +79,7 @@ def test_stochastic_quantisers_are_unbiased(name: str, params: dict[str, int]) -
     codec = make_codec(name, **params)
     x = np.random.default_rng(1).normal(size=48).astype(np.float32)
     rng = np.random.default_rng(2)
-    draws = np.stack([codec.decode(codec.encode(x, rng), x.size) for _ in range(4000)])
+    draws = np.stack([codec.decode(codec.encode(x, rng), x.size) for _ in range(2000)])
     draws = draws.astype(np.float64)
     err = np.abs(draws.mean(axis=0) - x)
     sem = draws.std(axis=0) / np.sqrt(len(draws))
