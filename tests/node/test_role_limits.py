@@ -28,6 +28,7 @@ ATTACK = {"attack": {"kind": "sign_flip"}}
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
+CHOCO: dict[str, dict[str, object]] = {"compression": {"uplink": "sign", "gossip_step": 0.5}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
     ("server", DP_SGD, "[privacy] dp_sgd = true"),
@@ -45,6 +46,7 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", DOWNLINK, "[compression] downlink != 'none'"),
     ("client", DOWNLINK, "[compression] downlink != 'none'"),
     ("edge", DOWNLINK, "[compression] downlink != 'none'"),
+    ("peer", CHOCO, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),

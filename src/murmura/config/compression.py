@@ -16,7 +16,10 @@ class CompressionSection(Section):
     randk and sign, off for the unbiased ones). ``shared_mask`` (randk only) draws one index
     set per round for every client instead of one per client. Local DP noise is added before
     encoding, central DP noise after decoding and aggregating. Star and tree (the clients'
-    uplink to their edge), simulated and deployed; P2P and secure aggregation refuse it.
+    uplink to their edge), simulated and deployed; secure aggregation refuses it.
+
+    In P2P, peers exchange ``uplink``-compressed differences by CHOCO-gossip with consensus
+    step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``).
 
     ``downlink`` (``downlink_args``) sends each client the model as a delta against the model
     it last received (``murmura.compress.downlink``); simulation only: the deployed roles
@@ -27,6 +30,7 @@ class CompressionSection(Section):
     args: dict[str, Any] = Field(default_factory=dict)
     error_feedback: bool | None = None
     shared_mask: bool = False
+    gossip_step: float | None = Field(None, gt=0, le=1)
     downlink: str = "none"
     downlink_args: dict[str, Any] = Field(default_factory=dict)
 

@@ -89,6 +89,13 @@ _DOWNLINK = Limit(
     "simulation",
 )
 
+_CHOCO = Limit(
+    "[compression] uplink != 'none'",
+    lambda cfg: cfg.compression.uplink != "none",
+    "a deployed peer exchanges float32 models; CHOCO-gossip runs in simulation only; set "
+    "compression.uplink = 'none' or run it in simulation",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
@@ -148,6 +155,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "mixing is [topology] robust)",
         ),
         _ATTACK,
+        _CHOCO,
     ),
 }
 
