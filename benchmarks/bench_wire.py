@@ -58,13 +58,17 @@ def run(compression: dict[str, Any], rounds: int) -> dict[str, Any]:
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Accuracy against cumulative uplink bytes, one line per setting (log x)."""
+    import matplotlib
     import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
-    for name, r in results.items():
-        ax.plot(np.cumsum(r["up_total"]), r["accuracy"], marker="o", ms=2, label=name)
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, (name, r) in enumerate(results.items()):
+        style = "-" if i % 2 == 0 else "--"  # tab20 pairs light and dark shades
+        ax.plot(np.cumsum(r["up_total"]), r["accuracy"], style, marker="o", ms=2,
+                color=colours[i % len(colours)], label=name)  # fmt: skip
     ax.set(xscale="log", xlabel="cumulative uplink bytes", ylabel="test accuracy")
     ax.set(title="W5: W1 with each uplink codec")
     ax.grid(alpha=0.3)
