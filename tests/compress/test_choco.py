@@ -72,6 +72,12 @@ def test_p2p_simulation_exchanges_compressed_differences_and_reports_bytes() -> 
     q = framed_size(make_codec("topk", ratio=0.1), d)
     assert all(m["bytes_up_mean"] == m["bytes_down_max"] == 2 * q for m in rounds)  # ring
     assert rounds[-1]["test_accuracy"] > 0.6  # it learns (0.36 after round 1)
+    from murmura.compress.plan import Links
+    from murmura.compress.plan_cli import plans
+
+    (_, dense), (_, planned) = plans(cfg, d, Links(1e7, 1e7))
+    assert (planned.node_up, planned.total) == (2 * q, rounds[0]["bytes_up_total"])
+    assert dense.node_up == 2 * 4 * d
     plain = build_experiment(config_from_dict(p2p())).simulation.run(3).rounds
     assert plain[0].to_json()["bytes_up_mean"] == 2 * 4 * d
     assert plain[0].to_json()["bytes_down_total"] == 8 * 2 * 4 * d

@@ -48,7 +48,7 @@ def test_tree_and_p2p_round_bytes() -> None:
     links = Links(10e6, 10e6)
     t = tree(d=100, clients=8, edges=2, up=40, links=links)
     assert (t.hub_up, t.hub_down, t.total) == (4 * 40 + 400, 4 * 400 + 400, 8 * 440 + 2 * 800)
-    g = p2p(d=100, peers=16, degree=4, links=links)
+    g = p2p(message=400, peers=16, degree=4, links=links)
     assert (g.node_up, g.total) == (1600, 16 * 1600)
 
 

@@ -1,7 +1,8 @@
 """Bandwidth planning: the bytes and wire time of a round, from the config alone.
 
 Byte counts are those of ``murmura.compress.accounting`` (what metrics.jsonl reports): a
-float32 model down to every sampled node, the uplink codec's framed update (or float32) up.
+float32 model down to every sampled node, the uplink codec's framed update (or float32) up;
+in P2P, each peer's model (or CHOCO-gossip difference) to each neighbour.
 Wire time assumes every node has ``uplink`` / ``downlink`` bits per second and ``latency``
 one way; a transfer of ``b`` bytes that a sender sends to ``k`` receivers takes
 ``latency + max(k b / uplink, b / downlink)``, and the fan-in of ``k`` updates
@@ -96,10 +97,10 @@ def tree(d: int, clients: int, edges: int, up: int, links: Links) -> RoundPlan:
     )
 
 
-def p2p(d: int, peers: int, degree: float, links: Links) -> RoundPlan:
-    """Every peer sends its float32 model to each neighbour and receives theirs."""
-    dense = 4 * d
+def p2p(message: int, peers: int, degree: float, links: Links) -> RoundPlan:
+    """Every peer sends a ``message``-byte model (or CHOCO difference) to each neighbour."""
     k = round(degree)
-    t = links.latency + max(k * 8 * dense / links.uplink, k * 8 * dense / links.downlink)
-    sent = degree * dense
+    bits = 8 * message
+    t = links.latency + max(k * bits / links.uplink, k * bits / links.downlink)
+    sent = degree * message
     return RoundPlan("each peer", sent, sent, sent, sent, t, peers * sent)

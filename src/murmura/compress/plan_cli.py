@@ -47,7 +47,8 @@ def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
 
     graph = topology_graph(cfg.topology, cfg.partition.num_clients)
     n = graph.number_of_nodes()
-    return [("float32", p2p(d, n, 2 * graph.number_of_edges() / max(n, 1), links))]
+    degree = 2 * graph.number_of_edges() / max(n, 1)
+    return [(name, p2p(up, n, degree, links)) for name, up in ups]
 
 
 def human(nbytes: float) -> str:
@@ -104,5 +105,3 @@ def bandwidth(
         f"latency {latency}"
     )
     console.print(table_of(escape(title), cfg.run.rounds, rows))
-    if cfg.topology.kind not in ("star", "tree"):
-        console.print("P2P peers mix float32 models: \\[compression] applies to star and tree.")
