@@ -27,7 +27,7 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("qsgd-s4", {"uplink": "qsgd", "args": {"levels": 4}}),
     ("qsgd-s1", {"uplink": "qsgd", "args": {"levels": 1}}),
     ("topk-1/20+EF", {"uplink": "topk", "args": {"ratio": 0.05}}),
-    ("topk-32x+EF", {"uplink": "topk", "args": {"ratio": 0.0145}}),
+    ("topk-32x+EF", {"uplink": "topk", "args": {"ratio": 0.0199}}),
     ("topk-1/256+EF", {"uplink": "topk", "args": {"ratio": 1 / 256}}),
     ("randk-1/10+EF", {"uplink": "randk", "args": {"ratio": 0.1}}),
     ("sign+EF", {"uplink": "sign", "args": {"bucket": 1 << 20}}),

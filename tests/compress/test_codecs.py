@@ -87,6 +87,11 @@ def test_stochastic_quantisers_are_unbiased(name: str, params: dict[str, int]) -
     assert draws.std(axis=0).max() > 0  # really stochastic: a biased rounding would pass too
 
 
+def test_topk_indices_are_uint16_up_to_65536_values() -> None:
+    codec = make_codec("topk", ratio=0.01)
+    assert codec.encoded_size(65536) == 6 * 656 and codec.encoded_size(65537) == 8 * 656
+
+
 def test_topk_keeps_the_largest_magnitudes_exactly() -> None:
     x = np.array([0.1, -5.0, 0.2, 3.0, -0.3, 0.0, 4.0, 0.05, -0.01, 1.0], np.float32)
     codec = make_codec("topk", ratio=0.3)

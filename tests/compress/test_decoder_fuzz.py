@@ -57,9 +57,9 @@ def test_a_huge_claimed_size_does_not_allocate() -> None:
 def test_topk_indices_out_of_range_or_repeated_are_refused() -> None:
     codec = make_codec("topk", ratio=0.25)  # k = 2 of 8
     values = struct.pack("<2f", 1.0, 2.0)
-    for idx in [(1, 8), (3, 3), (5, 2), (0, 2**32 - 1)]:
+    for idx in [(1, 8), (3, 3), (5, 2), (0, 2**16 - 1)]:
         with pytest.raises(ProtocolError, match="indices not increasing"):
-            codec.decode(struct.pack("<2I", *idx) + values, 8)
+            codec.decode(struct.pack("<2H", *idx) + values, 8)  # uint16 indices: d <= 65536
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_topk_indices_out_of_range_or_repeated_are_refused() -> None:
         ("quantize", {"bits": 8, "bucket": 8}, struct.pack("<2f", 0.0, 3e38) + b"\xff" * 8),
         ("float16", {}, b"\0\x7e" + b"\0" * 14),
         ("bfloat16", {}, b"\x80\x7f" + b"\0" * 14),
-        ("topk", {"ratio": 0.125}, struct.pack("<I", 0) + NAN),
+        ("topk", {"ratio": 0.125}, struct.pack("<H", 0) + NAN),
         ("randk", {"ratio": 0.125}, b"\0" * 8 + NAN),
     ],
 )
@@ -100,4 +100,4 @@ def test_a_header_of_another_codec_or_parameter_is_refused() -> None:
             unframe(agreed, blob, 8)
     with pytest.raises(ProtocolError, match="without the MZC1 codec header"):
         unframe(agreed, x.tobytes(), 8)
-    assert header(agreed) == b"MZC1\x11topk/1 ratio=0.25"
+    assert header(agreed) == b"MZC1\x11topk/2 ratio=0.25"

@@ -45,12 +45,12 @@ def test_a_codec_the_receiver_did_not_agree_to_is_refused_before_allocation() ->
     other = make_codec("topk", ratio=0.2)
     _, wire = topk_blob(other)
     stream = push_stream(codec.compressed_blob(wire, spec(other), LAYOUT))
-    with pytest.raises(ProtocolError, match=r"dtype 'topk/1 ratio=0.2': this node agreed to"):
+    with pytest.raises(ProtocolError, match=r"dtype 'topk/2 ratio=0.2': this node agreed to"):
         decode_result(stream, uplink=TOPK)
     with pytest.raises(ProtocolError, match="agreed to '<f4' only"):
         decode_result(stream)  # a float32 receiver never decodes a codec
     x = np.zeros(LAYOUT.size, np.float32)
-    with pytest.raises(ProtocolError, match="agreed to 'topk/1 ratio=0.1' only"):
+    with pytest.raises(ProtocolError, match="agreed to 'topk/2 ratio=0.1' only"):
         decode_result(push_stream(codec.encode_blob(x, LAYOUT, digest=False)), uplink=TOPK)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,11 @@ def kept(ratio: float, size: int) -> int:
     return min(size, max(1 if size else 0, math.ceil(ratio * size)))
 
 
+def index_dtype(size: int) -> np.dtype[np.unsignedinteger[Any]]:
+    """The narrowest index type for a vector of ``size`` values: uint16 or uint32."""
+    return np.dtype("<u2") if size <= 1 << 16 else np.dtype("<u4")
+
+
 def _check_ratio(name: str, ratio: float) -> None:
     if not 0 < ratio <= 1:
         raise ValueError(f"{name}: ratio must be in (0, 1], got {ratio}")
@@ -33,13 +39,14 @@ def _check_ratio(name: str, ratio: float) -> None:
 class TopK:
     """The ``k`` largest magnitudes and their indices (Stich et al. 2018).
 
-    With error feedback as in Karimireddy et al. 2019. Payload: ``k`` increasing uint32
-    indices, then ``k`` float32 values.
+    With error feedback as in Karimireddy et al. 2019. Payload: ``k`` increasing indices
+    (uint16 when the vector has at most 65,536 values, else uint32), then ``k`` float32
+    values.
     """
 
     ratio: float = 0.01
     name: str = "topk"
-    version: int = 1
+    version: int = 2
     biased: bool = True
 
     def __post_init__(self) -> None:
@@ -50,22 +57,23 @@ class TopK:
         return {"ratio": self.ratio}
 
     def encoded_size(self, size: int) -> int:
-        """8 bytes per kept value."""
-        return 8 * kept(self.ratio, size)
+        """6 bytes per kept value (8 beyond 65,536 values)."""
+        return (index_dtype(size).itemsize + 4) * kept(self.ratio, size)
 
     def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
         """Indices (sorted) and values of the ``k`` largest ``|x|``."""
         k = kept(self.ratio, x.size)
         idx = np.sort(np.argpartition(np.abs(x), x.size - k)[x.size - k :]) if k else x[:0]
-        idx = np.asarray(idx, dtype="<u4")
+        idx = np.asarray(idx, dtype=index_dtype(x.size))
         return idx.tobytes() + np.asarray(x[idx], dtype="<f4").tobytes()
 
     def decode(self, payload: bytes, size: int) -> Vector:
         """A zero vector with the sent values at their indices."""
         expect_length(self, payload, size)
         k = kept(self.ratio, size)
-        idx = np.frombuffer(payload, dtype="<u4", count=k)
-        values = np.frombuffer(payload, dtype="<f4", offset=4 * k, count=k)
+        dtype = index_dtype(size)
+        idx = np.frombuffer(payload, dtype=dtype, count=k)
+        values = np.frombuffer(payload, dtype="<f4", offset=dtype.itemsize * k, count=k)
         if k and (int(idx[-1]) >= size or np.any(np.diff(idx.astype(np.int64)) <= 0)):
             raise ProtocolError(f"topk: indices not increasing within 0..{size - 1}")
         finite_scales(self, values, "value", nonnegative=False)
