@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from murmura import __version__
 from murmura.analytics import cli as stats_cli
+from murmura.compress.plan_cli import plan_app
 from murmura.errors import MurmuraError
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
@@ -30,6 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(plan_app, name="plan")
 app.add_typer(audit_app, name="audit", help="The coordinator's tamper-evident audit ledger.")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)

@@ -28,6 +28,9 @@ ATTACK = {"attack": {"kind": "sign_flip"}}
 STATS = {"stats": {"enabled": True}}
 SECURE_STATS = {"stats": {"enabled": True, "secure_aggregation": True, "minmax": False}}
 
+COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
+DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
+CHOCO: dict[str, dict[str, object]] = {"compression": {"uplink": "sign", "gossip_step": 0.5}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
     ("server", DP_SGD, "[privacy] dp_sgd = true"),
@@ -45,6 +48,10 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
     ("peer", STATS, "[stats] enabled = true"),
+    ("server", DOWNLINK, "[compression] downlink != 'none'"),
+    ("client", DOWNLINK, "[compression] downlink != 'none'"),
+    ("edge", DOWNLINK, "[compression] downlink != 'none'"),
+    ("peer", CHOCO, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),
@@ -58,6 +65,9 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("edge", DP_SGD),
     ("peer", LOCAL),
     ("peer", DP_SGD),
+    ("server", COMPRESSED),
+    ("client", COMPRESSED),
+    ("edge", COMPRESSED),
 ]
 
 

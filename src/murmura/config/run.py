@@ -7,6 +7,7 @@ import math
 from pydantic import model_validator
 
 from murmura.config.base import Section
+from murmura.config.compression import CompressionSection
 from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
 from murmura.config.stats import StatsSection
 from murmura.config.topology import TopologySection
@@ -37,6 +38,7 @@ class Config(Section):
     privacy: PrivacySection = PrivacySection()
     secagg: SecAggSection = SecAggSection()
     stats: StatsSection = StatsSection()
+    compression: CompressionSection = CompressionSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
@@ -67,6 +69,13 @@ class Config(Section):
                 "evaluation.federated = true with privacy.mode = 'local': the server is not "
                 "trusted under local DP, and clients' evaluation figures are not privatised"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _compression_composes(self) -> Config:
+        from murmura.compress.composition import check_composition
+
+        check_composition(self)
         return self
 
     def cohort_size(self) -> int:

@@ -115,6 +115,7 @@ def client(
     max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
 ) -> None:
     """Run a worker: train on local partition i/n whenever the coordinator asks."""
+    from murmura.compress.uplink import make_uplink
     from murmura.node.deploy import client_from_config, local_client, split_config
     from murmura.node.instructions import InstructionLimits
     from murmura.node.worker import Worker
@@ -130,13 +131,16 @@ def client(
             node = creds.name
         else:
             raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
+        uplink = None
         if config is not None:
-            local = client_from_config(split_config(config)[0], partition)
+            run_cfg = split_config(config)[0]
+            local = client_from_config(run_cfg, partition)
+            uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
         else:
             held = eval_fraction or None  # 0: nothing held out
             local = local_client(task, partition, partitioner, seed, local_fraction=held)
         link = CoordinatorLink(server_address, node, creds)
-        stats = Worker(link, local, limits=limits).run()
+        stats = Worker(link, local, limits=limits, uplink=uplink).run()
     except MurmuraError as exc:
         raise _fail(exc) from None
     console.print(f"{node}: {stats.rounds} rounds trained, stopped: {escape(stats.reason)}")

@@ -47,6 +47,7 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.analytics.federation import StatsPlan
 from murmura.analytics.grpc_round import statistics_phase, wait_for_nodes
+from murmura.compress.accounting import BYTES_UP, dense_bytes, round_bytes, uplink_counts
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node.checkpoint import (
     checkpoint_path,
@@ -376,6 +377,9 @@ class Coordinator:
         )
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
         metrics.train_loss = buffer.mean_metric("train_loss")
+        d = self.layout.size  # counted on the wire, as the simulation computes it
+        ups = uplink_counts(buffer.metrics, d)
+        metrics.extra.update(round_bytes(ups, [dense_bytes(d)] * len(cohort)))
         return new, metrics, list(buffer.nodes)
 
     async def _secure_round(
@@ -414,7 +418,8 @@ class Coordinator:
             self.monitor.metrics.update_received(res.update.nbytes)  # read in full, then checked
             fit = FitRes(res.update, res.num_examples, res.metrics)
             validate(node, r, fit, self.checks)
-            buffer.add(node, fit.update, fit.num_examples, fit.metrics)
+            counted = {**fit.metrics, BYTES_UP: float(res.wire_bytes)}  # ours, not the worker's
+            buffer.add(node, fit.update, fit.num_examples, counted)
 
         log.info("node=coordinator round=%d: sent to %d nodes", round_, len(cohort))
         await self.hub.open_round(outgoing, frozenset(cohort), sink)

@@ -8,12 +8,14 @@ travels; the coordinator sends the ``[client]`` hyper-parameters with every roun
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.analytics.federation import StatsPlan, plan_from_config
+from murmura.compress.uplink import uplink_codec
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.role_limits import check_role
@@ -169,7 +171,7 @@ def build_coordinator(
         sim.weights,
         exp.model.layout,
         settings,
-        server_options(s, insecure),
+        replace(server_options(s, insecure), uplink_codec=uplink_codec(cfg)),  # [compression]
     )
 
 

@@ -95,6 +95,21 @@ _NO_WORKER_DP_SGD = (
     "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
 )
 
+_DOWNLINK = Limit(
+    "[compression] downlink != 'none'",
+    lambda cfg: cfg.compression.downlink != "none",
+    "deployed nodes send and receive the float32 model (a compressed downlink needs the "
+    "model each node holds, per node); set compression.downlink = 'none' or run it in "
+    "simulation",
+)
+
+_CHOCO = Limit(
+    "[compression] uplink != 'none'",
+    lambda cfg: cfg.compression.uplink != "none",
+    "a deployed peer exchanges float32 models; CHOCO-gossip runs in simulation only; set "
+    "compression.uplink = 'none' or run it in simulation",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
@@ -113,6 +128,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "stats.secure_aggregation = false",
         ),
         _ATTACK,
+        _DOWNLINK,
     ),
     "client": (
         Limit(
@@ -128,6 +144,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "privacy.dp_sgd = false or run it in simulation",
         ),
         _ATTACK,
+        _DOWNLINK,
     ),
     "edge": (
         Limit(
@@ -150,6 +167,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _STATS,
         _ATTACK,
+        _DOWNLINK,
     ),
     "peer": (
         Limit(
@@ -160,6 +178,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _STATS,
         _ATTACK,
+        _CHOCO,
     ),
 }
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from murmura.compress.uplink import uplink_codec
 from murmura.errors import ConfigError
 from murmura.node.peer import Peer, PeerSettings
 from murmura.node.role_limits import check_role
@@ -293,6 +294,7 @@ def build_edge(
         credentials=creds,
         insecure=insecure,
         allowlist=frozenset(sec.allowlist) if sec.allowlist is not None else None,
+        uplink_codec=uplink_codec(cfg),  # [compression]: the leaves' codec, as in simulation
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     settings = EdgeSettings(

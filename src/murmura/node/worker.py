@@ -29,6 +29,8 @@ from typing import Protocol
 
 import grpc
 
+from murmura.compress.base import spec
+from murmura.compress.uplink import Uplink
 from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
@@ -72,8 +74,11 @@ class Worker:
         on_secagg_step: StepHook | None = None,
         layout: Layout | None = None,
         limits: InstructionLimits | None = None,
+        uplink: Uplink | None = None,
     ) -> None:
         self.link, self.client = link, client
+        self.uplink = uplink
+        """Encodes each update with the [compression] codec (None: float32)."""
         self.layout = layout if layout is not None else client_layout(client)
         """The task's model: every instruction's model must have this layout (None: unknown)."""
         self.limits = limits if limits is not None else InstructionLimits()
@@ -183,7 +188,7 @@ class Worker:
             self.after_round = ins.round
             return
         try:
-            reply = self.link.push(ins.round, res, ins.layout)
+            reply = self.link.push(ins.round, res, ins.layout, self._wire(ins.round, res))
         except (ValueError, MurmuraError) as exc:  # the client's result does not fit the wire
             log.warning("node=%s round=%d: result not sent: %s", self.node, ins.round, exc)
             self._report_error(ins, exc)
@@ -204,6 +209,12 @@ class Worker:
         self.rounds_done += int(not reply.duplicate)
         self.after_round = ins.round
         log.info("node=%s round=%d: result delivered", self.node, ins.round)
+
+    def _wire(self, round_: int, res: FitRes) -> tuple[str, bytes] | None:
+        """(codec spec, framed bytes) of the update, or None to send it as float32."""
+        if self.uplink is None:
+            return None
+        return spec(self.uplink.codec), self.uplink.encode(round_, res.update)
 
     def _evaluate(self, ins: DecodedInstruction) -> None:
         """Evaluate the sent model on local held-out data and push loss, count and metrics."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
+from murmura.compress.uplink import apply_compression
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
 from murmura.privacy.secure_wiring import apply_secagg
@@ -70,7 +71,8 @@ def build_experiment(cfg: Config) -> Experiment:
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
     strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
-    wrapped, byzantine = _wrap_clients(cfg, strategy, private)
+    # [compression] encodes what privacy released (local DP noise before encoding)
+    wrapped, byzantine = _wrap_clients(cfg, strategy, apply_compression(cfg, private))
     sim = Simulation(
         strategy,
         wrapped,

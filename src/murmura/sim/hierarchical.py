@@ -32,6 +32,7 @@ import torch
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.aggregate.preaggregation import strategy_rule
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
+from murmura.compress.uplink import apply_compression
 from murmura.config import Config
 from murmura.errors import MurmuraError, UpdateRejected
 from murmura.privacy.secure_wiring import apply_secagg
@@ -261,7 +262,7 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         else FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
     )
     root, clients = apply_privacy(cfg, root, plain)
-    groups = split_clients(clients, cfg.topology.edges)
+    groups = split_clients(apply_compression(cfg, clients), cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
 

@@ -24,6 +24,9 @@ import torch
 
 from murmura.attacks.base import choose_byzantine
 from murmura.client import FlatModel, LocalSGD
+from murmura.compress import make_codec
+from murmura.compress.accounting import dense_bytes, round_bytes
+from murmura.compress.choco import ChocoGossip, gossip_bytes
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
 from murmura.errors import ConfigError
@@ -78,6 +81,8 @@ class P2POptions:
     seed: int = 0
     evaluate_every: int = 1
     budgets: Sequence[PrivacyBudget] = ()
+    choco: ChocoGossip | None = None
+    """``[compression] uplink``: peers exchange compressed differences (CHOCO-gossip)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout < 1:
@@ -145,8 +150,16 @@ class P2PSimulation:
         w = random_matching(self.num_peers, rng, self.graph) if self.options.time_varying else None
         missing = self._draw_missing(rng)
         trained, losses = self._train_all(round_)
-        sent = self._messages(trained, missing)
-        self.x = self._mix_all(w if w is not None else self.mixing, trained, sent, missing)
+        mixing = w if w is not None else self.mixing
+        choco = self.options.choco
+        if choco is None:
+            sent = self._messages(trained, missing)
+            self.x = self._mix_all(mixing, trained, sent, missing)
+            sizes = {i: float(dense_bytes(self.x.shape[1])) for i in sent}
+        else:
+            present = [i for i in range(self.num_peers) if i not in missing]
+            sizes = {i: float(b) for i, b in choco.exchange(round_, trained, present).items()}
+            self.x = choco.mix(mixing, trained, present)
         failures = [Failure(f"peer-{i}", "missed this round's exchange") for i in sorted(missing)]
         metrics = RoundMetrics(
             round_, participants=self.num_peers - len(missing), failures=failures
@@ -154,6 +167,7 @@ class P2PSimulation:
         honest_losses = [losses[i] for i in self.honest]  # NaN: not reported (local DP)
         if not np.isnan(honest_losses).all():
             metrics.train_loss = float(np.mean(honest_losses))
+        metrics.extra.update(round_bytes(*gossip_bytes(mixing, sizes)))
         metrics.extra["consensus_distance"] = consensus_distance(self.x[self.honest])
         for budget in self.options.budgets:
             budget.spend()
@@ -317,6 +331,7 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
         seed=cfg.run.seed,
         evaluate_every=cfg.evaluation.every,
         budgets=budgets,
+        choco=_choco(cfg, np.tile(model.get(), (n, 1))),
     )
     test_x, test_y = data.test()
 
@@ -329,6 +344,16 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
         log.info("Byzantine peers (%s): %s", t.attack, sorted(options.byzantine))
     sim = P2PSimulation(graph, learners, model.get(), options, evaluate)
     return Experiment(cfg, task, data, model, sim)
+
+
+def _choco(cfg: Config, start: np.ndarray) -> ChocoGossip | None:
+    """CHOCO-gossip with the [compression] uplink codec, or None for float32 models."""
+    c = cfg.compression
+    if c.uplink == "none":
+        return None
+    assert c.gossip_step is not None  # checked when the config was loaded
+    codec = make_codec(c.uplink, **c.args)
+    return ChocoGossip(codec, start, c.gossip_step, cfg.run.seed)
 
 
 def run_p2p(cfg: Config, on_round: RoundCallback | None = None) -> History:

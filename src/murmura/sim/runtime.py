@@ -38,6 +38,7 @@ import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client
+from murmura.compress.accounting import downlink_counts, round_bytes, uplink_counts
 from murmura.errors import UpdateRejected
 from murmura.sim.executor import Executor, SequentialExecutor, evaluate_each
 from murmura.strategy.base import Strategy
@@ -162,6 +163,9 @@ class Simulation:
         if new is not None:
             self.weights = new
         metrics = RoundMetrics(round_, participants=len(buffer), failures=failures)
+        d = self.weights.size  # bytes on the wire: see murmura.compress.accounting
+        downs = downlink_counts(buffer.metrics, d, len(cohort))
+        metrics.extra.update(round_bytes(uplink_counts(buffer.metrics, d), downs))
         if isinstance(self.strategy, RoundReporter):
             self.strategy.report(round_, metrics)
         if self.observer is not None:

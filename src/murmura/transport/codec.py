@@ -18,6 +18,9 @@ from typing import TypeVar, cast
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
+from murmura.compress.base import Codec
+from murmura.compress.base import spec as codec_spec
+from murmura.compress.frame import framed_size, unframe
 from murmura.errors import ProtocolError
 from murmura.transport.frames import chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
@@ -174,6 +177,16 @@ def encode_blob(vector: Vector, layout: Layout, digest: bool = True) -> Blob:
     return Blob(header, data)
 
 
+def compressed_blob(wire: bytes, codec_spec: str, layout: Layout) -> Blob:
+    """Describe a codec's framed bytes (``murmura.compress.frame``) for sending.
+
+    The header's ``dtype`` names the codec's spec instead of ``"<f4"``; its digest follows in
+    the trailer.
+    """
+    header = pb.BlobHeader(dtype=codec_spec, length=len(wire), layout=layout_to_proto(layout))
+    return Blob(header, memoryview(wire))
+
+
 @dataclass(slots=True)
 class BufferAssembler:
     """Fills a buffer of a declared length from in-order chunks, hashing them as they come.
@@ -239,13 +252,16 @@ class BlobAssembler:
     max_bytes: int = DEFAULT_MAX_BYTES
     expected: Layout | None = None
     trailer_digest: bool = False
+    codec: Codec | None = None
+    """The codec this node agreed to for these buffers (None: raw float32 only)."""
     layout: Layout = field(init=False)
     _bytes: BufferAssembler = field(init=False)
 
     def __post_init__(self) -> None:
         h = self.header
-        if h.dtype != DTYPE:
-            raise MalformedMessage(f"dtype {h.dtype!r} (only {DTYPE!r} is allowed)")
+        agreed = DTYPE if self.codec is None else codec_spec(self.codec)
+        if h.dtype != agreed:
+            raise MalformedMessage(f"dtype {h.dtype!r}: this node agreed to {agreed!r} only")
         if h.length > self.max_bytes:
             raise SizeLimitExceeded(
                 f"declared length {h.length} B exceeds the limit {self.max_bytes} B"
@@ -256,10 +272,13 @@ class BlobAssembler:
         self.layout = layout_from_proto(h.layout)
         if self.expected is not None and self.layout != self.expected:
             raise LayoutMismatch("buffer layout differs from the model's layout")
-        if layout_bytes(self.layout) != h.length:
-            raise LengthMismatch(
-                f"declared length {h.length} B, layout needs {layout_bytes(self.layout)} B"
-            )
+        need = (
+            layout_bytes(self.layout)
+            if self.codec is None
+            else framed_size(self.codec, self.layout.size)
+        )
+        if need != h.length:
+            raise LengthMismatch(f"declared length {h.length} B, layout needs {need} B")
         # Only now, with every claim consistent and under the limit, allocate.
         self._bytes = BufferAssembler(h.length, self.max_bytes)
 
@@ -281,6 +300,8 @@ class BlobAssembler:
             need = "is required" if self.trailer_digest else "is not allowed here"
             raise MalformedMessage(f"a digest trailer {need}")
         buf = self._bytes.finish(digest if digest is not None else bytes(self.header.sha256))
+        if self.codec is not None:  # the frame names the codec again; decode refuses bad bytes
+            return unframe(self.codec, bytes(buf), self.layout.size)
         return np.frombuffer(buf, dtype=DTYPE).astype(np.float32, copy=False)
 
 

@@ -259,11 +259,21 @@ class CoordinatorLink:
             self.run_id = ins.run_id
         return ins
 
-    def push(self, round_: int, res: FitRes, layout: Layout) -> pb.PushReply:
-        """Stream a FIT result in chunks (with retries; a re-sent copy counts once)."""
+    def push(
+        self, round_: int, res: FitRes, layout: Layout, wire: tuple[str, bytes] | None = None
+    ) -> pb.PushReply:
+        """Stream a FIT result in chunks (with retries; a re-sent copy counts once).
+
+        ``wire`` is (codec spec, framed bytes) of a compressed update, sent instead of the
+        float32 ``res.update`` (``murmura.compress``).
+        """
         self._ensure_open()
         metrics = {k: float(v) for k, v in res.metrics.items()}
-        blob = codec.encode_blob(res.update, layout, digest=False)  # hashed while sent
+        blob = (  # hashed while sent
+            codec.encode_blob(res.update, layout, digest=False)
+            if wire is None
+            else codec.compressed_blob(wire[1], wire[0], layout)
+        )
 
         def parts() -> Iterator[bytes]:
             header = pb.ResultHeader(

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from murmura.compress.base import Codec
 from murmura.errors import ConfigError, ProtocolError, SignatureError
 from murmura.transport import codec, keys
 from murmura.transport.hub import Hub, Outgoing, Refused
@@ -64,6 +65,8 @@ class ServerOptions:
     ``max_ping_strikes`` the peer gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings")."""
     require_signed_updates: bool = True
     """Refuse an update its worker did not sign (TLS only; a bad signature is always refused)."""
+    uplink_codec: Codec | None = None
+    """The codec of workers' updates (``[compression] uplink``); None: float32 only."""
     max_concurrent_uploads: int = 4
     """Updates received at once; each holds a full-size buffer. Later pushes wait, their bytes
     held back by HTTP/2 flow control, so memory does not grow by an update per worker."""
@@ -297,7 +300,7 @@ class CoordinatorService:
     ) -> bytes:
         """Receive a result stream; check its binding before reading any update byte."""
         node = await self._identify(context)
-        reader = ResultReader(self.opts.max_update_bytes)
+        reader = ResultReader(self.opts.max_update_bytes, codec=self.opts.uplink_codec)
         it = aiter(requests)
         round_, admitted = -1, False
         try:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from murmura.compress.base import Codec
 from murmura.transport import codec
 from murmura.transport.codec import BlobAssembler, MalformedMessage
 from murmura.transport.frames import parse_chunk_frame
@@ -50,6 +51,8 @@ class DecodedResult:
     """The worker's signature of its update, from the trailer (empty: unsigned or no update)."""
     stats: tuple[float, ...] = ()
     """A STATS result's numbers (``murmura.analytics.wire``); empty for every other kind."""
+    wire_bytes: int = 0
+    """Bytes of the update buffer as received (compressed or float32); 0 without an update."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class ResultReader:
     max_bytes: int = codec.DEFAULT_MAX_BYTES
     expected: Layout | None = None
     header: pb.ResultHeader | None = None
+    codec: Codec | None = None
+    """The uplink codec agreed to (None: float32 updates only)."""
     _blob: BlobAssembler | None = field(default=None, init=False)
     _digest: bytes | None = field(default=None, init=False)
     _signature: bytes = field(default=b"", init=False)
@@ -141,7 +146,7 @@ class ResultReader:
             raise MalformedMessage("no header yet")
         if self.header.HasField("update"):
             self._blob = BlobAssembler(
-                self.header.update, self.max_bytes, self.expected, trailer_digest=True
+                self.header.update, self.max_bytes, self.expected, True, self.codec
             )
 
     def read_chunk(self, raw: bytes) -> None:
@@ -191,14 +196,18 @@ class ResultReader:
             error=h.error,
             signature=self._signature,
             stats=tuple(h.stats),
+            wire_bytes=int(h.update.length) if update is not None else 0,
         )
 
 
 def decode_result(
-    parts: Iterable[bytes], max_bytes: int = codec.DEFAULT_MAX_BYTES, expected: Layout | None = None
+    parts: Iterable[bytes],
+    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+    expected: Layout | None = None,
+    uplink: Codec | None = None,
 ) -> DecodedResult:
-    """Decode a whole Push stream held in memory (tests, tools)."""
-    reader = ResultReader(max_bytes, expected)
+    """Decode a whole Push stream held in memory (tests, tools); ``uplink``: agreed codec."""
+    reader = ResultReader(max_bytes, expected, codec=uplink)
     it = iter(parts)
     first = next(it, None)
     if first is None:

@@ -1,0 +1,72 @@
+"""CHOCO-gossip: peers mix public copies that travel as compressed differences.
+
+Koloskova, Stich and Jaggi 2019, "Decentralized Stochastic Optimization and Gossip
+Algorithms with Compressed Communication". Every peer ``i`` has a public copy ``x^_i`` that
+its neighbours hold too. Each round, after local training to ``x_i``, peer ``i`` sends
+``q_i = C(x_i - x^_i)`` once to each neighbour; every holder adds ``decode(q_i)`` to
+``x^_i``; then ``x_i += step * sum_j w_ij (x^_j - x^_i)``. The copies absorb what the codec
+drops over rounds (no separate residual); ``step`` (the consensus step size, gamma) must be
+small for coarse codecs, e.g. 0.01 to 0.1 for top-k at 1 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from murmura.compress.base import Codec
+from murmura.compress.frame import frame, unframe
+from murmura.seeding import derive_seed
+
+CHOCO_STREAM = 2
+"""Distinguishes CHOCO's random streams from the uplink's and the downlink's."""
+
+
+class ChocoGossip:
+    """The public copies of ``n`` peers' models and CHOCO's exchange and mixing steps."""
+
+    def __init__(self, codec: Codec, start: np.ndarray, step: float, seed: int) -> None:
+        if not 0 < step <= 1:
+            raise ValueError(f"CHOCO-gossip step must be in (0, 1], got {step}")
+        self.codec, self.step, self.seed = codec, step, seed
+        self.public = np.array(start, dtype=np.float32)
+        """``x^``: row ``i`` is peer ``i``'s public copy, as each of its neighbours holds it.
+
+        It starts at the peers' common starting model, which every peer knows (the paper's
+        zero start would spend the first rounds sending the model itself, coarsely)."""
+
+    def exchange(self, round_: int, trained: np.ndarray, present: list[int]) -> dict[int, int]:
+        """Each present peer's ``q_i``, applied to its public copy; returns its framed bytes."""
+        sizes: dict[int, int] = {}
+        d = self.public.shape[1]
+        for i in present:
+            rng = np.random.default_rng(derive_seed(self.seed, round_, i, CHOCO_STREAM))
+            blob = frame(self.codec, self.codec.encode(trained[i] - self.public[i], rng))
+            self.public[i] += unframe(self.codec, blob, d)
+            sizes[i] = len(blob)
+        return sizes
+
+    def mix(self, w: np.ndarray, trained: np.ndarray, present: list[int]) -> np.ndarray:
+        """``x_i + step * sum_j w_ij (x^_j - x^_i)`` over the present peers, others as trained.
+
+        ``w`` is the round's mixing matrix, rows summing to one, restricted to present peers
+        (an absent neighbour's weight goes to the diagonal).
+        """
+        out = trained.copy()
+        keep = np.zeros(len(w), dtype=bool)
+        keep[present] = True
+        for i in present:
+            row = np.where(keep, w[i], 0.0)
+            row[i] = 0.0
+            pull = row @ (self.public.astype(np.float64) - self.public[i])
+            out[i] = trained[i] + self.step * pull.astype(np.float32)
+        return out
+
+
+def gossip_bytes(w: np.ndarray, sizes: dict[int, float]) -> tuple[list[float], list[float]]:
+    """(sent, received) bytes of each peer in ``sizes``: one message to each present neighbour."""
+    up, down = [], []
+    for i, size in sizes.items():
+        neighbours = [int(j) for j in np.flatnonzero(w[i]) if j != i and int(j) in sizes]
+        up.append(size * len(neighbours))
+        down.append(float(sum(sizes[j] for j in neighbours)))
+    return up, down

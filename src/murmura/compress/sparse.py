@@ -1,0 +1,131 @@
+"""Sparsifiers: top-k and random-k, meant to run with error feedback.
+
+Both keep ``k = ceil(ratio * d)`` values and are biased without the residual that
+``murmura.compress.feedback.ErrorFeedback`` carries to the next round (Stich et al. 2018,
+"Sparsified SGD with Memory"). Top-k sends its indices; random-k sends only the seed of its
+index set, so clients that draw it from one shared per-round stream send the same mask, which
+secure aggregation can sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from murmura.compress.base import expect_length, finite_scales
+from murmura.errors import ProtocolError
+from murmura.types import Vector
+
+
+def kept(ratio: float, size: int) -> int:
+    """Values kept of ``size``: ``ceil(ratio * size)``, at least one of a non-empty vector."""
+    return min(size, max(1 if size else 0, math.ceil(ratio * size)))
+
+
+def index_dtype(size: int) -> np.dtype[np.unsignedinteger[Any]]:
+    """The narrowest index type for a vector of ``size`` values: uint16 or uint32."""
+    return np.dtype("<u2") if size <= 1 << 16 else np.dtype("<u4")
+
+
+def _check_ratio(name: str, ratio: float) -> None:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"{name}: ratio must be in (0, 1], got {ratio}")
+
+
+@dataclass(frozen=True, slots=True)
+class TopK:
+    """The ``k`` largest magnitudes and their indices (Stich et al. 2018).
+
+    With error feedback as in Karimireddy et al. 2019. Payload: ``k`` increasing indices
+    (uint16 when the vector has at most 65,536 values, else uint32), then ``k`` float32
+    values.
+    """
+
+    ratio: float = 0.01
+    name: str = "topk"
+    version: int = 2
+    biased: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.name, self.ratio)
+
+    def params(self) -> dict[str, int | float | bool]:
+        """The share of values kept."""
+        return {"ratio": self.ratio}
+
+    def encoded_size(self, size: int) -> int:
+        """6 bytes per kept value (8 beyond 65,536 values)."""
+        return (index_dtype(size).itemsize + 4) * kept(self.ratio, size)
+
+    def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
+        """Indices (sorted) and values of the ``k`` largest ``|x|``."""
+        k = kept(self.ratio, x.size)
+        idx = np.sort(np.argpartition(np.abs(x), x.size - k)[x.size - k :]) if k else x[:0]
+        idx = np.asarray(idx, dtype=index_dtype(x.size))
+        return idx.tobytes() + np.asarray(x[idx], dtype="<f4").tobytes()
+
+    def decode(self, payload: bytes, size: int) -> Vector:
+        """A zero vector with the sent values at their indices."""
+        expect_length(self, payload, size)
+        k = kept(self.ratio, size)
+        dtype = index_dtype(size)
+        idx = np.frombuffer(payload, dtype=dtype, count=k)
+        values = np.frombuffer(payload, dtype="<f4", offset=dtype.itemsize * k, count=k)
+        if k and (int(idx[-1]) >= size or np.any(np.diff(idx.astype(np.int64)) <= 0)):
+            raise ProtocolError(f"topk: indices not increasing within 0..{size - 1}")
+        finite_scales(self, values, "value", nonnegative=False)
+        out = np.zeros(size, dtype=np.float32)
+        out[idx] = values
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RandomK:
+    """``k`` values at indices drawn from a seed (Stich et al. 2018, rand-k with memory).
+
+    Payload: the uint64 seed, then ``k`` float32 values; the decoder redraws the indices, so
+    none can be out of range. Unscaled: unbiased only up to the factor ``k / d``, which error
+    feedback makes up over rounds.
+    """
+
+    ratio: float = 0.01
+    name: str = "randk"
+    version: int = 1
+    biased: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.name, self.ratio)
+
+    def params(self) -> dict[str, int | float | bool]:
+        """The share of values kept."""
+        return {"ratio": self.ratio}
+
+    def encoded_size(self, size: int) -> int:
+        """8 bytes of seed plus 4 per kept value."""
+        return 8 + 4 * kept(self.ratio, size)
+
+    @staticmethod
+    def indices(seed: int, k: int, size: int) -> np.ndarray:
+        """The sorted index set of ``seed``: ``k`` distinct values in ``0..size-1``."""
+        return np.sort(np.random.default_rng(seed).choice(size, k, replace=False))
+
+    def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
+        """A seed drawn from ``rng`` and the values at its indices."""
+        seed = int(rng.integers(0, 2**63))
+        idx = self.indices(seed, kept(self.ratio, x.size), x.size)
+        head = np.array([seed], dtype="<u8").tobytes()
+        return head + np.asarray(x[idx], dtype="<f4").tobytes()
+
+    def decode(self, payload: bytes, size: int) -> Vector:
+        """A zero vector with the sent values at the seed's indices."""
+        expect_length(self, payload, size)
+        k = kept(self.ratio, size)
+        seed = int(np.frombuffer(payload, dtype="<u8", count=1)[0])
+        values = np.frombuffer(payload, dtype="<f4", offset=8, count=k)
+        finite_scales(self, values, "value", nonnegative=False)
+        out = np.zeros(size, dtype=np.float32)
+        out[self.indices(seed, k, size)] = values
+        return out
