@@ -29,6 +29,7 @@ from typing import Protocol
 import grpc
 
 from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
+from murmura.node import progress
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.dial_check import Unreachable
@@ -101,6 +102,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 reply = self.link.register()
+                progress.connected(self.node, self.link.target, self.link.run_id, reply.round)
                 self._heartbeat_s = max(reply.heartbeat_ms / 1000, 0.1)
                 if not beat.is_alive() and not beat.ident:
                     beat.start()
@@ -171,6 +173,8 @@ class Worker:
         try:
             res = self.client.fit(FitIns(ins.round, ins.weights, config))
         except Exception as exc:
+            if self._stop.is_set():  # stopping (a signal): the round is abandoned, not failed
+                return
             log.exception("node=%s round=%d: local training failed", self.node, ins.round)
             self._report_error(ins, exc)
             return

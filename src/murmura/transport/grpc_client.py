@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from murmura import console
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, dial_check, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
@@ -175,7 +176,9 @@ class CoordinatorLink:
         """Run ``call``; retry only UNAVAILABLE with backoff and jitter, up to ``max_retry_s``."""
         start = time.monotonic()
         delays = backoff_delays(self.opts.backoff_initial_s, self.opts.backoff_max_s, self._rng)
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 return call()
             except (grpc.RpcError, dial_check.Unreachable) as exc:
@@ -184,11 +187,8 @@ class CoordinatorLink:
                 delay = next(delays)
                 if time.monotonic() + delay - start > self.opts.max_retry_s:
                     raise
-                log.info(
-                    "node=%s round=-: %s: coordinator unavailable, retrying in %.2f s",
-                    self.node,
-                    what,
-                    delay,
+                console.retrying(
+                    log, self.node, "coordinator", self.target, delay, attempt, call=what
                 )
                 time.sleep(delay)
 
