@@ -208,8 +208,7 @@ def client(
     except Interrupted as exc:
         done = 0
         if worker is not None:
-            worker.stop()
-            worker.link.close()
+            worker.close()
             done = worker.after_round
         progress.interrupted(node, worker.link.run_id if worker else None, done, exc.signame)
         raise typer.Exit(0) from None

@@ -193,7 +193,7 @@ class Coordinator:
         server, self.port = await start_server(self.hub, self.server, extra)
         (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
         address = f"{self.server.host}:{self.port}"
-        progress.listening(self.node, address, self.server.credentials is not None)
+        progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)

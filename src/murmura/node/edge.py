@@ -165,8 +165,7 @@ class Edge:
             await coord.hub.finish()
             await asyncio.sleep(cs.shutdown_grace_s)  # let the children pull SHUTDOWN
         finally:
-            worker.stop()
-            link.close()
+            worker.close()
             await server.stop(grace=0.5)
             coord.state.close()
         log.info("node=%s round=%d: edge stopped: %s", s.name, stats.last_round, stats.reason)

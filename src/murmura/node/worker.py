@@ -84,6 +84,7 @@ class Worker:
         self.rounds_done = 0
         self._stop = threading.Event()
         self._heartbeat_s = 1.0
+        self._beat: threading.Thread | None = None
 
     @property
     def node(self) -> str:
@@ -94,11 +95,18 @@ class Worker:
         """Ask the loop to stop after its current step."""
         self._stop.set()
 
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop, close the link and let the heartbeat thread end: no gRPC call left at exit."""
+        self._stop.set()
+        self.link.close()
+        if self._beat is not None and self._beat.ident is not None:
+            self._beat.join(timeout_s)
+
     def run(self) -> WorkerStats:
         """Register, then serve instructions; rejoin with backoff when the link drops."""
         delays = backoff_delays(0.5, 10.0, random.Random())
         down_since: float | None = None
-        beat = threading.Thread(target=self._heartbeats, daemon=True)
+        beat = self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         while not self._stop.is_set():
             try:
                 reply = self.link.register()

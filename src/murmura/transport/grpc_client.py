@@ -180,7 +180,7 @@ class CoordinatorLink:
         while True:
             attempt += 1
             try:
-                return call()
+                got = call()
             except (grpc.RpcError, dial_check.Unreachable) as exc:
                 if isinstance(exc, grpc.RpcError) and exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -191,6 +191,11 @@ class CoordinatorLink:
                     log, self.node, "coordinator", self.target, delay, attempt, call=what
                 )
                 time.sleep(delay)
+                continue
+            if attempt > 1:
+                console.say(log, "reconnected", f"coordinator at {self.target} answers again",
+                            node=self.node, target=self.target, call=what)  # fmt: skip
+            return got
 
     def register(self) -> pb.RegisterReply:
         """Register (with retries); remembers the run id.
