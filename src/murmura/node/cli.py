@@ -88,7 +88,7 @@ def server(
     from murmura.node import progress
     from murmura.node.coordinator import Coordinator
     from murmura.node.deploy import build_coordinator, split_config
-    from murmura.node.shutdown import Interrupted, raising_signals, until_signalled
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
 
     use_log_format(log_format)
     if new_run and run_id is not None:
@@ -105,7 +105,7 @@ def server(
         done = coordinator.round_done if coordinator is not None else 0
         run = coordinator.hub.run_id if coordinator is not None and coordinator.hub else None
         progress.interrupted("coordinator", run, done, exc.signame)
-        raise typer.Exit(0) from None
+        leave(0)
     _server_summary(result)
 
 
@@ -189,7 +189,7 @@ def client(
     """
     from murmura.node import progress
     from murmura.node.instructions import InstructionLimits
-    from murmura.node.shutdown import Interrupted, raising_signals
+    from murmura.node.shutdown import Interrupted, leave, raising_signals
 
     use_log_format(log_format)
     worker: Worker | None = None
@@ -211,7 +211,7 @@ def client(
             worker.close()
             done = worker.after_round
         progress.interrupted(node, worker.link.run_id if worker else None, done, exc.signame)
-        raise typer.Exit(0) from None
+        leave(0)
     text = f"{node}: {stats.rounds} rounds trained, stopped: {stats.reason}"
     progress.finished(node, worker.link.run_id, text, stats.last_round, reason=stats.reason)
     if stats.reason.startswith("refused"):

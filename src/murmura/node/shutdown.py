@@ -7,6 +7,10 @@ the main thread (``raising_signals``); in an asyncio one (``murmura server``, ``
 then stop serving, close the state store and the links. The round in progress is abandoned:
 nothing of it is recorded, and the last completed round's checkpoint is where the same
 command resumes. A second signal during that clean-up exits at once (status 130).
+
+Once the node has closed its state and said so, ``leave`` ends the process without the
+interpreter's final garbage collection: after an interrupted round, gRPC's objects can hold
+that up for half a minute (measured: 10-26 s on a loaded machine), with nothing left to save.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,3 +94,12 @@ async def until_signalled(main: Coroutine[Any, Any, T]) -> T:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
             signal.signal(sig, old[sig] if old[sig] is not None else signal.SIG_DFL)
+
+
+def leave(status: int = 0) -> NoReturn:
+    """Flush the logs and standard streams, then exit with ``status`` at once."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

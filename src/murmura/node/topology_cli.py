@@ -53,7 +53,7 @@ def peer(
     """
     from murmura.node import progress
     from murmura.node.peer import Peer
-    from murmura.node.shutdown import Interrupted, raising_signals, until_signalled
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
     from murmura.node.topology_deploy import build_peer
 
     use_log_format(log_format)
@@ -71,7 +71,7 @@ def peer(
         name, run = (f"peer-{peer_id}", None) if node is None else (node.s.name, node.s.run_id)
         done = node.done if node is not None else 0
         progress.interrupted(name, run, done, exc.signame)
-        raise typer.Exit(0) from None
+        leave(0)
     name, run = node.s.name, node.s.run_id
     text = (
         f"{name}: {result.rounds_run} rounds in this process (resumed after round "
@@ -115,7 +115,7 @@ def edge(
     """
     from murmura.node import progress
     from murmura.node.edge import Edge
-    from murmura.node.shutdown import Interrupted, raising_signals, until_signalled
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
     from murmura.node.topology_deploy import build_edge
 
     use_log_format(log_format)
@@ -131,7 +131,7 @@ def edge(
         worker = node.worker if node is not None else None
         run = worker.link.run_id if worker is not None else None
         progress.interrupted(name, run, worker.after_round if worker else 0, exc.signame)
-        raise typer.Exit(0) from None
+        leave(0)
     name = node.settings.name
     text = f"{name}: {stats.rounds} rounds aggregated, stopped: {stats.reason}"
     run = node.worker.link.run_id if node.worker else None
