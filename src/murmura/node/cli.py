@@ -212,7 +212,7 @@ def client(
             done = worker.after_round
         progress.interrupted(node, worker.link.run_id if worker else None, done, exc.signame)
         leave(0)
-    text = f"{node}: {stats.rounds} rounds trained, stopped: {stats.reason}"
+    text = f"{stats.rounds} rounds trained, stopped: {stats.reason}"
     progress.finished(node, worker.link.run_id, text, stats.last_round, reason=stats.reason)
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)

@@ -74,7 +74,7 @@ def peer(
         leave(0)
     name, run = node.s.name, node.s.run_id
     text = (
-        f"{name}: {result.rounds_run} rounds in this process (resumed after round "
+        f"{result.rounds_run} rounds in this process (resumed after round "
         f"{result.resumed_from}), last round {result.last_round}"
     )
     progress.finished(name, run, text, result.last_round, rounds=result.rounds_run)
@@ -133,7 +133,7 @@ def edge(
         progress.interrupted(name, run, worker.after_round if worker else 0, exc.signame)
         leave(0)
     name = node.settings.name
-    text = f"{name}: {stats.rounds} rounds aggregated, stopped: {stats.reason}"
+    text = f"{stats.rounds} rounds aggregated, stopped: {stats.reason}"
     run = node.worker.link.run_id if node.worker else None
     progress.finished(name, run, text, stats.last_round)
     if stats.reason.startswith("refused"):
