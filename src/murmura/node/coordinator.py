@@ -197,8 +197,6 @@ class Coordinator:
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)
-            if self.monitor.server is not None:
-                progress.metrics_at(self.node, self.monitor.server.url)
             for r in range(start, s.rounds + 1):
                 if budget_stops(self.strategy, r):
                     log.warning(

@@ -178,7 +178,7 @@ class Peer:
             return 0
         self.weights = weights
         done = int(meta.get("round", "0"))
-        log.info("%s: resumed from own checkpoint", self._tag(done))  # run_opened says more
+        log.info("%s: resumed from own checkpoint", self._tag(done))
         return done
 
     async def run(self) -> PeerResult:
