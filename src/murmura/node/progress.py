@@ -39,7 +39,8 @@ def run_opened(node: str, run: str, done: int, rounds: int, resumed: bool) -> No
 
 def waiting(node: str, run: str, round_: int, want: int, joined: int, what: str) -> None:
     """The node waits for ``want`` ``what`` (workers, children) of which ``joined`` are in."""
-    text = f"waiting for {want} {what} ({joined} joined)"
+    noun = what.removesuffix("s") if want == 1 else what
+    text = f"waiting for {want} {noun} ({joined} joined)"
     say(log, "waiting", text, node=node, run=run, round_=round_, want=want, joined=joined)
 
 
