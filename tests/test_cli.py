@@ -62,3 +62,26 @@ def test_tasks_and_version() -> None:
     out = runner.invoke(app, ["tasks"]).output
     assert "digits" in out and "synthetic" in out
     assert __version__ in runner.invoke(app, ["--version"]).output
+
+
+def test_run_with_json_logs_prints_one_object_per_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(
+        '[run]\nname = "small"\nrounds = 2\n[partition]\nnum_clients = 3\n'
+        '[simulation]\nexecutor = "sequential"\n'
+    )
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--log-format", "json"])
+    assert result.exit_code == 0, result.output
+    said = [json.loads(x) for x in result.output.splitlines()]  # no bar, no other text
+    (run_dir,) = out.iterdir()
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = [x for x in said if x["event"] == "round"]
+    assert [(x["round"], x["train_loss"]) for x in rounds] == [
+        (m["round"], m["train_loss"]) for m in metrics
+    ]
+    assert {x["run"] for x in said} == {run_dir.name} and {x["node"] for x in said} == {
+        "simulation"
+    }
+    assert said[-1]["event"] == "finished" and said[-1]["path"] == str(run_dir)
+    assert said[-1]["final_test_accuracy"] == metrics[-1]["test_accuracy"]

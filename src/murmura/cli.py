@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -39,6 +38,9 @@ app.command("peer")(topology_cli.peer)
 app.command("edge")(topology_cli.edge)
 app.command("stats")(stats_cli.stats)
 console = Console()
+log = logging.getLogger("murmura.progress")
+NODE = "simulation"
+"""Who speaks in ``murmura run``'s log lines."""
 
 
 def _version(value: bool) -> None:
@@ -55,15 +57,9 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
 ) -> None:
     """murmura: decentralized learning, server-client, hierarchical and peer-to-peer."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    from murmura.console import setup
 
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    setup("text", verbose, stream=console)  # a command's --log-format may change the format
 
 
 @app.command()
@@ -75,19 +71,25 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", help="Runs folder (default \\[run] out_dir).")
     ] = None,
+    log_format: node_cli.LogFormatOption = node_cli.LogFormat.text,
 ) -> None:
     """Run a simulation from CONFIG and write runs/<run-id>/."""
     from murmura.config import load_config
+    from murmura.console import fmt, round_fields, round_status, say
     from murmura.ops.run_dir import RunDirectory
     from murmura.privacy.budget import privacy_summary
     from murmura.sim.builder import build_experiment
     from murmura.strategy.evaluation import federated_summary
 
+    node_cli.use_log_format(log_format)
+    json_lines = log_format == node_cli.LogFormat.json
     try:
         cfg = load_config(config, set_ or [])
         started = time.perf_counter()
         exp = build_experiment(cfg)
     except MurmuraError as exc:
+        if json_lines:
+            raise node_cli.fail(exc, NODE) from None
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
@@ -104,17 +106,17 @@ def run(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as bar:
+    run_id = run_dir.path.name
+    with Progress(*columns, console=console, disable=json_lines) as bar:
         task_id = bar.add_task("rounds", total=cfg.run.rounds, status="starting")
 
         def on_round(m: RoundMetrics, _w: Vector) -> None:
             run_dir.log_round(m)
-            failed = f" failures {len(m.failures)}" if m.failures else ""
-            status = (
-                f"participants {m.participants}{failed} train loss "
-                f"{_fmt(m.train_loss, '.4f')} test acc {_fmt(m.test_accuracy, '.4f')}"
-            )
-            bar.update(task_id, advance=1, status=status)
+            bar.update(task_id, advance=1, status=round_status(m))
+            if json_lines:  # the bar is off: one line per round instead
+                text = f"round {m.round}/{cfg.run.rounds}: {round_status(m)}"
+                fields = round_fields(m)
+                say(log, "round", text, node=NODE, run=run_id, round_=m.round, fields=fields)
 
         history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
     last = history.rounds[-1]
@@ -128,10 +130,18 @@ def run(
         **federated_summary(last.to_json()),
     }
     run_dir.finish(history.weights, exp.model.layout, summary)
-    console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")
+    if json_lines:
+        text = f"final test accuracy {fmt(last.test_accuracy)}; run written to {run_dir.path}"
+        fields = {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
+        say(log, "finished", text, node=NODE, run=run_id,
+            round_=last.round, fields=fields, path=str(run_dir.path))  # fmt: skip
+        return
+    console.print(f"final test accuracy: [bold]{fmt(last.test_accuracy)}[/]")
     if last.federated_clients is not None:
-        fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
+        fed, n = fmt(last.federated_accuracy), last.federated_clients
         console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
+    if isinstance(eps := summary.get("epsilon"), float):
+        console.print(f"privacy spent: epsilon {eps:.4g} at delta {summary.get('delta')}")
     console.print(f"run written to: {escape(str(run_dir.path))}")
 
 

@@ -135,12 +135,12 @@ class PeerProcs:
             )
         )
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, *args: str) -> None:
         log = open(self.tmp / f"peer-{i}.log", "ab")
         self.logs.append(log)
         cmd = [sys.executable, "-m", "murmura.node.topology_cli", "peer", str(self.config)]
         self.procs[i] = subprocess.Popen(
-            [*cmd, "--id", str(i)], stdout=log, stderr=subprocess.STDOUT
+            [*cmd, "--id", str(i), *args], stdout=log, stderr=subprocess.STDOUT
         )
 
     def metrics(self, i: int) -> list[dict[str, Any]]:

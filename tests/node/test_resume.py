@@ -82,7 +82,7 @@ def test_coordinator_killed_and_resumed_gives_the_same_model(procs, tmp_path: Pa
     assert restarted.wait(90) == 0, procs.log("coordinator-2")
     assert all(procs.procs[n].wait(30) == 0 for n in NAMES)
 
-    assert "round=2: resuming run" in procs.log("coordinator-2")  # round 3 is redone
+    assert "at round 2 of" in procs.log("coordinator-2")  # resumed after 2: round 3 is redone
     final = procs.checkpoint(state, ROUNDS)
     assert final.tobytes() == expected.tobytes()
     assert final.tobytes() != procs.checkpoint(state, 0).tobytes()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,12 +14,48 @@ from rich.markup import escape
 
 from murmura.errors import MurmuraError
 
+if TYPE_CHECKING:
+    from murmura.node.coordinator import CoordinatorResult
+    from murmura.node.instructions import InstructionLimits
+    from murmura.node.worker import Worker
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 log = logging.getLogger(__name__)
 
 
-def _fail(exc: Exception) -> typer.Exit:
+class LogFormat(StrEnum):
+    """How a long-running command prints its lines (``murmura.console``)."""
+
+    text = "text"
+    json = "json"
+
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text: lines for a terminal; json: one JSON object per line (time, level, node, "
+        "run, round, event, fields) for log pipelines.",
+    ),
+]
+
+
+def use_log_format(log_format: LogFormat) -> None:
+    """Print this command's lines and warnings in ``log_format``."""
+    from murmura import console as out
+
+    out.setup(log_format.value, stream=console)
+
+
+def fail(exc: Exception, node: str = "murmura") -> typer.Exit:
+    """One ``error:`` line (a JSON ``error`` event with ``--log-format json``); exit status 2."""
+    root = logging.getLogger().handlers
+    if any(getattr(h, "log_format", "text") == "json" for h in root):
+        from murmura.console import say
+
+        say(log, "error", str(exc), node=node, level=logging.ERROR)
+        return typer.Exit(2)
     # escaped: "[server]" in a message is text, not markup; one line, whatever the width
     console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(2)
@@ -41,32 +78,62 @@ def server(
         str | None,
         typer.Option("--run-id", help="Resume this unfinished run of the state dir."),
     ] = None,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted."""
-    from murmura.node.deploy import build_coordinator, split_config
+    """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted.
 
+    Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command resumes
+    after the last completed round.
+    """
+    from murmura.node import progress
+    from murmura.node.coordinator import Coordinator
+    from murmura.node.deploy import build_coordinator, split_config
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
+
+    use_log_format(log_format)
     if new_run and run_id is not None:
-        raise _fail(MurmuraError("--new-run and --run-id exclude each other: choose one"))
+        raise fail(MurmuraError("--new-run and --run-id exclude each other: choose one"))
+    coordinator: Coordinator | None = None
     try:
-        cfg, section = split_config(config, set_)
-        coordinator = build_coordinator(cfg, section, insecure, new_run, run_id)
-        result = asyncio.run(coordinator.run())
+        with raising_signals():
+            cfg, section = split_config(config, set_)
+            coordinator = build_coordinator(cfg, section, insecure, new_run, run_id)
+            result = asyncio.run(until_signalled(coordinator.run()))
     except MurmuraError as exc:
-        raise _fail(exc) from None
+        raise fail(exc, "coordinator") from None
+    except Interrupted as exc:
+        done = coordinator.round_done if coordinator is not None else 0
+        run = coordinator.hub.run_id if coordinator is not None and coordinator.hub else None
+        progress.interrupted("coordinator", run, done, exc.signame)
+        leave(0)
+    _server_summary(result)
+
+
+def _server_summary(result: CoordinatorResult) -> None:
+    """The coordinator's last lines: rounds, final accuracy (central, federated), epsilon."""
+    from murmura.node import progress
+
     last = result.rounds[-1] if result.rounds else None
     acc = last.test_accuracy if last is not None else None
-    console.print(
+    end = int(result.summary.get("rounds", 0) or 0)  # type: ignore[call-overload]
+    progress.finished(
+        "coordinator",
+        result.run_id,
         f"run {result.run_id}: {len(result.rounds)} rounds in this process, "
-        f"final test accuracy {'-' if acc is None else format(acc, '.4f')}"
+        f"final test accuracy {'-' if acc is None else format(acc, '.4f')}",
+        end,
+        rounds=len(result.rounds),
+        test_accuracy=acc,
     )
     summary = result.summary
     if "final_federated_accuracy" in summary:
         fed, n = summary["final_federated_accuracy"], summary["final_federated_clients"]
         shown = format(fed, ".4f") if isinstance(fed, float) else "-"
-        console.print(f"final federated accuracy {shown} ({n} clients, summary.json)")
-    if "epsilon" in result.summary:
-        eps, delta = result.summary["epsilon"], result.summary.get("delta")
-        console.print(f"privacy: epsilon {eps} at delta {delta} (summary.json)")
+        text = f"final federated accuracy {shown} ({n} clients, summary.json)"
+        progress.finished("coordinator", result.run_id, text, end)
+    if "epsilon" in summary:
+        eps, delta = summary["epsilon"], summary.get("delta")
+        progress.privacy_spent("coordinator", result.run_id, eps, delta)
 
 
 @app.command("client")
@@ -113,41 +180,87 @@ def client(
         int, typer.Option("--max-batch-size", min=1, help="Refuse larger batch sizes.")
     ] = 1_000_000,
     max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run a worker: train on local partition i/n whenever the coordinator asks."""
-    from murmura.compress.uplink import make_uplink
-    from murmura.node.deploy import client_from_config, local_client, split_config
-    from murmura.node.instructions import InstructionLimits
-    from murmura.node.worker import Worker
-    from murmura.transport import keys
-    from murmura.transport.grpc_client import CoordinatorLink
+    """Run a worker: train on local partition i/n whenever the coordinator asks.
 
+    Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the coordinator counts
+    this worker as lost, and the same command rejoins the run.
+    """
+    from murmura.node import progress
+    from murmura.node.instructions import InstructionLimits
+    from murmura.node.shutdown import Interrupted, leave, raising_signals
+
+    use_log_format(log_format)
+    worker: Worker | None = None
+    node = name or "worker"
     try:
-        limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
-        if insecure:
-            creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
-        elif cert and key and ca:
-            creds = keys.Credentials.load(cert, key, ca)
-            node = creds.name
-        else:
-            raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-        uplink = None
-        if config is not None:
-            run_cfg = split_config(config)[0]
-            local = client_from_config(run_cfg, partition)
-            uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
-        else:
-            held = eval_fraction or None  # 0: nothing held out
-            local = local_client(task, partition, partitioner, seed, local_fraction=held)
-        link = CoordinatorLink(server_address, node, creds)
-        stats = Worker(link, local, limits=limits, uplink=uplink).run()
+        with raising_signals():
+            limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
+            worker = _worker(
+                server_address, partition, cert, key, ca, task, config, partitioner, seed,
+                eval_fraction, name, insecure, limits,
+            )  # fmt: skip
+            node = worker.node
+            stats = worker.run()
     except MurmuraError as exc:
-        raise _fail(exc) from None
-    console.print(f"{node}: {stats.rounds} rounds trained, stopped: {escape(stats.reason)}")
+        raise fail(exc, node) from None
+    except Interrupted as exc:
+        done = 0
+        if worker is not None:
+            worker.close()
+            done = worker.after_round
+        progress.interrupted(node, worker.link.run_id if worker else None, done, exc.signame)
+        leave(0)
+    text = f"{stats.rounds} rounds trained, stopped: {stats.reason}"
+    progress.finished(node, worker.link.run_id, text, stats.last_round, reason=stats.reason)
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)
 
 
+def _worker(
+    server_address: str,
+    partition: str,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    task: str,
+    config: Path | None,
+    partitioner: str | None,
+    seed: int,
+    eval_fraction: float | None,
+    name: str | None,
+    insecure: bool,
+    limits: InstructionLimits,
+) -> Worker:
+    """The worker of ``murmura client``'s options: its identity, link and local data."""
+    from murmura.compress.uplink import make_uplink
+    from murmura.node.deploy import client_from_config, local_client, split_config
+    from murmura.node.worker import Worker
+    from murmura.transport import keys
+    from murmura.transport.grpc_client import CoordinatorLink
+
+    if insecure:
+        creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
+    elif cert and key and ca:
+        creds = keys.Credentials.load(cert, key, ca)
+        node = creds.name
+    else:
+        raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
+    uplink = None
+    if config is not None:
+        run_cfg = split_config(config)[0]
+        local = client_from_config(run_cfg, partition)
+        uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
+    else:
+        held = eval_fraction or None  # 0: nothing held out
+        local = local_client(task, partition, partitioner, seed, local_fraction=held)
+    link = CoordinatorLink(server_address, node, creds)
+    return Worker(link, local, limits=limits, uplink=uplink)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from murmura.console import setup
+
+    setup("text", verbose=True)
     app()

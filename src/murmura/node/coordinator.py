@@ -49,6 +49,7 @@ from murmura.analytics.federation import StatsPlan
 from murmura.analytics.grpc_round import statistics_phase, wait_for_nodes
 from murmura.compress.accounting import BYTES_UP, dense_bytes, round_bytes, uplink_counts
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
+from murmura.node import progress
 from murmura.node.checkpoint import (
     checkpoint_path,
     prune_checkpoints,
@@ -170,6 +171,12 @@ class Coordinator:
         self.secure: SecureRounds | None = None
         self.run_path = settings.state_dir
         self.port = 0
+        self.node = "coordinator"
+        """Who speaks in the progress lines (an edge's name for an edge)."""
+        self.planned: int | None = settings.rounds
+        """The run's rounds as the round lines show them (None: the parent decides)."""
+        self.round_done = 0
+        """The last round recorded (resumed from, or completed by this process)."""
 
     async def run(self) -> CoordinatorResult:
         """Serve and run every remaining round of the run; resume if one was interrupted."""
@@ -193,6 +200,8 @@ class Coordinator:
             extra.append(secagg_handlers(exchange))
         server, self.port = await start_server(self.hub, self.server, extra)
         (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
+        address = f"{self.server.host}:{self.port}"
+        progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)
@@ -243,11 +252,13 @@ class Coordinator:
         if rec.checkpoint is None:
             initial = strategy_state(self.strategy)
             write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout, initial)
+            progress.run_opened(self.node, rec.run_id, rec.last_round, s.rounds, resumed=False)
             return rec
         got = resume_run(self.state, rec.run_id, self.run_path, self.layout)
         self.weights = got.weights
         restore_strategy_state(self.strategy, got.state, str(got.checkpoint))
-        log.info("node=coordinator round=%d: resuming run %s", got.round, rec.run_id)
+        self.round_done = got.round
+        progress.run_opened(self.node, rec.run_id, got.round, s.rounds, resumed=True)
         return replace(rec, last_round=got.round, checkpoint=str(got.checkpoint))
 
     def _write_summary(self, run_id: str) -> dict[str, object]:
@@ -282,7 +293,12 @@ class Coordinator:
         assert self.hub is not None
         s = self.settings
         deadline = time.monotonic() + s.join_timeout_s
+        shown = -1
         while first and len(self.hub.alive()) < s.min_nodes and time.monotonic() < deadline:
+            joined = len(self.hub.alive())
+            if joined != shown:
+                shown = joined
+                progress.waiting(self.node, run_id, round_, s.min_nodes, joined, "workers")
             await self.hub.wait_for_join(min(1.0, deadline - time.monotonic()))
         deadline = time.monotonic() + s.rejoin_timeout_s
         waiting = False
@@ -451,10 +467,5 @@ class Coordinator:
         for node in nodes:
             self.state.seen(run_id, node, completed_round=True)
         prune_checkpoints(path.parent, self.settings.keep_last)  # after the round is recorded
-        log.info(
-            "node=coordinator round=%d: completed with %d results, %d failures, acc %s",
-            round_,
-            len(nodes),
-            len(m.failures),
-            m.test_accuracy,
-        )
+        self.round_done = round_
+        progress.round_done(self.node, run_id, m, self.planned)

@@ -29,6 +29,7 @@ import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import RejoinTimeout
+from murmura.node import progress
 from murmura.node.coordinator import Coordinator, CoordinatorSettings, run_dir
 from murmura.node.worker import Worker, WorkerStats
 from murmura.sim.hierarchical import EdgeRoundFailed, edge_examples
@@ -136,7 +137,10 @@ class Edge:
             settings.server,
             checks,
         )
+        self.coordinator.node, self.coordinator.planned = settings.name, None
         self.port = 0
+        self.worker: Worker | None = None
+        """Its worker towards the parent, once ``run`` started it."""
 
     async def run(self) -> WorkerStats:
         """Start the children's endpoint, then serve the parent's rounds until SHUTDOWN."""
@@ -149,10 +153,11 @@ class Edge:
         coord.hub = Hub(rec.run_id, cs.heartbeat_s, cs.lost_after_s)
         server, self.port = await start_server(coord.hub, s.server)
         (cs.state_dir / "address").write_text(f"{s.server.host}:{self.port}\n")
-        log.info("node=%s round=%d: edge serving children on port %d", s.name, 0, self.port)
+        progress.listening(s.name, f"{s.server.host}:{self.port}", s.credentials is not None)
         client = EdgeClient(coord, rec.run_id, s.min_clients, asyncio.get_running_loop())
         link = CoordinatorLink(s.parent, s.name, s.credentials, s.link)
         worker = Worker(link, client, layout=coord.layout)  # checks each parent instruction
+        self.worker = worker
         try:
             stats = await asyncio.to_thread(worker.run)
             if stats.reason == "shutdown":
@@ -160,8 +165,7 @@ class Edge:
             await coord.hub.finish()
             await asyncio.sleep(cs.shutdown_grace_s)  # let the children pull SHUTDOWN
         finally:
-            worker.stop()
-            link.close()
+            worker.close()
             await server.stop(grace=0.5)
             coord.state.close()
         log.info("node=%s round=%d: edge stopped: %s", s.name, stats.last_round, stats.reason)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
+from murmura.node import progress
 from murmura.ops.metrics import CoordinatorMetrics
 from murmura.ops.metrics_http import MetricsEndpoint, MetricsServer, serve_metrics
 from murmura.transport.hub import Events, Hub
@@ -41,6 +42,7 @@ class Monitor:
         if self.endpoint is None:
             return
         self.server = serve_metrics(self.metrics.exposition, self.endpoint)
+        progress.metrics_at("coordinator", self.server.url)
         self._watcher = asyncio.create_task(self._watch(hub, period_s))
 
     async def stop(self) -> None:

@@ -30,13 +30,16 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from murmura import console
 from murmura.attacks.peer_sender import RoundSender
 from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
 from murmura.learner import Learner
+from murmura.node import progress
 from murmura.node.instructions import check_model
 from murmura.privacy.budget import PrivacyBudget, charge_through
 from murmura.sim.peer import Mixer, local_step
 from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
+from murmura.topology import consensus_distance
 from murmura.transport import codec, keys
 from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import backoff_delays
@@ -141,6 +144,8 @@ class Peer:
         self.links: dict[int, NeighbourLink] = {}
         self.store = ModelStore(settings.run_id, settings.name, layout)
         self.port = 0
+        self.done = 0
+        """The round of the peer's checkpoint: where the same command resumes."""
         self._rng = random.Random()
 
     def _tag(self, round_: int) -> str:
@@ -179,7 +184,7 @@ class Peer:
     async def run(self) -> PeerResult:
         """Serve and run rounds until ``rounds``; then serve until neighbours have our last."""
         s = self.s
-        done = self._resume()
+        done = self.done = self._resume()
         host, port = s.addresses[s.index].rsplit(":", 1)
         opts = ServerOptions(
             host=host,
@@ -190,6 +195,8 @@ class Peer:
             chunk_size=s.chunk_size,
         )
         server, self.port = await start_peer_server(self.store, opts)
+        progress.listening(s.name, f"{host}:{self.port}", s.credentials is not None, s.run_id)
+        progress.run_opened(s.name, s.run_id, done, s.rounds, resumed=done > 0)
         self.links = {
             j: NeighbourLink(
                 s.name, s.names[j], s.addresses[j], s.run_id, self.layout, s.credentials,
@@ -225,6 +232,7 @@ class Peer:
         answers = await self.gather(round_, time.monotonic() + timeout)
         received = {j: f.weights for j, f in answers.items() if f.weights is not None}
         missing = [self.s.names[j] for j in self.neighbours if j not in received]
+        spread = consensus_distance(np.stack([trained, *received.values()])) if received else None
         self.weights = np.asarray(
             self.mixer(self.s.index, trained, received, self.row), dtype=np.float32
         )
@@ -232,12 +240,13 @@ class Peer:
         await asyncio.to_thread(
             save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout, meta
         )
+        self.done = round_
         if missing:
             result.missing[round_] = missing
             log.warning("%s: mixed without %s (weights renormalised)", self._tag(round_), missing)
         # Evaluating may take a while on a big task: off the loop, which keeps serving.
         await asyncio.to_thread(
-            self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0
+            self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0, spread
         )
         return self._next_round(round_, answers)
 
@@ -279,7 +288,9 @@ class Peer:
         link, retry = self.links[j], j not in self.suspects
         delays = backoff_delays(0.1, 1.0, self._rng)
         last: Fetched | None = None
+        attempt = 0
         while (left := deadline - time.monotonic()) > 0:
+            attempt += 1
             try:
                 last = await link.fetch(round_, left)
             except (grpc.aio.AioRpcError, Unreachable) as exc:
@@ -287,7 +298,11 @@ class Peer:
                 if code == grpc.StatusCode.UNAVAILABLE:
                     link.verified = False  # whoever answers next is checked again
                 if code in (grpc.StatusCode.UNAVAILABLE, "UNREACHABLE") and retry:
-                    await asyncio.sleep(min(next(delays), left))
+                    delay = min(next(delays), left)
+                    if attempt & (attempt - 1) == 0:  # attempts 1, 2, 4, 8...: not every 0.5 s
+                        what = f"neighbour {link.neighbour}"
+                        console.retrying(log, self.s.name, what, link.target, delay, attempt)
+                    await asyncio.sleep(delay)
                     continue
                 log.info("%s: %s did not answer: %s", self._tag(round_), link.neighbour, code)
                 return last
@@ -317,8 +332,19 @@ class Peer:
             log.info("%s: leaving before %s fetched our last model", self._tag(last_round), left)
 
     def _record(
-        self, round_: int, loss: float, present: list[int], missing: list[str], secs: float
+        self,
+        round_: int,
+        loss: float,
+        present: list[int],
+        missing: list[str],
+        secs: float,
+        spread: float | None = None,
     ) -> None:
+        """Append the round's line to ``metrics.jsonl`` and print it.
+
+        ``spread``: the local consensus distance, over this peer's trained model and the
+        neighbours' models it mixed (``murmura.topology.consensus_distance``), before mixing.
+        """
         line: dict[str, object] = {
             "round": round_,
             "node": self.s.name,
@@ -326,6 +352,7 @@ class Peer:
             "neighbours": [self.s.names[j] for j in present],
             "missing": missing,
             "seconds": secs,
+            "local_consensus_distance": spread,
         }
         charge_through(self.budgets, round_)
         for budget in self.budgets:
@@ -337,10 +364,4 @@ class Peer:
             line["test_loss"], line["test_accuracy"] = ev.loss, ev.metrics.get("accuracy")
         with open(self.s.state_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
-        log.info(
-            "%s: mixed with %d of %d neighbours, acc %s",
-            self._tag(round_),
-            len(present),
-            len(self.neighbours),
-            line.get("test_accuracy"),
-        )
+        progress.peer_round(self.s.name, self.s.run_id, line, self.s.rounds, len(self.neighbours))

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 if TYPE_CHECKING:
     from murmura.node.topology_deploy import RedTeam
 
 from murmura.errors import ConfigError, MurmuraError
+from murmura.node.cli import LogFormat, LogFormatOption, fail, use_log_format
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -44,23 +44,44 @@ def peer(
         list[str] | None,
         typer.Option("--attack-arg", help="An argument of --attack: --attack-arg std=100."),
     ] = None,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run peer K of CONFIG's graph: train, serve its model, mix with its neighbours."""
+    """Run peer K of CONFIG's graph: train, serve its model, mix with its neighbours.
+
+    Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command resumes
+    from the peer's checkpoint (its last completed round).
+    """
+    from murmura.node import progress
+    from murmura.node.peer import Peer
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
     from murmura.node.topology_deploy import build_peer
 
+    use_log_format(log_format)
+    node: Peer | None = None
     try:
-        red_team = parse_attack(attack, attack_arg or [])
-        if red_team is not None:
-            console.print(f"[bold red]RED-TEAM PEER: attack {red_team.kind} is ON[/bold red]")
-        node = build_peer(config, peer_id, set_, insecure, red_team)
-        result = asyncio.run(node.run())
+        with raising_signals():
+            red_team = parse_attack(attack, attack_arg or [])
+            if red_team is not None:
+                console.print(f"[bold red]RED-TEAM PEER: attack {red_team.kind} is ON[/bold red]")
+            node = build_peer(config, peer_id, set_, insecure, red_team)
+            result = asyncio.run(until_signalled(node.run()))
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    console.print(
-        f"{node.s.name}: {result.rounds_run} rounds in this process (resumed after round "
+        raise fail(exc, f"peer-{peer_id}" if node is None else node.s.name) from None
+    except Interrupted as exc:
+        name, run = (f"peer-{peer_id}", None) if node is None else (node.s.name, node.s.run_id)
+        done = node.done if node is not None else 0
+        progress.interrupted(name, run, done, exc.signame)
+        leave(0)
+    name, run = node.s.name, node.s.run_id
+    text = (
+        f"{result.rounds_run} rounds in this process (resumed after round "
         f"{result.resumed_from}), last round {result.last_round}"
     )
+    progress.finished(name, run, text, result.last_round, rounds=result.rounds_run)
+    for budget in node.budgets:
+        spent = budget.metrics()
+        prefix = budget.name.removesuffix("epsilon")
+        progress.privacy_spent(name, run, spent[budget.name], spent[f"{prefix}delta"])
 
 
 def parse_attack(kind: str | None, args: list[str]) -> RedTeam | None:
@@ -85,19 +106,36 @@ def edge(
     config: Annotated[Path, typer.Argument(help="Run config with an \\[edge] table.")],
     set_: SetOption = None,
     insecure: InsecureOption = False,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run an edge aggregator: a worker to its parent, a coordinator to its children."""
+    """Run an edge aggregator: a worker to its parent, a coordinator to its children.
+
+    Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command rejoins
+    the parent's run.
+    """
+    from murmura.node import progress
+    from murmura.node.edge import Edge
+    from murmura.node.shutdown import Interrupted, leave, raising_signals, until_signalled
     from murmura.node.topology_deploy import build_edge
 
+    use_log_format(log_format)
+    node: Edge | None = None
     try:
-        node = build_edge(config, set_, insecure)
-        stats = asyncio.run(node.run())
+        with raising_signals():
+            node = build_edge(config, set_, insecure)
+            stats = asyncio.run(until_signalled(node.run()))
     except MurmuraError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    console.print(
-        f"{node.settings.name}: {stats.rounds} rounds aggregated, stopped: {escape(stats.reason)}"
-    )
+        raise fail(exc, "edge" if node is None else node.settings.name) from None
+    except Interrupted as exc:
+        name = "edge" if node is None else node.settings.name
+        worker = node.worker if node is not None else None
+        run = worker.link.run_id if worker is not None else None
+        progress.interrupted(name, run, worker.after_round if worker else 0, exc.signame)
+        leave(0)
+    name = node.settings.name
+    text = f"{stats.rounds} rounds aggregated, stopped: {stats.reason}"
+    run = node.worker.link.run_id if node.worker else None
+    progress.finished(name, run, text, stats.last_round)
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)
 
@@ -107,5 +145,7 @@ app.command("peer")(peer)
 app.command("edge")(edge)
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from murmura.console import setup
+
+    setup("text", verbose=True)
     app()

@@ -32,6 +32,7 @@ import grpc
 from murmura.compress.base import spec
 from murmura.compress.uplink import Uplink
 from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
+from murmura.node import progress
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.dial_check import Unreachable
@@ -89,6 +90,7 @@ class Worker:
         self.rounds_done = 0
         self._stop = threading.Event()
         self._heartbeat_s = 1.0
+        self._beat: threading.Thread | None = None
 
     @property
     def node(self) -> str:
@@ -99,14 +101,22 @@ class Worker:
         """Ask the loop to stop after its current step."""
         self._stop.set()
 
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop, close the link and let the heartbeat thread end: no gRPC call left at exit."""
+        self._stop.set()
+        self.link.close()
+        if self._beat is not None and self._beat.ident is not None:
+            self._beat.join(timeout_s)
+
     def run(self) -> WorkerStats:
         """Register, then serve instructions; rejoin with backoff when the link drops."""
         delays = backoff_delays(0.5, 10.0, random.Random())
         down_since: float | None = None
-        beat = threading.Thread(target=self._heartbeats, daemon=True)
+        beat = self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         while not self._stop.is_set():
             try:
                 reply = self.link.register()
+                progress.connected(self.node, self.link.target, self.link.run_id, reply.round)
                 self._heartbeat_s = max(reply.heartbeat_ms / 1000, 0.1)
                 if not beat.is_alive() and not beat.ident:
                     beat.start()
@@ -179,6 +189,8 @@ class Worker:
         try:
             res = self.client.fit(FitIns(ins.round, ins.weights, config))
         except Exception as exc:
+            if self._stop.is_set():  # stopping (a signal): the round is abandoned, not failed
+                return
             log.exception("node=%s round=%d: local training failed", self.node, ins.round)
             self._report_error(ins, exc)
             return

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from murmura import console
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, dial_check, keys
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
@@ -175,22 +176,26 @@ class CoordinatorLink:
         """Run ``call``; retry only UNAVAILABLE with backoff and jitter, up to ``max_retry_s``."""
         start = time.monotonic()
         delays = backoff_delays(self.opts.backoff_initial_s, self.opts.backoff_max_s, self._rng)
+        attempt = 0
         while True:
+            attempt += 1
             try:
-                return call()
+                got = call()
             except (grpc.RpcError, dial_check.Unreachable) as exc:
                 if isinstance(exc, grpc.RpcError) and exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 delay = next(delays)
                 if time.monotonic() + delay - start > self.opts.max_retry_s:
                     raise
-                log.info(
-                    "node=%s round=-: %s: coordinator unavailable, retrying in %.2f s",
-                    self.node,
-                    what,
-                    delay,
+                console.retrying(
+                    log, self.node, "coordinator", self.target, delay, attempt, call=what
                 )
                 time.sleep(delay)
+                continue
+            if attempt > 1:
+                console.say(log, "reconnected", f"coordinator at {self.target} answers again",
+                            node=self.node, target=self.target, call=what)  # fmt: skip
+            return got
 
     def register(self) -> pb.RegisterReply:
         """Register (with retries); remembers the run id.

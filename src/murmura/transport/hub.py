@@ -226,8 +226,9 @@ class Hub:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                try:  # not wait_for: cancelled while re-acquiring, it leaves the lock released
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
                 except TimeoutError:
                     return None
         return None
@@ -402,10 +403,9 @@ class Hub:
             while not cur.complete() and time.monotonic() < deadline:
                 if self._all_missing_lost(cur):
                     break
-                try:
-                    await asyncio.wait_for(
-                        self._changed.wait(), min(0.25, deadline - time.monotonic())
-                    )
+                try:  # asyncio.timeout, as in next_instruction
+                    async with asyncio.timeout(min(0.25, deadline - time.monotonic())):
+                        await self._changed.wait()
                 except TimeoutError:
                     pass
             return self._close(cur)

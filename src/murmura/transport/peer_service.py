@@ -73,7 +73,8 @@ class ModelStore:
                 if left <= 0:
                     return None
                 try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for: see Hub.next_instruction
+                        await self._changed.wait()
                 except TimeoutError:
                     return None
             return self.blobs.get(round_)
@@ -94,7 +95,8 @@ class ModelStore:
                 if not missing or left <= 0:
                     return missing
                 try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for: see Hub.next_instruction
+                        await self._changed.wait()
                 except TimeoutError:
                     return {n for n in nodes if self.fetched.get(n, 0) < round_}
 

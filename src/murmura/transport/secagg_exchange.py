@@ -129,7 +129,8 @@ class SecAggExchange:
                     break
                 try:
                     left = min(0.25, deadline - time.monotonic())
-                    await asyncio.wait_for(self._changed.wait(), max(left, 0.0))
+                    async with asyncio.timeout(max(left, 0.0)):  # see Hub.next_instruction
+                        await self._changed.wait()
                 except TimeoutError:
                     pass
             st.open = False
@@ -178,7 +179,8 @@ class SecAggExchange:
                 if left <= 0:
                     return Fetched(FetchStatus.WAIT)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for: see Hub.next_instruction
+                        await self._changed.wait()
                 except TimeoutError:
                     return Fetched(FetchStatus.WAIT)
 
