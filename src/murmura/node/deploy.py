@@ -127,14 +127,18 @@ def build_coordinator(
 ) -> Coordinator:
     """A coordinator for run config ``cfg``: same model init and strategy as the simulation.
 
+    With ``[topology] kind = "tree"`` it is the tree's root, its nodes the ``murmura edge``
+    aggregators, and it runs the simulated tree's root strategy (FedAvg, or central DP's
+    release of the edges' sums).
+
     ``new_run``/``run_id``: start a new run / resume that run (``StateStore.open_run``).
     """
     from murmura.sim.builder import build_experiment
     from murmura.sim.runtime import Simulation
 
-    if cfg.topology.kind != "star":
+    if cfg.topology.kind not in ("star", "tree"):
         raise ConfigError(
-            f"murmura server runs star topologies; the config has {cfg.topology.kind!r}"
+            f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
     check_role("server", cfg)
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
