@@ -1,11 +1,11 @@
 """The deployed half of the parity matrix: every cell in this one process.
 
-``python tests/parity/parity_deployed.py CELLS.json OUT``: for each cell (a run config;
-``CELLS.json`` maps topology -> cell -> config), builds the deployed roles exactly as ``murmura server``/``client``/``edge``/``peer``
-do (``build_coordinator``, ``client_from_config``, ``build_edge``, ``build_peer``) and runs
-them over loopback gRPC (insecure: the certificates are not what is compared) in one event
-loop, workers in threads. A builder that refuses the config records its one-line error.
-Writes ``OUT/<topology>/<cell>.json`` (``refused`` or the rounds' epsilon and failures) and
+``python tests/parity/parity_deployed.py CELLS.json OUT`` (topology -> cell -> run config):
+each cell's roles are built as ``murmura server``, ``client``, ``edge`` and ``peer`` build
+them (``build_coordinator``, ``client_from_config``, ``build_edge``, ``build_peer``) and run
+over loopback gRPC (insecure: certificates are not what is compared) in one event loop,
+workers in threads. A builder that refuses the config records its one-line error. Writes
+``OUT/<topology>/<cell>.json`` (the refusal, or each round's epsilon and the failures) and
 ``<cell>.npy`` (the final model; one row per peer for a ring). One launch for the whole
 matrix: torch and the task load once, and the cells run side by side.
 """
@@ -139,13 +139,13 @@ async def ring(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, An
     path.write_text(tomli_w.dumps({**run, "peers": peers}))
     nodes = [build_peer(path, i, insecure=True) for i in range(n)]
     results = await asyncio.gather(*(p.run() for p in nodes))
-    lines = [
-        [json.loads(x) for x in (tmp / "peers" / f"peer-{i}" / "metrics.jsonl").read_text().splitlines()]
-        for i in range(n)
+    text = (tmp / "peers" / "peer-0" / "metrics.jsonl").read_text()  # every peer spends alike
+    lines = [json.loads(x) for x in text.splitlines()]
+    extra = [{k: v for k, v in m.items() if "epsilon" in k} for m in lines]
+    missing = [
+        [r, f"peer-{i}", str(m)] for i, p in enumerate(results) for r, m in p.missing.items()
     ]
-    extra = [{k: v for k, v in m.items() if "epsilon" in k} for m in lines[0]]
-    missing = [[r, f"peer-{i}", str(m)] for i, p in enumerate(results) for r, m in p.missing.items()]
-    summary = {"rounds": [m["round"] for m in lines[0]], "extra": extra, "failures": missing}
+    summary = {"rounds": [m["round"] for m in lines], "extra": extra, "failures": missing}
     return np.stack([np.asarray(p.weights) for p in results]), summary
 
 
