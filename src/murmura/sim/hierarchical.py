@@ -261,6 +261,13 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         else FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
     )
     root, clients = apply_privacy(cfg, root, plain)
+    if cfg.attack.kind != "none":  # as in the star: the same clients, the same wrappers
+        from murmura.attacks import AttackContext, wrap_byzantine
+
+        ctx = AttackContext(len(clients), cfg.cohort_size(), s.server_lr, cfg.run.seed)
+        clients, _ = wrap_byzantine(
+            clients, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx
+        )
     groups = split_clients(clients, cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
