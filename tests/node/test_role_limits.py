@@ -27,12 +27,8 @@ ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
-    ("server", LOCAL, "[privacy] mode = 'local'"),
-    ("server", DP_SGD, "[privacy] dp_sgd = true"),
     ("server", ANOMALY, "[anomaly] enabled = true"),
     ("server", ATTACK, "[attack] kind != 'none'"),
-    ("client", LOCAL, "[privacy] mode = 'local'"),
-    ("client", DP_SGD, "[privacy] dp_sgd = true"),
     ("client", ATTACK, "[attack] kind != 'none'"),
     ("edge", CENTRAL, "[privacy] mode = 'central'"),
     ("edge", SECAGG, "[secagg] enabled = true"),
@@ -45,6 +41,10 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("client", CENTRAL),
     ("client", SECAGG),
     ("client", ANOMALY),
+    ("server", LOCAL),
+    ("server", DP_SGD),
+    ("client", LOCAL),
+    ("client", DP_SGD),
     ("edge", LOCAL),
     ("edge", DP_SGD),
     ("peer", LOCAL),

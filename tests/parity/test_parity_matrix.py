@@ -80,19 +80,13 @@ REFUSED: dict[tuple[str, str], str] = {
     ("tree", "anomaly"): "anomaly",
 }
 # Cells where deployment and simulation differ today: each is a defect of issue 12.
-_NO_WORKER_DP = "murmura client does not clip and noise (server and client refuse [privacy] local)"
-_NO_WORKER_DP_SGD = "murmura client does not train with DP-SGD (server and client refuse it)"
 _NO_DEPLOYED_ATTACK = (
     "no deployed node reads [attack] (refused by every role; red-teaming is a command-line flag)"
 )
 DEFECTS: dict[tuple[str, str], str] = {
-    ("star", "local_dp"): _NO_WORKER_DP,
-    ("star", "dp_sgd"): _NO_WORKER_DP_SGD,
     ("star", "anomaly"): "the deployed coordinator does not score updates ([anomaly] refused)",
     ("star", "attack"): _NO_DEPLOYED_ATTACK,
     ("tree", "central_dp"): "a deployed edge does not run EdgeSum ([privacy] central refused)",
-    ("tree", "local_dp"): _NO_WORKER_DP,
-    ("tree", "dp_sgd"): _NO_WORKER_DP_SGD,
     ("tree", "secagg"): "a deployed edge does not run per-edge SecAgg+ ([secagg] refused)",
     ("tree", "attack"): _NO_DEPLOYED_ATTACK,
 }

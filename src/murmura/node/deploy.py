@@ -220,16 +220,21 @@ def local_client(
 
 
 def client_from_config(cfg: Any, partition: str) -> FitClient:
-    """A TorchClient for partition ``i/n`` of the task, partition and hold-out a config names."""
+    """Client ``i``'s learner on partition ``i/n`` of the task, partition and hold-out of ``cfg``.
+
+    ``[privacy]``'s local DP and DP-SGD wrap it exactly as they wrap simulated client ``i``
+    (same wrappers, same noise stream); the coordinator keeps the budgets.
+    """
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
         raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
     check_role("client", cfg)
+    from murmura.privacy.wiring import private_learners
     from murmura.tasks import load_task
 
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    return local_client(
+    local = local_client(
         cfg.task.name,
         partition,
         kind,
@@ -238,3 +243,5 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
         cfg.partition.args(kind),
         local_fraction=cfg.evaluation.held_out(),
     )
+    (learner,), _ = private_learners(cfg, [local], first_index=i)  # type: ignore[list-item]
+    return learner

@@ -7,10 +7,12 @@ an update for ``[anomaly]``. Each role's builder calls ``check_role`` before any
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
 Accepted because they work: central DP and ``[secagg]`` at ``murmura server`` (the
-coordinator runs them), local DP and DP-SGD at ``murmura edge`` (they are the clients' part)
-and at ``murmura peer`` (it builds the simulation's privatised learners and budgets),
-and the server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
---config``, which reads only the task, partition, seed and hold-out from it.
+coordinator runs them), local DP and DP-SGD at ``murmura client --config`` (it wraps its
+learner as the simulation wraps client ``i``), at ``murmura server`` (it spends the same
+budgets) and at ``murmura edge`` (they are the clients' part), and at ``murmura peer`` (it
+builds the simulation's privatised learners and budgets); the server-side sections (central
+DP, ``[secagg]``, ``[anomaly]``) at ``murmura client --config``, which reads only the task,
+partition, seed, hold-out and ``[privacy]``'s client part from it.
 """
 
 from __future__ import annotations
@@ -41,14 +43,6 @@ class Limit:
     why: str
 
 
-def _local_dp(cfg: Config) -> bool:
-    return cfg.privacy.mode == "local"
-
-
-def _dp_sgd(cfg: Config) -> bool:
-    return cfg.privacy.dp_sgd
-
-
 def _central_dp(cfg: Config) -> bool:
     return cfg.privacy.mode == "central"
 
@@ -71,20 +65,8 @@ _ATTACK = Limit(
     "attacks wrap simulated clients and no deployed node reads [attack], so nothing would "
     "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
 )
-_NO_WORKER_DP = (
-    "`murmura client` does not clip and noise its updates yet, so the server would report an "
-    "epsilon that no worker spends; use privacy.mode = 'central' (the coordinator adds the "
-    "noise) or run it in simulation"
-)
-_NO_WORKER_DP_SGD = (
-    "`murmura client` does not train with DP-SGD yet, so the reported sample_epsilon would "
-    "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
-)
-
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
-        Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
-        Limit("[privacy] dp_sgd = true", _dp_sgd, _NO_WORKER_DP_SGD),
         Limit(
             "[anomaly] enabled = true",
             _anomaly,
@@ -93,21 +75,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _ATTACK,
     ),
-    "client": (
-        Limit(
-            "[privacy] mode = 'local'",
-            _local_dp,
-            "this worker does not clip and noise its updates yet and would send them in the "
-            "clear; use privacy.mode = 'central' or run it in simulation",
-        ),
-        Limit(
-            "[privacy] dp_sgd = true",
-            _dp_sgd,
-            "this worker does not train with DP-SGD yet and would train without it; set "
-            "privacy.dp_sgd = false or run it in simulation",
-        ),
-        _ATTACK,
-    ),
+    "client": (_ATTACK,),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
