@@ -27,7 +27,6 @@ ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
-    ("server", ANOMALY, "[anomaly] enabled = true"),
     ("server", ATTACK, "[attack] kind != 'none'"),
     ("client", ATTACK, "[attack] kind != 'none'"),
     ("edge", CENTRAL, "[privacy] mode = 'central'"),
@@ -41,6 +40,7 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("client", CENTRAL),
     ("client", SECAGG),
     ("client", ANOMALY),
+    ("server", ANOMALY),
     ("server", LOCAL),
     ("server", DP_SGD),
     ("client", LOCAL),

@@ -84,7 +84,6 @@ _NO_DEPLOYED_ATTACK = (
     "no deployed node reads [attack] (refused by every role; red-teaming is a command-line flag)"
 )
 DEFECTS: dict[tuple[str, str], str] = {
-    ("star", "anomaly"): "the deployed coordinator does not score updates ([anomaly] refused)",
     ("star", "attack"): _NO_DEPLOYED_ATTACK,
     ("tree", "central_dp"): "a deployed edge does not run EdgeSum ([privacy] central refused)",
     ("tree", "secagg"): "a deployed edge does not run per-edge SecAgg+ ([secagg] refused)",

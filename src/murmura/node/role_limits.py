@@ -2,12 +2,12 @@
 
 A run config is shared by the simulation and the deployment. A deployed role that accepted a
 setting it does not apply would run without it and say nothing: a peer training without its
-``[privacy]``, an edge running plain FedAvg under central DP, a coordinator that never scores
-an update for ``[anomaly]``. Each role's builder calls ``check_role`` before any data is
+``[privacy]``, an edge running plain FedAvg under central DP or never scoring an update for
+``[anomaly]``. Each role's builder calls ``check_role`` before any data is
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
-Accepted because they work: central DP and ``[secagg]`` at ``murmura server`` (the
-coordinator runs them), local DP and DP-SGD at ``murmura client --config`` (it wraps its
+Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
+(the coordinator runs the strategy wrappers the simulation builds), local DP and DP-SGD at ``murmura client --config`` (it wraps its
 learner as the simulation wraps client ``i``), at ``murmura server`` (it spends the same
 budgets) and at ``murmura edge`` (they are the clients' part), and at ``murmura peer`` (it
 builds the simulation's privatised learners and budgets); the server-side sections (central
@@ -66,15 +66,7 @@ _ATTACK = Limit(
     "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
 )
 LIMITS: dict[Role, tuple[Limit, ...]] = {
-    "server": (
-        Limit(
-            "[anomaly] enabled = true",
-            _anomaly,
-            "the deployed coordinator does not score updates yet, so no node would be flagged "
-            "or excluded; set anomaly.enabled = false or run it in simulation",
-        ),
-        _ATTACK,
-    ),
+    "server": (_ATTACK,),
     "client": (_ATTACK,),
     "edge": (
         Limit(
