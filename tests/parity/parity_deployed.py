@@ -41,10 +41,15 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
+def _compared(key: str) -> bool:
+    """The round figures both halves must agree on: privacy spent and nodes flagged."""
+    return "epsilon" in key or key == "flagged"
+
+
 def _summary(rounds: list[RoundMetrics]) -> dict[str, Any]:
     return {
         "rounds": [m.round for m in rounds],
-        "extra": [{k: v for k, v in m.extra.items() if "epsilon" in k} for m in rounds],
+        "extra": [{k: v for k, v in m.extra.items() if _compared(k)} for m in rounds],
         "failures": [[m.round, f.node, f.reason] for m in rounds for f in m.failures],
     }
 
@@ -141,7 +146,7 @@ async def ring(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, An
     results = await asyncio.gather(*(p.run() for p in nodes))
     text = (tmp / "peers" / "peer-0" / "metrics.jsonl").read_text()  # every peer spends alike
     lines = [json.loads(x) for x in text.splitlines()]
-    extra = [{k: v for k, v in m.items() if "epsilon" in k} for m in lines]
+    extra = [{k: v for k, v in m.items() if _compared(k)} for m in lines]
     missing = [
         [r, f"peer-{i}", str(m)] for i, p in enumerate(results) for r, m in p.missing.items()
     ]

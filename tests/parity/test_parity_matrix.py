@@ -5,10 +5,11 @@ for a topology (star, a two-level tree of 2 edges, a ring of 4 peers) and a capa
 The simulation half builds it with ``build_experiment``; the deployed half
 (``parity_deployed.py``, one process for the whole matrix) builds the roles as ``murmura
 server``/``client``/``edge``/``peer`` do and runs them over loopback gRPC. A cell passes
-when both end with the same model (float tolerance), the same epsilon every round and the
-same failures, or when both refuse the config at load time naming the same section. A cell
-where they differ is a defect of today's code, marked ``xfail(strict=True)`` with the
-defect; it turns into a failure the day it is fixed, so the mark must go with the fix.
+when both end with the same model (float tolerance), the same epsilon and flagged nodes
+every round and the same failures, or when both refuse the config at load time naming the
+same section. A cell where they differ is a defect of today's code, marked
+``xfail(strict=True)`` with the defect; it fails the day it is fixed, so the mark goes
+with the fix.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def simulate(topology: str, capability: str) -> dict[str, Any]:
     return {
         "model": model,
         "rounds": [m.round for m in history.rounds],
-        "extra": [{k: v for k, v in m.extra.items() if "epsilon" in k} for m in history.rounds],
+        "extra": [
+            {k: v for k, v in m.extra.items() if "epsilon" in k or k == "flagged"}
+            for m in history.rounds
+        ],
         "failures": [[m.round, f.node, f.reason] for m in history.rounds for f in m.failures],
     }
 
@@ -181,4 +185,4 @@ def test_deployed_equals_simulated(deployed: Path, topology: str, capability: st
     for d, s in zip(dep["extra"], sim["extra"], strict=True):
         assert d.keys() == s.keys()
         for key, value in s.items():
-            assert d[key] == pytest.approx(value, rel=1e-9), key
+            assert d[key] == (value if key == "flagged" else pytest.approx(value, rel=1e-9)), key
