@@ -168,7 +168,7 @@ class DifferentiallyPrivate(Wrapper):
 
     @property
     def min_results(self) -> int:
-        """None: every round is released, whatever the count (skipping would reveal it)."""
+        """0: every round is released, whatever the count (skipping would reveal it)."""
         return 0
 
     def linear_refusal(self) -> str | None:
