@@ -45,7 +45,7 @@ _BASE: dict[str, Any] = {
 }
 _TOPOLOGY: dict[str, dict[str, Any]] = {
     "star": {},
-    "tree": {"kind": "tree", "edges": 2},
+    "tree": {"kind": "tree", "edges": 2},  # strategy.fraction 0.5: each edge samples one child
     "ring": {"kind": "ring", "args": {"n": CLIENTS}},
 }
 _CAPABILITY: dict[str, dict[str, Any]] = {
@@ -99,6 +99,8 @@ def run_config(topology: str, capability: str) -> dict[str, Any]:
         cfg[table] = {**cfg.get(table, {}), **values}
     if _TOPOLOGY[topology]:
         cfg["topology"] = dict(_TOPOLOGY[topology])
+    if topology == "tree":
+        cfg["strategy"]["fraction"] = 0.5
     if topology == "ring" and capability == "robust":  # a peer's robust rule is [topology]'s
         cfg["strategy"].pop("aggregator")
         cfg["topology"]["robust"] = "coordinate_median"

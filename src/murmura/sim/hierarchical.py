@@ -22,6 +22,7 @@ sums and adds the noise once, as the star's server does: same sample, noise and 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -279,7 +280,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
             fraction=s.fraction,
             min_clients=min(s.min_clients, size),
             aggregator=make_aggregator(s.aggregator, **s.aggregator_args),
-            seed=derive_seed(cfg.run.seed, edge),
+            # seeded by the edge's name, as `murmura edge` NAME samples its children
+            seed=derive_seed(cfg.run.seed, zlib.crc32(f"edge-{edge}".encode())),
         )
         # per-edge secure aggregation: the edge learns only its children's weighted sum
         return apply_secagg(cfg, rule, largest)
