@@ -234,7 +234,9 @@ def test_central_dp_without_a_trusted_noiser_is_refused_naming_the_key() -> None
         config_from_dict(data)
 
 
-def test_p2p_accepts_local_dp_and_dp_sgd_whatever_the_unused_strategy() -> None:
+def test_p2p_accepts_local_dp_and_dp_sgd_and_refuses_a_server_strategy() -> None:
     data = _config({"mode": "local", "noise_multiplier": 1.0, "dp_sgd": True})
-    data["strategy"] = {"name": "scaffold"}  # P2P has no server strategy to conflict with
     config_from_dict(data)
+    data["strategy"] = {"name": "scaffold"}  # peers have no server step: it would be ignored
+    with pytest.raises(ConfigError, match=r"key 'strategy': .*peer-to-peer.*'scaffold'"):
+        config_from_dict(data)

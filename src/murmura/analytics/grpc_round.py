@@ -26,7 +26,8 @@ from murmura.analytics.report import STATS_FILE, write_stats
 from murmura.analytics.result import FederatedStats
 from murmura.analytics.summary import Summary, merge_all
 from murmura.errors import InstructionRejected
-from murmura.transport.hub import Hub, Outgoing
+from murmura.transport.channel import Channel
+from murmura.transport.hub import Outgoing
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult
 from murmura.types import Scalar
@@ -55,7 +56,7 @@ def site_answer(client: object, config: Mapping[str, Scalar]) -> tuple[list[floa
     return wire.encode(summary).tolist(), int(summary.count)
 
 
-async def wait_for_nodes(hub: Hub, min_nodes: int, timeout_s: float) -> list[str]:
+async def wait_for_nodes(hub: Channel, min_nodes: int, timeout_s: float) -> list[str]:
     """The live nodes once ``min_nodes`` are (or ``timeout_s`` has passed)."""
     deadline = time.monotonic() + timeout_s
     while len(hub.alive()) < min_nodes and time.monotonic() < deadline:
@@ -64,7 +65,7 @@ async def wait_for_nodes(hub: Hub, min_nodes: int, timeout_s: float) -> list[str
 
 
 async def statistics_phase(
-    hub: Hub,
+    hub: Channel,
     plan: StatsPlan,
     round_: int,
     folder: Path,

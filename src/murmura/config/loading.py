@@ -119,6 +119,9 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
         ("strategy.max_weight_share", lambda: _check_weight_share(cfg)),
+        ("attack", lambda: _check_not_p2p(cfg, "attack", cfg.attack.kind != "none")),
+        ("anomaly", lambda: _check_star_only(cfg, "anomaly", cfg.anomaly.enabled)),
+        ("strategy", lambda: _check_peer_strategy(cfg)),
     ]
     for key, check in checks:
         try:
@@ -196,4 +199,38 @@ def _check_weight_share(cfg: Config) -> None:
             "cannot be combined with privacy.mode = 'central' in a tree: each edge sums its "
             "clients' clipped updates, and a share of the round's total needs every client's "
             "count, which no edge has; use privacy.weight_cap (a client weighs at most 1)"
+        )
+
+
+def _check_not_p2p(cfg: Config, section: str, on: bool) -> None:
+    """[attack] wraps a star's or a tree's clients; peers would ignore it."""
+    if on and cfg.topology.kind not in ("star", "tree"):
+        raise ConfigError(
+            f"[{section}] wraps a star's or a tree's clients; topology.kind = "
+            f"{cfg.topology.kind!r} would ignore it (a peer-to-peer run's Byzantine peers are "
+            "topology.byzantine_*); unset it"
+        )
+
+
+def _check_star_only(cfg: Config, section: str, on: bool) -> None:
+    """[anomaly] scores a star server's updates; a tree or peers would ignore it."""
+    if on and cfg.topology.kind != "star":
+        raise ConfigError(
+            f"[{section}] scores the updates a star's server receives; topology.kind = "
+            f"{cfg.topology.kind!r} would ignore it (robust rules are strategy.aggregator per "
+            "edge, or topology.robust for peers); unset it"
+        )
+
+
+def _check_peer_strategy(cfg: Config) -> None:
+    """Peers mix models by graph weights: no server strategy, optimiser or aggregator."""
+    s = cfg.strategy
+    if cfg.topology.kind in ("star", "tree"):
+        return
+    if s.name != "fedavg" or s.aggregator != "weighted_mean":
+        raise ConfigError(
+            f"topology.kind = {cfg.topology.kind!r} is peer-to-peer: peers mix their "
+            f"neighbours' models, with no server strategy or aggregator, so strategy.name = "
+            f"{s.name!r} and strategy.aggregator = {s.aggregator!r} would be ignored; leave "
+            "them unset (a robust mix is topology.robust)"
         )

@@ -13,7 +13,8 @@ from murmura.privacy.accountant import AccountantName
 class AttackSection(Section):
     """[attack]: simulated Byzantine clients (simulation only); ``kind = "none"`` disables.
 
-    ``fraction`` of the clients, chosen by ``[run] seed``, wrap attack ``kind`` with ``args``.
+    ``fraction`` of a star's or a tree's clients, chosen by ``[run] seed``, wrap attack ``kind``
+    with ``args`` (peer-to-peer: ``topology.byzantine_*`` instead; ``[attack]`` is refused).
     A fraction beyond what ``strategy.aggregator`` tolerates (its breakdown point) runs, with a
     warning at load time. Deployed nodes refuse a config that sets ``kind``.
     """
@@ -24,7 +25,7 @@ class AttackSection(Section):
 
 
 class AnomalySection(Section):
-    """[anomaly]: per-client scores each round in metrics.jsonl, and flagging.
+    """[anomaly]: per-client scores each round in metrics.jsonl, and flagging (star only).
 
     A client is flagged once ``score`` crosses ``threshold`` (for ``cosine``: falls below it;
     for the others: rises above it) in ``rounds`` consecutive rounds it takes part in;

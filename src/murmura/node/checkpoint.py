@@ -129,10 +129,9 @@ def load_checkpoint(path: Path | str, layout: Layout) -> Vector:
 
 
 def strategy_state(strategy: object) -> SavedState | None:
-    """What to checkpoint of ``strategy``: its state if it is ``Stateful``, else nothing."""
-    if not isinstance(strategy, Stateful):
-        return None
-    return SavedState(type(strategy).__name__, dict(strategy.state_dict()))
+    """What to checkpoint of ``strategy``: its state if it keeps one, else nothing."""
+    state = strategy.state_dict() if isinstance(strategy, Stateful) else None
+    return None if state is None else SavedState(type(strategy).__name__, dict(state))
 
 
 def restore_strategy_state(strategy: object, saved: SavedState | None, where: str) -> None:
@@ -142,7 +141,7 @@ def restore_strategy_state(strategy: object, saved: SavedState | None, where: st
     its accountant (epsilon) or its moments.
     """
     name = type(strategy).__name__
-    if not isinstance(strategy, Stateful):
+    if not isinstance(strategy, Stateful) or strategy.state_dict() is None:
         if saved is not None:
             raise CheckpointError(
                 f"{where} holds the state of strategy {saved.strategy}, but this run's {name} "

@@ -103,7 +103,7 @@ def server(
         raise fail(exc, "coordinator") from None
     except Interrupted as exc:
         done = coordinator.round_done if coordinator is not None else 0
-        run = coordinator.hub.run_id if coordinator is not None and coordinator.hub else None
+        run = coordinator.run_id if coordinator is not None else None
         progress.interrupted("coordinator", run, done, exc.signame)
         leave(0)
     _server_summary(result)

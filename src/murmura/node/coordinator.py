@@ -72,6 +72,7 @@ from murmura.strategy.evaluation import federated_summary
 from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
+from murmura.transport.channel import Channel
 from murmura.transport.grpc_server import ServerOptions, start_server
 from murmura.transport.hub import Hub, Outgoing, RoundOutcome
 from murmura.transport.proto import murmura_pb2 as pb
@@ -167,7 +168,8 @@ class Coordinator:
             self.state.close()
             raise
         self.monitor = Monitor(settings.metrics)
-        self.hub: Hub | None = None
+        self.hub: Channel | None = None
+        self.run_id: str | None = None
         self.secure: SecureRounds | None = None
         self.run_path = settings.state_dir
         self.port = 0
@@ -178,8 +180,12 @@ class Coordinator:
         self.round_done = 0
         """The last round recorded (resumed from, or completed by this process)."""
 
-    async def run(self) -> CoordinatorResult:
-        """Serve and run every remaining round of the run; resume if one was interrupted."""
+    async def run(self, channel: Channel | None = None) -> CoordinatorResult:
+        """Serve and run every remaining round of the run; resume if one was interrupted.
+
+        ``channel``: reach the nodes through it (``transport.channel.LocalChannel``) instead of
+        serving gRPC; the rounds, state, ledger and checkpoints are the same.
+        """
         s = self.settings
         try:
             rec = self._open_run()
@@ -188,20 +194,26 @@ class Coordinator:
             self.ledger.close()
             raise
         start = rec.last_round + 1
+        self.run_id = rec.run_id
         events = self.monitor.events(self.ledger.recorder(rec.run_id))
-        self.hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, events)
+        hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, events)
         self.monitor.metrics.start_run(rec.run_id, s.rounds, rec.last_round)
-        self.hub.last_round = rec.last_round
-        extra = []
-        if isinstance(self.strategy, SecureAggregation):
-            exchange = SecAggExchange(rec.run_id)
-            timing = SecureTiming(s.round_timeout_s, s.secagg_stage_timeout_s)
-            self.secure = SecureRounds(self.strategy, self.hub, exchange, timing)
-            extra.append(secagg_handlers(exchange))
-        server, self.port = await start_server(self.hub, self.server, extra)
-        (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
-        address = f"{self.server.host}:{self.port}"
-        progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
+        hub.last_round = rec.last_round
+        server = None
+        if channel is None:
+            extra = []
+            if isinstance(self.strategy, SecureAggregation):
+                exchange = SecAggExchange(rec.run_id)
+                timing = SecureTiming(s.round_timeout_s, s.secagg_stage_timeout_s)
+                self.secure = SecureRounds(self.strategy, hub, exchange, timing)
+                extra.append(secagg_handlers(exchange))
+            server, self.port = await start_server(hub, self.server, extra)
+            (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
+            address = f"{self.server.host}:{self.port}"
+            progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
+        elif isinstance(self.strategy, SecureAggregation):
+            raise ConfigError("secure aggregation runs its stages over the gRPC transport only")
+        self.hub = hub if channel is None else channel
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)
@@ -226,9 +238,10 @@ class Coordinator:
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
         finally:
             await self.monitor.stop()
-            await server.stop(grace=0.5)
+            if server is not None:
+                await server.stop(grace=0.5)
             try:  # the counts of refusals and repeats still in a window
-                self.hub.flush_repeats()
+                hub.flush_repeats()
             finally:
                 self.state.close()
                 self.ledger.close()

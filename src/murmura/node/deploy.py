@@ -130,14 +130,18 @@ def build_coordinator(
 ) -> Coordinator:
     """A coordinator for run config ``cfg``: same model init and strategy as the simulation.
 
+    With ``[topology] kind = "tree"`` it is the tree's root, its nodes the ``murmura edge``
+    aggregators, and it runs the simulated tree's root strategy (FedAvg, or central DP's
+    release of the edges' sums).
+
     ``new_run``/``run_id``: start a new run / resume that run (``StateStore.open_run``).
     """
     from murmura.sim.builder import build_experiment
     from murmura.sim.runtime import Simulation
 
-    if cfg.topology.kind != "star":
+    if cfg.topology.kind not in ("star", "tree"):
         raise ConfigError(
-            f"murmura server runs star topologies; the config has {cfg.topology.kind!r}"
+            f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
     check_role("server", cfg)
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
@@ -229,16 +233,21 @@ def local_client(
 
 
 def client_from_config(cfg: Any, partition: str) -> FitClient:
-    """A TorchClient for partition ``i/n`` of the task, partition and hold-out a config names."""
+    """Client ``i``'s learner on partition ``i/n`` of the task, partition and hold-out of ``cfg``.
+
+    ``[privacy]``'s local DP and DP-SGD wrap it exactly as they wrap simulated client ``i``
+    (same wrappers, same noise stream); the coordinator keeps the budgets.
+    """
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
         raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
     check_role("client", cfg)
+    from murmura.privacy.wiring import private_learners
     from murmura.tasks import load_task
 
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    return local_client(
+    local = local_client(
         cfg.task.name,
         partition,
         kind,
@@ -247,3 +256,5 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
         cfg.partition.args(kind),
         local_fraction=cfg.evaluation.held_out(),
     )
+    (learner,), _ = private_learners(cfg, [local], first_index=i)  # type: ignore[list-item]
+    return learner

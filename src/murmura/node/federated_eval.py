@@ -18,7 +18,8 @@ import logging
 from murmura.strategy.evaluation import record_federated
 from murmura.strategy.hooks import evaluation_aggregate, evaluation_sample
 from murmura.transport import codec
-from murmura.transport.hub import Hub, Outgoing
+from murmura.transport.channel import Channel
+from murmura.transport.hub import Outgoing
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult
 from murmura.types import EvaluateRes, Failure, Layout, RoundMetrics, Vector
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 async def evaluate_round(
-    hub: Hub,
+    hub: Channel,
     strategy: object,
     round_: int,
     weights: Vector,

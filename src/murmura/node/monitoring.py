@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from murmura.node import progress
 from murmura.ops.metrics import CoordinatorMetrics
 from murmura.ops.metrics_http import MetricsEndpoint, MetricsServer, serve_metrics
-from murmura.transport.hub import Events, Hub
+from murmura.transport.channel import Channel
+from murmura.transport.hub import Events
 from murmura.types import Scalar
 
 
@@ -37,7 +38,7 @@ class Monitor:
 
         return record
 
-    async def start(self, hub: Hub, period_s: float) -> None:
+    async def start(self, hub: Channel, period_s: float) -> None:
         """Serve ``/metrics`` (if an endpoint is set) and track ``hub``'s live workers."""
         if self.endpoint is None:
             return
@@ -56,7 +57,7 @@ class Monitor:
             await asyncio.to_thread(self.server.close)
             self.server = None
 
-    async def _watch(self, hub: Hub, period_s: float) -> None:
+    async def _watch(self, hub: Channel, period_s: float) -> None:
         while True:
             self.metrics.set_connected(len(hub.alive()))
             await asyncio.sleep(period_s)

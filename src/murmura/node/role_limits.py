@@ -2,15 +2,18 @@
 
 A run config is shared by the simulation and the deployment. A deployed role that accepted a
 setting it does not apply would run without it and say nothing: a peer training without its
-``[privacy]``, an edge running plain FedAvg under central DP, a coordinator that never scores
-an update for ``[anomaly]``. Each role's builder calls ``check_role`` before any data is
+``[privacy]``, an edge running plain FedAvg under central DP or never scoring an update for
+``[anomaly]``. Each role's builder calls ``check_role`` before any data is
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
-Accepted because they work: central DP and ``[secagg]`` at ``murmura server`` (the
-coordinator runs them), local DP and DP-SGD at ``murmura edge`` (they are the clients' part)
-and at ``murmura peer`` (it builds the simulation's privatised learners and budgets),
-and the server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
---config``, which reads only the task, partition, seed and hold-out from it.
+Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
+(it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
+client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
+server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
+``murmura peer`` (it builds the simulation's privatised learners and budgets); the
+server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
+--config``, which reads only the task, partition, seed, hold-out and ``[privacy]``'s client
+part from it.
 """
 
 from __future__ import annotations
@@ -39,14 +42,6 @@ class Limit:
     setting: str
     applies: Callable[[Config], bool]
     why: str
-
-
-def _local_dp(cfg: Config) -> bool:
-    return cfg.privacy.mode == "local"
-
-
-def _dp_sgd(cfg: Config) -> bool:
-    return cfg.privacy.dp_sgd
 
 
 def _central_dp(cfg: Config) -> bool:
@@ -85,16 +80,6 @@ _ATTACK = Limit(
     "attacks wrap simulated clients and no deployed node reads [attack], so nothing would "
     "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
 )
-_NO_WORKER_DP = (
-    "`murmura client` does not clip and noise its updates yet, so the server would report an "
-    "epsilon that no worker spends; use privacy.mode = 'central' (the coordinator adds the "
-    "noise) or run it in simulation"
-)
-_NO_WORKER_DP_SGD = (
-    "`murmura client` does not train with DP-SGD yet, so the reported sample_epsilon would "
-    "be spent by no worker; set privacy.dp_sgd = false or run it in simulation"
-)
-
 _DOWNLINK = Limit(
     "[compression] downlink != 'none'",
     lambda cfg: cfg.compression.downlink != "none",
@@ -112,14 +97,6 @@ _CHOCO = Limit(
 
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
-        Limit("[privacy] mode = 'local'", _local_dp, _NO_WORKER_DP),
-        Limit("[privacy] dp_sgd = true", _dp_sgd, _NO_WORKER_DP_SGD),
-        Limit(
-            "[anomaly] enabled = true",
-            _anomaly,
-            "the deployed coordinator does not score updates yet, so no node would be flagged "
-            "or excluded; set anomaly.enabled = false or run it in simulation",
-        ),
         Limit(
             "[stats] secure_aggregation = true",
             _secure_stats,
@@ -130,22 +107,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _ATTACK,
         _DOWNLINK,
     ),
-    "client": (
-        Limit(
-            "[privacy] mode = 'local'",
-            _local_dp,
-            "this worker does not clip and noise its updates yet and would send them in the "
-            "clear; use privacy.mode = 'central' or run it in simulation",
-        ),
-        Limit(
-            "[privacy] dp_sgd = true",
-            _dp_sgd,
-            "this worker does not train with DP-SGD yet and would train without it; set "
-            "privacy.dp_sgd = false or run it in simulation",
-        ),
-        _ATTACK,
-        _DOWNLINK,
-    ),
+    "client": (_ATTACK, _DOWNLINK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
@@ -169,17 +131,8 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _ATTACK,
         _DOWNLINK,
     ),
-    "peer": (
-        Limit(
-            "[anomaly] enabled = true",
-            _anomaly,
-            "peers do not score their neighbours' models; set anomaly.enabled = false (robust "
-            "mixing is [topology] robust)",
-        ),
-        _STATS,
-        _ATTACK,
-        _CHOCO,
-    ),
+    # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
+    "peer": (_STATS, _CHOCO),
 }
 
 

@@ -76,7 +76,7 @@ def secagg_config(strategy: SecureAggregation, run_id: str, round_: int, n: int,
     k, t = p.graph(n)
     return SecAggConfig(
         num_clients=n, dim=dim, neighbours=k, threshold=t, clip=p.clip,
-        max_weight=1.0 if strategy.dp is not None else p.max_weight, round_=round_,
+        max_weight=1.0 if strategy.clip is not None else p.max_weight, round_=round_,
         graph_seed=derive_seed(p.seed, round_, _GRAPH), rounding=p.rounding,
         context=run_id.encode(),
     )  # fmt: skip
@@ -125,7 +125,7 @@ class _ServerSide:
 
     def setup(self, u: int, strategy: SecureAggregation) -> bytes:
         """The ADVERTISE request of index ``u``: public parameters and its place in the cohort."""
-        c, dp = self.server.config, strategy.dp
+        c, dp = self.server.config, strategy.clip
         setup = spb.SecAggSetup(
             num_clients=c.num_clients, dim=c.dim, neighbours=c.neighbours,
             threshold=c.threshold, clip=c.clip, max_weight=c.max_weight,

@@ -66,14 +66,14 @@ def check_privacy(cfg: Config) -> None:
     if p.mode == "central":
         from murmura.aggregate import make_aggregator
         from murmura.strategy import STRATEGIES
-        from murmura.strategy.dp import check_fedavg_family
+        from murmura.strategy.dp import check_linear
 
         s = cfg.strategy
         inner = STRATEGIES.get(s.name)(
             fraction=s.fraction, aggregator=make_aggregator(s.aggregator, **s.aggregator_args)
         )
         try:
-            check_fedavg_family(inner)
+            check_linear(inner, "central DP")
         except ConfigError as exc:
             raise privacy_error("mode", str(exc)) from None
     if p.mode != "none" and p.noise_multiplier is not None:

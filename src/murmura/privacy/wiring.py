@@ -124,14 +124,20 @@ def sample_budget(cfg: Config, rate: float, steps: int) -> PrivacyBudget:
 
 
 def private_learners(
-    cfg: Config, learners: Sequence[LocalLearner], *, noise_stream: int = CLIENT_NOISE
+    cfg: Config,
+    learners: Sequence[LocalLearner],
+    *,
+    noise_stream: int = CLIENT_NOISE,
+    first_index: int = 0,
 ) -> tuple[list[Learner], list[PrivacyBudget]]:
     """Local DP and DP-SGD around ``learners`` as ``cfg.privacy`` asks, with their budgets.
 
     The one place these wrappers are built: star clients and tree leaves
-    (``apply_privacy``), simulated peers and deployed peers (``murmura.sim.p2p``). The
-    learners are returned unchanged, with no budget, when neither is on. Learner ``i`` of
-    the list is noised with index ``i``'s stream.
+    (``apply_privacy``), simulated peers and deployed peers (``murmura.sim.p2p``), and a
+    deployed worker (``murmura client --config``). The learners are returned unchanged, with
+    no budget, when neither is on. Learner ``i`` of the list is noised with index
+    ``first_index + i``'s stream (a worker holds one learner: the run's client
+    ``first_index``).
     """
     p = cfg.privacy
     out: list[Learner] = list(learners)
@@ -150,7 +156,7 @@ def private_learners(
         out = [
             LocalDPClient(
                 learner,
-                client_index=i,
+                client_index=first_index + i,
                 clip_norm=p.clip_norm,
                 noise_multiplier=z,
                 seed=cfg.run.seed,

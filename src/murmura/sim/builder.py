@@ -23,7 +23,7 @@ from murmura.sim.choose import choose_executor
 from murmura.sim.experiment import Experiment, federate, server_strategy
 from murmura.sim.runtime import Simulation
 from murmura.strategy import Strategy
-from murmura.strategy.anomaly import AnomalyMonitor
+from murmura.strategy.anomaly import AnomalyMonitor, Flagging
 from murmura.tasks import Task, evaluate_classifier, load_task
 from murmura.types import EvaluateRes, Vector
 
@@ -73,13 +73,13 @@ def build_experiment(cfg: Config) -> Experiment:
     strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
     # [compression] encodes what privacy released (local DP noise before encoding)
     wrapped, byzantine = _wrap_clients(cfg, strategy, apply_compression(cfg, private))
+    strategy = _flagging(cfg, strategy)  # [anomaly]; as is when off
     sim = Simulation(
         strategy,
         wrapped,
         model.get(),
         executor=choose_executor(cfg, model, task, wrapped),
         evaluate_every=cfg.evaluation.every,
-        observer=_anomaly_monitor(cfg),
         max_weight_share=cfg.strategy.max_weight_share,
     )
     return Experiment(cfg, task, data, model, sim, tuple(byzantine))
@@ -115,9 +115,9 @@ def _wrap_clients(
     return wrap_byzantine(out, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx)
 
 
-def _anomaly_monitor(cfg: Config) -> AnomalyMonitor | None:
-    """The [anomaly] monitor, if enabled."""
+def _flagging(cfg: Config, strategy: Strategy) -> Strategy:
+    """``strategy`` under the [anomaly] monitor, if enabled (so a deployed coordinator too)."""
     a = cfg.anomaly
     if not a.enabled:
-        return None
-    return AnomalyMonitor(a.score, a.threshold, a.rounds, a.exclude)
+        return strategy
+    return Flagging(strategy, AnomalyMonitor(a.score, a.threshold, a.rounds, a.exclude))

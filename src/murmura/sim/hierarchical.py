@@ -22,6 +22,7 @@ sums and adds the noise once, as the star's server does: same sample, noise and 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -262,7 +263,15 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         else FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
     )
     root, clients = apply_privacy(cfg, root, plain)
-    groups = split_clients(apply_compression(cfg, clients), cfg.topology.edges)
+    clients = apply_compression(cfg, clients)  # as in the star: encode, then attack
+    if cfg.attack.kind != "none":  # as in the star: the same clients, the same wrappers
+        from murmura.attacks import AttackContext, wrap_byzantine
+
+        ctx = AttackContext(len(clients), cfg.cohort_size(), s.server_lr, cfg.run.seed)
+        clients, _ = wrap_byzantine(
+            clients, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx
+        )
+    groups = split_clients(clients, cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
 
@@ -273,7 +282,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
             fraction=s.fraction,
             min_clients=min(s.min_clients, size),
             aggregator=strategy_rule(s),
-            seed=derive_seed(cfg.run.seed, edge),
+            # seeded by the edge's name, as `murmura edge` NAME samples its children
+            seed=derive_seed(cfg.run.seed, zlib.crc32(f"edge-{edge}".encode())),
         )
         # per-edge secure aggregation: the edge learns only its children's weighted sum
         return apply_secagg(cfg, rule, largest)

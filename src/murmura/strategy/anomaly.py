@@ -5,13 +5,15 @@ similarity to it, the update's norm, and, for rules that pick or trim, what the 
 it (Krum/Multi-Krum/Bulyan: selected or not; trimmed mean: the fraction of coordinates not
 trimmed; norm bounding and centered clipping: not clipped). Distance-based outlier scoring
 in the spirit of FLTrust/FoolsGold-style defences; here it only reports and, if asked,
-excludes.
+excludes. ``Flagging`` wraps any strategy with an ``AnomalyMonitor``, so every round loop that
+runs the strategy (the simulation, the deployed coordinator) scores, flags and excludes alike,
+and a checkpoint keeps the streaks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,8 +21,8 @@ from numpy.typing import NDArray
 
 from murmura.aggregate.base import Aggregator, Matrix
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.strategy.base import Strategy
-from murmura.types import Vector
+from murmura.strategy.base import Strategy, Wrapper
+from murmura.types import Failure, Vector
 
 log = logging.getLogger(__name__)
 F64 = NDArray[np.float64]
@@ -164,3 +166,54 @@ class AnomalyMonitor:
         assert isinstance(streaks, Mapping) and isinstance(flagged, list)
         self.streaks = {str(k): int(v) for k, v in streaks.items()}
         self.flagged = {str(n) for n in flagged}
+
+
+class Flagging(Wrapper):
+    """``[anomaly]`` around any strategy: score each round's updates, flag, exclude if asked."""
+
+    def __init__(self, inner: Strategy, monitor: AnomalyMonitor) -> None:
+        super().__init__(inner)
+        self.monitor = monitor
+        self._last: dict[str, object] = {}
+
+    @property
+    def keep_rows(self) -> bool:
+        """Every update is scored."""
+        return True
+
+    def linear_refusal(self) -> str | None:
+        """Scores need each update, which a sum computed elsewhere hides."""
+        return "anomaly scores need each client's update"
+
+    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
+        """The inner strategy's sample of the nodes not excluded."""
+        excluded = self.monitor.excluded
+        return self.inner.sample(round_, [n for n in nodes if n not in excluded])
+
+    def aggregate(
+        self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
+    ) -> Vector | None:
+        """The inner strategy's aggregate; then every participant is scored against it."""
+        new = self.inner.aggregate(round_, weights, updates, failures)
+        self._last = self.monitor.observe(round_, weights, updates, self.inner)
+        return new
+
+    def round_metrics(self, round_: int) -> dict[str, object]:
+        """The scores of the last round and the nodes flagged so far (and the inner metrics)."""
+        return {**self.inner.round_metrics(round_), **self._last}
+
+    def state_dict(self) -> dict[str, object]:
+        """Streaks and flags, with the inner strategy's state."""
+        return {
+            "kind": "flagging",
+            "monitor": self.monitor.state_dict(),
+            "inner": self.inner.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore streaks, flags and the inner state; a state of another kind is refused."""
+        if state.get("kind") != "flagging":
+            raise ValueError(f"state is of kind {state.get('kind')!r}, expected 'flagging'")
+        self.monitor.load_state_dict(state["monitor"])
+        if state.get("inner") is not None:
+            self.inner.load_state_dict(state["inner"])

@@ -50,9 +50,7 @@ from murmura.privacy.budget import PrivacyBudget
 from murmura.privacy.clipping import clip_rows
 from murmura.privacy.mechanisms import CentralDP
 from murmura.seeding import derive_seed
-from murmura.strategy.base import Strategy
-from murmura.strategy.fedavg import FedAvg
-from murmura.strategy.hooks import DelegatesEvaluation
+from murmura.strategy.base import ClientClip, Strategy, StrategyBase, Sum, Wrapper
 from murmura.types import Failure, Scalar, Vector
 
 log = logging.getLogger(__name__)
@@ -67,20 +65,11 @@ _COUNTS = ("dp_clients", "dp_clipped", "dp_under")
 CLIP_KEY = "dp_clip_norm"
 
 
-def check_fedavg_family(inner: object) -> FedAvg:
-    """``inner`` if it is a FedAvg-family strategy (linear rule, FedAvg's round), else refuse."""
-    if not isinstance(inner, FedAvg):
-        raise ConfigError(f"central DP wraps FedAvg-family strategies; got {type(inner).__name__}")
-    if type(inner).aggregate is not FedAvg.aggregate or hasattr(inner, "wrap_client"):
-        raise ConfigError(
-            f"central DP needs FedAvg's round (combine, then server_update); "
-            f"{type(inner).__name__} changes it"
-        )
-    if not inner.aggregator.linear:
-        raise ConfigError(
-            f"central DP bounds each client's weight in a sum; aggregator "
-            f"{inner.aggregator.name!r} needs individual updates: use weighted_mean"
-        )
+def check_linear(inner: Strategy, what: str) -> Strategy:
+    """``inner`` if its round is the linear pipeline (weighted mean, then a server step)."""
+    why = inner.linear_refusal()
+    if why is not None:
+        raise ConfigError(f"{what} needs a weighted mean then a server step: {why}")
     return inner
 
 
@@ -140,10 +129,8 @@ class ClippedSum:
         return {k: float(v) for k, v in zip(_COUNTS, counts, strict=True)}
 
 
-class DifferentiallyPrivate(DelegatesEvaluation):
-    """DP-FedAvg around a FedAvg-family strategy (McMahan et al. 2018)."""
-
-    inner: FedAvg
+class DifferentiallyPrivate(Wrapper):
+    """DP-FedAvg around any strategy whose round is the linear pipeline (McMahan et al. 2018)."""
 
     def __init__(
         self,
@@ -157,7 +144,7 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         from_edges: bool = False,
     ) -> None:
         """``from_edges``: the nodes are a tree's trusted edges, each reporting a ``ClippedSum``."""
-        self.inner = check_fedavg_family(inner)
+        super().__init__(check_linear(inner, "central DP"))
         if abs(budget.sample_rate - self.inner.fraction) > 1e-12:
             raise ConfigError(
                 f"budget sample rate {budget.sample_rate} differs from the strategy's "
@@ -178,6 +165,21 @@ class DifferentiallyPrivate(DelegatesEvaluation):
     def sample_rate(self) -> float:
         """Probability that a node takes part in a round."""
         return self.budget.sample_rate
+
+    @property
+    def min_results(self) -> int:
+        """0: every round is released, whatever the count (skipping would reveal it)."""
+        return 0
+
+    def linear_refusal(self) -> str | None:
+        """Adaptive clipping needs each update's norm, which a sum computed elsewhere hides."""
+        if self.clipper is not None:
+            return "adaptive clipping needs each update's norm; the server sees sums"
+        return self.inner.linear_refusal()
+
+    def client_clip(self) -> ClientClip:
+        """Every update clipped to this round's ``C`` and weighted ``min(n / weight_cap, 1)``."""
+        return ClientClip(self.clip_norm, self.weight_cap)
 
     @property
     def clip_norm(self) -> float:
@@ -204,22 +206,36 @@ class DifferentiallyPrivate(DelegatesEvaluation):
             part = ClippedSum.of_partials(updates.rows(), updates.metrics)
         else:
             part = ClippedSum.of(updates.rows(), updates.weights(), clip, self.weight_cap)
-        if part.clients < self.inner.min_clients:
+        if part.clients < self.inner.min_results:
             log.info(
                 "round %d: %d results < min_clients %d; released anyway (DP)",
                 round_,
                 part.clients,
-                self.inner.min_clients,
+                self.inner.min_results,
             )
-        delta = self.noised_mean(round_, part.total)
-        new = self.inner.server_update(weights, delta)
-        epsilon = self.budget.spend()
+        new = self.release(round_, weights, part.total, float(part.clients))
         if self.clipper is not None:
             self.clipper.update_from_count(part.under, _rng(self.seed, round_, _COUNT))
         clipped_fraction = part.clipped / part.clients if part.clients else 0.0
         self._last = {"dp_clip_norm": clip, "dp_clipped_fraction": clipped_fraction}
-        log.info("round %d: DP-FedAvg with C=%.4g, epsilon %.4g", round_, clip, epsilon)
+        log.info("round %d: DP-FedAvg with C=%.4g, epsilon %.4g", round_, clip, self.budget.epsilon)
         return new
+
+    def release(
+        self, round_: int, weights: Vector, total: Sum | None, weight: float
+    ) -> Vector | None:
+        """Noise the clipped sum, divide by the expected weight ``q W``; the inner strategy steps.
+
+        ``weight`` (the realised count) is not used: it is private. Spends one round of
+        budget, with or without a sum (an aborted round is charged too).
+        """
+        try:
+            if total is None:
+                return self.inner.release(round_, weights, None, 0.0)
+            delta = self.noised_mean(round_, np.asarray(total, dtype=np.float32))
+            return self.inner.release(round_, weights, delta, 1.0)
+        finally:
+            self.budget.spend()
 
     def noised_mean(self, round_: int, clipped_sum: Vector) -> Vector:
         """Noise a weighted sum of clipped updates and divide by the expected weight.
@@ -239,13 +255,12 @@ class DifferentiallyPrivate(DelegatesEvaluation):
 
     def state_dict(self) -> dict[str, object]:
         """Accountant, adaptive clip norm and the inner server optimiser's state."""
-        inner = getattr(self.inner, "state_dict", None)
         return {
             "kind": _KIND,
             "version": _VERSION,
             "budget": self.budget.state_dict(),
             "clipper": None if self.clipper is None else self.clipper.state_dict(),
-            "inner": inner() if callable(inner) else None,
+            "inner": self.inner.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -257,12 +272,11 @@ class DifferentiallyPrivate(DelegatesEvaluation):
         self.budget.load_state_dict(state["budget"])
         if self.clipper is not None:
             self.clipper.load_state_dict(dict(state["clipper"]))
-        load_inner = getattr(self.inner, "load_state_dict", None)
-        if callable(load_inner) and state.get("inner") is not None:
-            load_inner(state["inner"])
+        if state.get("inner") is not None:
+            self.inner.load_state_dict(state["inner"])
 
 
-class EdgeSum:
+class EdgeSum(StrategyBase):
     """A trusted tree edge's part of DP-FedAvg: its sampled clients' clipped, weighted sum.
 
     Trust model: the edge sees its clients' updates in the clear (as the star's server does)
@@ -270,8 +284,6 @@ class EdgeSum:
     from the one Poisson stream over the whole ``population`` (the flat run's sampled set);
     nodes outside it are edges below, which always take part and report sums of their own.
     """
-
-    keep_rows = True
 
     def __init__(
         self, population: Sequence[str], rate: float, seed: int, weight_cap: float | None
@@ -284,10 +296,6 @@ class EdgeSum:
         """The population's Poisson sample among ``nodes``, and every edge below."""
         chosen = set(poisson_sample(self.seed, round_, self.population, self.rate))
         return [n for n in nodes if n in chosen or n not in self._members]
-
-    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
-        """Nothing beyond what the root sent."""
-        return {}
 
     def partial_sum(
         self, round_: int, config: Mapping[str, Scalar], updates: UpdateBuffer
@@ -309,62 +317,55 @@ class EdgeSum:
         """Refused: an edge reports ``partial_sum`` to its parent, never a model."""
         raise MurmuraError("EdgeSum reports partial sums inside a tree; it is not a root")
 
-    def evaluate(self, round_: int, weights: Vector) -> None:
-        """No evaluation at an edge."""
-        return None
 
-
-class Accounted(DelegatesEvaluation):
+class Accounted(Wrapper):
     """A strategy unchanged, with privacy budgets spent once per round (local DP, DP-SGD)."""
 
     def __init__(self, inner: Strategy, budgets: Sequence[PrivacyBudget]) -> None:
         if len({b.name for b in budgets}) != len(budgets):
             raise ConfigError("each privacy budget needs its own name")
-        self.inner, self.budgets = inner, list(budgets)
-
-    @property
-    def keep_rows(self) -> bool:
-        """As the inner strategy."""
-        return self.inner.keep_rows
-
-    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's sample."""
-        return self.inner.sample(round_, nodes)
-
-    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
-        """The inner strategy's instructions."""
-        return self.inner.configure(round_, weights)
+        super().__init__(inner)
+        self.budgets = list(budgets)
 
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
         """The inner strategy's aggregate; then every budget spends one round."""
-        new = self.inner.aggregate(round_, weights, updates, failures)
+        try:
+            return self.inner.aggregate(round_, weights, updates, failures)
+        finally:
+            self._spend()
+
+    def release(
+        self, round_: int, weights: Vector, total: Sum | None, weight: float
+    ) -> Vector | None:
+        """The inner strategy's release; then every budget spends one round."""
+        try:
+            return self.inner.release(round_, weights, total, weight)
+        finally:
+            self._spend()
+
+    def _spend(self) -> None:
         for budget in self.budgets:
             budget.spend()
-        return new
 
     def should_stop(self, round_: int) -> bool:
         """Whether running ``round_`` would take any budget past its target."""
-        stop = getattr(self.inner, "should_stop", None)
-        inner_stops = bool(stop(round_)) if callable(stop) else False
-        return inner_stops or any(b.would_exceed() for b in self.budgets)
+        return self.inner.should_stop(round_) or any(b.would_exceed() for b in self.budgets)
 
     def round_metrics(self, round_: int) -> dict[str, object]:
         """Each budget's epsilon so far (and the inner strategy's own metrics)."""
-        own = getattr(self.inner, "round_metrics", None)
-        out: dict[str, object] = dict(own(round_)) if callable(own) else {}
+        out = dict(self.inner.round_metrics(round_))
         for budget in self.budgets:
             out.update(budget.metrics())
         return out
 
     def state_dict(self) -> dict[str, object]:
         """The budgets' and the inner strategy's states."""
-        inner = getattr(self.inner, "state_dict", None)
         return {
             "kind": "accounted",
             "budgets": {b.name: b.state_dict() for b in self.budgets},
-            "inner": inner() if callable(inner) else None,
+            "inner": self.inner.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -373,6 +374,5 @@ class Accounted(DelegatesEvaluation):
             raise ConfigError(f"cannot load a state of kind {state.get('kind')!r} into accounted")
         for budget in self.budgets:
             budget.load_state_dict(state["budgets"][budget.name])
-        load_inner = getattr(self.inner, "load_state_dict", None)
-        if callable(load_inner) and state.get("inner") is not None:
-            load_inner(state["inner"])
+        if state.get("inner") is not None:
+            self.inner.load_state_dict(state["inner"])

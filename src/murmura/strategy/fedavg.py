@@ -13,6 +13,7 @@ from murmura.aggregate.base import Aggregator, ClientAware, make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
 from murmura.seeding import round_rng
+from murmura.strategy.base import StrategyBase, Sum
 from murmura.strategy.evaluation import FederatedEvaluation
 from murmura.types import EvaluateRes, Failure, Scalar, Vector
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 EvaluateFn = Callable[[Vector], EvaluateRes]
 
 
-class FedAvg:
+class FedAvg(StrategyBase):
     """Federated averaging with a pluggable aggregation rule and seeded client sampling.
 
     Each round samples ``max(min_clients, ceil(fraction * N))`` nodes; the round's deltas are
@@ -47,7 +48,7 @@ class FedAvg:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
         if min_clients < 1:
             raise ConfigError(f"min_clients must be >= 1, got {min_clients}")
-        self.fraction, self.min_clients = fraction, min_clients
+        self._fraction, self.min_clients = fraction, min_clients
         self.aggregator = aggregator or make_aggregator("weighted_mean")
         self.server_lr, self.seed, self.evaluate_fn = server_lr, seed, evaluate_fn
         self.federated_evaluation = FederatedEvaluation(
@@ -58,6 +59,25 @@ class FedAvg:
     def keep_rows(self) -> bool:
         """Linear rules need only a running sum."""
         return not self.aggregator.linear
+
+    @property
+    def fraction(self) -> float:
+        """The share of nodes sampled per round."""
+        return self._fraction
+
+    @property
+    def min_results(self) -> int:
+        """``min_clients``: with fewer results the model stays unchanged."""
+        return self.min_clients
+
+    def linear_refusal(self) -> str | None:
+        """None with a linear rule (the weighted mean); else the rule needs every update."""
+        if self.aggregator.linear:
+            return None
+        return (
+            f"aggregator {self.aggregator.name!r} needs every client's individual update: "
+            "use weighted_mean"
+        )
 
     def cohort_size(self, num_nodes: int) -> int:
         """How many nodes are sampled per round out of ``num_nodes``."""
@@ -103,6 +123,17 @@ class FedAvg:
                 updates.nodes, updates.rows(), updates.weights()
             )
         return self.aggregator(updates.rows(), updates.weights())
+
+    def release(
+        self, round_: int, weights: Vector, total: Sum | None, weight: float
+    ) -> Vector | None:
+        """The server step with ``total / weight`` as the round's delta (None: no sum)."""
+        if total is None:
+            return None
+        if not weight > 0:
+            log.warning("round %d: the sum's total weight is 0; model unchanged", round_)
+            return None
+        return self.server_update(weights, (np.asarray(total) / weight).astype(np.float32))
 
     def server_update(self, weights: Vector, delta: Vector) -> Vector:
         """Server SGD step: ``w + server_lr * delta``."""

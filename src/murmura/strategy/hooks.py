@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from murmura.strategy.base import Strategy
-from murmura.types import EvaluateRes, Failure, Vector
+from murmura.types import EvaluateRes, Failure
 
 
 @runtime_checkable
@@ -35,8 +34,11 @@ class Budgeted(Protocol):
 class Stateful(Protocol):
     """A strategy whose state between rounds must survive a restart."""
 
-    def state_dict(self) -> Mapping[str, object]:
-        """The state, tagged with its kind (nested dicts, lists, scalars and numpy arrays)."""
+    def state_dict(self) -> Mapping[str, object] | None:
+        """The state, tagged with its kind (nested dicts, lists, scalars and numpy arrays).
+
+        None: the strategy keeps no state (``StrategyBase``'s default).
+        """
         ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -83,33 +85,6 @@ def evaluation_aggregate(
     if isinstance(strategy, FederatedEvaluator):
         return strategy.aggregate_evaluate(round_, results, failures)
     return None
-
-
-class DelegatesEvaluation:
-    """For wrappers around a strategy ``inner``: central and federated evaluation are its own.
-
-    A wrapper changes how updates are combined (noise, masking, budgets), never how the new
-    model is evaluated, so all three evaluation calls go to the inner strategy.
-    """
-
-    inner: Strategy
-
-    def evaluate(self, round_: int, weights: Vector) -> EvaluateRes | None:
-        """The inner strategy's central evaluation."""
-        return self.inner.evaluate(round_, weights)
-
-    def sample_evaluate(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's evaluating nodes."""
-        return evaluation_sample(self.inner, round_, nodes)
-
-    def aggregate_evaluate(
-        self,
-        round_: int,
-        results: Sequence[tuple[str, EvaluateRes]],
-        failures: Sequence[Failure],
-    ) -> EvaluateRes | None:
-        """The inner strategy's federated evaluation figures."""
-        return evaluation_aggregate(self.inner, round_, results, failures)
 
 
 def budget_stops(strategy: object, round_: int) -> bool:

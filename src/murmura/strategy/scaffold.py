@@ -112,6 +112,10 @@ class Scaffold(FedAvg):
         """Each delta is weighed by its own ``1 / (K_i lr)`` for ``c``, so rows are kept."""
         return True
 
+    def linear_refusal(self) -> str | None:
+        """SCAFFOLD's server variate needs each client's own correction, not only the sum."""
+        return "SCAFFOLD's control variates need each client's correction, not only the sum"
+
     def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
         """FedAvg's sample; remembers ``N``, the number of registered nodes."""
         self.num_nodes = len(nodes)

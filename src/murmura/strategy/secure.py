@@ -1,16 +1,14 @@
-"""Secure aggregation around a FedAvg-family strategy: SecAgg+ (Bell et al. 2020).
+"""Secure aggregation around any strategy whose round is the linear pipeline: SecAgg+.
 
-``SecureAggregation`` replaces "combine the individual updates" with "mask, sum, unmask":
-the round's validated updates (the runtime checks shape and finiteness *before* masking, so
-a NaN is never masked into the sum) go through :func:`run_secagg_round`, where each client
-masks ``w * update`` and ``w``; the server learns only the weighted sum and total weight of
-the survivors. The inner strategy's ``server_update`` (FedAvg's step, FedAvgM, FedAdam, ...)
-is then applied to ``weighted_sum / total_weight``.
-
-With central DP (``DifferentiallyPrivate`` inside, possibly under ``Accounted``) each client
-clips its delta to L2 norm ``C`` and masks it with DP's weight ``min(n / weight_cap, 1)`` (1
-without a cap), and the server adds the noise to the unmasked sum (``CentralDP.finalize``),
-as in DP-FedAvg (McMahan et al. 2018).
+``SecureAggregation`` (Bell et al. 2020) replaces the pipeline's "weighted sum" with "mask,
+sum, unmask": the round's validated updates (the runtime checks shape and finiteness
+*before* masking, so a NaN is never masked into the sum) go through
+:func:`run_secagg_round`, where each client masks ``w * update`` and ``w``; the server
+learns only the weighted sum and total weight of the survivors and hands them to the inner
+strategy's ``release`` (FedAvg's step, FedAvgM, FedAdam, ...; under central DP the noise,
+then the step). It never looks inside: what each client clips and how it weighs comes from
+the inner strategy's ``client_clip`` (central DP: L2 norm ``C``, weight
+``min(n / weight_cap, 1)``, as in DP-FedAvg, McMahan et al. 2018).
 
 Dropouts become round failures with their reasons. A ``SecAggAbort`` (too few survivors in
 some neighbourhood) leaves the model bitwise unchanged and is reported in the round's
@@ -30,7 +28,6 @@ from numpy.typing import NDArray
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.errors import ConfigError
-from murmura.privacy.budget import PrivacyBudget
 from murmura.privacy.clipping import clip_rows
 from murmura.privacy.secagg import (
     SecAggAbort,
@@ -41,11 +38,9 @@ from murmura.privacy.secagg import (
     run_secagg_round,
 )
 from murmura.seeding import derive_seed
-from murmura.strategy.base import Strategy
-from murmura.strategy.dp import Accounted, DifferentiallyPrivate, client_weights
-from murmura.strategy.fedavg import FedAvg
-from murmura.strategy.hooks import DelegatesEvaluation
-from murmura.types import Failure, RoundMetrics, Scalar, Vector
+from murmura.strategy.base import Strategy, Wrapper
+from murmura.strategy.dp import check_linear, client_weights
+from murmura.types import Failure, RoundMetrics, Vector
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +88,6 @@ class SecAggParams:
         return out
 
 
-def _fedavg_base(strategy: Strategy) -> FedAvg:
-    """The FedAvg-family strategy that applies the server update; others are refused."""
-    if not isinstance(strategy, FedAvg):
-        raise ConfigError(
-            f"secure aggregation wraps FedAvg-family strategies; got {type(strategy).__name__}"
-        )
-    if type(strategy).aggregate is not FedAvg.aggregate or hasattr(strategy, "wrap_client"):
-        raise ConfigError(
-            f"secure aggregation needs FedAvg's round (combine, then server_update); "
-            f"{type(strategy).__name__} changes it"
-        )
-    if not strategy.aggregator.linear:
-        raise ConfigError(
-            f"aggregator {strategy.aggregator.name!r} needs every client's individual update, "
-            f"and under secure aggregation the server only ever sees their sum"
-        )
-    return strategy
-
-
 @dataclass(slots=True)
 class _Report:
     """What one round adds to its metrics."""
@@ -121,19 +97,14 @@ class _Report:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class SecureAggregation(DelegatesEvaluation):
-    """SecAgg+ in place of the plaintext combination of a FedAvg-family strategy."""
+class SecureAggregation(Wrapper):
+    """SecAgg+ in place of the plaintext weighted sum of the inner strategy's pipeline."""
 
     def __init__(self, inner: Strategy, params: SecAggParams) -> None:
-        self.inner, self.params = inner, params
-        core = inner.inner if isinstance(inner, Accounted) else inner
-        self.budgets: tuple[PrivacyBudget, ...] = (
-            tuple(inner.budgets) if isinstance(inner, Accounted) else ()
-        )
-        self.dp = core if isinstance(core, DifferentiallyPrivate) else None
-        self.base = _fedavg_base(self.dp.inner if self.dp is not None else core)
-        if self.dp is not None and self.dp.clipper is not None:
-            raise ConfigError("adaptive clipping needs each update's norm; the server sees sums")
+        super().__init__(check_linear(inner, "secure aggregation"))
+        self.params = params
+        self.clip = inner.client_clip()
+        """What each client does to its update before masking (central DP), or None."""
         self._report = _Report()
 
     @property
@@ -141,36 +112,17 @@ class SecureAggregation(DelegatesEvaluation):
         """The simulated clients mask their own rows."""
         return True
 
-    def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The inner strategy's sample (Poisson sampling under central DP)."""
-        return self.inner.sample(round_, nodes)
-
-    def configure(self, round_: int, weights: Vector) -> dict[str, Scalar]:
-        """The inner strategy's instructions."""
-        return self.inner.configure(round_, weights)
-
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
-        """Mask, sum and unmask the round's updates; the inner server update applies the mean."""
+        """Mask, sum and unmask the round's updates; the inner strategy releases the sum."""
         self._report = _Report()
-        try:
-            new = self._secure_round(round_, weights, updates)
-        finally:
-            for budget in self._budgets():
-                budget.spend()
-        return new
-
-    def _budgets(self) -> list[PrivacyBudget]:
-        return ([self.dp.budget] if self.dp is not None else []) + list(self.budgets)
-
-    def _secure_round(self, round_: int, weights: Vector, updates: UpdateBuffer) -> Vector | None:
         n = len(updates)
-        if self.dp is None and n < self.base.min_clients:
+        if n < self.inner.min_results:
             log.warning("round %d: %d results < min_clients %d; model unchanged",
-                        round_, n, self.base.min_clients)  # fmt: skip
+                        round_, n, self.inner.min_results)  # fmt: skip
             self._report.participants = 0
-            return None
+            return self.inner.release(round_, weights, None, 0.0)  # budgets are still spent
         dropouts = self.params.dropouts(round_, n)
         try:
             result: SecAggResult | SecAggAbort = self._run(round_, updates, dropouts)
@@ -192,11 +144,7 @@ class SecureAggregation(DelegatesEvaluation):
         :meth:`aggregate`.
         """
         self._report = _Report()
-        try:
-            return self._conclude(round_, weights, nodes, {}, outcome)
-        finally:
-            for budget in self._budgets():
-                budget.spend()
+        return self._conclude(round_, weights, nodes, {}, outcome)
 
     def _conclude(
         self,
@@ -206,47 +154,38 @@ class SecureAggregation(DelegatesEvaluation):
         dropouts: Mapping[Stage, set[int]],
         outcome: SecAggResult | SecAggAbort,
     ) -> Vector | None:
+        """Release the unmasked sum; an abort or too few survivors release none (model kept)."""
         if isinstance(outcome, SecAggAbort):
             self._aborted(round_, nodes, dropouts, outcome)
-            return None
+            return self.inner.release(round_, weights, None, 0.0)
         self._record(nodes, dropouts, outcome)
-        if self.dp is None and len(outcome.survivors) < self.base.min_clients:
+        if len(outcome.survivors) < self.inner.min_results:
             log.warning("round %d: %d survivors < min_clients %d; model unchanged",
-                        round_, len(outcome.survivors), self.base.min_clients)  # fmt: skip
-            return None
-        return self._release(round_, weights, outcome)
+                        round_, len(outcome.survivors), self.inner.min_results)  # fmt: skip
+            return self.inner.release(round_, weights, None, 0.0)
+        if self.clip is not None:
+            self._report.extra["dp_clip_norm"] = self.clip.clip_norm
+        return self.inner.release(round_, weights, outcome.weighted_sum, outcome.total_weight)
 
     def _run(
         self, round_: int, updates: UpdateBuffer, dropouts: Mapping[Stage, set[int]]
     ) -> SecAggResult:
-        """One SecAgg+ round over the rows (clipped to C with weight 1 under central DP)."""
+        """One SecAgg+ round over the rows, clipped and weighted as ``client_clip`` says."""
         n, p = len(updates), self.params
         if n < 2:
             raise SecAggAbort("advertise", round_, f"{n} client(s) in the round, at least 2 needed")
         rows: NDArray[np.float32] = updates.rows()
         w = np.asarray(updates.num_examples, dtype=np.float64)
         max_weight = p.max_weight
-        if self.dp is not None:
-            rows, _ = clip_rows(rows, self.dp.clip_norm)
-            w, max_weight = client_weights(updates.weights(), self.dp.weight_cap), 1.0
+        if self.clip is not None:
+            rows, _ = clip_rows(rows, self.clip.clip_norm)
+            w, max_weight = client_weights(updates.weights(), self.clip.weight_cap), 1.0
         k, t = p.graph(n)
         return run_secagg_round(
             rows, w, threshold=t, neighbours=k, dropouts=dropouts,
             seed=derive_seed(p.seed, round_, _ROUNDING), clip=p.clip,
             max_weight=max_weight, rounding=p.rounding, round_=round_,
         )  # fmt: skip
-
-    def _release(self, round_: int, weights: Vector, result: SecAggResult) -> Vector | None:
-        """The next model from the unmasked sum: DP noise first when central DP is on."""
-        if self.dp is not None:
-            delta = self.dp.noised_mean(round_, result.weighted_sum.astype(np.float32))
-            self._report.extra["dp_clip_norm"] = self.dp.clip_norm
-        elif result.total_weight > 0:
-            delta = (result.weighted_sum / result.total_weight).astype(np.float32)
-        else:
-            log.warning("round %d: survivors' total weight is 0; model unchanged", round_)
-            return None
-        return self.base.server_update(weights, delta)
 
     def _record(
         self, nodes: Sequence[str], dropouts: Mapping[Stage, set[int]], result: SecAggResult
@@ -296,28 +235,16 @@ class SecureAggregation(DelegatesEvaluation):
         metrics.failures.extend(self._report.failures)
         metrics.extra.update(self._report.extra)
 
-    def should_stop(self, round_: int) -> bool:
-        """The inner strategy's budget decision (never, without one)."""
-        stop = getattr(self.inner, "should_stop", None)
-        return bool(stop(round_)) if callable(stop) else False
-
-    def round_metrics(self, round_: int) -> dict[str, object]:
-        """The inner strategy's per-round metrics (epsilon under DP)."""
-        own = getattr(self.inner, "round_metrics", None)
-        return dict(own(round_)) if callable(own) else {}
-
     def state_dict(self) -> dict[str, object]:
         """The inner strategy's state (secure aggregation keeps none between rounds)."""
-        inner = getattr(self.inner, "state_dict", None)
-        return {"kind": "secagg", "inner": inner() if callable(inner) else None}
+        return {"kind": "secagg", "inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the inner strategy's state; refuses a state of another kind."""
         if state.get("kind") != "secagg":
             raise ConfigError(f"cannot load a state of kind {state.get('kind')!r} into secagg")
-        load_inner = getattr(self.inner, "load_state_dict", None)
-        if callable(load_inner) and state.get("inner") is not None:
-            load_inner(state["inner"])
+        if state.get("inner") is not None:
+            self.inner.load_state_dict(state["inner"])
 
 
 def _dropout_reason(u: int, dropouts: Mapping[Stage, set[int]]) -> str:
