@@ -70,3 +70,18 @@ class RejoinTimeout(MurmuraError):
 
 class IdentityError(MurmuraError):
     """The node at a dialled address holds a certificate of another role or name than needed."""
+
+
+class SchemaError(MurmuraError, ValueError):
+    """A site's data does not fit the job's schema; names the site, file, column and row."""
+
+    def __init__(
+        self, site: str, file: str, column: str | None, row: int | None, problem: str
+    ) -> None:
+        where = f"site {site}: {file}"
+        if column is not None:
+            where += f": column {column!r}"
+        if row is not None:
+            where += f", row {row}"
+        super().__init__(f"{where}: {problem}")
+        self.site, self.file, self.column, self.row, self.problem = site, file, column, row, problem
