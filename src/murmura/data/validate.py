@@ -24,7 +24,7 @@ from murmura.data.sources import IMAGE, LABEL, Chunk, DataSource
 from murmura.errors import SchemaError
 
 Encoded = tuple[NDArray[np.float32], NDArray[Any]]
-Fail = Callable[[int, str], SchemaError]  # (row index in the chunk, problem) -> the error
+Fail = Callable[..., SchemaError]  # (row index in the chunk, problem, value=None) -> the error
 _NO_IMPUTE = "value is missing and the schema gives no impute rule for this column"
 
 
@@ -87,12 +87,12 @@ def encode_chunk(schema: Schema, chunk: Chunk, site: str) -> Encoded:
 def encode_tabular(schema: TabularSchema, chunk: Chunk, site: str) -> Encoded:
     """Feature matrix and targets of a chunk of tabular rows."""
 
-    def fail(column: str | None, index: int | None, problem: str) -> SchemaError:
+    def fail(column: str, index: int | None, problem: str, value: Any = None) -> SchemaError:
         row = None if index is None else chunk.first_row + index
-        return SchemaError(site, chunk.file, column, row, problem)
+        return SchemaError(site, chunk.file, column, row, problem, value)
 
     def at_column(column: str) -> Fail:
-        return lambda i, p: fail(column, i, p)
+        return lambda i, p, v=None: fail(column, i, p, v)
 
     for name in schema.columns:
         if name not in chunk.columns:
@@ -131,7 +131,7 @@ def _numbers(values: NDArray[Any], f: Feature, fail: Fail) -> NDArray[np.float64
     if bad.any():
         i = int(np.argmax(bad))
         if not np.isnan(out[i]):
-            raise fail(i, f"{out[i]} is not a finite number")
+            raise fail(i, "is not a finite number", out[i])
         if f.impute is None:
             raise fail(i, _NO_IMPUTE)
         out[np.isnan(out)] = float(f.impute)
@@ -147,7 +147,7 @@ def _number(v: Any, i: int, fail: Fail) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise fail(i, f"{str(v)[:40]!r} is not a number") from None
+        raise fail(i, "is not a number", v) from None
 
 
 def _key(v: Any) -> str:
@@ -190,8 +190,7 @@ def _codes(
             codes[k] = index[_key(u)]
         else:
             known = ", ".join(_key(c) for c in categories)
-            problem = f"{str(u)[:40]!r} is not one of the declared values ({known})"
-            raise fail(int(np.argmax(inverse == k)), problem)
+            raise fail(int(np.argmax(inverse == k)), f"is not one of {known}", u)
     return codes[inverse.reshape(-1)]
 
 
@@ -216,7 +215,7 @@ def _encode_images(schema: ImageSchema, chunk: Chunk, site: str) -> Encoded:
     elif shape == (h, w, c):
         x = np.moveaxis(x, -1, 1)
 
-    def fail(i: int, problem: str) -> SchemaError:
-        return SchemaError(site, chunk.file, LABEL, chunk.first_row + i, problem)
+    def fail(i: int, problem: str, value: Any = None) -> SchemaError:
+        return SchemaError(site, chunk.file, LABEL, chunk.first_row + i, problem, value)
 
     return np.ascontiguousarray(x), _codes(chunk.columns[LABEL], schema.classes, None, fail)

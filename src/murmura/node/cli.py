@@ -72,7 +72,13 @@ def server(
 @app.command("client")
 def client(
     server_address: Annotated[str, typer.Option("--server", help="Coordinator HOST:PORT.")],
-    partition: Annotated[str, typer.Option("--partition", help="This node's data: i/n.")],
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="This node's data: i/n of the task's.")
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option("--site", help="Site config: this site's own data (instead of --partition)."),
+    ] = None,
     cert: Annotated[Path | None, typer.Option("--cert", help="Node certificate (PEM).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Node private key (PEM).")] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="Project CA certificate (PEM).")] = None,
@@ -114,7 +120,7 @@ def client(
     ] = 1_000_000,
     max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
 ) -> None:
-    """Run a worker: train on local partition i/n whenever the coordinator asks."""
+    """Run a worker: train on its site's own data (--site) or partition i/n when asked."""
     from murmura.node.deploy import client_from_config, local_client, split_config
     from murmura.node.instructions import InstructionLimits
     from murmura.node.worker import Worker
@@ -123,16 +129,26 @@ def client(
 
     try:
         limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
+        if (partition is None) == (site is None):
+            raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
         if insecure:
-            creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
+            default = f"worker-{partition.replace('/', 'of')}" if partition else "site"
+            creds, node = None, name or default
         elif cert and key and ca:
             creds = keys.Credentials.load(cert, key, ca)
             node = creds.name
         else:
             raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-        if config is not None:
+        if site is not None:
+            from murmura.node.site import load_site_config, site_client
+
+            if config is None:
+                raise typer.BadParameter("--site needs --config JOB.toml (the job's schema)")
+            local = site_client(load_site_config(site), split_config(config)[0], node)
+        elif config is not None and partition is not None:
             local = client_from_config(split_config(config)[0], partition)
         else:
+            assert partition is not None
             held = eval_fraction or None  # 0: nothing held out
             local = local_client(task, partition, partitioner, seed, local_fraction=held)
         link = CoordinatorLink(server_address, node, creds)

@@ -138,10 +138,16 @@ def build_coordinator(
         )
     check_role("server", cfg)
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
-    exp = build_experiment(cfg)
-    sim = exp.simulation
-    if not isinstance(sim, Simulation):
-        raise ConfigError("murmura server needs a server-client (star) run config")
+    if cfg.partition.kind == "files":  # the sites hold the data: none is read here
+        from murmura.node.site import coordinator_parts
+
+        strategy, weights, layout = coordinator_parts(cfg)
+    else:
+        exp = build_experiment(cfg)
+        sim = exp.simulation
+        if not isinstance(sim, Simulation):
+            raise ConfigError("murmura server needs a server-client (star) run config")
+        strategy, weights, layout = sim.strategy, sim.weights, exp.model.layout
     settings = CoordinatorSettings(
         state_dir=Path(s.state_dir),
         rounds=cfg.run.rounds,
@@ -163,9 +169,9 @@ def build_coordinator(
         resume_run_id=run_id,
     )
     return Coordinator(
-        sim.strategy,
-        sim.weights,
-        exp.model.layout,
+        strategy,
+        weights,
+        layout,
         settings,
         server_options(s, insecure),
     )
