@@ -27,7 +27,6 @@ Columns = Mapping[str, NDArray[Any]]
 TABULAR_SUFFIXES = (".csv", ".parquet", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE, LABEL = "image", "label"  # the columns an image source yields
-_BATCH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +36,8 @@ class Chunk:
     columns: Columns
     file: str
     first_row: int = 1
+    num_rows: int | None = None
+    """How many rows, when known without reading a column (else: the label column's length)."""
 
 
 class DataSource(Protocol):
@@ -116,15 +117,42 @@ class ParquetSource:
         return int(pq.ParquetFile(self.path).metadata.num_rows)
 
     def chunks(self, columns: Sequence[str]) -> Iterator[Chunk]:
-        """Record batches of the named columns present in the file."""
+        """One chunk per row group, whose columns are read one at a time, when used."""
         import pyarrow.parquet as pq
 
         f = pq.ParquetFile(self.path)
         wanted = [c for c in columns if c in f.schema_arrow.names]
         row = 1
-        for batch in f.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
-            yield Chunk(_batch_columns(batch), self.name, row)
-            row += batch.num_rows
+        for group in range(f.num_row_groups):
+            n = f.metadata.row_group(group).num_rows
+            yield Chunk(_RowGroupColumns(f, group, wanted), self.name, row, n)
+            row += n
+
+
+class _RowGroupColumns(Mapping[str, NDArray[Any]]):
+    """The columns of one Parquet row group, each read when asked for and not kept.
+
+    Encoding uses a column once, so only one decoded column is alive at a time, never the
+    whole row group (often the whole file).
+    """
+
+    def __init__(self, file: Any, group: int, names: Sequence[str]) -> None:
+        self.file, self.group, self.names = file, group, list(names)
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        if name not in self.names:
+            raise KeyError(name)
+        table = self.file.read_row_group(self.group, columns=[name])
+        return np.asarray(table.column(0).to_numpy())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names  # without reading the column
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def _batch_columns(batch: Any) -> dict[str, NDArray[Any]]:

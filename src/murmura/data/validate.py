@@ -56,10 +56,11 @@ def read_local(schema: Schema, sources: Sequence[DataSource], site: str) -> Loca
     for source in sources:
         rows = 0
         for chunk in source.chunks(columns):
-            x, y = encode_chunk(schema, chunk, site)
-            if x_all is not None and y_all is not None:
-                x_all[filled : filled + len(x)], y_all[filled : filled + len(x)] = x, y
+            if x_all is not None and y_all is not None and isinstance(schema, TabularSchema):
+                x, y = encode_tabular(schema, chunk, site, x_all[filled:])
+                y_all[filled : filled + len(x)] = y
             else:
+                x, y = encode_chunk(schema, chunk, site)
                 xs.append(x)
                 ys.append(y)
             filled, rows = filled + len(x), rows + len(x)
@@ -84,8 +85,14 @@ def encode_chunk(schema: Schema, chunk: Chunk, site: str) -> Encoded:
     return encode_tabular(schema, chunk, site)
 
 
-def encode_tabular(schema: TabularSchema, chunk: Chunk, site: str) -> Encoded:
-    """Feature matrix and targets of a chunk of tabular rows."""
+def encode_tabular(
+    schema: TabularSchema, chunk: Chunk, site: str, out: NDArray[np.float32] | None = None
+) -> Encoded:
+    """Feature matrix and targets of a chunk of tabular rows.
+
+    ``out``: a matrix of at least the chunk's rows to write the features into (its first rows
+    are returned), so a reader that allocated the whole site's matrix copies nothing.
+    """
 
     def fail(column: str, index: int | None, problem: str, value: Any = None) -> SchemaError:
         row = None if index is None else chunk.first_row + index
@@ -98,8 +105,8 @@ def encode_tabular(schema: TabularSchema, chunk: Chunk, site: str) -> Encoded:
         if name not in chunk.columns:
             have = ", ".join(sorted(chunk.columns)) or "none of the schema's"
             raise fail(name, None, f"column is missing (the file has: {have})")
-    n = len(chunk.columns[schema.label])
-    x = np.empty((n, schema.input_dim), np.float32)
+    n = chunk.num_rows if chunk.num_rows is not None else len(chunk.columns[schema.label])
+    x = np.empty((n, schema.input_dim), np.float32) if out is None else out[:n]
     at = 0
     for f in schema.features:
         values = chunk.columns[f.name]
@@ -117,12 +124,13 @@ def encode_tabular(schema: TabularSchema, chunk: Chunk, site: str) -> Encoded:
     return x, _codes(labels, schema.classes, None, at_column(schema.label))
 
 
-def _numbers(values: NDArray[Any], f: Feature, fail: Fail) -> NDArray[np.float64]:
-    """A numeric column as float64; a missing value is imputed or refused."""
+def _numbers(values: NDArray[Any], f: Feature, fail: Fail) -> NDArray[np.floating[Any]]:
+    """A numeric column as floats (float32 stays float32); a missing value is imputed or refused."""
     if values.dtype.kind in "iub":
         return values.astype(np.float64)
+    out: NDArray[np.floating[Any]]
     if values.dtype.kind == "f":
-        out = values.astype(np.float64, copy=True)
+        out = values  # copied only to impute: never write into the caller's array
     else:
         out = np.empty(len(values), np.float64)
         for i, v in enumerate(values):
@@ -134,9 +142,10 @@ def _numbers(values: NDArray[Any], f: Feature, fail: Fail) -> NDArray[np.float64
             raise fail(i, "is not a finite number", out[i])
         if f.impute is None:
             raise fail(i, _NO_IMPUTE)
-        out[np.isnan(out)] = float(f.impute)
+        out = np.where(np.isnan(out), out.dtype.type(f.impute), out)
         if not np.isfinite(out).all():
-            raise fail(int(np.argmax(~np.isfinite(out))), "value is not a finite number")
+            i = int(np.argmax(~np.isfinite(out)))
+            raise fail(i, "is not a finite number", out[i])
     return out
 
 
@@ -179,7 +188,9 @@ def _codes(
 ) -> NDArray[np.int64]:
     """Each value's index in ``categories``; unknown values refused, missing ones imputed."""
     index = {_key(c): k for k, c in enumerate(categories)}
-    uniq, inverse = np.unique(_keys(values), return_inverse=True)
+    keys = _keys(values)
+    uniq = np.unique(keys)  # few values: look each row up, not a full argsort (memory)
+    inverse = np.searchsorted(uniq, keys) if len(uniq) > 1 else np.zeros(len(keys), np.int64)
     codes = np.empty(len(uniq), np.int64)
     for k, u in enumerate(uniq):
         if _is_missing(u):
