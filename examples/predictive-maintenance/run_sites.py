@@ -61,8 +61,13 @@ def setup(workdir: Path, port: int, data: Path) -> Path:
     return job
 
 
-def launch(workdir: Path, job: Path, port: int) -> list[subprocess.Popen[bytes]]:
-    """The coordinator, then one site process per plant; each logs to ``workdir/NAME.log``."""
+def launch(
+    workdir: Path, job: Path, port: int, rounds: int | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """The coordinator, then one site process per plant; each logs to ``workdir/NAME.log``.
+
+    ``rounds`` overrides the job's ``run.rounds`` at the coordinator (which drives them).
+    """
     cli = [sys.executable, "-m", "murmura.node.cli"]
     k = workdir / "keys"
 
@@ -70,7 +75,8 @@ def launch(workdir: Path, job: Path, port: int) -> list[subprocess.Popen[bytes]]
         with open(workdir / f"{name}.log", "wb") as log:
             return subprocess.Popen([*cli, *args], stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
 
-    procs = [start("coordinator", ["server", str(job)])]
+    more = [] if rounds is None else ["--set", f"run.rounds={rounds}"]
+    procs = [start("coordinator", ["server", str(job), *more])]
     for plant in PLANTS:
         tls = ["--cert", f"{k}/{plant}.pem", "--key", f"{k}/{plant}.key", "--ca", f"{k}/ca.pem"]
         site = ["--site", str(workdir / f"{plant}.toml"), "--config", str(HERE / "config.toml")]

@@ -91,7 +91,9 @@ class CsvSource:
             header = csv.open_csv(f, parse_options=parse).schema.names
         wanted = [c for c in columns if c in header]
         types = {c: pa.string() for c in wanted} if as_text else None
-        convert = csv.ConvertOptions(include_columns=wanted, column_types=types)
+        convert = csv.ConvertOptions(
+            include_columns=wanted, column_types=types, strings_can_be_null=True
+        )
         reader = csv.open_csv(self.path, parse_options=parse, convert_options=convert)
         row = 1
         for batch in reader:

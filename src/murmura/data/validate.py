@@ -103,8 +103,8 @@ def encode_tabular(
 
     for name in schema.columns:
         if name not in chunk.columns:
-            have = ", ".join(sorted(chunk.columns)) or "none of the schema's"
-            raise fail(name, None, f"column is missing (the file has: {have})")
+            have = ", ".join(sorted(chunk.columns)) or "none"
+            raise fail(name, None, f"is missing (of the schema's columns it has: {have})")
     n = chunk.num_rows if chunk.num_rows is not None else len(chunk.columns[schema.label])
     x = np.empty((n, schema.input_dim), np.float32) if out is None else out[:n]
     at = 0
