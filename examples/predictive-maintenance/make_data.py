@@ -64,7 +64,7 @@ def write(folder: Path, seed: int, broken: str | None = None) -> None:
     for i, (plant, params) in enumerate(PLANTS.items()):
         rows = plant_rows(np.random.default_rng([seed, i]), *params)
         if plant == broken:
-            rows[41][4] = "n/a"  # data row 42: a sensor that wrote text
+            rows[41][4] = "fault"  # data row 42: a sensor that wrote text
         with open(folder / f"{plant}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(COLUMNS)
