@@ -27,12 +27,12 @@ TASKS.register_lazy(
 TASKS.register_lazy(
     "tabular",
     "murmura.tasks.tabular:TabularTask",
-    summary="Rows of CSV/Parquet/.npz files by a schema: softmax regression or an MLP.",
+    summary="Tabular data from CSV/Parquet/.npz files: softmax regression or an MLP.",
 )
 TASKS.register_lazy(
     "image",
     "murmura.tasks.image:ImageTask",
-    summary="Image folders (a sub-folder per class) by a schema: a small CNN with GroupNorm.",
+    summary="Images from class folders or .npz files: a two-layer CNN with GroupNorm.",
 )
 TASKS.register_lazy(
     "synthetic",
