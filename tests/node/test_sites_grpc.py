@@ -1,9 +1,9 @@
 """Three ``murmura client --site`` processes over mTLS, one with a broken file (evidence).
 
 Uses ``examples/predictive-maintenance`` (``make_data.write`` and ``run_sites.launch``): each
-plant reads only its own CSV; plant-c's has the text 'fault' in a numeric column at data row 42. The job
-goes on with plant-a and plant-b; the coordinator lists plant-c every round with the reason,
-which names the file, column and row but carries no value from the data.
+plant reads only its own CSV; plant-c's has the text 'fault' in a numeric column at data row
+42. The job goes on with plant-a and plant-b; the coordinator lists plant-c every round with
+the reason, which names the file, column and row but carries no value from the data.
 """
 
 from __future__ import annotations
