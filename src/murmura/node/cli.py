@@ -132,8 +132,10 @@ def client(
         if (partition is None) == (site is None):
             raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
         if insecure:
-            default = f"worker-{partition.replace('/', 'of')}" if partition else "site"
-            creds, node = None, name or default
+            default = f"worker-{partition.replace('/', 'of')}" if partition else None
+            if name is None and default is None:
+                raise typer.BadParameter("--site with --insecure needs --name (the node id)")
+            creds, node = None, str(name or default)
         elif cert and key and ca:
             creds = keys.Credentials.load(cert, key, ca)
             node = creds.name
