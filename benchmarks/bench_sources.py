@@ -5,7 +5,8 @@ in a fresh process (so peak memory is that process's own), times and measures:
 
 - ``pyarrow``: ``pyarrow.parquet.read_table`` of the file (the reference);
 - ``murmura parquet``: ``read_local`` (read, check against the schema, encode to float32);
-- ``murmura csv``: the same from the CSV file (reported beside it; no target).
+- ``pyarrow csv`` and ``murmura csv``: the same from the CSV file (reported beside it; no
+  target).
 
 Peak memory is the rise of the process's peak RSS over the step, against the float32 array
 of the file (rows x 20 x 4 bytes). Targets (issue 14): murmura's Parquet load within 1.5x of
@@ -66,6 +67,10 @@ def measure(step: str, path: str) -> None:
     start = time.perf_counter()
     if step == "pyarrow":
         rows = pq.read_table(path).num_rows
+    elif step == "pyarrow-csv":
+        from pyarrow import csv
+
+        rows = csv.read_csv(path).num_rows
     else:
         rows = len(read_local(schema, [file_source(Path(path))], "bench"))
     seconds = time.perf_counter() - start
@@ -104,9 +109,16 @@ def main() -> None:
         ref = run_step("pyarrow", parquet)
         ours = run_step("murmura", parquet)
         text = run_step("murmura", csv)
+        ref_text = run_step("pyarrow-csv", csv)
     print(f"{a.rows:,} rows x {COLS} columns; float32 array {array_mb:.1f} MiB")
     print(f"{'step':<18}{'seconds':>9}{'peak MiB':>10}")
-    for name, r in (("pyarrow parquet", ref), ("murmura parquet", ours), ("murmura csv", text)):
+    steps = (
+        ("pyarrow parquet", ref),
+        ("murmura parquet", ours),
+        ("pyarrow csv", ref_text),
+        ("murmura csv", text),
+    )
+    for name, r in steps:
         print(f"{name:<18}{r['seconds']:>9.3f}{r['peak_mb']:>10.1f}")
     speed = ours["seconds"] / ref["seconds"]
     memory = ours["peak_mb"] / array_mb

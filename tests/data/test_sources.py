@@ -144,6 +144,16 @@ def test_an_image_folder_reads_each_class_folder(tmp_path: Path) -> None:
         load(tmp_path, {**schema, "size": [8, 8]})
 
 
+def test_an_npz_of_images_reads_like_a_folder(tmp_path: Path) -> None:
+    images = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)  # (n, H, W, RGB)
+    np.savez(tmp_path / "im.npz", image=images, label=np.array(["b", "a"]))
+    schema = {"kind": "image", "size": [3, 4], "channels": 3, "classes": ["a", "b"]}
+    local = load(tmp_path / "im.npz", schema)
+    assert local.x.shape == (2, 3, 3, 4)  # channels first
+    np.testing.assert_allclose(local.x[1, 2], images[1, :, :, 2] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(local.y, [1, 0])
+
+
 def _bad(tmp_path: Path, rows: list[dict[str, Any]], **kw: Any) -> SchemaError:
     path = write_csv(tmp_path / "plant.csv", rows, **kw)
     with pytest.raises(SchemaError) as info:

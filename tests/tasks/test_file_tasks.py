@@ -70,6 +70,9 @@ def test_files_partition_makes_one_client_per_file_in_name_order(sites: Path) ->
     x, y = data.client_train(1)
     assert x.shape == (25, 4) and y.dtype == torch.int64
     assert set(x[:, :2].sum(dim=1).tolist()) == {1.0}  # one-hot of kind
+    site = task.load(sites / "site-1.csv", "site-1")  # what a deployed site reads
+    np.testing.assert_array_equal(site.x, x.numpy())
+    np.testing.assert_array_equal(site.y, y.numpy())
     with pytest.raises(ConfigError, match=r"holds 3 client files or folders .* = 4"):
         task.federate(4, "files", {"path": str(sites)}, seed=0)
 
