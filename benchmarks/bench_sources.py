@@ -125,7 +125,7 @@ def main() -> None:
     print(f"parquet load / pyarrow read: {speed:.2f}x (target <= 1.5x)")
     print(f"parquet peak / float32 array: {memory:.2f}x (target <= 2x)")
     print(
-        f"csv load / pyarrow parquet read: {text['seconds'] / ref['seconds']:.2f}x, "
+        f"csv load / pyarrow csv read: {text['seconds'] / ref_text['seconds']:.2f}x, "
         f"peak {text['peak_mb'] / array_mb:.2f}x the array"
     )
 

@@ -144,8 +144,7 @@ class _RowGroupColumns(Mapping[str, NDArray[Any]]):
     def __getitem__(self, name: str) -> NDArray[Any]:
         if name not in self.names:
             raise KeyError(name)
-        table = self.file.read_row_group(self.group, columns=[name])
-        return np.asarray(table.column(0).to_numpy())
+        return _numpy(self.file.read_row_group(self.group, columns=[name]).column(0))
 
     def __contains__(self, name: object) -> bool:
         return name in self.names  # without reading the column
@@ -159,10 +158,24 @@ class _RowGroupColumns(Mapping[str, NDArray[Any]]):
 
 def _batch_columns(batch: Any) -> dict[str, NDArray[Any]]:
     """A pyarrow record batch as NumPy columns (nulls: NaN in numbers, None in text)."""
-    return {
-        name: batch.column(i).to_numpy(zero_copy_only=False)
-        for i, name in enumerate(batch.schema.names)
-    }
+    return {name: _numpy(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+
+
+def _numpy(column: Any) -> NDArray[Any]:
+    """A pyarrow array as NumPy: numbers without nulls as a view of its buffer, else converted.
+
+    The view also spares importing pandas, which pyarrow's own conversion does (~50 MB).
+    """
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    t = arr.type
+    if arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        kind = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
+        dtype = np.dtype(f"<{kind}{t.bit_width // 8}")
+        offset = arr.offset * dtype.itemsize
+        return np.frombuffer(arr.buffers()[1], dtype, len(arr), offset)
+    return np.asarray(arr.to_numpy(zero_copy_only=False))
 
 
 class NpzSource:

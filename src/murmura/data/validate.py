@@ -187,8 +187,12 @@ def _codes(
     values: NDArray[Any], categories: Sequence[Category], impute: Category | None, fail: Fail
 ) -> NDArray[np.int64]:
     """Each value's index in ``categories``; unknown values refused, missing ones imputed."""
+    arr = np.asarray(values)
+    numeric = all(isinstance(c, int | float) and not isinstance(c, bool) for c in categories)
+    if numeric and arr.dtype.kind in "iuf":
+        return _number_codes(arr, categories, impute, fail)
     index = {_key(c): k for k, c in enumerate(categories)}
-    keys = _keys(values)
+    keys = _keys(arr)
     uniq = np.unique(keys)  # few values: look each row up, not a full argsort (memory)
     inverse = np.searchsorted(uniq, keys) if len(uniq) > 1 else np.zeros(len(keys), np.int64)
     codes = np.empty(len(uniq), np.int64)
@@ -200,9 +204,32 @@ def _codes(
         elif _key(u) in index:
             codes[k] = index[_key(u)]
         else:
-            known = ", ".join(_key(c) for c in categories)
-            raise fail(int(np.argmax(inverse == k)), f"is not one of {known}", u)
+            raise fail(int(np.argmax(inverse == k)), f"is not one of {_known(categories)}", u)
     return codes[inverse.reshape(-1)]
+
+
+def _number_codes(
+    arr: NDArray[Any], categories: Sequence[Category], impute: Category | None, fail: Fail
+) -> NDArray[np.int64]:
+    """``_codes`` of a numeric column with numeric categories: one comparison per category."""
+    codes = np.full(len(arr), -1, np.int64)
+    for k, c in enumerate(categories):
+        codes[arr == c] = k
+    if arr.dtype.kind == "f":
+        missing = np.isnan(arr)
+        if missing.any():
+            if impute is None:
+                raise fail(int(np.argmax(missing)), _NO_IMPUTE)
+            codes[missing] = list(categories).index(impute)
+    unknown = codes < 0
+    if unknown.any():
+        i = int(np.argmax(unknown))
+        raise fail(i, f"is not one of {_known(categories)}", _key(arr[i]))
+    return codes
+
+
+def _known(categories: Sequence[Category]) -> str:
+    return ", ".join(_key(c) for c in categories)
 
 
 def _encode_images(schema: ImageSchema, chunk: Chunk, site: str) -> Encoded:
