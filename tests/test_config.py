@@ -79,7 +79,7 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
         ),
         (
             '[task]\nname = "digitz"\n',
-            r"key 'task.name': unknown task 'digitz'; valid: digits, synthetic",
+            r"key 'task.name': unknown task 'digitz'; valid: digits, image, synthetic, tabular",
         ),
     ],
 )

@@ -25,3 +25,15 @@ def test_readme_config_reference_is_current() -> None:
     text = README.read_text()
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert block.strip() == config_reference().strip(), "run `make docs`"
+
+
+def test_readme_task_from_scratch_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "class MyTask" in b)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    task = namespace["MyTask"]()  # type: ignore[operator]
+    data = task.federate(4, "iid", {}, 0)
+    assert data.num_clients == 4 and sum(data.client_size(c) for c in range(4)) == 800
+    x, _ = data.test()
+    assert task.build_model()(x).shape == (200, 2)

@@ -70,3 +70,39 @@ class RejoinTimeout(MurmuraError):
 
 class IdentityError(MurmuraError):
     """The node at a dialled address holds a certificate of another role or name than needed."""
+
+
+class SchemaError(MurmuraError, ValueError):
+    """A site's data does not fit the job's schema; names the site, file, column and row.
+
+    ``value`` is the offending value, shown locally; ``public()`` is the same message without
+    it and with the file's name only, fit for leaving the site (names and counts, no data).
+    """
+
+    def __init__(
+        self,
+        site: str,
+        file: str,
+        column: str | None,
+        row: int | None,
+        problem: str,
+        value: object = None,
+    ) -> None:
+        self.site, self.file, self.column, self.row = site, file, column, row
+        self.problem, self.value = problem, value
+        shown = problem if value is None else f"{str(value)[:40]!r} {problem}"
+        super().__init__(f"{self._where(file)}: {shown}")
+
+    def _where(self, file: str) -> str:
+        where = f"site {self.site}: {file}"
+        if self.column is not None:
+            where += f": column {self.column!r}"
+        if self.row is not None:
+            where += f", row {self.row}"
+        return where
+
+    def public(self) -> str:
+        """The message without the value, naming the file but not its folder."""
+        name = self.file.replace("\\", "/").rsplit("/", 1)[-1]
+        shown = self.problem if self.value is None else f"a value {self.problem}"
+        return f"{self._where(name)}: {shown}"

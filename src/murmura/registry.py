@@ -8,6 +8,8 @@ its dependencies: torch, scikit-learn) that the command at hand does not run.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +27,18 @@ def resolve(target: str) -> Any:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def resolve_user(target: str) -> Any:
+    """``resolve`` for user code named in a config: the current directory is importable too.
+
+    A console script (``murmura``) does not put the working directory on ``sys.path`` the way
+    ``python -m`` does, so a task or loader module next to the config would not import.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    return resolve(target)
 
 
 class Registry(Generic[T]):

@@ -65,6 +65,6 @@ def test_user_task_from_module_factory(tmp_path: Path, monkeypatch: pytest.Monke
     assert isinstance(task.build_model()(torch.zeros(1, 64)), torch.Tensor)
     with pytest.raises(ConfigError, match="cannot be loaded"):
         load_task("mytask:nope")
-    with pytest.raises(RegistryError, match="valid: digits, synthetic"):
+    with pytest.raises(RegistryError, match="valid: digits, image, synthetic, tabular"):
         load_task("mnist")
     sys.modules.pop("mytask", None)

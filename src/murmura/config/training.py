@@ -29,14 +29,26 @@ class TaskSection(Section):
 
 
 class PartitionSection(Section):
-    """[partition]: how the task's data is split across clients (None: the task's default)."""
+    """[partition]: how the task's data is split across clients (None: the task's default).
 
-    kind: Literal["iid", "dirichlet", "shards", "quantity", "natural"] | None = None
+    ``files`` (the ``tabular`` and ``image`` tasks): one client per file or sub-folder of
+    ``path``, read as a deployed site reads its own; ``num_clients`` must be their number.
+    """
+
+    kind: Literal["iid", "dirichlet", "shards", "quantity", "natural", "files"] | None = None
     num_clients: int = Field(10, ge=1)
     alpha: float = Field(0.5, gt=0)
     min_size: int = Field(1, ge=1)
     classes_per_client: int = Field(2, ge=1)
     sigma: float = Field(1.0, gt=0)
+    path: str | None = None
+    """The folder of ``kind = "files"``: one client per data file or sub-folder."""
+
+    @model_validator(mode="after")
+    def _files_have_a_path(self) -> PartitionSection:
+        if (self.kind == "files") != (self.path is not None):
+            raise ValueError("partition.path goes with partition.kind = 'files', and only with it")
+        return self
 
     def args(self, kind: str) -> dict[str, Any]:
         """The keyword arguments the partitioner ``kind`` takes."""
@@ -44,6 +56,7 @@ class PartitionSection(Section):
             "dirichlet": {"alpha": self.alpha, "min_size": self.min_size},
             "shards": {"classes_per_client": self.classes_per_client},
             "quantity": {"sigma": self.sigma},
+            "files": {"path": self.path},
         }
         return by_kind.get(kind, {})
 

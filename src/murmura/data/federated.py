@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,23 +33,29 @@ class FederatedDataset(Protocol):
         ...
 
 
+def _targets(y: NDArray[Any]) -> NDArray[Any]:
+    """Class indices as int64; real values (regression) as float32."""
+    kind = np.asarray(y).dtype.kind
+    return np.ascontiguousarray(y, dtype=np.float32 if kind == "f" else np.int64)
+
+
 class ArrayFederatedDataset:
     """Clients as index lists into one shared training array; nothing is copied up front."""
 
     def __init__(
         self,
         x_train: NDArray[np.float32],
-        y_train: NDArray[np.int64],
+        y_train: NDArray[Any],
         parts: Sequence[NDArray[np.int64]],
         x_test: NDArray[np.float32],
-        y_test: NDArray[np.int64],
+        y_test: NDArray[Any],
     ) -> None:
         self._x = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-        self._y = torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.int64))
+        self._y = torch.from_numpy(_targets(y_train))
         self._parts = [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in parts]
         self._test = (
             torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
+            torch.from_numpy(_targets(y_test)),
         )
 
     @property

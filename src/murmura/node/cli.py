@@ -139,7 +139,13 @@ def _server_summary(result: CoordinatorResult) -> None:
 @app.command("client")
 def client(
     server_address: Annotated[str, typer.Option("--server", help="Coordinator HOST:PORT.")],
-    partition: Annotated[str, typer.Option("--partition", help="This node's data: i/n.")],
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="This node's data: i/n of the task's.")
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option("--site", help="Site config: this site's own data (instead of --partition)."),
+    ] = None,
     cert: Annotated[Path | None, typer.Option("--cert", help="Node certificate (PEM).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Node private key (PEM).")] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="Project CA certificate (PEM).")] = None,
@@ -182,7 +188,7 @@ def client(
     max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run a worker: train on local partition i/n whenever the coordinator asks.
+    """Run a worker: train on its site's own data (--site) or partition i/n when asked.
 
     Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the coordinator counts
     this worker as lost, and the same command rejoins the run.
@@ -198,8 +204,8 @@ def client(
         with raising_signals():
             limits = InstructionLimits(max_epochs, max_batch_size, max_lr)
             worker = _worker(
-                server_address, partition, cert, key, ca, task, config, partitioner, seed,
-                eval_fraction, name, insecure, limits,
+                server_address, partition, site, cert, key, ca, task, config, partitioner,
+                seed, eval_fraction, name, insecure, limits,
             )  # fmt: skip
             node = worker.node
             stats = worker.run()
@@ -220,7 +226,8 @@ def client(
 
 def _worker(
     server_address: str,
-    partition: str,
+    partition: str | None,
+    site: Path | None,
     cert: Path | None,
     key: Path | None,
     ca: Path | None,
@@ -240,19 +247,33 @@ def _worker(
     from murmura.transport import keys
     from murmura.transport.grpc_client import CoordinatorLink
 
+    if (partition is None) == (site is None):
+        raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
     if insecure:
-        creds, node = None, name or f"worker-{partition.replace('/', 'of')}"
+        default = f"worker-{partition.replace('/', 'of')}" if partition else None
+        if name is None and default is None:
+            raise typer.BadParameter("--site with --insecure needs --name (the node id)")
+        creds, node = None, str(name or default)
     elif cert and key and ca:
         creds = keys.Credentials.load(cert, key, ca)
         node = creds.name
     else:
         raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
     uplink = None
-    if config is not None:
+    if site is not None:
+        from murmura.node.site import load_site_config, site_client
+
+        if config is None:
+            raise typer.BadParameter("--site needs --config JOB.toml (the job's schema)")
+        run_cfg = split_config(config)[0]
+        local = site_client(load_site_config(site), run_cfg, node)
+        uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
+    elif config is not None and partition is not None:
         run_cfg = split_config(config)[0]
         local = client_from_config(run_cfg, partition)
-        uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
+        uplink = make_uplink(run_cfg, node)
     else:
+        assert partition is not None
         held = eval_fraction or None  # 0: nothing held out
         local = local_client(task, partition, partitioner, seed, local_fraction=held)
     link = CoordinatorLink(server_address, node, creds)

@@ -145,10 +145,16 @@ def build_coordinator(
         )
     check_role("server", cfg)
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
-    exp = build_experiment(cfg)
-    sim = exp.simulation
-    if not isinstance(sim, Simulation):
-        raise ConfigError("murmura server needs a server-client (star) run config")
+    if cfg.partition.kind == "files":  # the sites hold the data: none is read here
+        from murmura.node.site import coordinator_parts
+
+        strategy, weights, layout = coordinator_parts(cfg)
+    else:
+        exp = build_experiment(cfg)
+        sim = exp.simulation
+        if not isinstance(sim, Simulation):
+            raise ConfigError("murmura server needs a server-client (star) run config")
+        strategy, weights, layout = sim.strategy, sim.weights, exp.model.layout
     settings = CoordinatorSettings(
         state_dir=Path(s.state_dir),
         rounds=cfg.run.rounds,
@@ -171,9 +177,9 @@ def build_coordinator(
         statistics=deployed_statistics(cfg, exp.data),
     )
     return Coordinator(
-        sim.strategy,
-        sim.weights,
-        exp.model.layout,
+        strategy,
+        weights,
+        layout,
         settings,
         replace(server_options(s, insecure), uplink_codec=uplink_codec(cfg)),  # [compression]
     )

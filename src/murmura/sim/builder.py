@@ -17,6 +17,7 @@ from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.compress.uplink import apply_compression
 from murmura.config import Config
 from murmura.data.federated import FederatedDataset
+from murmura.errors import ConfigError
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy
 from murmura.sim.choose import choose_executor
@@ -90,6 +91,11 @@ def _central_evaluation(
 ) -> Callable[[Vector], EvaluateRes]:
     """Evaluation of a model on the task's central test set."""
     test_x, test_y = data.test()
+    if len(test_x) == 0:
+        raise ConfigError(
+            "evaluation.central = true but the task has no test set (a files task without "
+            "task.args.test): set evaluation.central = false and evaluation.federated = true"
+        )
 
     def evaluate(weights: Vector) -> EvaluateRes:
         model.set(weights)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from murmura.errors import ConfigError, RegistryError
 from murmura.lazy import lazy_exports
-from murmura.registry import Registry, resolve
+from murmura.registry import Registry, resolve_user
 
 if TYPE_CHECKING:
     from murmura.tasks.base import Task, evaluate_classifier
@@ -25,6 +25,16 @@ TASKS.register_lazy(
     summary="Handwritten digits, 64 features, 10 classes; ships with scikit-learn (no download).",
 )
 TASKS.register_lazy(
+    "tabular",
+    "murmura.tasks.tabular:TabularTask",
+    summary="Tabular data from CSV/Parquet/.npz files: softmax regression or an MLP.",
+)
+TASKS.register_lazy(
+    "image",
+    "murmura.tasks.image:ImageTask",
+    summary="Images from class folders or .npz files: a two-layer CNN with GroupNorm.",
+)
+TASKS.register_lazy(
     "synthetic",
     "murmura.tasks.synthetic:SyntheticTask",
     summary="Multinomial logistic regression (60 -> 10) on Synthetic(alpha, beta).",
@@ -36,7 +46,7 @@ def load_task(name: str, **args: Any) -> Task:
     if ":" not in name:
         return TASKS.get(name)(**args)
     try:
-        factory = resolve(name)
+        factory = resolve_user(name)
     except (ImportError, AttributeError, RegistryError) as exc:
         raise ConfigError(f"task {name!r} cannot be loaded: {exc}") from exc
     task: Task = factory(**args)

@@ -35,16 +35,20 @@ class Task(Protocol):
 def evaluate_classifier(
     model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
 ) -> EvaluateRes:
-    """Mean loss and accuracy of a classifier on ``(x, y)``."""
+    """Mean loss and accuracy of a classifier on ``(x, y)`` (only the loss for regression)."""
+    regression = bool(getattr(task, "regression", False))
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out = model(xb)
         loss_sum += float(task.loss(out, yb)) * len(xb)
-        correct += int((out.argmax(dim=1) == yb).sum())
+        if not regression:
+            correct += int((out.argmax(dim=1) == yb).sum())
     model.train()
     n = len(x)
+    if regression:
+        return EvaluateRes(loss=loss_sum / max(n, 1), num_examples=n)
     return EvaluateRes(
         loss=loss_sum / max(n, 1), num_examples=n, metrics={"accuracy": correct / max(n, 1)}
     )
