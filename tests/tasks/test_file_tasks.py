@@ -200,3 +200,25 @@ def test_a_site_may_bring_its_own_client_or_task(
     assert (client.node_id, client.rows) == ("plant-y", 12)
     with pytest.raises(ConfigError, match="names a task and a client factory"):
         load_site_config(site_file(tmp_path, mine, '[site]\nclient = "a:b"\ntask = "c:d"\n'))
+
+
+def test_a_sites_local_dp_noises_its_update_and_an_own_client_is_refused(
+    tmp_path: Path, sites: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = write_site(tmp_path / "mine.csv", 50, 9)
+    site = load_site_config(site_file(tmp_path, mine))
+    no_eval = {"central": False, "federated": False}
+    plain_cfg = config_from_dict({**job(sites), "evaluation": no_eval})
+    private = {"mode": "local", "clip_norm": 0.05, "noise_multiplier": 1.0, "delta": 1e-5}
+    dp_cfg = config_from_dict({**job(sites), "privacy": private, "evaluation": no_eval})
+    _, weights, _ = coordinator_parts(plain_cfg)
+    plain = site_client(site, plain_cfg, "plant-x").fit(FitIns(1, weights, {}))
+    noised = site_client(site, dp_cfg, "plant-x").fit(FitIns(1, weights, {}))
+    # clipped to 0.05, then noise of std 0.05 per coordinate: far from the plain update
+    assert np.linalg.norm(plain.update) > 0
+    assert np.linalg.norm(noised.update - plain.update) > 0.05
+    (tmp_path / "ops_code2.py").write_text("def client(local):\n    return local\n")
+    monkeypatch.chdir(tmp_path)
+    own = load_site_config(site_file(tmp_path, mine, '[site]\nclient = "ops_code2:client"\n'))
+    with pytest.raises(ConfigError, match=r"\[privacy\] local DP and DP-SGD"):
+        site_client(own, dp_cfg, "plant-y")

@@ -118,10 +118,34 @@ def site_client(site: SiteConfig, cfg: Any, node: str) -> FitClient:
         )
     name = site.site.name or node
     try:
-        return _client(site, cfg, name)
+        client = _client(site, cfg, name)
     except SchemaError as exc:
         logging.getLogger(__name__).error("site %s refused: %s", name, exc)
         return RefusedSite(node, exc.public())
+    return _private(cfg, client, name, own=site.site.client is not None)
+
+
+def _private(cfg: Any, client: FitClient, name: str, *, own: bool) -> FitClient:
+    """``[privacy]``'s local DP or DP-SGD around the site's learner, as around a simulated one.
+
+    The noise stream is the site name's (CRC-32), so two sites never draw the same noise. The
+    operator's own client is not murmura's learner, so neither can wrap it: refused.
+    """
+    import zlib
+
+    from murmura.privacy.wiring import private_learners
+
+    p = cfg.privacy
+    if not (p.mode == "local" or p.dp_sgd):
+        return client
+    if own:
+        raise ConfigError(
+            "[privacy] local DP and DP-SGD wrap murmura's learner; the site's own [site] client "
+            "cannot be wrapped, so its updates would leave unprotected: use [site] task instead"
+        )
+    index = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    (learner,), _ = private_learners(cfg, [client], first_index=index)  # type: ignore[list-item]
+    return learner
 
 
 def _client(site: SiteConfig, cfg: Any, name: str) -> FitClient:
