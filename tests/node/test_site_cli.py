@@ -17,6 +17,14 @@ from murmura.node.cli import app
         (["--partition", "0/2", "--site", "s.toml"], "give --partition i/n or --site SITE.toml"),
         (["--site", "s.toml", "--insecure"], "--site with --insecure needs --name"),
         (["--site", "s.toml", "--insecure", "--name", "a"], "--site needs --config JOB.toml"),
+        (
+            ["--site", "s.toml", "--config", "j.toml", "--seed", "4", "--task", "digits"],
+            "--task, --seed: the job config decides these",
+        ),
+        (
+            ["--partition", "0/2", "--config", "j.toml", "--eval-fraction", "0.2"],
+            "--eval-fraction: the job config decides these",
+        ),
     ],
 )
 def test_client_needs_exactly_one_source_of_data(

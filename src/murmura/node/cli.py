@@ -149,7 +149,9 @@ def client(
     cert: Annotated[Path | None, typer.Option("--cert", help="Node certificate (PEM).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Node private key (PEM).")] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="Project CA certificate (PEM).")] = None,
-    task: Annotated[str, typer.Option("--task", help="Task name.")] = "digits",
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task name (default digits; not with --config).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Read task, partition and seed from a config.")
     ] = None,
@@ -162,9 +164,11 @@ def client(
         ),
     ] = None,
     seed: Annotated[
-        int,
-        typer.Option("--seed", help="Seed of the split and of training; the same on every worker."),
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--seed", help="Seed of the split and of training (default 0); same on every worker."
+        ),
+    ] = None,
     eval_fraction: Annotated[
         float | None,
         typer.Option(
@@ -231,10 +235,10 @@ def _worker(
     cert: Path | None,
     key: Path | None,
     ca: Path | None,
-    task: str,
+    task: str | None,
     config: Path | None,
     partitioner: str | None,
-    seed: int,
+    seed: int | None,
     eval_fraction: float | None,
     name: str | None,
     insecure: bool,
@@ -249,6 +253,13 @@ def _worker(
 
     if (partition is None) == (site is None):
         raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
+    given: dict[str, object] = {"--task": task, "--partitioner": partitioner, "--seed": seed}
+    given["--eval-fraction"] = eval_fraction
+    ignored = [flag for flag, value in given.items() if value is not None]
+    if config is not None and ignored:
+        raise typer.BadParameter(
+            f"{', '.join(ignored)}: the job config decides these; drop them with --config"
+        )
     if insecure:
         default = f"worker-{partition.replace('/', 'of')}" if partition else None
         if name is None and default is None:
@@ -275,7 +286,9 @@ def _worker(
     else:
         assert partition is not None
         held = eval_fraction or None  # 0: nothing held out
-        local = local_client(task, partition, partitioner, seed, local_fraction=held)
+        local = local_client(
+            task or "digits", partition, partitioner, seed or 0, local_fraction=held
+        )
     link = CoordinatorLink(server_address, node, creds)
     return Worker(link, local, limits=limits, uplink=uplink)
 

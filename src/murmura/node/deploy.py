@@ -8,6 +8,7 @@ travels; the coordinator sends the ``[client]`` hyper-parameters with every roun
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -149,12 +150,14 @@ def build_coordinator(
         from murmura.node.site import coordinator_parts
 
         strategy, weights, layout = coordinator_parts(cfg)
+        statistics = deployed_statistics(cfg, lambda: _schema_classes(cfg))
     else:
         exp = build_experiment(cfg)
         sim = exp.simulation
         if not isinstance(sim, Simulation):
             raise ConfigError("murmura server needs a server-client (star) run config")
         strategy, weights, layout = sim.strategy, sim.weights, exp.model.layout
+        statistics = deployed_statistics(cfg, lambda: classes_of(exp.data))
     settings = CoordinatorSettings(
         state_dir=Path(s.state_dir),
         rounds=cfg.run.rounds,
@@ -174,7 +177,7 @@ def build_coordinator(
         keep_last=s.keep_last,
         new_run=new_run,
         resume_run_id=run_id,
-        statistics=deployed_statistics(cfg, exp.data),
+        statistics=statistics,
     )
     return Coordinator(
         strategy,
@@ -185,13 +188,26 @@ def build_coordinator(
     )
 
 
-def deployed_statistics(cfg: Any, data: Any) -> StatsPlan | None:
+def deployed_statistics(cfg: Any, classes: Callable[[], int]) -> StatsPlan | None:
     """The statistics phase ``[stats] enabled`` asks of the deployed workers, or None."""
     if not cfg.stats.enabled:
         return None
-    from murmura.analytics.simulate import classes_of  # torch: the data is built already
+    return plan_from_config(cfg, classes())
 
-    return plan_from_config(cfg, classes_of(data))
+
+def classes_of(data: Any) -> int:
+    """The task's classes from its test labels (0: real-valued targets)."""
+    from murmura.analytics.simulate import classes_of as of_data  # torch: the data is built
+
+    return of_data(data)
+
+
+def _schema_classes(cfg: Any) -> int:
+    """A files job's classes from its schema (0: regression): the coordinator holds no data."""
+    from murmura.data.schema import schema_from_mapping
+
+    schema = schema_from_mapping(cfg.task.args["schema"])
+    return 0 if getattr(schema, "regression", False) else len(schema.classes)
 
 
 def parse_partition(spec: str) -> tuple[int, int]:
