@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +26,8 @@ from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
 
 if TYPE_CHECKING:
-    from murmura.types import RoundMetrics, Vector
+    from murmura.sim.session import Outcome, Session
+    from murmura.types import RoundMetrics
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
@@ -64,30 +68,66 @@ def _fmt(value: float | None, spec: str) -> str:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    config: Annotated[Path | None, typer.Argument(help="TOML config file.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set run.rounds=5.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Runs folder (default \\[run] out_dir).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Resume the interrupted run in this folder, with its config.toml "
+            "(star and tree runs).",
+        ),
+    ] = None,
 ) -> None:
-    """Run a simulation from CONFIG and write runs/<run-id>/."""
-    from murmura.config import load_config
-    from murmura.ops.run_dir import RunDirectory
-    from murmura.privacy.budget import privacy_summary
-    from murmura.sim.builder import build_experiment
-    from murmura.strategy.evaluation import federated_summary
+    """Run a simulation from CONFIG and write runs/<run-id>/; Ctrl-C stops it resumably."""
+    from murmura.sim import session as sessions
 
     try:
-        cfg = load_config(config, set_ or [])
-        started = time.perf_counter()
-        exp = build_experiment(cfg)
+        if resume is not None:
+            if config is not None or set_ or out is not None:
+                raise MurmuraError(
+                    "--resume RUN_DIR reads the run's own config.toml: give no CONFIG, --set "
+                    "or --out"
+                )
+            session = sessions.resume(resume)
+            console.print(
+                f"resuming run {escape(session.run_dir.run_id)} after round "
+                f"{session.start_round - 1}"
+            )
+        elif config is None:
+            raise MurmuraError("give a CONFIG file, or --resume RUN_DIR")
+        else:
+            from murmura.config import load_config
+
+            session = sessions.start(load_config(config, set_ or []), out)
     except MurmuraError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
-    run_dir.write_config(cfg.model_dump())
+    outcome = _run_session(session)
+    last = outcome.last
+    path = escape(str(session.run_dir.path))
+    if outcome.status == "interrupted":
+        console.print(
+            f"interrupted at round {outcome.rounds}; run `murmura run --resume {path}` to resume",
+            soft_wrap=True,
+        )
+        return
+    console.print(
+        f"final test accuracy: [bold]{_fmt(last.test_accuracy if last else None, '.4f')}[/]"
+    )
+    if last is not None and last.federated_clients is not None:
+        fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
+        console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
+    console.print(f"run written to: {path}")
+
+
+def _run_session(session: Session) -> Outcome:
+    """Run with a progress bar; SIGINT/SIGTERM stop after the round, a second one at once."""
     columns = (
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
@@ -96,10 +136,12 @@ def run(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as bar:
-        task_id = bar.add_task("rounds", total=cfg.run.rounds, status="starting")
+        done = session.start_round - 1
+        task_id = bar.add_task(
+            "rounds", total=session.cfg.run.rounds, completed=done, status="starting"
+        )
 
-        def on_round(m: RoundMetrics, _w: Vector) -> None:
-            run_dir.log_round(m)
+        def on_round(m: RoundMetrics) -> None:
             failed = f" failures {len(m.failures)}" if m.failures else ""
             status = (
                 f"participants {m.participants}{failed} train loss "
@@ -107,23 +149,29 @@ def run(
             )
             bar.update(task_id, advance=1, status=status)
 
-        history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
-    last = history.rounds[-1]
-    summary = {
-        "rounds": len(history.rounds),
-        "final_test_accuracy": last.test_accuracy,
-        "final_test_loss": last.test_loss,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "failures": sum(len(m.failures) for m in history.rounds),
-        **privacy_summary(history.rounds, cfg.run.rounds),
-        **federated_summary(last.to_json()),
-    }
-    run_dir.finish(history.weights, exp.model.layout, summary)
-    console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")
-    if last.federated_clients is not None:
-        fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
-        console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
-    console.print(f"run written to: {escape(str(run_dir.path))}")
+        def on_signal(signum: int, _frame: object) -> None:
+            if session.stop_requested:
+                raise KeyboardInterrupt
+            session.request_stop()
+            bar.update(task_id, status="stopping after this round (again: stop now)")
+
+        with _handling(on_signal):
+            return session.run(on_round)
+
+
+@contextmanager
+def _handling(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM while the block runs (main thread only)."""
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    old = {k: signal.signal(k, handler) for k in kinds}
+    try:
+        yield
+    finally:
+        for k, h in old.items():
+            signal.signal(k, h)
 
 
 @app.command()

@@ -1,0 +1,138 @@
+"""A simulated run's checkpoint: everything that shapes the rounds after it, in one file.
+
+``murmura run`` checkpoints a star or tree simulation every ``[simulation] checkpoint_every``
+rounds so that ``murmura run --resume`` goes on bitwise as an uninterrupted run would. Every
+random stream of a round is derived from (seed, round, client) (``murmura.seeding``), so what
+carries over between rounds is state: the model; the strategy's (``Stateful``: server
+optimiser moments, privacy accountant, adaptive clip norm, SCAFFOLD's server variate); the
+round observer's (anomaly streaks and flags); each client's that keeps one (SCAFFOLD's
+``c_i``, a tree edge's own strategy), found through privacy and attack wrappers; and torch's
+global random state. The file is the coordinator's checkpoint format
+(``murmura.node.checkpoint``): one safetensors file written atomically, JSON structure and
+raw tensors, no pickle, a content digest checked on reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from murmura.errors import CheckpointError
+from murmura.node.checkpoint import (
+    SavedState,
+    read_checkpoint,
+    restore_strategy_state,
+    strategy_state,
+    write_checkpoint,
+)
+from murmura.sim.runtime import Simulation
+from murmura.strategy.hooks import Stateful
+from murmura.types import Layout
+
+log = logging.getLogger(__name__)
+KIND = "murmura.simulation"
+DAMAGED = ".damaged"
+
+
+def checkpoint_file(run_path: Path, round_: int) -> Path:
+    """Where the state after ``round_`` is kept."""
+    return run_path / "checkpoints" / f"round-{round_:05d}.safetensors"
+
+
+def client_state_holder(client: object) -> Stateful | None:
+    """The part of a client that keeps state between rounds, under its wrappers, if any.
+
+    Privacy and attack wrappers keep none of their own and hold the client as ``inner``.
+    """
+    seen = 0
+    while client is not None and seen < 16:
+        if isinstance(client, Stateful):
+            return client
+        client, seen = getattr(client, "inner", None), seen + 1
+    return None
+
+
+def simulation_state(sim: Simulation, round_: int) -> SavedState:
+    """The state of ``sim`` after ``round_``, but its model."""
+    strategy = strategy_state(sim.strategy)
+    observer = sim.observer
+    clients = {}
+    for node, client in sim.clients.items():
+        holder = client_state_holder(client)
+        if holder is not None:
+            clients[node] = dict(holder.state_dict())
+    state: dict[str, object] = {
+        "round": round_,
+        "strategy_class": None if strategy is None else strategy.strategy,
+        "strategy": None if strategy is None else strategy.state,
+        "observer": dict(observer.state_dict()) if isinstance(observer, Stateful) else None,
+        "clients": clients,
+        "torch_rng": torch.get_rng_state().numpy().copy(),
+    }
+    return SavedState(KIND, state)
+
+
+def save_simulation(
+    path: Path, sim: Simulation, layout: Layout, round_: int, metadata: Mapping[str, str]
+) -> None:
+    """Write the checkpoint of ``sim`` after ``round_`` atomically."""
+    write_checkpoint(path, sim.weights, layout, simulation_state(sim, round_), metadata)
+
+
+def restore_simulation(sim: Simulation, layout: Layout, path: Path) -> int:
+    """Load a checkpoint into a freshly built ``sim``; return its round.
+
+    ``CheckpointError`` names the file and what does not fit (another strategy, clients).
+    """
+    weights, saved = read_checkpoint(path, layout)
+    if saved is None or saved.strategy != KIND:
+        raise CheckpointError(f"{path} is not a checkpoint of a simulated run")
+    s: dict[str, Any] = saved.state
+    inner = None
+    if s.get("strategy_class") is not None:
+        inner = SavedState(str(s["strategy_class"]), dict(s["strategy"]))
+    restore_strategy_state(sim.strategy, inner, str(path))
+    observer = sim.observer
+    if isinstance(observer, Stateful) != (s.get("observer") is not None):
+        raise CheckpointError(f"{path}: the [anomaly] monitor differs from this run's")
+    if isinstance(observer, Stateful):
+        observer.load_state_dict(s["observer"])
+    states: Mapping[str, Any] = s.get("clients", {})
+    holders = {n: client_state_holder(c) for n, c in sim.clients.items()}
+    expected = {n for n, h in holders.items() if h is not None}
+    if set(states) != expected:
+        raise CheckpointError(f"{path}: holds the state of other clients than this run's")
+    try:
+        for node, state in states.items():
+            holder = holders[node]
+            assert holder is not None
+            holder.load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: a client's state does not fit: {exc}") from None
+    torch.set_rng_state(torch.from_numpy(np.asarray(s["torch_rng"], dtype=np.uint8)))
+    sim.weights = np.asarray(weights, dtype=np.float32).copy()
+    return int(s["round"])
+
+
+def newest_checkpoint(folder: Path, sim: Simulation, layout: Layout) -> int:
+    """Restore the newest checkpoint in ``folder`` that verifies; return its round (0: none).
+
+    A damaged one (cut off, changed: its digest says so) is renamed ``*.damaged`` with a
+    warning and the next older one is tried; with none left the run starts over from round 1
+    (a simulation rebuilds round 0). One that verifies but does not fit this run is an error.
+    """
+    for path in sorted(folder.glob("round-*.safetensors"), reverse=True):
+        try:
+            read_checkpoint(path, layout)
+        except CheckpointError as exc:
+            os.replace(path, path.with_name(path.name + DAMAGED))
+            log.warning("damaged checkpoint: %s; renamed to %s%s", exc, path.name, DAMAGED)
+            continue
+        return restore_simulation(sim, layout, path)
+    return 0
