@@ -105,12 +105,12 @@ class Session:
         def done(m: RoundMetrics, weights: Vector) -> None:
             self.run_dir.log_round(m)
             self._done, self._weights = m.round, np.array(weights, copy=True)
+            if on_round is not None:
+                on_round(m)
             stop = self.stop_requested and m.round < self.cfg.run.rounds
             if self.checkpoints and (m.round % every == 0 or stop):
                 assert isinstance(sim, Simulation)
                 self._checkpoint(sim, m.round)
-            if on_round is not None:
-                on_round(m)
             if stop:
                 raise _Stop
 
