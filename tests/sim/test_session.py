@@ -79,9 +79,11 @@ def test_a_run_checkpoints_every_k_rounds_keeps_the_newest_and_labels_its_model(
 
 
 CASES = {
-    "fedadam": {"strategy": {"name": "fedadam", "server_lr": 0.05}},
+    "fedadam+anomaly": {
+        "strategy": {"name": "fedadam", "server_lr": 0.05},
+        "anomaly": {"enabled": True, "threshold": 0.5},
+    },
     "scaffold": {"strategy": {"name": "scaffold"}},
-    "anomaly": {"anomaly": {"enabled": True, "threshold": 0.5}},
     "tree": {"topology": {"kind": "tree", "edges": 2}},
 }
 
@@ -120,7 +122,7 @@ def test_stopped_then_resumed_equals_an_uninterrupted_run_bitwise(
 
 
 def test_a_round_abandoned_midway_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
-    cfg = _cfg(every=2, **CASES["fedadam"])
+    cfg = _cfg(every=2, **CASES["fedadam+anomaly"])
     expected = _reference(tmp_path, cfg)
     s = sessions.start(cfg, tmp_path / "part")
     after_three: dict[str, np.ndarray] = {}
