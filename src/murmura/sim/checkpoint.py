@@ -58,15 +58,20 @@ def client_state_holder(client: object) -> Stateful | None:
     return None
 
 
-def simulation_state(sim: Simulation, round_: int) -> SavedState:
-    """The state of ``sim`` after ``round_``, but its model."""
+def state_holders(sim: Simulation) -> dict[str, Stateful]:
+    """The clients of ``sim`` that keep state between rounds, by node id (look once per run)."""
+    holders = {n: client_state_holder(c) for n, c in sim.clients.items()}
+    return {n: h for n, h in holders.items() if h is not None}
+
+
+def simulation_state(
+    sim: Simulation, round_: int, holders: Mapping[str, Stateful] | None = None
+) -> SavedState:
+    """The state of ``sim`` after ``round_``, but its model; ``holders``: ``state_holders``."""
     strategy = strategy_state(sim.strategy)
     observer = sim.observer
-    clients = {}
-    for node, client in sim.clients.items():
-        holder = client_state_holder(client)
-        if holder is not None:
-            clients[node] = dict(holder.state_dict())
+    holders = state_holders(sim) if holders is None else holders
+    clients = {node: dict(h.state_dict()) for node, h in holders.items()}
     state: dict[str, object] = {
         "round": round_,
         "strategy_class": None if strategy is None else strategy.strategy,
@@ -79,10 +84,20 @@ def simulation_state(sim: Simulation, round_: int) -> SavedState:
 
 
 def save_simulation(
-    path: Path, sim: Simulation, layout: Layout, round_: int, metadata: Mapping[str, str]
+    path: Path,
+    sim: Simulation,
+    layout: Layout,
+    round_: int,
+    metadata: Mapping[str, str],
+    holders: Mapping[str, Stateful] | None = None,
 ) -> None:
-    """Write the checkpoint of ``sim`` after ``round_`` atomically."""
-    write_checkpoint(path, sim.weights, layout, simulation_state(sim, round_), metadata)
+    """Write the checkpoint of ``sim`` after ``round_`` atomically.
+
+    Without fsync: a simulation can recompute what a power loss damages, and a damaged file
+    is found by its digest and passed over on resume (``newest_checkpoint``).
+    """
+    state = simulation_state(sim, round_, holders)
+    write_checkpoint(path, sim.weights, layout, state, metadata, durable=False)
 
 
 def restore_simulation(sim: Simulation, layout: Layout, path: Path) -> int:
@@ -104,15 +119,12 @@ def restore_simulation(sim: Simulation, layout: Layout, path: Path) -> int:
     if isinstance(observer, Stateful):
         observer.load_state_dict(s["observer"])
     states: Mapping[str, Any] = s.get("clients", {})
-    holders = {n: client_state_holder(c) for n, c in sim.clients.items()}
-    expected = {n for n, h in holders.items() if h is not None}
-    if set(states) != expected:
+    holders = state_holders(sim)
+    if set(states) != set(holders):
         raise CheckpointError(f"{path}: holds the state of other clients than this run's")
     try:
         for node, state in states.items():
-            holder = holders[node]
-            assert holder is not None
-            holder.load_state_dict(state)
+            holders[node].load_state_dict(state)
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: a client's state does not fit: {exc}") from None
     torch.set_rng_state(torch.from_numpy(np.asarray(s["torch_rng"], dtype=np.uint8)))

@@ -29,9 +29,15 @@ from murmura.node.checkpoint import prune_checkpoints
 from murmura.ops.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDirectory, model_metadata
 from murmura.privacy.budget import privacy_summary
 from murmura.sim.builder import Experiment, build_experiment
-from murmura.sim.checkpoint import checkpoint_file, newest_checkpoint, save_simulation
+from murmura.sim.checkpoint import (
+    checkpoint_file,
+    newest_checkpoint,
+    save_simulation,
+    state_holders,
+)
 from murmura.sim.runtime import Simulation
 from murmura.strategy.evaluation import federated_summary
+from murmura.strategy.hooks import Stateful
 from murmura.types import RoundMetrics, Vector
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class Session:
     _weights: Vector | None = None
     _done: int = 0
     _checkpointed: int = 0
+    _holders: dict[str, Stateful] | None = None
     _started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -118,8 +125,10 @@ class Session:
 
     def _checkpoint(self, sim: Simulation, round_: int) -> None:
         path = checkpoint_file(self.run_dir.path, round_)
+        if self._holders is None:
+            self._holders = state_holders(sim)
         meta = self._metadata(round_)
-        save_simulation(path, sim, self.exp.model.layout, round_, meta)
+        save_simulation(path, sim, self.exp.model.layout, round_, meta, self._holders)
         prune_checkpoints(path.parent, self.cfg.simulation.keep_last)
         self._checkpointed = round_
 
