@@ -105,12 +105,22 @@ def run(
             from murmura.config import load_config
 
             session = sessions.start(load_config(config, set_ or []), out)
+    except KeyboardInterrupt:
+        console.print("interrupted before the first round; nothing was run")
+        return
     except MurmuraError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     outcome = _run_session(session)
     last = outcome.last
     path = escape(str(session.run_dir.path))
+    if outcome.status == "interrupted" and outcome.resumable_from is None:
+        console.print(
+            f"interrupted at round {outcome.rounds} (a peer-to-peer run cannot be resumed); "
+            f"partial outputs in {path}",
+            soft_wrap=True,
+        )
+        return
     if outcome.status == "interrupted":
         console.print(
             f"interrupted at round {outcome.rounds}; run `murmura run --resume {path}` to resume",
@@ -150,6 +160,8 @@ def _run_session(session: Session) -> Outcome:
             bar.update(task_id, advance=1, status=status)
 
         def on_signal(signum: int, _frame: object) -> None:
+            if session.finishing:
+                return  # the outputs are being written
             if session.stop_requested:
                 raise KeyboardInterrupt
             session.request_stop()

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from murmura.config import Config, config_from_dict, load_config
-from murmura.errors import ConfigError
+from murmura.errors import CheckpointError, ConfigError
 from murmura.ops.run_dir import config_sha256
 from murmura.sim import session as sessions
 from murmura.types import RoundMetrics
@@ -180,3 +180,12 @@ def test_resume_refuses_a_complete_run_a_peer_to_peer_run_and_a_plain_folder(
         sessions.resume(run.run_dir.path)
     with pytest.raises(ConfigError, match=r"\[simulation\] checkpoint_every = 2: peer-to-peer"):
         sessions.start(_cfg(every=2, topology={"kind": "ring"}), tmp_path / "p2p")
+
+
+def test_resume_refuses_a_config_changed_since_the_checkpoint(tmp_path: Path) -> None:
+    s = sessions.start(_cfg(every=1), tmp_path)
+    s.run(lambda m: s.request_stop())
+    config = s.run_dir.path / "config.toml"
+    config.write_text(config.read_text().replace("lr = 0.1", "lr = 0.2"))
+    with pytest.raises(CheckpointError, match="written under another config"):
+        sessions.resume(s.run_dir.path)

@@ -65,7 +65,10 @@ def state_holders(sim: Simulation) -> dict[str, Stateful]:
 
 
 def simulation_state(
-    sim: Simulation, round_: int, holders: Mapping[str, Stateful] | None = None
+    sim: Simulation,
+    round_: int,
+    config_sha256: str,
+    holders: Mapping[str, Stateful] | None = None,
 ) -> SavedState:
     """The state of ``sim`` after ``round_``, but its model; ``holders``: ``state_holders``."""
     strategy = strategy_state(sim.strategy)
@@ -74,6 +77,7 @@ def simulation_state(
     clients = {node: dict(h.state_dict()) for node, h in holders.items()}
     state: dict[str, object] = {
         "round": round_,
+        "config_sha256": config_sha256,
         "strategy_class": None if strategy is None else strategy.strategy,
         "strategy": None if strategy is None else strategy.state,
         "observer": dict(observer.state_dict()) if isinstance(observer, Stateful) else None,
@@ -94,21 +98,30 @@ def save_simulation(
     """Write the checkpoint of ``sim`` after ``round_`` atomically.
 
     Without fsync: a simulation can recompute what a power loss damages, and a damaged file
-    is found by its digest and passed over on resume (``newest_checkpoint``).
+    is found by its digest and passed over on resume (``newest_checkpoint``). ``metadata``
+    (``murmura.ops.run_dir.model_metadata``) names the config's SHA-256, which the state
+    repeats.
     """
-    state = simulation_state(sim, round_, holders)
+    state = simulation_state(sim, round_, metadata["murmura.config_sha256"], holders)
     write_checkpoint(path, sim.weights, layout, state, metadata, durable=False)
 
 
-def restore_simulation(sim: Simulation, layout: Layout, path: Path) -> int:
+def restore_simulation(sim: Simulation, layout: Layout, path: Path, config_sha256: str) -> int:
     """Load a checkpoint into a freshly built ``sim``; return its round.
 
-    ``CheckpointError`` names the file and what does not fit (another strategy, clients).
+    ``CheckpointError`` names the file and what does not fit: a config other than the one
+    with SHA-256 ``config_sha256`` (``murmura.ops.run_dir.config_sha256``), another strategy,
+    other clients.
     """
     weights, saved = read_checkpoint(path, layout)
     if saved is None or saved.strategy != KIND:
         raise CheckpointError(f"{path} is not a checkpoint of a simulated run")
     s: dict[str, Any] = saved.state
+    if s.get("config_sha256") != config_sha256:
+        raise CheckpointError(
+            f"{path} was written under another config (SHA-256 {s.get('config_sha256')}, "
+            f"config.toml has {config_sha256}): put back the config.toml the run began with"
+        )
     inner = None
     if s.get("strategy_class") is not None:
         inner = SavedState(str(s["strategy_class"]), dict(s["strategy"]))
@@ -132,7 +145,7 @@ def restore_simulation(sim: Simulation, layout: Layout, path: Path) -> int:
     return int(s["round"])
 
 
-def newest_checkpoint(folder: Path, sim: Simulation, layout: Layout) -> int:
+def newest_checkpoint(folder: Path, sim: Simulation, layout: Layout, config_sha256: str) -> int:
     """Restore the newest checkpoint in ``folder`` that verifies; return its round (0: none).
 
     A damaged one (cut off, changed: its digest says so) is renamed ``*.damaged`` with a
@@ -146,5 +159,5 @@ def newest_checkpoint(folder: Path, sim: Simulation, layout: Layout) -> int:
             os.replace(path, path.with_name(path.name + DAMAGED))
             log.warning("damaged checkpoint: %s; renamed to %s%s", exc, path.name, DAMAGED)
             continue
-        return restore_simulation(sim, layout, path)
+        return restore_simulation(sim, layout, path, config_sha256)
     return 0

@@ -26,7 +26,13 @@ import numpy as np
 from murmura.config import Config, load_config
 from murmura.errors import ConfigError
 from murmura.node.checkpoint import prune_checkpoints
-from murmura.ops.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDirectory, model_metadata
+from murmura.ops.run_dir import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    RunDirectory,
+    config_sha256,
+    model_metadata,
+)
 from murmura.privacy.budget import privacy_summary
 from murmura.sim.builder import Experiment, build_experiment
 from murmura.sim.checkpoint import (
@@ -56,8 +62,8 @@ class Outcome:
     rounds: int
     summary: dict[str, object]
     last: RoundMetrics | None
-    resumable_from: int = 0
-    """The newest checkpoint's round: where ``--resume`` goes on."""
+    resumable_from: int | None = 0
+    """The newest checkpoint's round: where ``--resume`` goes on (None: it cannot)."""
 
 
 @dataclass(slots=True)
@@ -69,6 +75,8 @@ class Session:
     run_dir: RunDirectory
     start_round: int = 1
     stop_requested: bool = False
+    finishing: bool = False
+    """True once the outputs are being written: a signal then changes nothing."""
     _weights: Vector | None = None
     _done: int = 0
     _checkpointed: int = 0
@@ -104,6 +112,7 @@ class Session:
             )
         if self._done == self.cfg.run.rounds:
             status = "complete"
+        self.finishing = True
         return self._finish(status)
 
     def _round_done(self, on_round: RoundPrinter | None) -> Callable[[RoundMetrics, Vector], None]:
@@ -149,11 +158,12 @@ class Session:
             **privacy_summary(rounds, self.cfg.run.rounds),
             **federated_summary({} if last is None else last.to_json()),
         }
+        resumable = isinstance(self.exp.simulation, Simulation)
         if status != "complete":
-            summary["resumable_from"] = self._checkpointed if self.checkpoints else None
+            summary["resumable_from"] = self._checkpointed if resumable else None
         weights = self._weights if self._weights is not None else _model(self.exp)
         self.run_dir.finish(weights, self.exp.model.layout, summary, self._metadata(self._done))
-        return Outcome(status, self._done, summary, last, self._checkpointed)
+        return Outcome(status, self._done, summary, last, self._checkpointed if resumable else None)
 
 
 def _model(exp: Experiment) -> Vector:
@@ -192,7 +202,8 @@ def resume(path: Path) -> Session:
     exp = build_experiment(cfg)
     sim = exp.simulation
     assert isinstance(sim, Simulation)
-    done = newest_checkpoint(path / "checkpoints", sim, exp.model.layout)
+    expected = config_sha256(cfg.model_dump(mode="json"))
+    done = newest_checkpoint(path / "checkpoints", sim, exp.model.layout, expected)
     return Session(cfg, exp, RunDirectory.reopen(path, done), start_round=done + 1)
 
 
