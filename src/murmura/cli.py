@@ -79,8 +79,7 @@ def run(
         Path | None,
         typer.Option(
             "--resume",
-            help="Resume the interrupted run in this folder, with its config.toml "
-            "(star and tree runs).",
+            help="Resume the interrupted run in this folder, with its config.toml.",
         ),
     ] = None,
 ) -> None:
@@ -114,13 +113,6 @@ def run(
     outcome = _run_session(session)
     last = outcome.last
     path = escape(str(session.run_dir.path))
-    if outcome.status == "interrupted" and outcome.resumable_from is None:
-        console.print(
-            f"interrupted at round {outcome.rounds} (a peer-to-peer run cannot be resumed); "
-            f"partial outputs in {path}",
-            soft_wrap=True,
-        )
-        return
     if outcome.status == "interrupted":
         console.print(
             f"interrupted at round {outcome.rounds}; run `murmura run --resume {path}` to resume",

@@ -1,15 +1,17 @@
 """A simulated run's checkpoint: everything that shapes the rounds after it, in one file.
 
-``murmura run`` checkpoints a star or tree simulation every ``[simulation] checkpoint_every``
-rounds so that ``murmura run --resume`` goes on bitwise as an uninterrupted run would. Every
-random stream of a round is derived from (seed, round, client) (``murmura.seeding``), so what
-carries over between rounds is state: the model; the strategy's (``Stateful``: server
-optimiser moments, privacy accountant, adaptive clip norm, SCAFFOLD's server variate); the
-round observer's (anomaly streaks and flags); each client's that keeps one (SCAFFOLD's
-``c_i``, a tree edge's own strategy), found through privacy and attack wrappers; and torch's
-global random state. The file is the coordinator's checkpoint format
-(``murmura.node.checkpoint``): one safetensors file written atomically, JSON structure and
-raw tensors, no pickle, a content digest checked on reading.
+``murmura run`` checkpoints a simulation every ``[simulation] checkpoint_every`` rounds so that
+``murmura run --resume`` goes on bitwise as an uninterrupted run would. Every random stream of
+a round is derived from (seed, round, client) (``murmura.seeding``), so what carries over
+between rounds is state: the model (each peer's, peer-to-peer); the strategy's (``Stateful``:
+server optimiser moments, privacy accountant, adaptive clip norm, SCAFFOLD's server variate);
+the round observer's (anomaly streaks and flags); the peers' privacy budgets; each client's
+or peer's that keeps one (SCAFFOLD's ``c_i``, a tree edge's own strategy, a D-PSGD peer's
+sample stream), found through privacy and attack wrappers; and torch's global random state.
+The file is the coordinator's checkpoint format (``murmura.node.checkpoint``): one
+safetensors file written atomically, JSON structure and raw tensors, no pickle, a content
+digest checked on reading; its model tensors are the run's model (the honest peers' average,
+peer-to-peer).
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ from murmura.node.checkpoint import (
     strategy_state,
     write_checkpoint,
 )
+from murmura.sim.p2p import P2PSimulation
 from murmura.sim.runtime import Simulation
 from murmura.strategy.hooks import Stateful
-from murmura.types import Layout
+from murmura.types import Layout, Vector
 
 log = logging.getLogger(__name__)
 KIND = "murmura.simulation"
 DAMAGED = ".damaged"
+AnySimulation = Simulation | P2PSimulation
 
 
 def checkpoint_file(run_path: Path, round_: int) -> Path:
@@ -58,38 +62,46 @@ def client_state_holder(client: object) -> Stateful | None:
     return None
 
 
-def state_holders(sim: Simulation) -> dict[str, Stateful]:
-    """The clients of ``sim`` that keep state between rounds, by node id (look once per run)."""
-    holders = {n: client_state_holder(c) for n, c in sim.clients.items()}
+def state_holders(sim: AnySimulation) -> dict[str, Stateful]:
+    """The clients or peers of ``sim`` that keep state between rounds, by node id (look once)."""
+    nodes = sim.clients if isinstance(sim, Simulation) else {c.node_id: c for c in sim.learners}
+    holders = {n: client_state_holder(c) for n, c in nodes.items()}
     return {n: h for n, h in holders.items() if h is not None}
 
 
+def model_of(sim: AnySimulation) -> Vector:
+    """The run's model: the global one, or the honest peers' average."""
+    return sim.weights if isinstance(sim, Simulation) else sim.average()
+
+
 def simulation_state(
-    sim: Simulation,
+    sim: AnySimulation,
     round_: int,
     config_sha256: str,
     holders: Mapping[str, Stateful] | None = None,
 ) -> SavedState:
-    """The state of ``sim`` after ``round_``, but its model; ``holders``: ``state_holders``."""
-    strategy = strategy_state(sim.strategy)
-    observer = sim.observer
+    """The state of ``sim`` after ``round_`` (but a star's model, the file's own tensors)."""
     holders = state_holders(sim) if holders is None else holders
-    clients = {node: dict(h.state_dict()) for node, h in holders.items()}
     state: dict[str, object] = {
         "round": round_,
         "config_sha256": config_sha256,
-        "strategy_class": None if strategy is None else strategy.strategy,
-        "strategy": None if strategy is None else strategy.state,
-        "observer": dict(observer.state_dict()) if isinstance(observer, Stateful) else None,
-        "clients": clients,
+        "clients": {node: dict(h.state_dict()) for node, h in holders.items()},
         "torch_rng": torch.get_rng_state().numpy().copy(),
     }
+    if isinstance(sim, Simulation):
+        strategy, observer = strategy_state(sim.strategy), sim.observer
+        state["strategy_class"] = None if strategy is None else strategy.strategy
+        state["strategy"] = None if strategy is None else strategy.state
+        state["observer"] = dict(observer.state_dict()) if isinstance(observer, Stateful) else None
+    else:
+        state["peers"] = sim.x.copy()
+        state["budgets"] = [b.state_dict() for b in sim.options.budgets]
     return SavedState(KIND, state)
 
 
 def save_simulation(
     path: Path,
-    sim: Simulation,
+    sim: AnySimulation,
     layout: Layout,
     round_: int,
     metadata: Mapping[str, str],
@@ -103,10 +115,10 @@ def save_simulation(
     repeats.
     """
     state = simulation_state(sim, round_, metadata["murmura.config_sha256"], holders)
-    write_checkpoint(path, sim.weights, layout, state, metadata, durable=False)
+    write_checkpoint(path, model_of(sim), layout, state, metadata, durable=False)
 
 
-def restore_simulation(sim: Simulation, layout: Layout, path: Path, config_sha256: str) -> int:
+def restore_simulation(sim: AnySimulation, layout: Layout, path: Path, config_sha256: str) -> int:
     """Load a checkpoint into a freshly built ``sim``; return its round.
 
     ``CheckpointError`` names the file and what does not fit: a config other than the one
@@ -122,6 +134,25 @@ def restore_simulation(sim: Simulation, layout: Layout, path: Path, config_sha25
             f"{path} was written under another config (SHA-256 {s.get('config_sha256')}, "
             f"config.toml has {config_sha256}): put back the config.toml the run began with"
         )
+    try:
+        if isinstance(sim, Simulation):
+            _restore_star(sim, s, path)
+            sim.weights = np.asarray(weights, dtype=np.float32).copy()
+        else:
+            _restore_peers(sim, s)
+        states: Mapping[str, Any] = s["clients"]
+        holders = state_holders(sim)
+        if set(states) != set(holders):
+            raise CheckpointError(f"{path}: holds the state of other clients than this run's")
+        for node, state in states.items():
+            holders[node].load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the saved state does not fit this run: {exc}") from None
+    torch.set_rng_state(torch.from_numpy(np.asarray(s["torch_rng"], dtype=np.uint8)))
+    return int(s["round"])
+
+
+def _restore_star(sim: Simulation, s: Mapping[str, Any], path: Path) -> None:
     inner = None
     if s.get("strategy_class") is not None:
         inner = SavedState(str(s["strategy_class"]), dict(s["strategy"]))
@@ -131,21 +162,21 @@ def restore_simulation(sim: Simulation, layout: Layout, path: Path, config_sha25
         raise CheckpointError(f"{path}: the [anomaly] monitor differs from this run's")
     if isinstance(observer, Stateful):
         observer.load_state_dict(s["observer"])
-    states: Mapping[str, Any] = s.get("clients", {})
-    holders = state_holders(sim)
-    if set(states) != set(holders):
-        raise CheckpointError(f"{path}: holds the state of other clients than this run's")
-    try:
-        for node, state in states.items():
-            holders[node].load_state_dict(state)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: a client's state does not fit: {exc}") from None
-    torch.set_rng_state(torch.from_numpy(np.asarray(s["torch_rng"], dtype=np.uint8)))
-    sim.weights = np.asarray(weights, dtype=np.float32).copy()
-    return int(s["round"])
 
 
-def newest_checkpoint(folder: Path, sim: Simulation, layout: Layout, config_sha256: str) -> int:
+def _restore_peers(sim: P2PSimulation, s: Mapping[str, Any]) -> None:
+    peers = np.asarray(s["peers"], dtype=np.float32)
+    if peers.shape != sim.x.shape:
+        raise ValueError(f"{peers.shape[0]} peers' models saved, the graph has {sim.x.shape[0]}")
+    budgets = list(s["budgets"])
+    if len(budgets) != len(sim.options.budgets):
+        raise ValueError(f"{len(budgets)} privacy budgets saved, the run has another number")
+    sim.x = peers.copy()
+    for budget, state in zip(sim.options.budgets, budgets, strict=True):
+        budget.load_state_dict(state)
+
+
+def newest_checkpoint(folder: Path, sim: AnySimulation, layout: Layout, config_sha256: str) -> int:
     """Restore the newest checkpoint in ``folder`` that verifies; return its round (0: none).
 
     A damaged one (cut off, changed: its digest says so) is renamed ``*.damaged`` with a

@@ -8,7 +8,7 @@ rounds (keeping the newest ``keep_last``) and writes the final outputs
 (``murmura.ops.run_dir.write_outputs``) with ``status`` "complete" or, when stopped early,
 "interrupted": ``request_stop`` ends the run after the round in progress (checkpointed), a
 ``KeyboardInterrupt`` abandons that round and keeps what the last completed round left.
-Peer-to-peer runs are not checkpointed and cannot be resumed.
+Star, tree and peer-to-peer runs alike.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from murmura.ops.run_dir import (
 from murmura.privacy.budget import privacy_summary
 from murmura.sim.builder import Experiment, build_experiment
 from murmura.sim.checkpoint import (
+    AnySimulation,
     checkpoint_file,
+    model_of,
     newest_checkpoint,
     save_simulation,
     state_holders,
 )
-from murmura.sim.runtime import Simulation
 from murmura.strategy.evaluation import federated_summary
 from murmura.strategy.hooks import Stateful
 from murmura.types import RoundMetrics, Vector
@@ -62,8 +63,8 @@ class Outcome:
     rounds: int
     summary: dict[str, object]
     last: RoundMetrics | None
-    resumable_from: int | None = 0
-    """The newest checkpoint's round: where ``--resume`` goes on (None: it cannot)."""
+    resumable_from: int = 0
+    """The newest checkpoint's round: where ``--resume`` goes on."""
 
 
 @dataclass(slots=True)
@@ -85,10 +86,8 @@ class Session:
 
     @property
     def checkpoints(self) -> bool:
-        """Whether this run writes checkpoints (star and tree, ``checkpoint_every`` > 0)."""
-        return (
-            isinstance(self.exp.simulation, Simulation) and self.cfg.simulation.checkpoint_every > 0
-        )
+        """Whether this run writes checkpoints (``checkpoint_every`` > 0)."""
+        return self.cfg.simulation.checkpoint_every > 0
 
     def request_stop(self) -> None:
         """End the run after the round in progress (checkpointed, outputs written)."""
@@ -97,7 +96,7 @@ class Session:
     def run(self, on_round: RoundPrinter | None = None) -> Outcome:
         """Run the remaining rounds; write the final (or, when stopped, partial) outputs."""
         self._done = self._checkpointed = self.start_round - 1
-        self._weights = _model(self.exp) if self._done else None
+        self._weights = model_of(self.exp.simulation) if self._done else None
         status = "complete"
         try:
             self.exp.simulation.run(
@@ -125,14 +124,13 @@ class Session:
                 on_round(m)
             stop = self.stop_requested and m.round < self.cfg.run.rounds
             if self.checkpoints and (m.round % every == 0 or stop):
-                assert isinstance(sim, Simulation)
                 self._checkpoint(sim, m.round)
             if stop:
                 raise _Stop
 
         return done
 
-    def _checkpoint(self, sim: Simulation, round_: int) -> None:
+    def _checkpoint(self, sim: AnySimulation, round_: int) -> None:
         path = checkpoint_file(self.run_dir.path, round_)
         if self._holders is None:
             self._holders = state_holders(sim)
@@ -158,23 +156,15 @@ class Session:
             **privacy_summary(rounds, self.cfg.run.rounds),
             **federated_summary({} if last is None else last.to_json()),
         }
-        resumable = isinstance(self.exp.simulation, Simulation)
         if status != "complete":
-            summary["resumable_from"] = self._checkpointed if resumable else None
-        weights = self._weights if self._weights is not None else _model(self.exp)
+            summary["resumable_from"] = self._checkpointed
+        weights = self._weights if self._weights is not None else model_of(self.exp.simulation)
         self.run_dir.finish(weights, self.exp.model.layout, summary, self._metadata(self._done))
-        return Outcome(status, self._done, summary, last, self._checkpointed if resumable else None)
-
-
-def _model(exp: Experiment) -> Vector:
-    """The simulation's current model (peer-to-peer: the honest peers' average)."""
-    sim = exp.simulation
-    return sim.weights if isinstance(sim, Simulation) else sim.average()
+        return Outcome(status, self._done, summary, last, self._checkpointed)
 
 
 def start(cfg: Config, out: Path | str | None = None) -> Session:
     """A new run of ``cfg`` in a new folder under ``out`` (default ``[run] out_dir``)."""
-    _refuse_checkpoint_every(cfg)
     exp = build_experiment(cfg)
     run_dir = RunDirectory.create(out or cfg.run.out_dir, cfg.run.name)
     run_dir.write_config(cfg.model_dump(mode="json"))
@@ -184,7 +174,7 @@ def start(cfg: Config, out: Path | str | None = None) -> Session:
 def resume(path: Path) -> Session:
     """The run in folder ``path``, rebuilt from its ``config.toml``, after its newest checkpoint.
 
-    ``ConfigError`` for a folder that is not a run, a finished run, or a peer-to-peer run.
+    ``ConfigError`` for a folder that is not a run, or a finished run.
     """
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"--resume {path}: not a run folder (no {CONFIG_FILE})")
@@ -194,14 +184,8 @@ def resume(path: Path) -> Session:
             f"--resume {path}: the run is complete ({SUMMARY_FILE}); nothing to resume"
         )
     cfg = load_config(path / CONFIG_FILE)
-    if cfg.topology.kind not in ("star", "tree"):
-        raise ConfigError(
-            f"--resume {path}: a peer-to-peer run (topology.kind = {cfg.topology.kind!r}) is not "
-            f"checkpointed and cannot be resumed; start it again with `murmura run`"
-        )
     exp = build_experiment(cfg)
     sim = exp.simulation
-    assert isinstance(sim, Simulation)
     expected = config_sha256(cfg.model_dump(mode="json"))
     done = newest_checkpoint(path / "checkpoints", sim, exp.model.layout, expected)
     return Session(cfg, exp, RunDirectory.reopen(path, done), start_round=done + 1)
@@ -213,17 +197,3 @@ def _status(path: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return summary.get("status", "complete") if isinstance(summary, dict) else None
-
-
-def _refuse_checkpoint_every(cfg: Config) -> None:
-    """A peer-to-peer run is not checkpointed: refuse an explicit ``checkpoint_every``."""
-    s = cfg.simulation
-    if (
-        cfg.topology.kind not in ("star", "tree")
-        and "checkpoint_every" in s.model_fields_set
-        and s.checkpoint_every
-    ):
-        raise ConfigError(
-            f"[simulation] checkpoint_every = {s.checkpoint_every}: peer-to-peer runs "
-            f"(topology.kind = {cfg.topology.kind!r}) are not checkpointed; set it to 0"
-        )
