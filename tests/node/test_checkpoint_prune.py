@@ -208,7 +208,7 @@ def test_the_coordinator_writes_the_run_folder_of_a_simulated_run(tmp_path: Path
     coord.ledger.close()
     run = coord.run_path
     assert {"config.toml", "metrics.jsonl", "summary.json", "accuracy.png"} <= set(_files(run))
-    assert summary["rounds"] == 2
+    assert summary["rounds"] == 2 and summary["status"] == "complete"
     with safe_open(str(run / "model.safetensors"), "np") as fh:
         meta = fh.metadata()
         model = {k: fh.get_tensor(k) for k in fh.keys()}

@@ -249,13 +249,17 @@ class Coordinator:
         log.info("node=coordinator round=%d: resuming run %s", got.round, rec.run_id)
         return replace(rec, last_round=got.round, checkpoint=str(got.checkpoint))
 
-    def _write_outputs(self, run_id: str) -> dict[str, object]:
-        """Write the run folder's final outputs; the summary covers every completed round."""
+    def _write_outputs(self, run_id: str, status: str = "complete") -> dict[str, object]:
+        """Write the run folder's final outputs; the summary covers every completed round.
+
+        ``status`` "interrupted" writes them for a run stopped early (it stays resumable).
+        """
         rows = [r for r in self.state.rounds(run_id) if r["status"] == "completed"]
         last: dict[str, object] = rows[-1]["metrics"] if rows else {}
         tail = [RoundMetrics(rows[-1]["round"], 0, extra=dict(last))] if rows else []
         summary: dict[str, object] = {
             "run_id": run_id,
+            "status": status,
             "rounds": len(rows),
             "planned_rounds": self.settings.rounds,
             "final_test_accuracy": last.get("test_accuracy"),
