@@ -8,6 +8,10 @@ workload, ``--executor`` murmura's ``[simulation] executor``.
 ``--workload W1-tree`` times W1 through the two-level tree (examples/digits-hierarchical.toml,
 root -> 4 edges -> 25 clients; the same model as flat FedAvg) against flat W1, both through
 murmura's API, and prints the ratio of their round loops.
+
+``--workload W1-checkpoint`` times W1 through ``murmura run``'s session (run folder, metrics,
+final outputs) with ``[simulation] checkpoint_every`` 0 (never) and 1 (every round), each in
+its own process, and prints the ratio and the cost of one checkpoint.
 """
 
 from __future__ import annotations
@@ -140,6 +144,39 @@ def murmura_loop(config: Path, overrides: list[str]) -> dict[str, float]:
     return {"loop_seconds": loop, "accuracy": float(history.rounds[-1].test_accuracy or 0.0)}
 
 
+def session_loop(config: Path, overrides: list[str]) -> dict[str, float]:
+    """W1 through ``murmura run``'s session in a temporary folder; the seconds of ``run``."""
+    from murmura.config import load_config
+    from murmura.sim import session as sessions
+
+    cfg = load_config(config, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = sessions.start(cfg, tmp)
+        t0 = time.perf_counter()
+        s.run()
+        seconds = time.perf_counter() - t0
+        files = len(list(Path(s.run_dir.path, "checkpoints").glob("*.safetensors")))
+    return {"loop_seconds": seconds, "rounds": cfg.run.rounds, "checkpoints_kept": files}
+
+
+def checkpoint_cost(config: Path, overrides: list[str]) -> None:
+    """W1's session with checkpoint_every 0 and 1, alternating, best of three each."""
+    py, best = sys.executable, {0: float("inf"), 1: float("inf")}
+    for _ in range(3):
+        for every in (0, 1):
+            sets = [
+                a
+                for s in [*overrides, f"simulation.checkpoint_every={every}"]
+                for a in ("--set", s)
+            ]
+            _, _, out = child([py, __file__, "--role", "session", "--config", str(config), *sets])
+            best[every] = min(best[every], json.loads(out)["loop_seconds"])
+    rounds = json.loads(out)["rounds"]
+    print(f"W1 session loop, checkpoint_every 0: {best[0]:.3f} s, 1: {best[1]:.3f} s")
+    print(f"ratio (every round / never): {best[1] / best[0]:.3f}")
+    print(f"cost of one checkpoint: {(best[1] - best[0]) / rounds * 1000:.1f} ms")
+
+
 def child(args: list[str]) -> tuple[float, float, str]:
     """Run a child process; return (wall seconds, peak RSS MB, stdout)."""
     t0 = time.perf_counter()
@@ -168,8 +205,10 @@ def tree_against_flat(overrides: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--role", choices=["ideal", "murmura"], help=argparse.SUPPRESS)
-    parser.add_argument("--workload", choices=["W1", "W2", "W1-tree"], default="W1")
+    parser.add_argument("--role", choices=["ideal", "murmura", "session"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workload", choices=["W1", "W2", "W1-tree", "W1-checkpoint"], default="W1"
+    )
     parser.add_argument("--config", type=Path, default=None, help="default: the workload's")
     parser.add_argument(
         "--executor",
@@ -180,7 +219,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     if args.config is None:
-        args.config = {"W1": W1, "W2": W2, "W1-tree": W1_TREE}[args.workload]
+        args.config = {"W1": W1, "W2": W2, "W1-tree": W1_TREE, "W1-checkpoint": W1}[args.workload]
     if args.executor is not None:
         args.overrides.append(f"simulation.executor={args.executor!r}")
     if args.role == "ideal":
@@ -188,6 +227,12 @@ def main() -> None:
         return
     if args.role == "murmura":
         print(json.dumps(murmura_loop(args.config, args.overrides)))
+        return
+    if args.role == "session":
+        print(json.dumps(session_loop(args.config, args.overrides)))
+        return
+    if args.workload == "W1-checkpoint":
+        checkpoint_cost(args.config, args.overrides)
         return
     if args.workload == "W1-tree":
         tree_against_flat(args.overrides)

@@ -137,9 +137,9 @@ def test_the_graph_sees_real_imports() -> None:
     assert "murmura.config.base" in graph["murmura.config.run"]
     # Importing a submodule from outside its package runs the package's __init__ too.
     assert "murmura.config" in graph["murmura.sim.builder"]
-    # cli imports the builder inside `run`; TYPE_CHECKING imports are never edges
-    assert "murmura.sim.builder" not in graph["murmura.cli"]
-    assert "murmura.sim.builder" in import_graph(deferred=True)["murmura.cli"]
+    # cli imports the run session inside `run`; TYPE_CHECKING imports are never edges
+    assert "murmura.sim.session" not in graph["murmura.cli"]
+    assert "murmura.sim.session" in import_graph(deferred=True)["murmura.cli"]
     assert "murmura.types" not in import_graph(deferred=True)["murmura.cli"]
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +27,8 @@ from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
 
 if TYPE_CHECKING:
-    from murmura.types import RoundMetrics, Vector
+    from murmura.sim.session import Outcome, Session
+    from murmura.types import RoundMetrics
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
@@ -64,41 +68,94 @@ def main(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    config: Annotated[Path | None, typer.Argument(help="TOML config file.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set run.rounds=5.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Runs folder (default \\[run] out_dir).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Resume the interrupted run in this folder, with its config.toml.",
+        ),
+    ] = None,
     log_format: node_cli.LogFormatOption = node_cli.LogFormat.text,
 ) -> None:
-    """Run a simulation from CONFIG and write runs/<run-id>/."""
-    from murmura.config import load_config
-    from murmura.console import fmt, round_fields, round_status, say
-    from murmura.ops.run_dir import RunDirectory
-    from murmura.privacy.budget import privacy_summary
-    from murmura.sim.builder import build_experiment
-    from murmura.strategy.evaluation import federated_summary
+    """Run a simulation from CONFIG and write runs/<run-id>/; Ctrl-C stops it resumably."""
+    from murmura.console import fmt, say
+    from murmura.sim import session as sessions
 
     node_cli.use_log_format(log_format)
     json_lines = log_format == node_cli.LogFormat.json
     try:
-        cfg = load_config(config, set_ or [])
-        started = time.perf_counter()
-        exp = build_experiment(cfg)
-    except MurmuraError as exc:
-        if json_lines:
-            raise node_cli.fail(exc, NODE) from None
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
-    run_dir.write_config(cfg.model_dump())
-    try:  # label picture, and [stats] when enabled: before any round
-        stats_cli.write_run_analytics(cfg, exp.data, run_dir.path)
+        if resume is not None:
+            if config is not None or set_ or out is not None:
+                raise MurmuraError(
+                    "--resume RUN_DIR reads the run's own config.toml: give no CONFIG, --set "
+                    "or --out"
+                )
+            session = sessions.resume(resume)
+            _say(
+                json_lines, "resumed",
+                f"resuming run {session.run_dir.run_id} after round {session.start_round - 1}",
+                session,
+            )  # fmt: skip
+        elif config is None:
+            raise MurmuraError("give a CONFIG file, or --resume RUN_DIR")
+        else:
+            from murmura.config import load_config
+
+            session = sessions.start(load_config(config, set_ or []), out)
+            # the label picture, and [stats] when enabled: before any round
+            stats_cli.write_run_analytics(session.cfg, session.exp.data, session.run_dir.path)
+    except KeyboardInterrupt:
+        console.print("interrupted before the first round; nothing was run")
+        return
     except (MurmuraError, ValueError) as exc:
+        if json_lines:
+            raise node_cli.fail(MurmuraError(str(exc)), NODE) from None
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    outcome = _run_session(session, json_lines)
+    last, summary = outcome.last, outcome.summary
+    path = str(session.run_dir.path)
+    if outcome.status == "interrupted":
+        text = f"interrupted at round {outcome.rounds}; run `murmura run --resume {path}` to resume"
+        _say(json_lines, "interrupted", text, session, outcome.rounds)
+        return
+    if json_lines:
+        acc = fmt(last.test_accuracy if last else None)
+        text = f"final test accuracy {acc}; run written to {path}"
+        fields = {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
+        say(log, "finished", text, node=NODE, run=session.run_dir.run_id,
+            round_=outcome.rounds, fields=fields, path=path)  # fmt: skip
+        return
+    console.print(f"final test accuracy: [bold]{fmt(last.test_accuracy if last else None)}[/]")
+    if last is not None and last.federated_clients is not None:
+        fed, n = fmt(last.federated_accuracy), last.federated_clients
+        console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
+    if isinstance(eps := summary.get("epsilon"), float):
+        console.print(f"privacy spent: epsilon {eps:.4g} at delta {summary.get('delta')}")
+    console.print(f"run written to: {escape(path)}")
+
+
+def _say(json_lines: bool, event: str, text: str, session: Session, round_: int = 0) -> None:
+    """One lifecycle line of ``murmura run``: a JSON event, or plain console text."""
+    from murmura.console import say
+
+    if json_lines:
+        say(log, event, text, node=NODE, run=session.run_dir.run_id, round_=round_)
+    else:
+        console.print(escape(text), soft_wrap=True)
+
+
+def _run_session(session: Session, json_lines: bool = False) -> Outcome:
+    """Run with a progress bar; SIGINT/SIGTERM stop after the round, a second one at once."""
+    from murmura.console import round_fields, round_status, say
+
     columns = (
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
@@ -106,43 +163,43 @@ def run(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
-    run_id = run_dir.path.name
+    planned, run_id = session.cfg.run.rounds, session.run_dir.run_id
     with Progress(*columns, console=console, disable=json_lines) as bar:
-        task_id = bar.add_task("rounds", total=cfg.run.rounds, status="starting")
+        done = session.start_round - 1
+        task_id = bar.add_task("rounds", total=planned, completed=done, status="starting")
 
-        def on_round(m: RoundMetrics, _w: Vector) -> None:
-            run_dir.log_round(m)
+        def on_round(m: RoundMetrics) -> None:
             bar.update(task_id, advance=1, status=round_status(m))
             if json_lines:  # the bar is off: one line per round instead
-                text = f"round {m.round}/{cfg.run.rounds}: {round_status(m)}"
+                text = f"round {m.round}/{planned}: {round_status(m)}"
                 fields = round_fields(m)
                 say(log, "round", text, node=NODE, run=run_id, round_=m.round, fields=fields)
 
-        history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
-    last = history.rounds[-1]
-    summary = {
-        "rounds": len(history.rounds),
-        "final_test_accuracy": last.test_accuracy,
-        "final_test_loss": last.test_loss,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "failures": sum(len(m.failures) for m in history.rounds),
-        **privacy_summary(history.rounds, cfg.run.rounds),
-        **federated_summary(last.to_json()),
-    }
-    run_dir.finish(history.weights, exp.model.layout, summary)
-    if json_lines:
-        text = f"final test accuracy {fmt(last.test_accuracy)}; run written to {run_dir.path}"
-        fields = {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
-        say(log, "finished", text, node=NODE, run=run_id,
-            round_=last.round, fields=fields, path=str(run_dir.path))  # fmt: skip
+        def on_signal(signum: int, _frame: object) -> None:
+            if session.finishing:
+                return  # the outputs are being written
+            if session.stop_requested:
+                raise KeyboardInterrupt
+            session.request_stop()
+            bar.update(task_id, status="stopping after this round (again: stop now)")
+
+        with _handling(on_signal):
+            return session.run(on_round)
+
+
+@contextmanager
+def _handling(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM while the block runs (main thread only)."""
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
         return
-    console.print(f"final test accuracy: [bold]{fmt(last.test_accuracy)}[/]")
-    if last.federated_clients is not None:
-        fed, n = fmt(last.federated_accuracy), last.federated_clients
-        console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
-    if isinstance(eps := summary.get("epsilon"), float):
-        console.print(f"privacy spent: epsilon {eps:.4g} at delta {summary.get('delta')}")
-    console.print(f"run written to: {escape(str(run_dir.path))}")
+    old = {k: signal.signal(k, handler) for k in kinds}
+    try:
+        yield
+    finally:
+        for k, h in old.items():
+            signal.signal(k, h)
 
 
 @app.command()

@@ -48,17 +48,26 @@ def save_tensors_atomically(
     path: Path,
     tensors: Mapping[str, NDArray[np.generic]],
     metadata: Mapping[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
-    """Write ``tensors`` as a safetensors file; a crash at any step leaves the old or new file."""
+    """Write ``tensors`` as a safetensors file; a crash at any step leaves the old or new file.
+
+    ``durable`` False skips the fsyncs: a process crash still leaves the old or the new file,
+    but a power loss may leave a damaged one, which its digest reveals on reading (for files
+    that can be recomputed, such as a simulation's checkpoints).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = dict(metadata or {})
     meta[CONTENT_KEY] = content_sha256(tensors, meta)
     save_file(dict(tensors), str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def load_tensors_verified(path: Path | str) -> tuple[dict[str, Array], dict[str, str]]:

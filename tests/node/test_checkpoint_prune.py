@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from murmura.node.checkpoint import prune_checkpoints
@@ -130,3 +131,89 @@ def test_coordinator_keeps_keep_last_checkpoints_and_resumes(
     assert fourth.weights.tobytes() == P.initial_weights().tobytes()
     fourth.state.close()
     fourth.ledger.close()
+
+
+def test_checkpoint_every_k_rounds_and_a_restart_runs_the_others_again(tmp_path: Path) -> None:
+    """k = 3 over 7 of 8 rounds: files 0, 3, 6; a restart resumes at 6 and reruns round 7."""
+    sim = _simulation(tmp_path)
+    settings = CoordinatorSettings(
+        state_dir=tmp_path / "state", rounds=8, run_name="unit", checkpoint_every=3, keep_last=0
+    )
+    first = Coordinator(
+        P.make_strategy("fedadam", 3, len(NAMES)), P.initial_weights(), P.LAYOUT, settings,
+        ServerOptions(),
+    )  # fmt: skip
+    rec = first._open_run()
+    after: dict[int, bytes] = {}
+    for r in range(1, 8):
+        first.state.start_round(rec.run_id, r)
+        metrics = sim.run_round(r)
+        first.weights = sim.weights
+        first._record(rec.run_id, r, NAMES, metrics)
+        after[r] = sim.weights.tobytes()
+    first.state.close()
+    first.ledger.close()
+    folder = first.run_path / "checkpoints"
+    assert _files(folder) == [f"round-{r:05d}.safetensors" for r in (0, 3, 6)]
+
+    second = Coordinator(
+        P.make_strategy("fedadam", 3, len(NAMES)), P.initial_weights(), P.LAYOUT, settings,
+        ServerOptions(),
+    )  # fmt: skip
+    got = second._open_run()
+    assert got.last_round == 6 and second.weights.tobytes() == after[6]
+    lines = (second.run_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6  # round 7's line dropped: it is run again
+    assert [r["round"] for r in second.state.rounds(rec.run_id) if r["status"] == "completed"] == [
+        1, 2, 3, 4, 5, 6,
+    ]  # fmt: skip
+    second.state.close()
+    second.ledger.close()
+
+
+def test_checkpoint_every_is_refused_with_differential_privacy() -> None:
+    from murmura.config import config_from_dict
+    from murmura.errors import ConfigError
+    from murmura.node.deploy import build_coordinator
+
+    cfg = config_from_dict({"privacy": {"mode": "central", "noise_multiplier": 1.0}})
+    with pytest.raises(ConfigError, match=r"\[server\] checkpoint_every = 2 .* twice"):
+        build_coordinator(cfg, ServerSection(checkpoint_every=2), insecure=True)
+
+
+def test_the_coordinator_writes_the_run_folder_of_a_simulated_run(tmp_path: Path) -> None:
+    """config.toml at open; summary, plot and a labelled model.safetensors at the end."""
+    from safetensors import safe_open
+
+    from murmura.ops.run_dir import config_sha256
+
+    resolved = {"run": {"name": "unit", "rounds": 2}, "strategy": {"name": "fedadam"}}
+    sim = _simulation(tmp_path)
+    settings = CoordinatorSettings(
+        state_dir=tmp_path / "state", rounds=2, run_name="unit", config=resolved
+    )
+    coord = Coordinator(
+        P.make_strategy("fedadam", 3, len(NAMES)), P.initial_weights(), P.LAYOUT, settings,
+        ServerOptions(),
+    )  # fmt: skip
+    rec = coord._open_run()
+    assert "rounds = 2" in (coord.run_path / "config.toml").read_text()
+    for r in (1, 2):
+        coord.state.start_round(rec.run_id, r)
+        metrics = sim.run_round(r)
+        coord.weights = sim.weights
+        coord._record(rec.run_id, r, NAMES, metrics)
+    summary = coord._write_outputs(rec.run_id)
+    coord.state.close()
+    coord.ledger.close()
+    run = coord.run_path
+    assert {"config.toml", "metrics.jsonl", "summary.json", "accuracy.png"} <= set(_files(run))
+    assert summary["rounds"] == 2 and summary["status"] == "complete"
+    with safe_open(str(run / "model.safetensors"), "np") as fh:
+        meta = fh.metadata()
+        model = {k: fh.get_tensor(k) for k in fh.keys()}
+    assert meta["murmura.run_id"] == rec.run_id and meta["murmura.round"] == "2"
+    assert meta["murmura.config_sha256"] == config_sha256(resolved)
+    assert meta["murmura.strategy"] == "fedadam" and meta["murmura.version"]
+    flat = np.concatenate([model[n].ravel() for n in P.LAYOUT.names])
+    assert flat.tobytes() == sim.weights.tobytes()

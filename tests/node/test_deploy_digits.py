@@ -51,6 +51,27 @@ def test_five_workers_train_digits_like_the_simulation(tmp_path: Path) -> None:
     deployed = lines[-1]["test_accuracy"]
     assert deployed > 0.8
     assert abs(deployed - simulated) <= 0.02, (deployed, simulated)
+    _same_layout_as_a_simulated_run(cfg_path, ex.run_path(tmp_path / "state"))
+
+
+def _same_layout_as_a_simulated_run(cfg_path: Path, run: Path) -> None:
+    """The deployed folder holds what ``murmura run`` writes; its model is labelled."""
+    from safetensors import safe_open
+
+    from murmura.node.deploy import split_config
+    from murmura.ops.run_dir import config_sha256
+
+    assert {"config.toml", "metrics.jsonl", "summary.json", "accuracy.png"} <= {
+        p.name for p in run.iterdir()
+    }
+    with safe_open(str(run / "model.safetensors"), "np") as fh:
+        meta = fh.metadata()
+    cfg, _ = split_config(cfg_path)
+    assert meta["murmura.run_id"] == run.name and meta["murmura.round"] == str(ROUNDS)
+    assert meta["murmura.config_sha256"] == config_sha256(cfg.model_dump(mode="json"))
+    assert meta["murmura.topology"] == "star" and meta["murmura.task"] == "digits"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run_id"] == run.name and summary["rounds"] == ROUNDS
 
 
 def _simulate(cfg_path: Path) -> float:

@@ -74,7 +74,7 @@ def stats(
     except (MurmuraError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    run_dir = RunDirectory(out or cfg.run.out_dir, f"{cfg.run.name}-stats")
+    run_dir = RunDirectory.create(out or cfg.run.out_dir, f"{cfg.run.name}-stats")
     run_dir.write_config(cfg.model_dump())
     path = write_stats(run_dir.path, result)
     console.print(stats_table(result))

@@ -147,3 +147,8 @@ class SimulationSection(Section):
     """torch intra-op threads per process (0: torch's default). Client models are small, so
     parallelism comes from executors; idle OpenMP threads spinning on a loaded machine cost
     more than they give."""
+    checkpoint_every: int = Field(1, ge=0)
+    """``murmura run``: checkpoint the run every k rounds, for ``--resume`` (0: never; a
+    resume then starts over)."""
+    keep_last: int = Field(2, ge=1)
+    """``murmura run``: checkpoints kept in the run's ``checkpoints/`` (the newest ones)."""

@@ -75,10 +75,13 @@ def write_checkpoint(
     layout: Layout,
     state: SavedState | None = None,
     extra: Mapping[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> str:
     """Write the model (and the strategy's state) atomically; return the weights' SHA-256.
 
-    ``extra`` goes into the file's metadata as is (the audit ledger's head).
+    ``extra`` goes into the file's metadata as is (the audit ledger's head); ``durable``
+    False skips the fsyncs (``storage.save_tensors_atomically``).
     """
     tensors: dict[str, Array] = {
         k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()
@@ -88,7 +91,7 @@ def write_checkpoint(
         text, arrays = encode_state(state.state)
         tensors.update(arrays)
         metadata.update({_STRATEGY: state.strategy, _STATE: text})
-    save_tensors_atomically(path, tensors, metadata)
+    save_tensors_atomically(path, tensors, metadata, durable=durable)
     return weights_sha256(weights)
 
 

@@ -7,6 +7,13 @@ all are in, or the missing ones are lost), validate each update on arrival into 
 A restarted coordinator resumes from the last completed round of the unfinished run whose
 checkpoint verifies (``murmura.node.resume``). ``keep_last`` bounds the disk: once a round is
 recorded, all but the newest ``keep_last`` checkpoints and round 0 are deleted.
+``checkpoint_every`` k > 1 writes the checkpoint of every k-th round (and of the last); the
+rounds between are recorded without one, and a restart runs them again from the newest.
+
+The run's folder has the layout of a simulated run's (``murmura.ops.run_dir``):
+``config.toml`` when the run opens, ``metrics.jsonl`` per round, and at the end
+``summary.json``, ``accuracy.png`` and ``model.safetensors`` (the final model, with its
+version, run, round and config hash in the metadata), next to ``checkpoints/``.
 
 A round starts (SQLite, ledger, metrics) only once the strategy could sample it: with too few
 live nodes (none, or fewer than the strategy's ``min_clients``) the coordinator waits for
@@ -55,6 +62,7 @@ from murmura.node.checkpoint import (
     prune_checkpoints,
     restore_strategy_state,
     strategy_state,
+    weights_sha256,
     write_checkpoint,
 )
 from murmura.node.federated_eval import evaluate_round
@@ -64,6 +72,7 @@ from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
 from murmura.ops.audit import AuditLedger
 from murmura.ops.metrics_http import MetricsEndpoint
+from murmura.ops.run_dir import model_metadata, read_metrics, write_config, write_outputs
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.storage import file_sha256
@@ -79,7 +88,7 @@ from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_exchange import SecAggExchange
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
 from murmura.transport.streams import DecodedResult
-from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector, json_safe
+from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
 
 log = logging.getLogger(__name__)
@@ -117,6 +126,8 @@ class CoordinatorSettings:
     """``[strategy] max_weight_share``: no node's weight above this share of the round's total."""
     keep_last: int = 0
     """Round checkpoints kept on disk (the newest, plus round 0); 0: keep every round's."""
+    checkpoint_every: int = 1
+    """Write the checkpoint of every k-th round and of the last; a restart reruns the others."""
     new_run: bool = False
     """``--new-run``: start a new run even if one is unfinished."""
     resume_run_id: str | None = None
@@ -232,7 +243,7 @@ class Coordinator:
                     )
                     break
                 done.append(await self.run_round(rec.run_id, r, first=r == start))
-            summary = self._write_summary(rec.run_id)
+            summary = self._write_outputs(rec.run_id)
             self.state.finish_run(rec.run_id)
             await self.hub.finish()
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
@@ -262,7 +273,8 @@ class Coordinator:
         self.run_path = run_dir(s.state_dir, rec.run_id)
         self.run_path.mkdir(parents=True, exist_ok=True)
         (s.state_dir / "latest").write_text(rec.run_id + "\n")
-        if rec.checkpoint is None:
+        write_config(self.run_path, s.config)
+        if rec.last_round == 0:
             initial = strategy_state(self.strategy)
             write_checkpoint(checkpoint_path(self.run_path, 0), self.weights, self.layout, initial)
             progress.run_opened(self.node, rec.run_id, rec.last_round, s.rounds, resumed=False)
@@ -274,13 +286,17 @@ class Coordinator:
         progress.run_opened(self.node, rec.run_id, got.round, s.rounds, resumed=True)
         return replace(rec, last_round=got.round, checkpoint=str(got.checkpoint))
 
-    def _write_summary(self, run_id: str) -> dict[str, object]:
-        """Write ``summary.json`` over every completed round (all processes), epsilon included."""
+    def _write_outputs(self, run_id: str, status: str = "complete") -> dict[str, object]:
+        """Write the run folder's final outputs; the summary covers every completed round.
+
+        ``status`` "interrupted" writes them for a run stopped early (it stays resumable).
+        """
         rows = [r for r in self.state.rounds(run_id) if r["status"] == "completed"]
         last: dict[str, object] = rows[-1]["metrics"] if rows else {}
         tail = [RoundMetrics(rows[-1]["round"], 0, extra=dict(last))] if rows else []
         summary: dict[str, object] = {
             "run_id": run_id,
+            "status": status,
             "rounds": len(rows),
             "planned_rounds": self.settings.rounds,
             "final_test_accuracy": last.get("test_accuracy"),
@@ -290,9 +306,10 @@ class Coordinator:
             **privacy_summary(tail, self.settings.rounds),
             **federated_summary(last),
         }
-        tmp = self.run_path / ".summary.json.tmp"
-        tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, self.run_path / "summary.json")
+        done = rows[-1]["round"] if rows else 0
+        meta = model_metadata(run_id, done, self.settings.config)
+        history = read_metrics(self.run_path / "metrics.jsonl", done)
+        write_outputs(self.run_path, self.weights, self.layout, history, summary, meta)
         return summary
 
     async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], list[str]]:
@@ -460,9 +477,15 @@ class Coordinator:
         A crash before the commit redoes the round: its metrics line may appear twice, never
         zero times.
         """
-        path = checkpoint_path(self.run_path, round_)
-        state = strategy_state(self.strategy)  # after aggregate: what round_ + 1 starts from
-        digest = write_checkpoint(path, self.weights, self.layout, state, self.ledger.pinned())
+        path: Path | None = checkpoint_path(self.run_path, round_)
+        every, final = self.settings.checkpoint_every, round_ == self.settings.rounds
+        if every > 1 and round_ % every and not (final or budget_stops(self.strategy, round_ + 1)):
+            path = None  # recorded without a checkpoint: a restart runs it again
+            digest = weights_sha256(self.weights)
+        else:
+            assert path is not None
+            state = strategy_state(self.strategy)  # after aggregate: what round_ + 1 starts from
+            digest = write_checkpoint(path, self.weights, self.layout, state, self.ledger.pinned())
         with open(self.run_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m.to_json()) + "\n")
             fh.flush()
@@ -472,13 +495,14 @@ class Coordinator:
             round_,
             participants=len(nodes),
             failures=[{"node": f.node, "reason": f.reason} for f in m.failures],
-            checkpoint=str(path),
+            checkpoint=None if path is None else str(path),
             model_sha256=digest,
             metrics=m.to_json(),
-            file_sha256=file_sha256(path),
+            file_sha256=None if path is None else file_sha256(path),
         )
         for node in nodes:
             self.state.seen(run_id, node, completed_round=True)
-        prune_checkpoints(path.parent, self.settings.keep_last)  # after the round is recorded
+        if path is not None:  # after the round is recorded
+            prune_checkpoints(path.parent, self.settings.keep_last)
         self.round_done = round_
         progress.round_done(self.node, run_id, m, self.planned)

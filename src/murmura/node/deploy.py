@@ -53,6 +53,9 @@ class ServerSection(BaseModel):
     keep_last: int = Field(3, ge=0)
     """Round checkpoints kept in the run's ``checkpoints/`` (the newest, plus round 0, the
     initial model); older ones are deleted once a newer round is recorded. 0: keep all."""
+    checkpoint_every: int = Field(1, ge=1)
+    """Checkpoint every k-th round (and the last); a restart runs the rounds since the newest
+    checkpoint again, so k > 1 is refused for a run with differential privacy."""
     heartbeat: float = Field(1.0, gt=0)
     lost_after: float = Field(5.0, gt=0)
     max_update_mb: float = Field(2048.0, gt=0)
@@ -145,6 +148,12 @@ def build_coordinator(
             f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
     check_role("server", cfg)
+    if s.checkpoint_every > 1 and cfg.privacy.mode != "none":
+        raise ConfigError(
+            f"[server] checkpoint_every = {s.checkpoint_every} with [privacy] mode = "
+            f"{cfg.privacy.mode!r}: a restart would run the rounds since the last checkpoint "
+            f"again and spend their privacy budget twice; use checkpoint_every = 1"
+        )
     metrics = metrics_endpoint(s)  # a refused metrics host fails before the data is built
     if cfg.partition.kind == "files":  # the sites hold the data: none is read here
         from murmura.node.site import coordinator_parts
@@ -175,6 +184,7 @@ def build_coordinator(
         metrics=metrics,
         max_weight_share=cfg.strategy.max_weight_share,
         keep_last=s.keep_last,
+        checkpoint_every=s.checkpoint_every,
         new_run=new_run,
         resume_run_id=run_id,
         statistics=statistics,

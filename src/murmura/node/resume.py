@@ -8,7 +8,9 @@ newest first, against what ``state.sqlite`` recorded when it was written (file S
 weights SHA-256) and against the content digest in the file itself; round 0 (the initial
 model) has only the latter. A missing, cut-off or changed file is named in a warning and
 renamed ``*.damaged``; the run goes on from the newest good one: the later rounds are marked
-discarded and their lines dropped from ``metrics.jsonl``, so they are run again.
+discarded and their lines dropped from ``metrics.jsonl``, so they are run again. Rounds
+recorded without a checkpoint (``checkpoint_every`` > 1) after the newest one are run again
+the same way.
 
 A run that spends a privacy budget is not rewound: its discarded rounds released noisy
 aggregates, and running them again would spend the budget a second time while the
@@ -18,7 +20,6 @@ lost rounds is in the damaged file only). Such a run stops with an error that sa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from murmura.errors import CheckpointError, StateFileError
 from murmura.node.checkpoint import SavedState, checkpoint_path, read_checkpoint, weights_sha256
 from murmura.node.state import SavedRound, StateStore
 from murmura.ops.audit import LEDGER_FILE
+from murmura.ops.run_dir import keep_metrics
 from murmura.storage import file_sha256, remove_orphan_temps
 from murmura.types import Layout, Vector
 
@@ -65,6 +67,7 @@ def prepare_state_dir(state_dir: Path) -> None:
 
 def verify_round(saved: SavedRound, layout: Layout) -> tuple[Vector, SavedState | None]:
     """A completed round's model and strategy state; ``CheckpointError`` if it fails a check."""
+    assert saved.checkpoint is not None, "a round recorded without a checkpoint"
     path = Path(saved.checkpoint)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
@@ -91,7 +94,8 @@ def resume_run(store: StateStore, run_id: str, run_path: Path, layout: Layout) -
     if pruned:
         log.info("node=coordinator: %d older rounds were pruned by keep_last", len(pruned))
     bad: list[tuple[SavedRound, str]] = []
-    for saved in [*(s for s in saved_rounds if s.round not in pruned), initial]:
+    kept = [s for s in saved_rounds if s.checkpoint is not None and s.round not in pruned]
+    for saved in [*kept, initial]:
         try:
             weights, state = verify_round(saved, layout)
         except CheckpointError as exc:
@@ -99,9 +103,19 @@ def resume_run(store: StateStore, run_id: str, run_path: Path, layout: Layout) -
             continue
         if bad:
             _refuse_if_budget_spent(bad, saved.round)
-            _set_aside(store, run_id, run_path, bad, saved.round)
-        damaged = [Path(b.checkpoint) for b, _ in bad]
-        return Resumed(saved.round, Path(saved.checkpoint), weights, state, damaged)
+            _set_aside(bad, saved.round)
+        newest = saved_rounds[0].round if saved_rounds else 0
+        if newest > saved.round:  # damaged, or recorded without a checkpoint: run them again
+            if not bad:
+                log.info(
+                    "node=coordinator: rounds %d-%d have no checkpoint (checkpoint_every); "
+                    "running them again from round %d",
+                    saved.round + 1, newest, saved.round,
+                )  # fmt: skip
+            store.discard_rounds(run_id, saved.round)
+            keep_metrics(run_path / "metrics.jsonl", saved.round)
+        damaged = [Path(str(b.checkpoint)) for b, _ in bad]
+        return Resumed(saved.round, Path(str(saved.checkpoint)), weights, state, damaged)
     listing = "; ".join(why for _, why in bad)
     raise CheckpointError(
         f"no checkpoint of run {run_id} verifies ({listing}): restore them from a backup, "
@@ -115,13 +129,12 @@ def _pruned(saved_rounds: list[SavedRound]) -> set[int]:
     They are skipped quietly (a fallback past them discards them anyway), so a run of 2,000
     rounds with every kept checkpoint damaged warns about the kept ones, not 2,000 files.
     """
-    present = [s.round for s in saved_rounds if s.round > 0 and Path(s.checkpoint).exists()]
+    files = {s.round: Path(s.checkpoint) for s in saved_rounds if s.checkpoint is not None}
+    present = [r for r, p in files.items() if r > 0 and p.exists()]
     if not present:
         return set()
     oldest = min(present)
-    return {
-        s.round for s in saved_rounds if 0 < s.round < oldest and not Path(s.checkpoint).exists()
-    }
+    return {r for r, p in files.items() if 0 < r < oldest and not p.exists()}
 
 
 def _refuse_if_budget_spent(bad: list[tuple[SavedRound, str]], good: int) -> None:
@@ -138,11 +151,10 @@ def _refuse_if_budget_spent(bad: list[tuple[SavedRound, str]], good: int) -> Non
     )
 
 
-def _set_aside(
-    store: StateStore, run_id: str, run_path: Path, bad: list[tuple[SavedRound, str]], good: int
-) -> None:
-    """Rename the damaged files, discard their rounds, keep metrics.jsonl to the rounds kept."""
+def _set_aside(bad: list[tuple[SavedRound, str]], good: int) -> None:
+    """Rename the damaged files ``*.damaged`` and say so."""
     for saved, why in bad:
+        assert saved.checkpoint is not None
         path = Path(saved.checkpoint)
         if path.exists():
             os.replace(path, path.with_name(path.name + DAMAGED))
@@ -153,22 +165,3 @@ def _set_aside(
             why,
             good,
         )
-    store.discard_rounds(run_id, good)
-    _keep_metrics(run_path / "metrics.jsonl", good)
-
-
-def _keep_metrics(path: Path, last_round: int) -> None:
-    """Drop the lines of rounds after ``last_round`` from a metrics file (atomically)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            round_ = json.loads(line).get("round")
-        except (ValueError, AttributeError):
-            continue  # a line cut off by the crash
-        if isinstance(round_, int) and round_ <= last_round:
-            kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)

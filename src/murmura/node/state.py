@@ -74,7 +74,8 @@ class SavedRound:
     """A completed round's checkpoint and the digests recorded when it was written."""
 
     round: int
-    checkpoint: str
+    checkpoint: str | None
+    """None: recorded without a checkpoint (``checkpoint_every``); a resume runs it again."""
     model_sha256: str | None
     file_sha256: str | None
     metrics: dict[str, Any]
@@ -186,12 +187,12 @@ class StateStore:
         *,
         participants: int,
         failures: list[dict[str, str]],
-        checkpoint: str,
+        checkpoint: str | None,
         model_sha256: str,
         metrics: dict[str, Any],
         file_sha256: str | None = None,
     ) -> None:
-        """Mark a round completed, after its checkpoint was written."""
+        """Mark a round completed, after its checkpoint (if it has one) was written."""
         now = time.time()
         self.db.execute(
             "INSERT INTO rounds (run_id, round, status, participants, failures, checkpoint, "
@@ -225,7 +226,8 @@ class StateStore:
             (run_id,),
         )
         return [
-            SavedRound(int(r[0]), str(r[1]), r[2], r[3], json.loads(r[4])) for r in cur.fetchall()
+            SavedRound(int(r[0]), None if r[1] is None else str(r[1]), r[2], r[3], json.loads(r[4]))
+            for r in cur.fetchall()
         ]
 
     def discard_rounds(self, run_id: str, after: int) -> None:

@@ -25,7 +25,7 @@ import logging
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from murmura.sim.experiment import Experiment, server_strategy
 from murmura.sim.runtime import Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
+from murmura.strategy.hooks import Stateful
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
@@ -105,6 +106,21 @@ class EdgeAggregator:
         """One round over the children; return the aggregated delta and the example total."""
         round_ = self.begin(ins)
         return self.finish(round_, self.executor.fit(round_.cohort, round_.child_ins))
+
+    def state_dict(self) -> dict[str, object]:
+        """The edge strategy's state between rounds (none for a stateless one)."""
+        own = self.strategy.state_dict() if isinstance(self.strategy, Stateful) else None
+        return {"kind": "edge", "strategy": None if own is None else dict(own)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the edge strategy's state; a state of another kind is refused."""
+        if state.get("kind") != "edge":
+            raise ValueError(f"state is of kind {state.get('kind')!r}, expected 'edge'")
+        own = state.get("strategy")
+        if isinstance(self.strategy, Stateful) != (own is not None):
+            raise ValueError(f"edge {self.node_id!r}: the saved state is of another strategy")
+        if isinstance(self.strategy, Stateful) and isinstance(own, Mapping):
+            self.strategy.load_state_dict(own)
 
     def begin(self, ins: FitIns) -> EdgeRound:
         """The first half of ``fit``: the children this round trains and their instructions.

@@ -270,6 +270,21 @@ class PeerLearner:
         """
         return EvaluateRes(loss=0.0, num_examples=0)
 
+    def state_dict(self) -> dict[str, object]:
+        """The D-PSGD sample stream's position (generator state, indices queued), to resume."""
+        return {
+            "kind": "peer_learner",
+            "stream": self._stream.get_state().numpy().copy(),
+            "queue": self._queue.numpy().copy(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the sample stream; a state of another kind is refused."""
+        if state.get("kind") != "peer_learner":
+            raise ValueError(f"state is of kind {state.get('kind')!r}, expected 'peer_learner'")
+        self._stream.set_state(torch.from_numpy(np.asarray(state["stream"], dtype=np.uint8)))
+        self._queue = torch.from_numpy(np.asarray(state["queue"], dtype=np.int64).copy())
+
     def _next_indices(self, count: int) -> torch.Tensor:
         """The next ``count`` sample indices of an endless per-epoch reshuffled stream."""
         while len(self._queue) < count:

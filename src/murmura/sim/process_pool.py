@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -131,7 +132,12 @@ def in_cohort_order(
 
 
 def _worker_main(conn: Connection, config: dict[str, Any], inner: str) -> None:
-    """A worker's loop: build once, then train each request until told to stop (None)."""
+    """A worker's loop: build once, then train each request until told to stop (None).
+
+    Ctrl-C reaches the whole foreground process group: the worker ignores SIGINT and lets
+    the coordinating process decide (``murmura run`` finishes the round, then stops).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one core each; the pool is the parallelism
     trainer = ShareTrainer(config, inner)
     while True:

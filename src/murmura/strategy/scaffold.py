@@ -194,6 +194,17 @@ class ScaffoldClient:
         """The wrapped client's evaluation."""
         return self.inner.evaluate(weights)
 
+    def state_dict(self) -> dict[str, object]:
+        """The client control variate ``c_i``, kept across rounds (a resumed simulation)."""
+        return {"kind": "scaffold_client", "c_i": None if self.c_i is None else self.c_i.copy()}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore ``c_i``; a state of another kind is refused."""
+        if state.get("kind") != "scaffold_client":
+            raise ValueError(f"state is of kind {state.get('kind')!r}, expected 'scaffold_client'")
+        c_i = state.get("c_i")
+        self.c_i = None if c_i is None else np.array(c_i, dtype=np.float32)
+
 
 def _hyper_parameters(hp: LocalSGD, config: Mapping[str, Scalar]) -> LocalSGD:
     """Local hyper-parameters with the server's overrides; refuses what option II cannot use."""
