@@ -117,7 +117,8 @@ class EdgeAggregator:
         if state.get("kind") != "edge":
             raise ValueError(f"state is of kind {state.get('kind')!r}, expected 'edge'")
         own = state.get("strategy")
-        if isinstance(self.strategy, Stateful) != (own is not None):
+        keeps = isinstance(self.strategy, Stateful) and self.strategy.state_dict() is not None
+        if keeps != (own is not None):
             raise ValueError(f"edge {self.node_id!r}: the saved state is of another strategy")
         if isinstance(self.strategy, Stateful) and isinstance(own, Mapping):
             self.strategy.load_state_dict(own)
