@@ -20,6 +20,7 @@ from murmura.node import cli as node_cli
 from murmura.node import topology_cli
 from murmura.ops.audit_cli import audit_app
 from murmura.ops.bench_cli import bench_app
+from murmura.ops.registry_cli import registry_app
 from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
 
@@ -31,6 +32,7 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit", help="The coordinator's tamper-evident audit ledger.")
+app.add_typer(registry_app, name="registry", help="Final models in MLflow's Model Registry.")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)
@@ -77,6 +79,7 @@ def run(
     """Run a simulation from CONFIG and write runs/<run-id>/."""
     from murmura.config import load_config
     from murmura.ops.run_dir import RunDirectory
+    from murmura.ops.tracked_run import end_tracking, start_tracking
     from murmura.privacy.budget import privacy_summary
     from murmura.sim.builder import build_experiment
     from murmura.strategy.evaluation import federated_summary
@@ -90,8 +93,10 @@ def run(
         raise typer.Exit(2) from None
     run_dir = RunDirectory(out or cfg.run.out_dir, cfg.run.name)
     run_dir.write_config(cfg.model_dump())
+    resolved = cfg.model_dump(mode="json")
     try:  # label picture, and [stats] when enabled: before any round
         stats_cli.write_run_analytics(cfg, exp.data, run_dir.path)
+        tracker = start_tracking(resolved, run_dir.path, run_dir.run_id)  # [tracking] mlflow
     except (MurmuraError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -107,6 +112,8 @@ def run(
 
         def on_round(m: RoundMetrics, _w: Vector) -> None:
             run_dir.log_round(m)
+            if tracker is not None:
+                tracker.log_round(m.to_json())
             failed = f" failures {len(m.failures)}" if m.failures else ""
             status = (
                 f"participants {m.participants}{failed} train loss "
@@ -114,7 +121,12 @@ def run(
             )
             bar.update(task_id, advance=1, status=status)
 
-        history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
+        try:
+            history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
+        except BaseException:
+            if tracker is not None:
+                tracker.stop("FAILED")
+            raise
     last = history.rounds[-1]
     summary = {
         "rounds": len(history.rounds),
@@ -126,11 +138,20 @@ def run(
         **federated_summary(last.to_json()),
     }
     run_dir.finish(history.weights, exp.model.layout, summary)
+    try:
+        registered = end_tracking(tracker, resolved, run_dir.path)
+    except MurmuraError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"final test accuracy: [bold]{_fmt(last.test_accuracy, '.4f')}[/]")
     if last.federated_clients is not None:
         fed, n = _fmt(last.federated_accuracy, ".4f"), last.federated_clients
         console.print(f"final federated accuracy: [bold]{fed}[/] ({n} clients)")
     console.print(f"run written to: {escape(str(run_dir.path))}")
+    if tracker is not None:
+        console.print(f"tracked in MLflow run {tracker.mlflow_run_id} at {escape(tracker.uri)}")
+    if registered is not None:
+        console.print(f"registered as {escape(registered)}")
 
 
 @app.command()

@@ -70,3 +70,11 @@ class RejoinTimeout(MurmuraError):
 
 class IdentityError(MurmuraError):
     """The node at a dialled address holds a certificate of another role or name than needed."""
+
+
+class TrackingError(MurmuraError):
+    """The tracking store or the model registry could not be reached or refused a request."""
+
+
+class LineageError(MurmuraError):
+    """A registered model's weights or history differ from its recorded lineage."""

@@ -117,6 +117,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
         ("strategy.max_weight_share", lambda: _check_weight_share(cfg)),
+        ("tracking.mlflow", lambda: _check_tracking(cfg)),
     ]
     for key, check in checks:
         try:
@@ -181,3 +182,11 @@ def _check_weight_share(cfg: Config) -> None:
             "clients' clipped updates, and a share of the round's total needs every client's "
             "count, which no edge has; use privacy.weight_cap (a client weighs at most 1)"
         )
+
+
+def _check_tracking(cfg: Config) -> None:
+    """MLflow is installed when tracking is on (it is the ``murmura[mlflow]`` extra)."""
+    if cfg.tracking.mlflow:
+        from murmura.ops.tracking import require_mlflow
+
+        require_mlflow()

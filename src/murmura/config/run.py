@@ -10,6 +10,7 @@ from murmura.config.base import Section
 from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
 from murmura.config.stats import StatsSection
 from murmura.config.topology import TopologySection
+from murmura.config.tracking import TrackingSection
 from murmura.config.training import (
     ClientSection,
     EvaluationSection,
@@ -37,6 +38,7 @@ class Config(Section):
     privacy: PrivacySection = PrivacySection()
     secagg: SecAggSection = SecAggSection()
     stats: StatsSection = StatsSection()
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:

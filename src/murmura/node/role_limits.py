@@ -79,6 +79,12 @@ _STATS = Limit(
     "only the star's coordinator (`murmura server`) runs a statistics phase; set "
     "stats.enabled = false here, or run `murmura stats` on the config in simulation",
 )
+_TRACKING = Limit(
+    "[tracking] mlflow = true",
+    lambda cfg: cfg.tracking.mlflow,
+    "only `murmura run` and the star's coordinator (`murmura server`) log to MLflow; set "
+    "tracking.mlflow = false here",
+)
 _ATTACK = Limit(
     "[attack] kind != 'none'",
     _attack,
@@ -149,6 +155,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
         _STATS,
+        _TRACKING,
         _ATTACK,
     ),
     "peer": (
@@ -159,6 +166,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "mixing is [topology] robust)",
         ),
         _STATS,
+        _TRACKING,
         _ATTACK,
     ),
 }
