@@ -64,7 +64,8 @@ def register(run_path: Path, name: str, tracking_uri: str | None = None) -> Regi
             folder = Path(tmp)
             shutil.copyfile(run_path / MODEL_FILE, folder / MODEL_FILE)
             (folder / CARD_FILE).write_text(card)
-            body = {"lineage": asdict(lineage), "layout": layout.to_dict()}
+            pairs = [[n, list(shape)] for n, shape in zip(layout.names, layout.shapes, strict=True)]
+            body = {"lineage": asdict(lineage), "layout": pairs}  # a list: the order matters
             (folder / LINEAGE_FILE).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
             client.log_artifacts(mlflow_run, tmp, f"{ARTIFACT_ROOT}/{name}")
         source = f"{client.get_run(mlflow_run).info.artifact_uri}/{ARTIFACT_ROOT}/{name}"
@@ -117,8 +118,10 @@ def check_files(folder: Path, lineage: Lineage) -> None:
         )
     try:
         body: dict[str, Any] = json.loads((folder / LINEAGE_FILE).read_text())
-        raw = body["layout"]
-        layout = Layout(tuple(raw), tuple(tuple(int(d) for d in s) for s in raw.values()))
+        pairs = body["layout"]
+        layout = Layout(
+            tuple(str(n) for n, _ in pairs), tuple(tuple(int(d) for d in s) for _, s in pairs)
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LineageError(f"{LINEAGE_FILE} cannot be read: {exc}") from None
     if body.get("lineage") != json.loads(json.dumps(asdict(lineage))):
