@@ -283,6 +283,14 @@ class StateStore:
         )
         return [str(r[0]) for r in cur.fetchall()]
 
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """The resolved config a run was started with."""
+        row = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no run {run_id} in {self.path}")
+        config: dict[str, Any] = json.loads(row[0])
+        return config
+
     def tracking_run(self, run_id: str) -> str | None:
         """The MLflow run id a run is tracked in, if it is."""
         row = self.db.execute(

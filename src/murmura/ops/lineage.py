@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from murmura.errors import LineageError
+from murmura.errors import LineageError, MurmuraError
 from murmura.storage import file_sha256
 from murmura.types import Layout
 
@@ -118,17 +118,34 @@ class RunFiles:
         """Read ``config.toml``, ``summary.json`` and the model's metadata of a run folder."""
         from safetensors import SafetensorError, safe_open
 
-        for name in (CONFIG_FILE, SUMMARY_FILE, MODEL_FILE):
+        state = coordinator_state(path)
+        names = (SUMMARY_FILE, MODEL_FILE) + ((CONFIG_FILE,) if state is None else ())
+        for name in names:
             if not (path / name).is_file():
                 raise LineageError(f"{path}: no {name}; is it a finished murmura run folder?")
         try:
-            config = tomllib.loads((path / CONFIG_FILE).read_text())
             summary = json.loads((path / SUMMARY_FILE).read_text())
+            if (path / CONFIG_FILE).is_file():
+                config = tomllib.loads((path / CONFIG_FILE).read_text())
+            else:  # a coordinator's run folder without one: the config in its state
+                config = _state_config(path, str(summary.get("run_id", path.name)))
             with safe_open(str(path / MODEL_FILE), "np") as fh:
                 metadata = dict(fh.metadata() or {})
-        except (OSError, ValueError, SafetensorError) as exc:
+        except (OSError, ValueError, SafetensorError, MurmuraError) as exc:
             raise LineageError(f"{path}: cannot read the run's files: {exc}") from None
         return cls(path, config, summary, metadata)
+
+
+def _state_config(path: Path, run_id: str) -> dict[str, Any]:
+    from murmura.node.state import StateStore
+
+    state = coordinator_state(path)
+    assert state is not None
+    store = StateStore(state / "state.sqlite")
+    try:
+        return store.run_config(run_id)
+    finally:
+        store.close()
 
 
 def read_lineage(files: RunFiles) -> Lineage:
