@@ -27,6 +27,7 @@ ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 STATS = {"stats": {"enabled": True}}
 SECURE_STATS = {"stats": {"enabled": True, "secure_aggregation": True, "minmax": False}}
+TRACKING = {"tracking": {"mlflow": True}}
 
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", LOCAL, "[privacy] mode = 'local'"),
@@ -42,6 +43,8 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ANOMALY, "[anomaly] enabled = true"),
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("edge", STATS, "[stats] enabled = true"),
+    ("edge", TRACKING, "[tracking] mlflow = true"),
+    ("peer", TRACKING, "[tracking] mlflow = true"),
     ("peer", ANOMALY, "[anomaly] enabled = true"),
     ("peer", ATTACK, "[attack] kind != 'none'"),
     ("peer", STATS, "[stats] enabled = true"),
@@ -54,6 +57,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("client", ANOMALY),
     ("client", SECURE_STATS),
     ("server", STATS),
+    ("server", TRACKING),
+    ("client", TRACKING),
     ("edge", LOCAL),
     ("edge", DP_SGD),
     ("peer", LOCAL),
