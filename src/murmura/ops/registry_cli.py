@@ -74,10 +74,14 @@ def verify_cmd(
     Exit 0 with "ok"; exit 1 naming what differs; exit 2 when the version cannot be read.
     """
     from murmura.ops.model_registry import verify
-    from murmura.ops.tracking import require_mlflow, store_uri
+    from murmura.ops.tracking import STORE_FILE, require_mlflow, store_uri
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or store_uri(runs)
     try:
+        if uri == store_uri(runs) and not (runs / STORE_FILE).is_file():
+            raise MurmuraError(
+                f"no MLflow store at {runs / STORE_FILE}: pass --runs or --tracking-uri"
+            )
         require_mlflow()
         got = verify(name, version, uri, state)
     except LineageError as exc:
