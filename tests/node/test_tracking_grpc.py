@@ -35,12 +35,16 @@ def _example():  # type: ignore[no-untyped-def]
     return mod
 
 
-def test_deployed_run_is_tracked_and_registered_with_its_ledger(tmp_path: Path) -> None:
+def test_deployed_run_is_tracked_and_registered_with_its_ledger(
+    tmp_path: Path, mlflow_store: Path
+) -> None:
     from mlflow import MlflowClient
 
     ex = _example()
     port = ex.free_port()
     cfg_path = ex.write_setup(tmp_path, WORKERS, ROUNDS, port)
+    (tmp_path / "state" / "runs").mkdir(parents=True)
+    shutil.copyfile(mlflow_store, tmp_path / "state" / "runs" / "mlflow.db")  # set up already
     with open(cfg_path, "a") as fh:
         fh.write('\n[tracking]\nmlflow = true\nregister_as = "digits-deployed"\n')
     procs = ex.launch(tmp_path, cfg_path, WORKERS, port)

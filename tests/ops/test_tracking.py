@@ -52,11 +52,14 @@ mlflow = true
 """
 
 
-def tracked_run(folder: Path, *sets: str) -> Path:
-    """Run TINY with ``--set``s into ``folder/runs``; the run folder."""
+def tracked_run(folder: Path, *sets: str, store: Path | None = None) -> Path:
+    """Run TINY with ``--set``s into ``folder/runs`` (``store`` copied there); the run folder."""
     cfg = folder / "tiny.toml"
     cfg.write_text(TINY)
     runs = folder / "runs"
+    if store is not None:
+        runs.mkdir()
+        shutil.copyfile(store, runs / "mlflow.db")
     args = ["run", str(cfg), "--out", str(runs)] + [a for s in sets for a in ("--set", s)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -81,11 +84,12 @@ def assert_metrics_equal_file(client: Any, mlflow_run_id: str, run_dir: Path) ->
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def tracked(tmp_path_factory: pytest.TempPathFactory, mlflow_store: Path) -> tuple[Path, Any]:
     """One tiny run tracked to the local store, its model registered as "digits-tiny"."""
     from mlflow import MlflowClient
 
-    run_dir = tracked_run(tmp_path_factory.mktemp("mlflow"), "tracking.register_as=digits-tiny")
+    folder = tmp_path_factory.mktemp("mlflow")
+    run_dir = tracked_run(folder, "tracking.register_as=digits-tiny", store=mlflow_store)
     uri = store_uri(run_dir.parent)
     return run_dir, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -262,12 +266,12 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_run_is_tracked_to_an_mlflow_server(tracked: tuple[Path, Any], tmp_path: Path) -> None:
+def test_run_is_tracked_to_an_mlflow_server(mlflow_store: Path, tmp_path: Path) -> None:
     """`mlflow server` on 127.0.0.1 (its own process, artifacts served through it)."""
     from mlflow import MlflowClient
 
     db = tmp_path / "server.db"
-    shutil.copyfile(tracked[0].parent / "mlflow.db", db)  # a store already set up: no migration
+    shutil.copyfile(mlflow_store, db)  # a store already set up: no migration
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -289,10 +293,10 @@ def test_run_is_tracked_to_an_mlflow_server(tracked: tuple[Path, Any], tmp_path:
             time.sleep(0.5)
         work = tmp_path / "work"
         work.mkdir()
-        run_dir = tracked_run(work, f"tracking.tracking_uri={uri}", "tracking.experiment=served")
+        run_dir = tracked_run(work, f"tracking.tracking_uri={uri}")
         assert not (run_dir.parent / "mlflow.db").exists()  # nothing local
         client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name("served")
+        exp = client.get_experiment_by_name("murmura")
         (run,) = client.search_runs(
             [exp.experiment_id], f"tags.`murmura.run_id` = '{run_dir.name}'"
         )
