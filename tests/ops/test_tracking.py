@@ -26,7 +26,7 @@ from murmura.node.role_limits import check_role
 from murmura.node.state import StateStore
 from murmura.node.tracking import open_tracker
 from murmura.ops.lineage import Lineage
-from murmura.ops.model_registry import verify
+from murmura.ops.model_registry import register, verify
 from murmura.ops.tracking import flatten, round_values, run_tags, store_uri
 
 runner = CliRunner()
@@ -267,7 +267,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.network
 def test_run_is_tracked_to_an_mlflow_server(mlflow_store: Path, tmp_path: Path) -> None:
-    """`mlflow server` on 127.0.0.1 (its own process, artifacts served through it)."""
+    """`mlflow server` on 127.0.0.1 (its own process, artifacts served through it): the run
+    is tracked there, and its model registered there verifies."""
     from mlflow import MlflowClient
 
     db = tmp_path / "server.db"
@@ -303,6 +304,8 @@ def test_run_is_tracked_to_an_mlflow_server(mlflow_store: Path, tmp_path: Path) 
         assert_metrics_equal_file(client, run.info.run_id, run_dir)
         assert "model.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}
         assert list((tmp_path / "served").rglob("model.safetensors"))  # stored by the server
+        got = register(run_dir, "digits-served", uri)  # the config's tracking_uri by default
+        assert verify("digits-served", got.version, uri).lineage == got.lineage
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
