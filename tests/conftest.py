@@ -6,10 +6,14 @@ for work cost far more than they give.
 Hypothesis draws the same examples on every run (profile "repro"), so `make test` passes or
 fails the same way on every machine; `HYPOTHESIS_PROFILE=explore` draws fresh random examples
 to hunt for new counterexamples.
+
+``mlflow_store``: an MLflow store set up once for the tracking tests.
 """
 
 import os
+from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import settings
 
@@ -18,3 +22,14 @@ torch.set_num_threads(1)
 settings.register_profile("repro", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, its tables made once per session (MLflow's migrations
+    take seconds); a test copies it to where a run's default store goes."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path

@@ -23,10 +23,12 @@ from murmura.node import cli as node_cli
 from murmura.node import topology_cli
 from murmura.ops.audit_cli import audit_app
 from murmura.ops.bench_cli import bench_app
+from murmura.ops.registry_cli import registry_app
 from murmura.privacy.cli import privacy_app
 from murmura.transport.keys_cli import app as keys_app
 
 if TYPE_CHECKING:
+    from murmura.ops.tracking import MlflowTracker
     from murmura.sim.session import Outcome, Session
     from murmura.types import RoundMetrics
 
@@ -36,6 +38,7 @@ app.add_typer(keys_app, name="keys", help="Project CA and node certificates.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(plan_app, name="plan")
 app.add_typer(audit_app, name="audit", help="The coordinator's tamper-evident audit ledger.")
+app.add_typer(registry_app, name="registry", help="Final models in MLflow's Model Registry.")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)
@@ -43,6 +46,8 @@ app.command("edge")(topology_cli.edge)
 app.command("stats")(stats_cli.stats)
 console = Console()
 log = logging.getLogger("murmura.progress")
+TRACKING_FILE = "mlflow_run_id"
+"""A tracked run's MLflow run id, in its run folder, for ``murmura run --resume``."""
 NODE = "simulation"
 """Who speaks in ``murmura run``'s log lines."""
 
@@ -111,6 +116,7 @@ def run(
             session = sessions.start(load_config(config, set_ or []), out)
             # the label picture, and [stats] when enabled: before any round
             stats_cli.write_run_analytics(session.cfg, session.exp.data, session.run_dir.path)
+        tracker = _tracker(session)  # [tracking] mlflow; a resumed run continues its MLflow run
     except KeyboardInterrupt:
         console.print("interrupted before the first round; nothing was run")
         return
@@ -119,13 +125,32 @@ def run(
             raise node_cli.fail(MurmuraError(str(exc)), NODE) from None
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    outcome = _run_session(session, json_lines)
+    try:
+        outcome = _run_session(session, json_lines, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.stop("FAILED")
+        raise
     last, summary = outcome.last, outcome.summary
     path = str(session.run_dir.path)
     if outcome.status == "interrupted":
+        if tracker is not None:
+            tracker.stop()  # KILLED until resumed
         text = f"interrupted at round {outcome.rounds}; run `murmura run --resume {path}` to resume"
         _say(json_lines, "interrupted", text, session, outcome.rounds)
         return
+    try:
+        from murmura.ops.tracked_run import end_tracking
+
+        registered = end_tracking(tracker, session.cfg.model_dump(mode="json"), Path(path))
+    except MurmuraError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if tracker is not None:
+        _say(json_lines, "tracked", f"tracked in MLflow run {tracker.mlflow_run_id} at "
+             f"{tracker.uri}", session, outcome.rounds)  # fmt: skip
+    if registered is not None:
+        _say(json_lines, "registered", f"registered as {registered}", session, outcome.rounds)
     if json_lines:
         acc = fmt(last.test_accuracy if last else None)
         text = f"final test accuracy {acc}; run written to {path}"
@@ -152,7 +177,27 @@ def _say(json_lines: bool, event: str, text: str, session: Session, round_: int 
         console.print(escape(text), soft_wrap=True)
 
 
-def _run_session(session: Session, json_lines: bool = False) -> Outcome:
+def _tracker(session: Session) -> MlflowTracker | None:
+    """The run's MLflow tracker when ``[tracking] mlflow`` is on; its id kept in the run folder.
+
+    A resumed run reads that id back and continues the same MLflow run (no step twice).
+    """
+    if not session.cfg.tracking.mlflow:
+        return None
+    from murmura.ops.tracked_run import start_tracking
+
+    saved = session.run_dir.path / TRACKING_FILE
+    earlier = saved.read_text().strip() if saved.is_file() else None
+    config = session.cfg.model_dump(mode="json")
+    tracker = start_tracking(config, session.run_dir.path, session.run_dir.run_id, earlier)
+    if tracker is not None:
+        saved.write_text(tracker.mlflow_run_id + "\n")
+    return tracker
+
+
+def _run_session(
+    session: Session, json_lines: bool = False, tracker: MlflowTracker | None = None
+) -> Outcome:
     """Run with a progress bar; SIGINT/SIGTERM stop after the round, a second one at once."""
     from murmura.console import round_fields, round_status, say
 
@@ -169,6 +214,8 @@ def _run_session(session: Session, json_lines: bool = False) -> Outcome:
         task_id = bar.add_task("rounds", total=planned, completed=done, status="starting")
 
         def on_round(m: RoundMetrics) -> None:
+            if tracker is not None:
+                tracker.log_round(m.to_json())
             bar.update(task_id, advance=1, status=round_status(m))
             if json_lines:  # the bar is off: one line per round instead
                 text = f"round {m.round}/{planned}: {round_status(m)}"

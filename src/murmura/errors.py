@@ -106,3 +106,11 @@ class SchemaError(MurmuraError, ValueError):
         name = self.file.replace("\\", "/").rsplit("/", 1)[-1]
         shown = self.problem if self.value is None else f"a value {self.problem}"
         return f"{self._where(name)}: {shown}"
+
+
+class TrackingError(MurmuraError):
+    """The tracking store or the model registry could not be reached or refused a request."""
+
+
+class LineageError(MurmuraError):
+    """A registered model's weights or history differ from its recorded lineage."""

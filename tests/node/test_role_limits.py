@@ -27,6 +27,7 @@ ANOMALY = {"anomaly": {"enabled": True}}
 ATTACK = {"attack": {"kind": "sign_flip"}}
 STATS = {"stats": {"enabled": True}}
 SECURE_STATS = {"stats": {"enabled": True, "secure_aggregation": True, "minmax": False}}
+TRACKING = {"tracking": {"mlflow": True}}
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
@@ -40,6 +41,8 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", ANOMALY, "[anomaly] enabled = true"),
     ("edge", ATTACK, "[attack] kind != 'none'"),
     ("edge", STATS, "[stats] enabled = true"),
+    ("edge", TRACKING, "[tracking] mlflow = true"),
+    ("peer", TRACKING, "[tracking] mlflow = true"),
     ("peer", STATS, "[stats] enabled = true"),
     ("server", DOWNLINK, "[compression] downlink != 'none'"),
     ("client", DOWNLINK, "[compression] downlink != 'none'"),
@@ -59,6 +62,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", DP_SGD),
     ("client", LOCAL),
     ("client", DP_SGD),
+    ("server", TRACKING),
+    ("client", TRACKING),
     ("edge", LOCAL),
     ("edge", DP_SGD),
     ("peer", LOCAL),

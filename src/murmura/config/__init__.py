@@ -16,6 +16,7 @@ from murmura.config.security import (
     SecAggStage,
 )
 from murmura.config.topology import TopologySection
+from murmura.config.tracking import TrackingSection
 from murmura.config.training import (
     ClientSection,
     EvaluationSection,
@@ -42,6 +43,7 @@ __all__ = [
     "StrategySection",
     "TaskSection",
     "TopologySection",
+    "TrackingSection",
     "apply_overrides",
     "config_from_dict",
     "load_config",

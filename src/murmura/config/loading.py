@@ -122,6 +122,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("attack", lambda: _check_not_p2p(cfg, "attack", cfg.attack.kind != "none")),
         ("anomaly", lambda: _check_star_only(cfg, "anomaly", cfg.anomaly.enabled)),
         ("strategy", lambda: _check_peer_strategy(cfg)),
+        ("tracking.mlflow", lambda: _check_tracking(cfg)),
     ]
     for key, check in checks:
         try:
@@ -234,3 +235,11 @@ def _check_peer_strategy(cfg: Config) -> None:
             f"{s.name!r} and strategy.aggregator = {s.aggregator!r} would be ignored; leave "
             "them unset (a robust mix is topology.robust)"
         )
+
+
+def _check_tracking(cfg: Config) -> None:
+    """MLflow is installed when tracking is on (it is the ``murmura[mlflow]`` extra)."""
+    if cfg.tracking.mlflow:
+        from murmura.ops.tracking import require_mlflow
+
+        require_mlflow()

@@ -11,6 +11,7 @@ from murmura.config.compression import CompressionSection
 from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
 from murmura.config.stats import StatsSection
 from murmura.config.topology import TopologySection
+from murmura.config.tracking import TrackingSection
 from murmura.config.training import (
     ClientSection,
     EvaluationSection,
@@ -39,6 +40,7 @@ class Config(Section):
     secagg: SecAggSection = SecAggSection()
     stats: StatsSection = StatsSection()
     compression: CompressionSection = CompressionSection()
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:

@@ -70,9 +70,12 @@ from murmura.node.monitoring import Monitor
 from murmura.node.resume import prepare_state_dir, resume_run
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.state import RunRecord, StateStore
+from murmura.node.tracking import open_tracker
 from murmura.ops.audit import AuditLedger
 from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.ops.run_dir import model_metadata, read_metrics, write_config, write_outputs
+from murmura.ops.tracked_run import end_tracking
+from murmura.ops.tracking import MlflowTracker
 from murmura.privacy.budget import privacy_summary
 from murmura.privacy.secagg import SecAggResult
 from murmura.storage import file_sha256
@@ -182,6 +185,7 @@ class Coordinator:
         self.hub: Channel | None = None
         self.run_id: str | None = None
         self.secure: SecureRounds | None = None
+        self.tracker: MlflowTracker | None = None
         self.run_path = settings.state_dir
         self.port = 0
         self.node = "coordinator"
@@ -200,6 +204,7 @@ class Coordinator:
         s = self.settings
         try:
             rec = self._open_run()
+            self.tracker = open_tracker(self.state, s.config, self.run_path, rec.run_id)
         except BaseException:
             self.state.close()
             self.ledger.close()
@@ -247,7 +252,10 @@ class Coordinator:
             self.state.finish_run(rec.run_id)
             await self.hub.finish()
             await asyncio.sleep(s.shutdown_grace_s)  # let workers pull SHUTDOWN
+            end_tracking(self.tracker, s.config, self.run_path)  # [tracking]: artifacts, registry
         finally:
+            if self.tracker is not None:
+                self.tracker.stop()  # unless ended: a restart resumes the MLflow run
             await self.monitor.stop()
             if server is not None:
                 await server.stop(grace=0.5)
@@ -303,6 +311,7 @@ class Coordinator:
             "final_test_loss": last.get("test_loss"),
             "failures": sum(len(r["failures"]) for r in rows),
             "audit_head": str(self.ledger.head) if self.ledger.head else None,
+            "layout": self.layout.to_dict(),
             **privacy_summary(tail, self.settings.rounds),
             **federated_summary(last),
         }
@@ -502,6 +511,8 @@ class Coordinator:
         )
         for node in nodes:
             self.state.seen(run_id, node, completed_round=True)
+        if self.tracker is not None:
+            self.tracker.log_round(m.to_json())
         if path is not None:  # after the round is recorded
             prune_checkpoints(path.parent, self.settings.keep_last)
         self.round_done = round_

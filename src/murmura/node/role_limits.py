@@ -74,6 +74,12 @@ _STATS = Limit(
     "only the star's coordinator (`murmura server`) runs a statistics phase; set "
     "stats.enabled = false here, or run `murmura stats` on the config in simulation",
 )
+_TRACKING = Limit(
+    "[tracking] mlflow = true",
+    lambda cfg: cfg.tracking.mlflow,
+    "only `murmura run` and the star's coordinator (`murmura server`) log to MLflow; set "
+    "tracking.mlflow = false here",
+)
 _ATTACK = Limit(
     "[attack] kind != 'none'",
     _attack,
@@ -128,11 +134,12 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "a deployed edge does not score its children's updates; set anomaly.enabled = false",
         ),
         _STATS,
+        _TRACKING,
         _ATTACK,
         _DOWNLINK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
-    "peer": (_STATS, _CHOCO),
+    "peer": (_STATS, _TRACKING, _CHOCO),
 }
 
 

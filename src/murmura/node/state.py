@@ -5,7 +5,8 @@ coordinator resumes from the last completed round and never from a half-written 
 completed round keeps the SHA-256 of its checkpoint file (``file_sha256``) and of its weights
 (``model_sha256``) for ``murmura.node.resume`` to verify; a round whose checkpoint turned out
 damaged is marked ``discarded``. An empty or unreadable file is refused (``StateFileError``),
-never replaced by a new, empty state.
+never replaced by a new, empty state. With ``[tracking] mlflow``, a run's MLflow run id is
+kept (``tracking``), so that a resumed run goes on logging into the same MLflow run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_seen REAL NOT NULL,
     rounds_done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, node)
+);
+CREATE TABLE IF NOT EXISTS tracking (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+    mlflow_run_id TEXT NOT NULL
 );
 """
 RECOVER = (
@@ -272,3 +277,33 @@ class StateStore:
             }
             for r in cur.fetchall()
         ]
+
+    def contributors(self, run_id: str) -> list[str]:
+        """The nodes that contributed to a completed round of a run, sorted."""
+        cur = self.db.execute(
+            "SELECT node FROM nodes WHERE run_id = ? AND rounds_done > 0 ORDER BY node", (run_id,)
+        )
+        return [str(r[0]) for r in cur.fetchall()]
+
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """The resolved config a run was started with."""
+        row = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no run {run_id} in {self.path}")
+        config: dict[str, Any] = json.loads(row[0])
+        return config
+
+    def tracking_run(self, run_id: str) -> str | None:
+        """The MLflow run id a run is tracked in, if it is."""
+        row = self.db.execute(
+            "SELECT mlflow_run_id FROM tracking WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_tracking_run(self, run_id: str, mlflow_run_id: str) -> None:
+        """Record the MLflow run id a run is tracked in."""
+        self.db.execute(
+            "INSERT INTO tracking VALUES (?, ?) ON CONFLICT(run_id) DO UPDATE SET "
+            "mlflow_run_id = excluded.mlflow_run_id",
+            (run_id, mlflow_run_id),
+        )
