@@ -105,6 +105,9 @@ def run(
                 f"participants {m.participants}{failed} train loss "
                 f"{_fmt(m.train_loss, '.4f')} test acc {_fmt(m.test_accuracy, '.4f')}"
             )
+            asr = m.extra.get("attack_success_rate")  # a backdoor's, next to the accuracy
+            if isinstance(asr, float):
+                status += f" attack success {asr:.4f}"
             bar.update(task_id, advance=1, status=status)
 
         history = exp.simulation.run(cfg.run.rounds, on_round=on_round)
