@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from murmura.aggregate import make_aggregator
-from murmura.attacks import AttackContext, attack_client, choose_byzantine, make_attack, wrap_byzantine
+from murmura.attacks import (
+    AttackContext,
+    attack_client,
+    choose_byzantine,
+    make_attack,
+    wrap_byzantine,
+)
 from murmura.attacks.clients import PoisonedData
 from murmura.attacks.omniscient import alie_update, alie_z_max, ipm_update
 from murmura.client import Client

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from murmura.attacks.peer_sender import peer_attack
 from murmura.client import FlatModel, LocalSGD
 from murmura.config import config_from_dict
-from murmura.errors import ConfigError, RegistryError
+from murmura.errors import ConfigError
 from murmura.sim.builder import build_experiment
 from murmura.sim.p2p import P2POptions, P2PSimulation, run_p2p
-from murmura.attacks.peer_sender import peer_attack
 from murmura.sim.peer import (
     ClippedMixer,
     LocalWork,

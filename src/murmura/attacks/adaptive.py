@@ -18,8 +18,8 @@ The math is pure functions on an ``(n, d)`` array of honest updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -76,28 +76,31 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def min_max_update(honest: np.ndarray, kind: Deviation = "unit_vec") -> Vector:
-    """``mean - gamma p`` with ``max_i ||m - g_i|| <= max_ij ||g_i - g_j||`` (min-max)."""
-    mu, p = honest.mean(axis=0, dtype=np.float64), deviation(honest, kind)
-    bound = float(_sq_dists(honest, honest).max())
+def _scaled_search(
+    honest: np.ndarray, kind: Deviation, fits: Callable[[np.ndarray, np.ndarray], bool]
+) -> Vector:
+    """``mean - gamma p`` for the largest ``gamma`` whose distances to the honest rows ``fits``."""
+    h = honest.astype(np.float64)
+    mu, p = h.mean(axis=0), deviation(honest, kind)
+    pairwise = _sq_dists(h, h)
+    h_sq = (h**2).sum(axis=1)
 
     def ok(gamma: float) -> bool:
-        return float(_sq_dists((mu - gamma * p)[None, :], honest).max()) <= bound
+        m = mu - gamma * p
+        return fits(np.maximum(h_sq + m @ m - 2 * h @ m, 0.0), pairwise)
 
     out: Vector = (mu - largest_scale(ok) * p).astype(np.float32)
     return out
+
+
+def min_max_update(honest: np.ndarray, kind: Deviation = "unit_vec") -> Vector:
+    """``mean - gamma p`` with ``max_i ||m - g_i|| <= max_ij ||g_i - g_j||`` (min-max)."""
+    return _scaled_search(honest, kind, lambda d2, pairwise: d2.max() <= pairwise.max())
 
 
 def min_sum_update(honest: np.ndarray, kind: Deviation = "unit_vec") -> Vector:
     """``mean - gamma p`` with ``sum_i ||m - g_i||^2 <= max_i sum_j ||g_i - g_j||^2`` (min-sum)."""
-    mu, p = honest.mean(axis=0, dtype=np.float64), deviation(honest, kind)
-    bound = float(_sq_dists(honest, honest).sum(axis=1).max())
-
-    def ok(gamma: float) -> bool:
-        return float(_sq_dists((mu - gamma * p)[None, :], honest).sum()) <= bound
-
-    out: Vector = (mu - largest_scale(ok) * p).astype(np.float32)
-    return out
+    return _scaled_search(honest, kind, lambda d2, pairwise: d2.sum() <= pairwise.sum(axis=1).max())
 
 
 def fang_trimmed_mean_update(
@@ -230,11 +233,12 @@ class Optimised:
 
     attack: Literal["alie", "ipm"]
     aggregator: str
-    aggregator_args: Mapping[str, Any] = field(default_factory=dict)
+    aggregator_args: tuple[tuple[str, Any], ...] = ()
+    """The rule's parameters as sorted items (hashable: rounds share one forged update)."""
 
     def forge(self, view: RoundView) -> Vector:
         """The crafted update at the most damaging scale."""
-        rule = make_aggregator(self.aggregator, **self.aggregator_args)
+        rule = make_aggregator(self.aggregator, **dict(self.aggregator_args))
         honest = view.honest
         craft: Callable[[float], Vector] = (
             (lambda z: alie_update(honest, z))
@@ -288,9 +292,9 @@ def _mimic(ctx: AttackContext) -> Mimic:
 
 @ATTACKS.register("alie_opt")
 def _alie_opt(ctx: AttackContext) -> Optimised:
-    return Optimised("alie", ctx.aggregator, dict(ctx.aggregator_args))
+    return Optimised("alie", ctx.aggregator, tuple(sorted(ctx.aggregator_args.items())))
 
 
 @ATTACKS.register("ipm_opt")
 def _ipm_opt(ctx: AttackContext) -> Optimised:
-    return Optimised("ipm", ctx.aggregator, dict(ctx.aggregator_args))
+    return Optimised("ipm", ctx.aggregator, tuple(sorted(ctx.aggregator_args.items())))

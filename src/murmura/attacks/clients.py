@@ -8,6 +8,7 @@ and every tree edge). Strategies never see the difference.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -105,8 +106,37 @@ class AttackingClient:
         return f"{type(self).__name__}({self.node_id!r}, {type(self.attack).__name__})"
 
 
+class ForgeCache:
+    """The round's forged updates, shared by the round's attackers.
+
+    Equal attacks on equal honest updates forge once: a line search against the rule runs
+    once a round, not once per attacker.
+    """
+
+    def __init__(self) -> None:
+        self._round = -1
+        self._forged: dict[tuple[object, ...], Vector] = {}
+
+    def forge(self, attack: OmniscientAttack, view: RoundView) -> Vector:
+        """``attack.forge(view)``, remembered for this round (keyed by content, not identity)."""
+        if view.round != self._round:
+            self._round, self._forged = view.round, {}
+        own = view.own if isinstance(attack, DataAttack) else None  # only then does own count
+        digest = hashlib.blake2b(view.honest.tobytes(), digest_size=16)
+        if own is not None:
+            digest.update(np.ascontiguousarray(own).tobytes())
+        key = (attack, view.num_byzantine, view.honest.shape, digest.hexdigest())
+        if key not in self._forged:
+            self._forged[key] = attack.forge(view)
+        return self._forged[key].copy()
+
+
 class OmniscientAttacker(AttackingClient):
     """An ``AttackingClient`` whose attack forges its update from the honest ones."""
+
+    def __init__(self, inner: Client, attack: object, cache: ForgeCache | None = None) -> None:
+        super().__init__(inner, attack)
+        self.cache = cache if cache is not None else ForgeCache()
 
     def craft(self, view: HonestView, own: FitRes) -> FitRes:
         """The forged update; with no honest update to look at, its own result."""
@@ -115,15 +145,15 @@ class OmniscientAttacker(AttackingClient):
         assert isinstance(self.attack, OmniscientAttack)
         honest = np.stack([np.asarray(u, dtype=np.float32) for u in view.updates])
         rv = RoundView(view.round, honest, own.update, view.num_byzantine)
-        return FitRes(self.attack.forge(rv), own.num_examples, own.metrics)
+        return FitRes(self.cache.forge(self.attack, rv), own.num_examples, own.metrics)
 
 
-def attack_client(inner: Client, attack: object) -> Client:
+def attack_client(inner: Client, attack: object, cache: ForgeCache | None = None) -> Client:
     """``inner`` turned attacker: poisoned data first, then the update or omniscient part."""
     if isinstance(attack, DataAttack):
         inner = poisoned_client(inner, attack)
     if isinstance(attack, OmniscientAttack):
-        return OmniscientAttacker(inner, attack)
+        return OmniscientAttacker(inner, attack, cache)
     if isinstance(attack, UpdateAttack):
         return AttackingClient(inner, attack)
     return inner
@@ -138,15 +168,16 @@ def wrap_byzantine(
 ) -> tuple[list[Client], list[str]]:
     """``clients`` with a seeded ``fraction`` turned into attack ``kind``; and their node ids.
 
-    Each attacker gets its own attack object (its index among the attackers in ``ctx``).
+    Each attacker gets its own attack object (its index among the attackers in ``ctx``);
+    the omniscient ones share a ``ForgeCache``.
     """
     chosen = choose_byzantine(len(clients), fraction, ctx.seed)
     make_attack(kind, ctx, params)  # a bad parameter fails even when nobody is chosen
     index = {c: i for i, c in enumerate(chosen)}
-    k = len(chosen)
+    k, cache = len(chosen), ForgeCache()
     out = [
         attack_client(
-            c, make_attack(kind, replace(ctx, attacker=index[i], num_attackers=k), params)
+            c, make_attack(kind, replace(ctx, attacker=index[i], num_attackers=k), params), cache
         )
         if i in index
         else c
