@@ -11,6 +11,7 @@ from murmura.attacks import AttackContext, attack_client, make_attack
 from murmura.attacks.omniscient import alie_update, alie_z_max
 from murmura.attacks.peer_sender import peer_attack
 from murmura.config import TopologySection, config_from_dict
+from murmura.errors import ConfigError
 from murmura.node.topology_deploy import RedTeam, red_team_sender
 from murmura.sim.builder import build_experiment
 from murmura.sim.hierarchical import EdgeAggregator
@@ -96,3 +97,15 @@ def test_star_and_tree_run_the_same_seeded_attackers() -> None:
     star = build_experiment(config_from_dict(base))
     tree = build_experiment(config_from_dict({**base, "topology": {"kind": "tree", "edges": 2}}))
     assert star.byzantine == tree.byzantine and len(star.byzantine) == 3
+
+
+def test_a_peer_to_peer_simulation_refuses_the_star_attack_table() -> None:
+    cfg = config_from_dict(
+        {
+            "partition": {"num_clients": 5},
+            "topology": {"kind": "ring"},
+            "attack": {"kind": "sign_flip", "fraction": 0.4},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"\[attack\] kind = 'sign_flip' is not read"):
+        build_experiment(cfg)
