@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from murmura.aggregate.distances import one_blas_thread
 from murmura.attacks.base import (
     AttackContext,
     DataAttack,
@@ -127,7 +128,8 @@ class ForgeCache:
             digest.update(np.ascontiguousarray(own).tobytes())
         key = (attack, view.num_byzantine, view.honest.shape, digest.hexdigest())
         if key not in self._forged:
-            self._forged[key] = attack.forge(view)
+            with one_blas_thread():  # many-threaded BLAS on small matrices only spins
+                self._forged[key] = attack.forge(view)
         return self._forged[key].copy()
 
 
