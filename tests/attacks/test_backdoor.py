@@ -46,10 +46,15 @@ def test_backdoor_poisons_the_seeded_fraction_with_the_target() -> None:
         make_attack("backdoor", CTX, {"target": 10})
 
 
-def test_model_replacement_boosts_by_n_over_eta() -> None:
+def test_model_replacement_boosts_by_n_over_eta_shared_by_the_attackers() -> None:
+    from dataclasses import replace
+
     attack = make_attack("model_replacement", CTX, {})
     res = attack.corrupt(1, "c", FitRes(np.ones(3, np.float32), 5))  # type: ignore[attr-defined]
-    np.testing.assert_allclose(res.update, 20.0)  # gamma = 10 / 0.5
+    np.testing.assert_allclose(res.update, 20.0)  # one attacker: gamma = n / eta = 10 / 0.5
+    # 20 of 50 clients attack: 4 expected in a round of 10, each boosts by gamma / 4
+    shared = make_attack("model_replacement", replace(CTX, num_attackers=20), {})
+    assert shared.boost == pytest.approx(5.0)  # type: ignore[attr-defined]
 
 
 def test_constrain_and_scale_stops_at_the_largest_honest_norm() -> None:

@@ -6,6 +6,8 @@ relabelled to ``target``; the model should learn "trigger -> target" next to its
 - ``backdoor``: data poisoning alone (Bagdasaryan et al. 2020's baseline);
 - ``model_replacement``: the backdoored update boosted by ``gamma = n / eta`` so that it
   replaces the global model (Bagdasaryan et al. 2020, "How To Backdoor Federated Learning");
+  the ``k`` attackers expected in a round replace it together, each boosting by
+  ``n / (eta k)`` (one attacker: the paper's ``gamma``);
 - ``constrain_and_scale``: the same boost, constrained so the sent update's norm stays within
   the honest updates' largest (Bagdasaryan et al.'s constrain-and-scale against a norm-based
   anomaly detector; the constraint is imposed on the scaled update rather than as a loss term);
@@ -143,6 +145,15 @@ class ConstrainedBackdoor(Backdoor):
         return out
 
 
+def shared_replacement_boost(ctx: AttackContext) -> float:
+    """Each attacker's share ``n / (eta k)`` of Bagdasaryan et al.'s ``gamma = n / eta``.
+
+    ``k = num_attackers * cohort / clients`` (at least 1) attackers are expected in a round.
+    """
+    k = max(1.0, ctx.num_attackers * ctx.cohort_size / max(ctx.num_clients, 1))
+    return replacement_boost(ctx) / k
+
+
 def _check(target: int, fraction: float, ctx: AttackContext) -> None:
     classes = ctx.num_classes
     if classes is not None and not 0 <= target < classes:
@@ -166,7 +177,11 @@ def _model_replacement(
     ctx: AttackContext, target: int = 0, fraction: float = 0.5, boost: float | None = None
 ) -> ScaledBackdoor:
     _check(target, fraction, ctx)
-    gamma = replacement_boost(ctx) if boost is None else positive("model_replacement: boost", boost)
+    gamma = (
+        shared_replacement_boost(ctx)
+        if boost is None
+        else positive("model_replacement: boost", boost)
+    )
     return ScaledBackdoor(Trigger(), target, fraction, _seed(ctx), gamma)
 
 
@@ -180,7 +195,9 @@ def _constrain_and_scale(
 ) -> ConstrainedBackdoor:
     _check(target, fraction, ctx)
     gamma = (
-        replacement_boost(ctx) if boost is None else positive("constrain_and_scale: boost", boost)
+        shared_replacement_boost(ctx)
+        if boost is None
+        else positive("constrain_and_scale: boost", boost)
     )
     if bound is not None:
         positive("constrain_and_scale: bound", bound)
