@@ -116,7 +116,8 @@ def scenarios(steps: int) -> list[Scenario]:
         (0, "D-PSGD torus, clipped tau=0.1", *dpsgd("torus", steps, **ROBUST["clipped tau=0.1"])),
     ]
     for panel, peers in PLACEMENTS.items():
-        attack = {"byzantine_peers": peers, "attack": "sign_flip", "attack_args": {"scale": 1.0}}
+        flip = {"scale": 1.0, "relative_to": "model"}  # a sign-flipped model, not update
+        attack = {"byzantine_peers": peers, "attack": "sign_flip", "attack_args": flip}
         for label, robust in ROBUST.items():
             name = f"{'AB'[panel - 1]}: {label}"
             out.append((panel, name, *dpsgd("torus", steps, **attack, **robust)))

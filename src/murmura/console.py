@@ -93,6 +93,9 @@ def round_status(m: RoundMetrics) -> str:
     eps = m.extra.get("epsilon")
     if isinstance(eps, int | float):
         text += f" epsilon {eps:.3g}"
+    asr = m.extra.get("attack_success_rate")  # a backdoor's, next to the accuracy
+    if isinstance(asr, int | float):
+        text += f" attack success {asr:.4f}"
     return text
 
 

@@ -96,3 +96,47 @@ def test_grid_records_attackers_and_scores_the_anomaly_flags(tmp_path: Path) -> 
     assert (cell.flags.precision, cell.flags.recall) == (1.0, 1.0)
     assert [(r.round, r.attackers, r.flagged) for r in cell.rounds] == [(1, expected, expected)]
     assert "| sign_flip | 1.00 / 1.00 |" in (out / "robustness.md").read_text()
+
+
+def test_defences_are_config_overrides_and_missing_ones_are_named() -> None:
+    from murmura.ops.robustness import DEFENCES, Defence, available, cell_config
+
+    base = {"partition": {"num_clients": 10}}
+    custom = Defence("clip", {"strategy": {"aggregator": "norm_bounding"}})
+    assert cell_config(base, "min_max", custom, 0.2).strategy.aggregator == "norm_bounding"
+    krum = cell_config(base, "none", DEFENCES["krum"], 0.2)
+    assert krum.strategy.aggregator_args == {"f": 2}
+    fixed = Defence("tm", {"strategy": {"aggregator": "trimmed_mean", "aggregator_args": {}}})
+    assert cell_config(base, "none", fixed, 0.2).strategy.aggregator_args == {}
+    bogus = Defence("bogus", {"strategy": {"aggregator": "no_such_rule"}})
+    ok, missing = available(base, [DEFENCES["krum"], bogus])
+    assert [d.name for d in ok] == ["krum"] and "no_such_rule" in missing["bogus"]
+
+
+def test_defence_specs_parse_toml_values_and_refuse_bad_ones() -> None:
+    import pytest
+
+    from murmura.errors import ConfigError
+    from murmura.ops.robustness_defences import chosen_defences, parse_defence
+
+    d = parse_defence('nnm+krum:strategy.pre_aggregation="nnm",strategy.aggregator="krum"')
+    assert d.name == "nnm+krum"
+    assert d.overrides == {"strategy": {"pre_aggregation": "nnm", "aggregator": "krum"}}
+    assert parse_defence("c:strategy.max_weight_share=0.5").overrides["strategy"] == {
+        "max_weight_share": 0.5
+    }
+    for bad in ("nocolon", "x:aggregator=1", "x:strategy.aggregator=krum"):
+        with pytest.raises(ConfigError, match="--defence"):
+            parse_defence(bad)
+    assert chosen_defences(None, None, []) is None
+    picked = chosen_defences("krum", "nnm+krum", [])
+    assert picked is not None and [getattr(p, "name", p) for p in picked] == ["krum", "nnm+krum"]
+    with pytest.raises(ConfigError, match="valid: weighted_mean"):
+        chosen_defences(None, "nope", [])
+
+
+def test_backdoor_cells_show_accuracy_and_attack_success() -> None:
+    from murmura.ops.robustness import Cell
+
+    cells = {("dba", "krum"): Cell("dba", "krum", 0.9, 1.0, asr=0.25)}
+    assert "| dba | 0.900 / 0.25 |" in markdown_table(cells, ["dba"], ["krum"])

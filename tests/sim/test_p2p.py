@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import torch
 
+from murmura.attacks.peer_sender import peer_attack
 from murmura.client import FlatModel, LocalSGD
 from murmura.config import config_from_dict
-from murmura.errors import ConfigError, RegistryError
+from murmura.errors import ConfigError
 from murmura.sim.builder import build_experiment
 from murmura.sim.p2p import P2POptions, P2PSimulation, run_p2p
 from murmura.sim.peer import (
-    SENDERS,
     ClippedMixer,
     LocalWork,
     PeerLearner,
     make_mixer,
     present_weights,
-    sign_flip,
     weighted_mix,
 )
 from murmura.tasks import DigitsTask
@@ -97,13 +96,19 @@ def test_present_weights_renormalise_onto_self() -> None:
     assert np.allclose(weighted_mix(0, own, {1: nb}, row), 0.7)
 
 
+def sign_flip(**args: Any) -> Any:
+    """The sign-flipping peer sender of ``ATTACKS`` (as ``[topology] attack`` builds it)."""
+    return peer_attack("sign_flip", args, "peer-0", 2, 0)
+
+
 def test_sign_flip_changes_only_what_is_sent() -> None:
     before, after = np.ones(3, np.float32), np.full(3, 2.0, np.float32)
-    assert np.allclose(sign_flip(relative_to="delta")(before, after), 0.0)
-    assert np.allclose(sign_flip(scale=2.0)(before, after), -4.0)
-    assert SENDERS.get("none")()(before, after) is after
+    assert np.allclose(sign_flip()(1, before, after), 0.0)  # before - (after - before)
+    assert np.allclose(sign_flip(scale=2.0, relative_to="model")(1, before, after), -4.0)
     with pytest.raises(ConfigError):
         sign_flip(scale=0.0)
+    with pytest.raises(ConfigError, match="relative_to"):
+        sign_flip(relative_to="origin")
 
 
 def test_make_mixer_names_and_errors() -> None:
@@ -113,8 +118,8 @@ def test_make_mixer_names_and_errors() -> None:
         make_mixer("nope")
     with pytest.raises(TypeError):
         make_mixer("trimmed_mean", params={"nope": 1})
-    with pytest.raises(RegistryError):
-        SENDERS.get("nope")
+    with pytest.raises(ConfigError, match="cannot run on a peer"):
+        peer_attack("nope", {}, "peer-0", 2, 0)
 
 
 def _byzantine_case(mixer_name: str, rounds: int, **mixer: Any) -> float:
@@ -124,7 +129,7 @@ def _byzantine_case(mixer_name: str, rounds: int, **mixer: Any) -> float:
     """
     graph = build_topology("torus", n=16)
     x0 = np.ones((16, 8)) + np.random.default_rng(0).normal(0, 0.01, (16, 8))
-    byz = {i: sign_flip(scale=3.0) for i in (0, 9, 12)}
+    byz = {i: sign_flip(scale=3.0, relative_to="model") for i in (0, 9, 12)}
     sim = _pure(graph, x0.astype(np.float32), mixer=make_mixer(mixer_name, **mixer), byzantine=byz)
     sim.run(rounds)
     return float(np.abs(sim.x[sim.honest] - 1.0).max())

@@ -1,66 +1,121 @@
-"""Attack plumbing: the ``ATTACKS`` registry, Byzantine client selection and wrappers.
+"""Attack plumbing: the one ``ATTACKS`` registry, the attack kinds, Byzantine selection.
 
-Attacks wrap honest clients; strategies never special-case them. A
-factory in ``ATTACKS`` takes ``(inner, ctx, **params)`` and returns a ``Client``.
+An attack is a small object built by ``ATTACKS.get(name)(ctx, **params)``; it never touches a
+client, a transport or a round loop. It is one (or two) of three kinds:
+
+- ``UpdateAttack``: replaces an honest result with a malicious one, seeing only that result
+  (sign flip, Gaussian noise, scaling, malformed, inflated count);
+- ``OmniscientAttack``: forges its update from the round's honest updates (ALIE, IPM, the
+  aggregator-aware attacks of ``adaptive``);
+- ``DataAttack``: poisons the attacker's training data (label flipping, backdoors).
+
+The topologies turn the same object into what they need: a wrapped client for the star and
+the tree (``murmura.attacks.clients``), a sender for simulated and deployed peers
+(``murmura.attacks.peer_sender``). So one attack gives one malicious update everywhere.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
-from murmura.client import Client
 from murmura.errors import ConfigError
 from murmura.registry import Registry
 from murmura.seeding import derive_seed
-from murmura.types import EvaluateRes, FitIns, FitRes, Vector
+from murmura.types import FitRes, Vector
 
-log = logging.getLogger(__name__)
 _SELECTION_STREAM = 0xB12A  # keeps the Byzantine choice apart from every other seeded stream
 
 
 @dataclass(frozen=True, slots=True)
 class AttackContext:
-    """What an attack may know about the run it sits in."""
+    """What an attack may know about the run it sits in.
+
+    ``aggregator`` and ``aggregator_args`` are the rule in use (aggregator-aware attacks
+    search against it); ``attacker`` is this attacker's index among ``num_attackers``
+    (a distributed backdoor gives each its own piece of the trigger); ``num_classes`` is
+    the task's, where known (label flipping, backdoors).
+    """
 
     num_clients: int
     cohort_size: int
     server_lr: float
     seed: int
+    aggregator: str = "weighted_mean"
+    aggregator_args: Mapping[str, Any] = field(default_factory=dict)
+    attacker: int = 0
+    num_attackers: int = 1
+    num_classes: int | None = None
 
 
-AttackFactory = Callable[..., Client]
+@dataclass(frozen=True, slots=True)
+class RoundView:
+    """What an omniscient attacker sees in a round: the honest updates and its own."""
+
+    round: int
+    honest: np.ndarray
+    """The round's validated honest updates, one row each (at least one row)."""
+    own: Vector
+    """The update this attacker trained itself (on its own, possibly poisoned, data)."""
+    num_byzantine: int
+    """Attackers in the round (they all send what ``forge`` returns)."""
+
+
+@runtime_checkable
+class UpdateAttack(Protocol):
+    """Replaces one honest result with a malicious one, seeing nothing else."""
+
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
+        """The result to send instead of ``res`` (node ``node``, round ``round_``)."""
+        ...
+
+
+@runtime_checkable
+class OmniscientAttack(Protocol):
+    """Forges its update from the round's honest updates (simulation only)."""
+
+    def forge(self, view: RoundView) -> Vector:
+        """The malicious update."""
+        ...
+
+
+@runtime_checkable
+class DataAttack(Protocol):
+    """Poisons the attacker's training data; test data is never touched."""
+
+    def poison(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The poisoned training inputs and labels."""
+        ...
+
+
+AttackFactory = Any  # Callable[[AttackContext, ...], an attack]; params vary per attack
 ATTACKS: Registry[AttackFactory] = Registry("attack")
 
+PEER_ATTACKS = ("gaussian", "scaling", "sign_flip")
+"""Update attacks a peer can run: the others need honest updates a peer never sees (the
+omniscient ones), change training (data attacks), or target a coordinator's weighting and
+validation (``inflate``, ``malformed``)."""
 
-class UpdateAttack:
-    """A wrapper that trains honestly, then replaces the update with ``corrupt(...)``."""
 
-    def __init__(self, inner: Client) -> None:
-        self.inner = inner
-        self.node_id = inner.node_id
+def check_attack(kind: str, params: Mapping[str, Any]) -> None:
+    """Raise if ``kind`` is unknown or does not take ``params`` (before any training)."""
+    factory = ATTACKS.get(kind)
+    try:
+        inspect.signature(factory).bind(None, **params)
+    except TypeError as exc:
+        raise ConfigError(f"attack {kind!r}: {exc}") from None
 
-    def fit(self, ins: FitIns) -> FitRes:
-        """The inner client's result with a corrupted update."""
-        res = self.inner.fit(ins)
-        return FitRes(self.corrupt(ins, res.update), res.num_examples, res.metrics)
 
-    def corrupt(self, ins: FitIns, update: Vector) -> Vector:
-        """The malicious update (identity here; subclasses override)."""
-        return update
-
-    def evaluate(self, weights: Vector) -> EvaluateRes:
-        """Evaluation is left honest."""
-        return self.inner.evaluate(weights)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.node_id!r})"
+def make_attack(kind: str, ctx: AttackContext, params: Mapping[str, Any]) -> object:
+    """The attack ``kind`` built with ``params`` for ``ctx`` (a bad parameter: ConfigError)."""
+    check_attack(kind, params)
+    return ATTACKS.get(kind)(ctx, **params)
 
 
 def choose_byzantine(num_clients: int, fraction: float, seed: int) -> list[int]:
@@ -72,27 +127,8 @@ def choose_byzantine(num_clients: int, fraction: float, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(num_clients, size=k, replace=False))
 
 
-def check_attack(kind: str, params: Mapping[str, Any]) -> None:
-    """Raise if ``kind`` is unknown or does not take ``params`` (before any training)."""
-    factory = ATTACKS.get(kind)
-    try:
-        inspect.signature(factory).bind(None, None, **params)
-    except TypeError as exc:
-        raise ConfigError(f"attack {kind!r}: {exc}") from None
-
-
-def wrap_byzantine(
-    clients: Sequence[Client],
-    kind: str,
-    fraction: float,
-    params: Mapping[str, Any],
-    ctx: AttackContext,
-) -> tuple[list[Client], list[str]]:
-    """``clients`` with a seeded ``fraction`` wrapped by attack ``kind``; and their node ids."""
-    check_attack(kind, params)
-    chosen = set(choose_byzantine(len(clients), fraction, ctx.seed))
-    factory = ATTACKS.get(kind)
-    out = [factory(c, ctx, **params) if i in chosen else c for i, c in enumerate(clients)]
-    byzantine = [c.node_id for i, c in enumerate(clients) if i in chosen]
-    log.info("attack %s: %d of %d clients are Byzantine", kind, len(byzantine), len(clients))
-    return out, byzantine
+def positive(name: str, value: float) -> float:
+    """``value`` if it is > 0, else a ConfigError naming the attack parameter."""
+    if not value > 0:
+        raise ConfigError(f"{name} = {value} must be > 0")
+    return float(value)

@@ -1,126 +1,132 @@
-"""Update-replacing attacks: sign flipping, Gaussian noise, scaling, malformed updates."""
+"""Update-replacing attacks: sign flipping, Gaussian noise, scaling, malformed, inflated count.
+
+Each is an ``UpdateAttack``: a pure map from the honest result to the malicious one. A star
+or tree client sends it as its update; a peer sends ``reference + update``
+(``murmura.attacks.peer_sender``).
+"""
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from murmura.attacks.base import ATTACKS, AttackContext, UpdateAttack
-from murmura.client import Client
+from murmura.attacks.base import ATTACKS, AttackContext, positive
 from murmura.errors import ConfigError
 from murmura.seeding import derive_seed
-from murmura.types import FitIns, FitRes, Vector
+from murmura.types import FitRes, Vector
 
 
-class SignFlip(UpdateAttack):
-    """Sign flipping: send ``-scale * u`` for the honest ``u`` (Allen-Zhu et al. 2020)."""
+def sign_flip(update: Vector, scale: float = 1.0) -> Vector:
+    """``-scale * u``: the sign-flipping attack (Allen-Zhu et al. 2020; Karimireddy 2021)."""
+    return (-np.float32(scale) * update).astype(np.float32)
 
-    def __init__(self, inner: Client, scale: float = 1.0) -> None:
-        super().__init__(inner)
-        if not scale > 0:
-            raise ConfigError(f"sign_flip: scale = {scale} must be > 0")
-        self.scale = scale
 
-    def corrupt(self, ins: FitIns, update: Vector) -> Vector:
+@dataclass(frozen=True, slots=True)
+class SignFlip:
+    """Send ``-scale * u`` for the honest update ``u``."""
+
+    scale: float = 1.0
+
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
         """The flipped update."""
-        return (-np.float32(self.scale) * update).astype(np.float32)
+        return FitRes(sign_flip(res.update, self.scale), res.num_examples, res.metrics)
 
 
-class GaussianNoise(UpdateAttack):
+@dataclass(frozen=True, slots=True)
+class GaussianNoise:
     """Send a random ``N(0, std^2)`` vector instead of the update (Blanchard et al. 2017).
 
-    The default ``std = 200`` is the Gaussian Byzantine worker of Blanchard et al.'s experiments.
+    The default ``std = 200`` is the Gaussian Byzantine worker of Blanchard et al.'s
+    experiments; the draw is seeded per (run seed, round, node).
     """
 
-    def __init__(self, inner: Client, seed: int, std: float = 200.0) -> None:
-        super().__init__(inner)
-        if not std > 0:
-            raise ConfigError(f"gaussian: std = {std} must be > 0")
-        self.std, self.seed = std, seed
+    seed: int
+    std: float = 200.0
 
-    def corrupt(self, ins: FitIns, update: Vector) -> Vector:
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
         """Seeded noise, a fresh draw per (round, node)."""
-        rng = np.random.default_rng(
-            derive_seed(self.seed, ins.round, zlib.crc32(self.node_id.encode()))
-        )
-        return rng.normal(0.0, self.std, size=update.shape).astype(np.float32)
+        rng = np.random.default_rng(derive_seed(self.seed, round_, zlib.crc32(node.encode())))
+        noise = rng.normal(0.0, self.std, size=res.update.shape).astype(np.float32)
+        return FitRes(noise, res.num_examples, res.metrics)
 
 
-class Scaling(UpdateAttack):
-    """Model replacement: boost by ``gamma = n / server_lr`` (Bagdasaryan et al. 2020)."""
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """Model replacement's boost: send ``gamma * u`` (Bagdasaryan et al. 2020)."""
 
-    def __init__(self, inner: Client, boost: float) -> None:
-        super().__init__(inner)
-        if not boost > 0:
-            raise ConfigError(f"scaling: boost = {boost} must be > 0")
-        self.boost = boost
+    boost: float
 
-    def corrupt(self, ins: FitIns, update: Vector) -> Vector:
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
         """The boosted update."""
-        return (np.float32(self.boost) * update).astype(np.float32)
+        out = (np.float32(self.boost) * res.update).astype(np.float32)
+        return FitRes(out, res.num_examples, res.metrics)
+
+
+def replacement_boost(ctx: AttackContext) -> float:
+    """Bagdasaryan et al.'s ``gamma = n / eta``: ``n`` participants per round, server lr ``eta``."""
+    return ctx.cohort_size / ctx.server_lr
 
 
 Malformation = Literal["nan", "inf", "short", "float64"]
 
 
-class Malformed(UpdateAttack):
+@dataclass(frozen=True, slots=True)
+class Malformed:
     """Send a broken update (NaN, Inf, one entry short, float64) that validation must reject."""
 
-    def __init__(self, inner: Client, mode: Malformation = "nan") -> None:
-        super().__init__(inner)
-        if mode not in ("nan", "inf", "short", "float64"):
-            raise ConfigError(f"malformed: mode = {mode!r}; valid: nan, inf, short, float64")
-        self.mode = mode
+    mode: Malformation = "nan"
 
-    def corrupt(self, ins: FitIns, update: Vector) -> Vector:
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
         """The update with the chosen defect."""
+        update = res.update
         if self.mode == "short":
-            return update[:-1].copy()
-        if self.mode == "float64":
-            return update.astype(np.float64)
-        out = update.copy()
-        out[:: max(1, out.size // 10)] = np.nan if self.mode == "nan" else np.inf
-        return out
+            out = update[:-1].copy()
+        elif self.mode == "float64":
+            out = update.astype(np.float64)
+        else:
+            out = update.copy()
+            out[:: max(1, out.size // 10)] = np.nan if self.mode == "nan" else np.inf
+        return FitRes(out, res.num_examples, res.metrics)
 
 
-class InflatedCount(UpdateAttack):
+@dataclass(frozen=True, slots=True)
+class InflatedCount:
     """Claim ``factor`` times the real example count, to buy weight in weighted rules."""
 
-    def __init__(self, inner: Client, factor: float = 100.0) -> None:
-        super().__init__(inner)
-        if not factor >= 1:
-            raise ConfigError(f"inflate: factor = {factor} must be >= 1")
-        self.factor = factor
+    factor: float = 100.0
 
-    def fit(self, ins: FitIns) -> FitRes:
+    def corrupt(self, round_: int, node: str, res: FitRes) -> FitRes:
         """The honest update with an inflated ``num_examples``."""
-        res = self.inner.fit(ins)
         return FitRes(res.update, int(res.num_examples * self.factor), res.metrics)
 
 
 @ATTACKS.register("sign_flip")
-def _sign_flip(inner: Client, ctx: AttackContext, scale: float = 1.0) -> Client:
-    return SignFlip(inner, scale)
+def _sign_flip(ctx: AttackContext, scale: float = 1.0) -> SignFlip:
+    return SignFlip(positive("sign_flip: scale", scale))
 
 
 @ATTACKS.register("gaussian")
-def _gaussian(inner: Client, ctx: AttackContext, std: float = 200.0) -> Client:
-    return GaussianNoise(inner, ctx.seed, std)
+def _gaussian(ctx: AttackContext, std: float = 200.0) -> GaussianNoise:
+    return GaussianNoise(ctx.seed, positive("gaussian: std", std))
 
 
 @ATTACKS.register("scaling")
-def _scaling(inner: Client, ctx: AttackContext, boost: float | None = None) -> Client:
-    # Bagdasaryan et al.'s gamma = n / eta: n participants per round, server lr eta.
-    return Scaling(inner, ctx.cohort_size / ctx.server_lr if boost is None else boost)
+def _scaling(ctx: AttackContext, boost: float | None = None) -> Scaling:
+    return Scaling(replacement_boost(ctx) if boost is None else positive("scaling: boost", boost))
 
 
 @ATTACKS.register("inflate")
-def _inflate(inner: Client, ctx: AttackContext, factor: float = 100.0) -> Client:
-    return InflatedCount(inner, factor)
+def _inflate(ctx: AttackContext, factor: float = 100.0) -> InflatedCount:
+    if not factor >= 1:
+        raise ConfigError(f"inflate: factor = {factor} must be >= 1")
+    return InflatedCount(factor)
 
 
 @ATTACKS.register("malformed")
-def _malformed(inner: Client, ctx: AttackContext, mode: Malformation = "nan") -> Client:
-    return Malformed(inner, mode)
+def _malformed(ctx: AttackContext, mode: Malformation = "nan") -> Malformed:
+    if mode not in ("nan", "inf", "short", "float64"):
+        raise ConfigError(f"malformed: mode = {mode!r}; valid: nan, inf, short, float64")
+    return Malformed(mode)

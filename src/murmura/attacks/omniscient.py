@@ -1,22 +1,21 @@
 """Omniscient attacks that craft their update from the round's honest updates.
 
-They use the simulator's omniscient-attacker hook (``murmura.sim.runtime.OmniscientClient``):
-the runtime collects and validates the honest results first, then calls ``craft``.
-Every attacker of a round sends the same crafted vector, as in both papers.
+Both are ``OmniscientAttack``s: the round loops (star and tree) collect and validate the
+honest results first, then hand them to ``forge`` (``murmura.attacks.clients``). Every
+attacker of a round sends the same crafted vector, as in both papers.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
-from murmura.attacks.base import ATTACKS, AttackContext, UpdateAttack
-from murmura.client import Client
+from murmura.attacks.base import ATTACKS, AttackContext, RoundView, positive
 from murmura.errors import ConfigError
-from murmura.sim.runtime import HonestView
-from murmura.types import FitRes, Vector
+from murmura.types import Vector
 
 
 def alie_z_max(n: int, f: int) -> float:
@@ -42,54 +41,35 @@ def ipm_update(honest: np.ndarray, epsilon: float) -> Vector:
     return out
 
 
-class _Omniscient(UpdateAttack):
-    """Trains honestly (its own result is its fallback) and crafts in ``craft``."""
-
-    def craft(self, view: HonestView, own: FitRes) -> FitRes:
-        """The crafted update; with no honest update to look at, the honest result."""
-        if not view.updates:
-            return own
-        honest = np.stack(view.updates)
-        return FitRes(self.forge(honest, view), own.num_examples, own.metrics)
-
-    def forge(self, honest: np.ndarray, view: HonestView) -> Vector:
-        """The malicious vector (subclasses)."""
-        raise NotImplementedError
-
-
-class LittleIsEnough(_Omniscient):
+@dataclass(frozen=True, slots=True)
+class LittleIsEnough:
     """ALIE, "A Little Is Enough" (Baruch et al. 2019): ``mean - z_max * std``."""
 
-    def __init__(self, inner: Client, z: float | None = None) -> None:
-        super().__init__(inner)
-        self.z = z
+    z: float | None = None
 
-    def forge(self, honest: np.ndarray, view: HonestView) -> Vector:
+    def forge(self, view: RoundView) -> Vector:
         """``mean - z * std`` with ``n`` the round's participants, ``f`` its attackers."""
-        n = len(view.updates) + view.num_byzantine
+        n = len(view.honest) + view.num_byzantine
         z = alie_z_max(n, view.num_byzantine) if self.z is None else self.z
-        return alie_update(honest, z)
+        return alie_update(view.honest, z)
 
 
-class InnerProductManipulation(_Omniscient):
+@dataclass(frozen=True, slots=True)
+class InnerProductManipulation:
     """Inner Product Manipulation (Xie et al. 2019, "Fall of Empires"): ``-epsilon * mean``."""
 
-    def __init__(self, inner: Client, epsilon: float = 0.1) -> None:
-        super().__init__(inner)
-        if not epsilon > 0:
-            raise ConfigError(f"ipm: epsilon = {epsilon} must be > 0")
-        self.epsilon = epsilon
+    epsilon: float = 0.1
 
-    def forge(self, honest: np.ndarray, view: HonestView) -> Vector:
+    def forge(self, view: RoundView) -> Vector:
         """``-epsilon`` times the honest mean."""
-        return ipm_update(honest, self.epsilon)
+        return ipm_update(view.honest, self.epsilon)
 
 
 @ATTACKS.register("alie")
-def _alie(inner: Client, ctx: AttackContext, z: float | None = None) -> Client:
-    return LittleIsEnough(inner, z)
+def _alie(ctx: AttackContext, z: float | None = None) -> LittleIsEnough:
+    return LittleIsEnough(z)
 
 
 @ATTACKS.register("ipm")
-def _ipm(inner: Client, ctx: AttackContext, epsilon: float = 0.1) -> Client:
-    return InnerProductManipulation(inner, epsilon)
+def _ipm(ctx: AttackContext, epsilon: float = 0.1) -> InnerProductManipulation:
+    return InnerProductManipulation(positive("ipm: epsilon", epsilon))

@@ -1,49 +1,46 @@
-"""A deployed peer that attacks: the ``ATTACKS`` update attacks turned into what a peer sends.
+"""Attacks as peers: an ``UpdateAttack`` turned into what a peer sends, for gossip.
 
-For red-teaming a real P2P deployment (``murmura peer CONFIG --id K --attack NAME``). The
-attack math is the server-client wrappers' own: the peer's honest round delta
-(``after - before``) goes through the wrapper's ``fit`` and the peer sends
-``before + corrupted delta`` instead of its trained model; its own state stays honest.
-Only update-replacing attacks apply: ``label_flip`` changes training and ``alie``/``ipm``
-need the other peers' updates, which a peer never sees; ``inflate`` and ``malformed`` target
-the coordinator's weighting and validation, not gossip.
+One sender for the simulated peers (``[topology] attack``) and for a deployed red-team peer
+(``murmura peer CONFIG --id K --attack NAME``). A peer's update is its model measured from a
+reference: ``relative_to = "delta"`` (the default) takes the round's change
+``u = after - before`` and sends ``before + attack(u)``; ``"model"`` takes the model itself
+(``u = after``) and sends ``attack(after)``, so sign flipping sends ``-scale * after``.
+Only what is sent changes: the peer's own state stays honest. The attack math is the star's
+and the tree's own (``ATTACKS``); only the update attacks in ``PEER_ATTACKS`` apply.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from murmura.attacks.base import ATTACKS, AttackContext, check_attack
+from murmura.attacks.base import PEER_ATTACKS, AttackContext, UpdateAttack, make_attack
 from murmura.errors import ConfigError
-from murmura.types import EvaluateRes, FitIns, FitRes, Vector
+from murmura.types import FitRes, Vector
 
 log = logging.getLogger(__name__)
-
-PEER_ATTACKS = ("gaussian", "scaling", "sign_flip")
 
 RoundSender = Callable[[int, Vector, Vector], Vector]
 """What a peer sends in a round, given the round and its model before and after training."""
 
+Reference = Literal["delta", "model"]
 
-@dataclass(slots=True)
-class _Delta:
-    """A stand-in client whose ``fit`` returns the delta the peer just trained."""
 
-    node_id: str
-    delta: Vector | None = None
+def sender_of(attack: UpdateAttack, node: str, relative_to: Reference = "delta") -> RoundSender:
+    """The sender of peer ``node`` running ``attack`` on its update measured as ``relative_to``."""
+    if relative_to not in ("delta", "model"):
+        raise ConfigError(f"relative_to = {relative_to!r}; valid: delta, model")
 
-    def fit(self, ins: FitIns) -> FitRes:
-        if self.delta is None:
-            raise RuntimeError("no delta set before fit")
-        return FitRes(self.delta, 1)
+    def send(round_: int, before: Vector, after: Vector) -> Vector:
+        ref = before if relative_to == "delta" else np.zeros_like(before)
+        update = (after - ref).astype(np.float32)
+        bad = attack.corrupt(round_, node, FitRes(update, 1)).update
+        return (ref + bad).astype(np.float32)
 
-    def evaluate(self, weights: Vector) -> EvaluateRes:
-        raise NotImplementedError("an attacking peer's wrapper never evaluates")
+    return send
 
 
 def peer_attack(
@@ -51,24 +48,27 @@ def peer_attack(
 ) -> RoundSender:
     """The sender of peer ``node`` running attack ``kind`` with ``params``.
 
-    ``neighbours`` sizes the scaling attack's default boost (the peer's neighbourhood plus
-    itself, as a cohort, with a server learning rate of 1).
+    ``params`` may hold ``relative_to``; the rest go to the attack. ``neighbours`` sizes the
+    scaling attack's default boost (the peer's neighbourhood plus itself, as a cohort, with a
+    server learning rate of 1).
     """
     if kind not in PEER_ATTACKS:
-        raise ConfigError(
-            f"attack {kind!r} cannot run on a deployed peer; valid: {', '.join(PEER_ATTACKS)}"
-        )
-    check_attack(kind, params)
+        raise ConfigError(f"attack {kind!r} cannot run on a peer; valid: {', '.join(PEER_ATTACKS)}")
+    rest = dict(params)
+    relative_to = rest.pop("relative_to", "delta")
     ctx = AttackContext(
         num_clients=neighbours + 1, cohort_size=neighbours + 1, server_lr=1.0, seed=seed
     )
-    stub = _Delta(node)
-    wrapper = ATTACKS.get(kind)(stub, ctx, **params)
+    attack = make_attack(kind, ctx, rest)
+    assert isinstance(attack, UpdateAttack)
+    return sender_of(attack, node, relative_to)
+
+
+def logged(sender: RoundSender, node: str, kind: str) -> RoundSender:
+    """``sender``, logging each round's attack (a deployed red-team peer says what it does)."""
 
     def send(round_: int, before: Vector, after: Vector) -> Vector:
-        stub.delta = (after - before).astype(np.float32)
-        bad = wrapper.fit(FitIns(round_, before)).update
-        out = (before + bad).astype(np.float32)
+        out = sender(round_, before, after)
         log.warning(
             "node=%s round=%d: ATTACKING (%s): sending a model %.3g from the honest one",
             node, round_, kind, float(np.linalg.norm(out - after)),

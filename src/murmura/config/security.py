@@ -11,10 +11,12 @@ from murmura.privacy.accountant import AccountantName
 
 
 class AttackSection(Section):
-    """[attack]: simulated Byzantine clients (simulation only); ``kind = "none"`` disables.
+    """[attack]: simulated Byzantine clients (star and tree); ``kind = "none"`` disables.
 
-    ``fraction`` of a star's or a tree's clients, chosen by ``[run] seed``, wrap attack ``kind``
-    with ``args`` (peer-to-peer: ``topology.byzantine_*`` instead; ``[attack]`` is refused).
+    ``fraction`` of the clients, chosen by ``[run] seed``, run attack ``kind`` with ``args``
+    (``murmura.attacks``: update, omniscient and aggregator-aware, data and backdoor attacks;
+    a backdoor adds ``attack_success_rate`` to each evaluated round). Peer-to-peer graphs
+    take their attackers from ``[topology]`` and refuse this table.
     A fraction beyond what ``strategy.aggregator`` tolerates (its breakdown point) runs, with a
     warning at load time. Deployed nodes refuse a config that sets ``kind``.
     """

@@ -19,6 +19,9 @@ class TopologySection(Section):
     or an aggregator name with ``robust_args``. ``edges`` is the tree's edge count.
     ``byzantine_peers`` names the attacking peers (else a seeded ``byzantine_fraction``), in
     simulation only: a deployed peer attacks only when started with ``murmura peer --attack``.
+    They run ``attack`` (``sign_flip``, ``gaussian`` or ``scaling``, the star's own attacks)
+    with ``attack_args``, on their update measured from ``attack_args.relative_to``:
+    "delta" (default, the round's change) or "model" (the model itself).
     """
 
     kind: str = "star"

@@ -164,9 +164,10 @@ def check_deployable(t: Any) -> None:
 
 def red_team_sender(attack: RedTeam, name: str, neighbours: int, seed: int) -> RoundSender:
     """The attacking peer's sender, announced loudly in the log."""
-    from murmura.attacks.peer_sender import peer_attack
+    from murmura.attacks.peer_sender import logged, peer_attack
 
     sender = peer_attack(attack.kind, attack.args, name, neighbours, seed)
+    sender = logged(sender, name, attack.kind)
     log.warning(
         "node=%s: RED-TEAM PEER: attack %s %s is ON; this peer sends corrupted models to its "
         "%d neighbours (started with --attack)",

@@ -33,24 +33,39 @@ def robustness_cmd(
         str | None, typer.Option("--attacks", help="Comma-separated attacks (default: all).")
     ] = None,
     rules: Annotated[
-        str | None, typer.Option("--rules", help="Comma-separated rules (default: all).")
+        str | None, typer.Option("--rules", help="Comma-separated plain aggregation rules.")
+    ] = None,
+    defences: Annotated[
+        str | None,
+        typer.Option(
+            "--defences",
+            help="Comma-separated named defences, e.g. krum,nnm+krum,flame (default: every "
+            "one this build has; --rules and --defence add to an explicit list).",
+        ),
+    ] = None,
+    defence: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defence",
+            help="A defence as config overrides: "
+            '\'NAME:strategy.pre_aggregation="nnm",strategy.aggregator="krum"\'.',
+        ),
     ] = None,
     fraction: Annotated[float, typer.Option("--fraction", help="Byzantine fraction.")] = 0.2,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel.")] = 1,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", help="Override the config's rounds (a reduced grid).")
+    ] = None,
 ) -> None:
-    """Run the attacks x rules grid on CONFIG; write robustness.md/.png/.json under --out."""
-    from murmura.ops.robustness import (
-        ATTACKS_DEFAULT,
-        RULES_DEFAULT,
-        Cell,
-        flag_text,
-        robustness,
-    )
+    """Run the attacks x defences grid on CONFIG; write robustness.md/.png/.json under --out."""
+    from murmura.ops.robustness import ATTACKS_DEFAULT, Cell, flag_text, robustness
+    from murmura.ops.robustness_defences import chosen_defences
 
     def report(cell: Cell) -> None:
         acc = "error" if cell.accuracy is None else f"{cell.accuracy:.4f}"
         flags = "" if cell.flags is None else f"  flags P/R {flag_text(cell.flags)}"
-        line = f"{cell.attack:>12} x {cell.rule:<18} {acc}{flags}  ({cell.seconds:.0f} s)"
+        asr = "" if cell.asr is None else f"  ASR {cell.asr:.3f}"
+        line = f"{cell.attack:>19} x {cell.rule:<24} {acc}{asr}{flags}  ({cell.seconds:.0f} s)"
         console.print(line, highlight=False)
 
     try:
@@ -58,10 +73,11 @@ def robustness_cmd(
             config,
             out,
             _names(attacks, ATTACKS_DEFAULT),
-            _names(rules, RULES_DEFAULT),
+            chosen_defences(rules, defences, defence or []),
             fraction,
             jobs,
             on_cell=report,
+            rounds=rounds,
         )
     except MurmuraError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)

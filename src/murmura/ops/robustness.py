@@ -1,14 +1,19 @@
-"""The robustness grid: every attack against every aggregation rule on one task.
+"""The robustness grid: every attack against every defence on one task.
 
-Each cell is the base config with ``[attack] kind/fraction/args`` and ``[strategy]
-aggregator/aggregator_args`` replaced, run for the config's rounds; the final central test
-accuracy goes into ``robustness.md`` (a table) and ``robustness.png`` (a heatmap), and every
+A defence is a named set of config overrides (``Defence``): a plain aggregation rule, a
+pre-aggregation in front of one (``[strategy] pre_aggregation``), or a backdoor defence; the
+defaults keep those the running build accepts and the report lists the others. Each cell is
+the base config with ``[attack] kind/fraction`` and the defence's overrides, run for the
+config's rounds; the final central test accuracy (and, for a backdoor, the attack success
+rate) goes into ``robustness.md`` (a table) and ``robustness.png`` (a heatmap), and every
 cell's outcome into ``robustness.json`` as it finishes (a rerun skips the cells already there).
+Cells run ``jobs`` processes at a time.
 Each cell records its attackers' node ids; with ``[anomaly] enabled`` it also records, per
 round, the attackers scored that round and the nodes flagged so far, and scores the final
 flags against the attackers (precision, recall) in ``robustness.md``.
-Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``;
-other parameters are the rules' and attacks' defaults, not tuned to this task.
+Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``
+(unless the defence sets ``aggregator_args``); other parameters are the rules', the
+pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ ATTACKS_DEFAULT = (
     "alie",
     "ipm",
     "malformed",
+    "min_max",
+    "min_sum",
+    "fang_trimmed_mean",
+    "fang_krum",
+    "mimic",
+    "alie_opt",
+    "ipm_opt",
+    "backdoor",
+    "model_replacement",
+    "constrain_and_scale",
+    "dba",
 )
 RULES_DEFAULT = (
     "weighted_mean",
@@ -51,6 +67,40 @@ RULES_DEFAULT = (
     "norm_bounding",
 )
 TAKES_F = frozenset({"krum", "multi_krum", "bulyan"})
+PRE_AGGREGATIONS = ("nnm", "bucketing", "arc")
+PRE_AGGREGATED_RULES = ("coordinate_median", "trimmed_mean", "krum", "geometric_median")
+BACKDOOR_DEFENCES = ("flame", "foolsgold", "weak_dp")
+"""Registered as aggregators where the build has them (FLAME, FoolsGold, norm clipping with
+Gaussian noise); a build without them lists them as unavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Defence:
+    """A column of the grid: a name and the config overrides, per section, that make it."""
+
+    name: str
+    overrides: Mapping[str, Mapping[str, Any]]
+
+
+def rule_defence(rule: str) -> Defence:
+    """A plain aggregation rule as a defence."""
+    return Defence(rule, {"strategy": {"aggregator": rule}})
+
+
+def pre_aggregated(pre: str, rule: str) -> Defence:
+    """``rule`` behind pre-aggregation ``pre`` (e.g. ``nnm+krum``)."""
+    return Defence(f"{pre}+{rule}", {"strategy": {"pre_aggregation": pre, "aggregator": rule}})
+
+
+DEFENCES: dict[str, Defence] = {
+    d.name: d
+    for d in (
+        *(rule_defence(r) for r in RULES_DEFAULT),
+        *(pre_aggregated(p, r) for p in PRE_AGGREGATIONS for r in PRE_AGGREGATED_RULES),
+        *(rule_defence(r) for r in BACKDOOR_DEFENCES),
+    )
+}
+"""Every named defence; ``--defences`` picks among them, ``--defence`` adds others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +119,8 @@ class Cell:
     """The anomaly monitor's final flags scored against ``attackers``; None: monitor off."""
     rounds: tuple[RoundFlags, ...] = ()
     """Per round, with the anomaly monitor on: attackers scored, nodes flagged so far."""
+    asr: float | None = None
+    """A backdoor's attack success rate on the triggered test set at the end; else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +186,39 @@ def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
     return {}
 
 
-def cell_config(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -> Config:
-    """The base config with this cell's attack and rule."""
+def cell_config(
+    base: Mapping[str, Any], attack: str, defence: str | Defence, fraction: float
+) -> Config:
+    """The base config with this cell's attack and defence (a rule name: that rule alone)."""
+    d = rule_defence(defence) if isinstance(defence, str) else defence
     cohort = config_from_dict(dict(base)).cohort_size()
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for section, keys in d.overrides.items():
+        data[section] = {**data.get(section, {}), **keys}
     data["attack"] = {"kind": attack, "fraction": fraction if attack != "none" else 0.0}
-    data["strategy"] = {
-        **data.get("strategy", {}),
-        "aggregator": rule,
-        "aggregator_args": rule_args(rule, fraction, cohort),
-    }
-    return config_from_dict(data, f"robustness cell {attack} x {rule}")
+    strategy = data.setdefault("strategy", {})
+    if "aggregator_args" not in d.overrides.get("strategy", {}):
+        rule = str(strategy.get("aggregator", "weighted_mean"))
+        strategy["aggregator_args"] = rule_args(rule, fraction, cohort)
+    return config_from_dict(data, f"robustness cell {attack} x {d.name}")
 
 
-def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -> Cell:
+def available(
+    base: Mapping[str, Any], defences: Sequence[Defence]
+) -> tuple[list[Defence], dict[str, str]]:
+    """The defences this build accepts on ``base``, and why each other one is left out."""
+    ok, missing = [], {}
+    for d in defences:
+        try:
+            cell_config(base, "none", d, 0.0)
+        except MurmuraError as exc:
+            missing[d.name] = str(exc)
+            continue
+        ok.append(d)
+    return ok, missing
+
+
+def run_cell(base: Mapping[str, Any], attack: str, defence: str | Defence, fraction: float) -> Cell:
     """Run one cell in this process (one torch thread); errors become the cell's outcome."""
     import torch
 
@@ -155,8 +226,9 @@ def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    rule = defence if isinstance(defence, str) else defence.name
     try:
-        cfg = cell_config(base, attack, rule, fraction)
+        cfg = cell_config(base, attack, defence, fraction)
         exp = build_experiment(cfg)
         history = exp.simulation.run(cfg.run.rounds)
     except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a crash
@@ -167,21 +239,32 @@ def run_cell(base: Mapping[str, Any], attack: str, rule: str, fraction: float) -
     failures = sum(len(m.failures) for m in history.rounds)
     flags, rounds = score_flags(exp.byzantine, history.rounds)
     seconds = time.perf_counter() - t0
+    asr = last.extra.get("attack_success_rate")
     return Cell(
-        attack, rule, last.test_accuracy, seconds, failures, None, exp.byzantine, flags, rounds
+        attack,
+        rule,
+        last.test_accuracy,
+        seconds,
+        failures,
+        None,
+        exp.byzantine,
+        flags,
+        rounds,
+        float(asr) if isinstance(asr, int | float) else None,
     )
 
 
 def run_grid(
     base: Mapping[str, Any],
     attacks: Sequence[str],
-    rules: Sequence[str],
+    rules: Sequence[str | Defence],
     fraction: float,
     jobs: int = 1,
     done: Mapping[tuple[str, str], Cell] | None = None,
 ) -> Iterator[Cell]:
     """Yield each cell's outcome as it finishes, ``jobs`` processes at a time."""
-    todo = [(a, r) for a in attacks for r in rules if (a, r) not in (done or {})]
+    named = [rule_defence(r) if isinstance(r, str) else r for r in rules]
+    todo = [(a, r) for a in attacks for r in named if (a, r.name) not in (done or {})]
     if jobs <= 1:
         for a, r in todo:
             yield run_cell(base, a, r, fraction)
@@ -224,16 +307,22 @@ def save_cells(path: Path, cells: Mapping[tuple[str, str], Cell]) -> None:
 def markdown_table(
     cells: Mapping[tuple[str, str], Cell], attacks: Sequence[str], rules: Sequence[str]
 ) -> str:
-    """Final accuracy per attack (rows) and rule (columns); errors as ``err``."""
-    head = "| attack \\ rule | " + " | ".join(rules) + " |"
+    """Final accuracy per attack (rows) and defence (columns), ``acc / ASR`` for a backdoor."""
+    head = "| attack \\ defence | " + " | ".join(rules) + " |"
     lines = [head, "|---|" + "---|" * len(rules)]
     for a in attacks:
-        vals = []
-        for r in rules:
-            c = cells.get((a, r))
-            vals.append("" if c is None else "err" if c.accuracy is None else f"{c.accuracy:.3f}")
+        vals = [cell_text(cells.get((a, r))) for r in rules]
         lines.append(f"| {a} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+def cell_text(c: Cell | None) -> str:
+    """A cell as the table shows it: accuracy, ``/ ASR`` for a backdoor, ``err``, or blank."""
+    if c is None:
+        return ""
+    if c.accuracy is None:
+        return "err"
+    return f"{c.accuracy:.3f}" + ("" if c.asr is None else f" / {c.asr:.2f}")
 
 
 def flag_text(score: FlagScore | None) -> str:
@@ -264,10 +353,23 @@ def write_report(
     attacks: Sequence[str],
     rules: Sequence[str],
     header: str,
+    missing: Mapping[str, str] | None = None,
 ) -> None:
-    """``robustness.md`` (table, notes on failed cells) and ``robustness.png`` (heatmap)."""
+    """``robustness.md`` (table, notes on failed cells) and ``robustness.png`` (heatmap).
+
+    ``missing``: defences this build does not accept, and why (listed, not run).
+    """
     errors = [f"- {c.attack} x {c.rule}: {c.error}" for c in cells.values() if c.error]
     body = [header, "", markdown_table(cells, attacks, rules), ""]
+    if any(c.asr is not None for c in cells.values()):
+        body += [
+            "`acc / ASR`: main-task accuracy / attack success rate, the share of triggered "
+            "test images (true label not the target) classified as the target.",
+            "",
+        ]
+    if missing:
+        body += ["Defences not in this build (not run):", ""]
+        body += [f"- {name}: {why}" for name, why in missing.items()] + [""]
     if any(c.flags is not None for c in cells.values()):
         body += [
             "Anomaly flags at the end of the run against the attackers: precision / recall "
@@ -304,10 +406,13 @@ def heatmap(
     ax.set_xticks(range(len(rules)), rules, rotation=35, ha="right")
     ax.set_yticks(range(len(attacks)), attacks)
     for (i, j), v in np.ndenumerate(grid):
+        c = cells.get((attacks[i], rules[j]))
         text = "err" if np.isnan(v) else f"{v:.2f}"
+        if c is not None and c.asr is not None:
+            text += f"\nASR {c.asr:.2f}"
         ax.text(j, i, text, ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
     fig.colorbar(im, ax=ax, label="final test accuracy")
-    ax.set_title("robustness: attacks x aggregation rules")
+    ax.set_title("robustness: attacks x defences")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -317,24 +422,36 @@ def robustness(
     config_path: Path,
     out: Path,
     attacks: Sequence[str] = ATTACKS_DEFAULT,
-    rules: Sequence[str] = RULES_DEFAULT,
+    rules: Sequence[str | Defence] | None = None,
     fraction: float = 0.2,
     jobs: int = 1,
     on_cell: Callable[[Cell], None] | None = None,
+    rounds: int | None = None,
 ) -> dict[tuple[str, str], Cell]:
-    """Run (or finish) the grid for ``config_path`` and write its outputs under ``out``."""
+    """Run (or finish) the grid for ``config_path`` and write its outputs under ``out``.
+
+    ``rules`` None: every ``DEFENCES`` entry this build accepts. ``rounds`` overrides the
+    config's (a reduced grid says so in its header).
+    """
     base = load_config(config_path).model_dump()
+    if rounds is not None:
+        base["run"]["rounds"] = rounds
+    wanted = list(DEFENCES.values()) if rules is None else rules
+    defences, missing = available(
+        base, [rule_defence(r) if isinstance(r, str) else r for r in wanted]
+    )
     out.mkdir(parents=True, exist_ok=True)
     store = out / "robustness.json"
     cells = load_cells(store)
-    for cell in run_grid(base, attacks, rules, fraction, jobs, cells):
+    for cell in run_grid(base, attacks, defences, fraction, jobs, cells):
         cells[(cell.attack, cell.rule)] = cell
         save_cells(store, cells)
         if on_cell is not None:
             on_cell(cell)
     header = (
         f"# Robustness: {config_path.name}, {round(fraction * 100)}% Byzantine clients, "
-        f"{base['run']['rounds']} rounds, final test accuracy"
+        f"{base['run']['rounds']} rounds, final test accuracy (/ attack success rate)"
     )
-    write_report(out, cells, attacks, rules, header)
+    names = [d.name for d in defences]
+    write_report(out, cells, attacks, names, header, missing)
     return cells

@@ -57,7 +57,7 @@ def build_experiment(cfg: Config) -> Experiment:
     e = cfg.evaluation
     strategy = server_strategy(
         cfg,
-        _central_evaluation(task, data, model) if e.central else None,
+        _central_evaluation(cfg, task, data, model) if e.central else None,
         fraction_evaluate=e.fraction if e.federated else 0.0,
     )
     log.info(
@@ -73,7 +73,7 @@ def build_experiment(cfg: Config) -> Experiment:
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
     strategy = apply_secagg(cfg, strategy, largest)  # [secagg]; as is when off
     # [compression] encodes what privacy released (local DP noise before encoding)
-    wrapped, byzantine = _wrap_clients(cfg, strategy, apply_compression(cfg, private))
+    wrapped, byzantine = _wrap_clients(cfg, strategy, apply_compression(cfg, private), data)
     strategy = _flagging(cfg, strategy)  # [anomaly]; as is when off
     sim = Simulation(
         strategy,
@@ -87,9 +87,9 @@ def build_experiment(cfg: Config) -> Experiment:
 
 
 def _central_evaluation(
-    task: Task, data: FederatedDataset, model: FlatModel
+    cfg: Config, task: Task, data: FederatedDataset, model: FlatModel
 ) -> Callable[[Vector], EvaluateRes]:
-    """Evaluation of a model on the task's central test set."""
+    """Evaluation of a model on the task's central test set (and a backdoor's success rate)."""
     test_x, test_y = data.test()
     if len(test_x) == 0:
         raise ConfigError(
@@ -101,11 +101,15 @@ def _central_evaluation(
         model.set(weights)
         return evaluate_classifier(model.module, task, test_x, test_y)
 
-    return evaluate
+    if cfg.attack.kind == "none":
+        return evaluate
+    from murmura.attacks.wiring import with_attack_success
+
+    return with_attack_success(cfg, evaluate, model, data)
 
 
 def _wrap_clients(
-    cfg: Config, strategy: Strategy, clients: Sequence[Client]
+    cfg: Config, strategy: Strategy, clients: Sequence[Client], data: FederatedDataset
 ) -> tuple[list[Client], list[str]]:
     """Per-client strategy state (SCAFFOLD's ``wrap_client``), then the [attack] wrappers.
 
@@ -115,10 +119,9 @@ def _wrap_clients(
     out: list[Client] = [wrap(c) for c in clients] if callable(wrap) else list(clients)
     if cfg.attack.kind == "none":
         return out, []
-    from murmura.attacks import AttackContext, wrap_byzantine
+    from murmura.attacks.wiring import wrap_attackers
 
-    ctx = AttackContext(len(out), cfg.cohort_size(), cfg.strategy.server_lr, cfg.run.seed)
-    return wrap_byzantine(out, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx)
+    return wrap_attackers(cfg, out, cfg.cohort_size(), data)
 
 
 def _flagging(cfg: Config, strategy: Strategy) -> Strategy:

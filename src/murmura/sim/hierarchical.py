@@ -32,6 +32,8 @@ import torch
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.aggregate.preaggregation import strategy_rule
+from murmura.attacks.breakdown import round_size
+from murmura.attacks.wiring import with_attack_success, wrap_attackers
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.compress.uplink import apply_compression
 from murmura.config import Config
@@ -42,7 +44,7 @@ from murmura.seeding import derive_seed
 from murmura.sim.choose import choose_executor
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.experiment import Experiment, server_strategy
-from murmura.sim.runtime import Simulation
+from murmura.sim.runtime import HonestView, OmniscientClient, Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.strategy.hooks import Stateful
@@ -144,8 +146,25 @@ class EdgeAggregator:
         )
         checks = self.checks if self.checks is not None else default_checks(weights.size)
         failures: list[Failure] = []
+        omniscient = {c.node_id for c in round_.cohort if isinstance(c, OmniscientClient)}
+        held: list[tuple[str, FitRes]] = []
+        honest: list[FitRes] = []
         for node, outcome in outcomes:
+            if node in omniscient and isinstance(outcome, FitRes):
+                held.append((node, outcome))  # crafted below, from this edge's honest updates
+                continue
             reason = _accept(ins.round, node, outcome, buffer, checks)
+            if reason is not None:
+                failures.append(Failure(node, reason))
+            elif isinstance(outcome, FitRes):
+                honest.append(outcome)
+        view = HonestView(
+            ins.round, [r.update for r in honest], [r.num_examples for r in honest], len(held)
+        )
+        for node, own in held:
+            reason = _accept(
+                ins.round, node, _craft(self.children[node], view, own), buffer, checks
+            )
             if reason is not None:
                 failures.append(Failure(node, reason))
         self.last_failures = failures
@@ -189,6 +208,15 @@ class EdgeAggregator:
         loss = sum(r.loss * r.num_examples for r in results) / total
         acc = sum(r.metrics.get("accuracy", 0.0) * r.num_examples for r in results) / total
         return EvaluateRes(loss=loss, num_examples=total, metrics={"accuracy": acc})
+
+
+def _craft(child: Client, view: HonestView, own: FitRes) -> FitRes | BaseException:
+    """An omniscient child's crafted result, or what it raised (a failure of the round)."""
+    assert isinstance(child, OmniscientClient)
+    try:
+        return child.craft(view, own)
+    except Exception as exc:  # noqa: BLE001 - a failing attacker must not end the round
+        return exc
 
 
 def edge_examples(buffer: UpdateBuffer) -> int:
@@ -267,10 +295,11 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
     ]
     test_x, test_y = data.test()
 
-    def evaluate(weights: Vector) -> EvaluateRes:
+    def evaluate_plain(weights: Vector) -> EvaluateRes:
         model.set(weights)
         return evaluate_classifier(model.module, task, test_x, test_y)
 
+    evaluate = with_attack_success(cfg, evaluate_plain, model, data)  # and a backdoor's ASR
     s = cfg.strategy
     central = cfg.privacy.mode == "central"
     # central DP wraps the configured server rule, as in the star; else the root is FedAvg
@@ -281,13 +310,8 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
     )
     root, clients = apply_privacy(cfg, root, plain)
     clients = apply_compression(cfg, clients)  # as in the star: encode, then attack
-    if cfg.attack.kind != "none":  # as in the star: the same clients, the same wrappers
-        from murmura.attacks import AttackContext, wrap_byzantine
-
-        ctx = AttackContext(len(clients), cfg.cohort_size(), s.server_lr, cfg.run.seed)
-        clients, _ = wrap_byzantine(
-            clients, cfg.attack.kind, cfg.attack.fraction, cfg.attack.args, ctx
-        )
+    # [attack] after privacy, as in the star (attackers keep DP-SGD); sized by an edge's round
+    clients, byzantine = wrap_attackers(cfg, clients, round_size(cfg), data)
     groups = split_clients(clients, cfg.topology.edges)
     needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
     largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
@@ -317,4 +341,4 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
         evaluate_every=cfg.evaluation.every,
         max_weight_share=s.max_weight_share,
     )
-    return Experiment(cfg, task, data, model, sim)
+    return Experiment(cfg, task, data, model, sim, tuple(byzantine))

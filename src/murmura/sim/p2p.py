@@ -2,7 +2,7 @@
 
 Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronous: each peer
 trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
-``Sender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
+``RoundSender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
 (Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
 With ``[privacy]`` every peer is wrapped by ``murmura.privacy.wiring.private_learners``
 (local DP, DP-SGD; the wrappers of the star) and the run spends the budgets once per round,
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from murmura.attacks.base import choose_byzantine
+from murmura.attacks.peer_sender import RoundSender, peer_attack
 from murmura.client import FlatModel, LocalSGD
 from murmura.compress import make_codec
 from murmura.compress.accounting import dense_bytes, round_bytes
@@ -37,12 +38,9 @@ from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
 from murmura.sim.peer import (
-    SENDERS,
     LocalWork,
     Mixer,
     PeerLearner,
-    Sender,
-    honest,
     local_step,
     make_mixer,
     weighted_mix,
@@ -68,14 +66,14 @@ EvaluateFn = Callable[[Vector], EvaluateRes]
 class P2POptions:
     """How peers exchange: robust mixing, Byzantine senders, time-varying graph, failures.
 
-    ``byzantine`` maps a peer to the ``Sender`` that replaces its honest messages;
+    ``byzantine`` maps a peer to the ``RoundSender`` that replaces its honest messages;
     ``dropout`` is the chance that a peer misses a round's exchange (it keeps training, its
     neighbours skip it and renormalise their weights). ``budgets`` (differential privacy)
     are spent once per round; the run stops before a round would take one past its target.
     """
 
     mixer: Mixer = weighted_mix
-    byzantine: Mapping[int, Sender] = field(default_factory=dict)
+    byzantine: Mapping[int, RoundSender] = field(default_factory=dict)
     time_varying: bool = False
     dropout: float = 0.0
     seed: int = 0
@@ -153,7 +151,7 @@ class P2PSimulation:
         mixing = w if w is not None else self.mixing
         choco = self.options.choco
         if choco is None:
-            sent = self._messages(trained, missing)
+            sent = self._messages(round_, trained, missing)
             self.x = self._mix_all(mixing, trained, sent, missing)
             sizes = {i: float(dense_bytes(self.x.shape[1])) for i in sent}
         else:
@@ -205,13 +203,16 @@ class P2PSimulation:
             losses.append(loss)
         return trained, losses
 
-    def _messages(self, trained: np.ndarray, missing: Collection[int]) -> dict[int, Vector]:
+    def _messages(
+        self, round_: int, trained: np.ndarray, missing: Collection[int]
+    ) -> dict[int, Vector]:
         """What each present peer sends; a non-finite message is dropped like a missing peer."""
         out: dict[int, Vector] = {}
         for i in range(self.num_peers):
             if i in missing:
                 continue
-            msg = self.options.byzantine.get(i, honest)(self.x[i], trained[i])
+            attack = self.options.byzantine.get(i)
+            msg = trained[i] if attack is None else attack(round_, self.x[i], trained[i])
             if np.isfinite(msg).all():
                 out[i] = np.asarray(msg, dtype=np.float32)
         return out
@@ -266,23 +267,30 @@ def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
     return build_topology(t.kind, **args)
 
 
-def byzantine_senders(t: TopologySection, n: int, seed: int) -> dict[int, Sender]:
-    """Peers ``byzantine_peers``, else those ``choose_byzantine`` picks, get the attack."""
+def byzantine_senders(t: TopologySection, graph: nx.Graph, seed: int) -> dict[int, RoundSender]:
+    """Peers ``byzantine_peers``, else those ``choose_byzantine`` picks, get the attack.
+
+    Each runs ``[topology] attack`` with ``attack_args`` through the sender a deployed
+    red-team peer uses (``murmura.attacks.peer_sender``), sized by its own neighbourhood.
+    """
+    n = graph.number_of_nodes()
     if t.byzantine_peers is not None:
         chosen = sorted(set(t.byzantine_peers))
         if any(not 0 <= i < n for i in chosen):
             raise ConfigError(f"topology.byzantine_peers {chosen}: peers are 0..{n - 1}")
     else:
         chosen = choose_byzantine(n, t.byzantine_fraction, seed)
-    if not chosen:
+    if not chosen or t.attack == "none":
         return {}
     if len(chosen) == n:
         raise ConfigError(f"topology.byzantine_fraction {t.byzantine_fraction}: no honest peer")
     try:
-        sender = SENDERS.get(t.attack)(**t.attack_args)
-    except TypeError as exc:
-        raise ConfigError(f"topology.attack_args {t.attack_args}: {exc}") from None
-    return {i: sender for i in chosen}
+        return {
+            i: peer_attack(t.attack, t.attack_args, f"peer-{i}", graph.degree(i), seed)
+            for i in chosen
+        }
+    except ConfigError as exc:
+        raise ConfigError(f"topology.attack = {t.attack!r}, attack_args: {exc}") from None
 
 
 def build_peer_learners(
@@ -305,6 +313,12 @@ def build_peer_learners(
 def build_p2p_experiment(cfg: Config) -> Experiment:
     """The P2P run ``cfg`` describes, as an ``Experiment`` whose simulation is peer-to-peer."""
     t = cfg.topology
+    if cfg.attack.kind != "none":  # accepted and ignored would be a silent no-op
+        raise ConfigError(
+            f"[attack] kind = {cfg.attack.kind!r} is not read by topology.kind = {t.kind!r}: "
+            "peer-to-peer attackers are [topology] byzantine_peers or byzantine_fraction, "
+            "running [topology] attack with attack_args"
+        )
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
     data = task.federate(
@@ -325,7 +339,7 @@ def build_p2p_experiment(cfg: Config) -> Experiment:
     learners, budgets = build_peer_learners(cfg, task, data, n, model)
     options = P2POptions(
         mixer=mixer,
-        byzantine=byzantine_senders(t, n, cfg.run.seed),
+        byzantine=byzantine_senders(t, graph, cfg.run.seed),
         time_varying=t.time_varying,
         dropout=t.dropout,
         seed=cfg.run.seed,

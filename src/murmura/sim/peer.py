@@ -9,7 +9,7 @@ the neighbourhood. Byzantine behaviour is a ``Sender``: it changes only what a p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -22,7 +22,6 @@ from murmura.aggregate.preaggregation import make_rule
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
 from murmura.learner import Learner
-from murmura.registry import Registry
 from murmura.seeding import client_generator, derive_seed
 from murmura.tasks.base import Task
 from murmura.topology import adaptive_tau, clipped_mix, renormalize, robust_neighbourhood_mix
@@ -149,43 +148,6 @@ def make_mixer(
     if isinstance(make_rule(robust, params or {}, pre, pre_params or {}), ClientAware):
         raise ConfigError(f"topology.robust = {robust!r} keeps per-client history; peers keep none")
     return AggregatorMixer(robust, dict(params or {}), pre, dict(pre_params or {}))
-
-
-Sender = Callable[[Vector, Vector], Vector]
-"""What a peer sends, given its model before and after this round's local training."""
-
-SENDERS: Registry[Callable[..., Sender]] = Registry("peer attack")
-
-
-def honest(before: Vector, after: Vector) -> Vector:
-    """An honest peer sends its trained model."""
-    return after
-
-
-@SENDERS.register("none")
-def _honest_sender() -> Sender:
-    return honest
-
-
-@SENDERS.register("sign_flip")
-def sign_flip(scale: float = 1.0, relative_to: Literal["delta", "model"] = "model") -> Sender:
-    """Sign-flipping Byzantine peer: negate the honest delta, or send ``-scale`` x the model.
-
-    ``relative_to="delta"`` sends ``before - scale * (after - before)``; ``"model"`` sends
-    ``-scale * after``. Only what is sent changes; the peer's own state stays honest.
-    """
-    if not scale > 0:
-        raise ConfigError(f"sign_flip: scale must be > 0, got {scale}")
-    if relative_to not in ("delta", "model"):
-        raise ConfigError(f"sign_flip: relative_to must be 'delta' or 'model', got {relative_to!r}")
-    s = np.float32(scale)
-
-    def send(before: Vector, after: Vector) -> Vector:
-        if relative_to == "delta":
-            return (before - s * (after - before)).astype(np.float32)
-        return (-s * after).astype(np.float32)
-
-    return send
 
 
 @dataclass(frozen=True, slots=True)

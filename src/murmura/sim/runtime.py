@@ -1,10 +1,11 @@
 """The in-process round loop: sample, train, validate, aggregate, evaluate, report.
 
-Omniscient attacker hook (simulation only): a client that implements ``OmniscientClient``
-(an attack such as ALIE or IPM, see ``murmura.attacks``) trains like any other, but its result
-is held back until every other result of the round has been validated; the runtime then calls
-``client.craft(view, own)`` with a ``HonestView`` of the accepted honest updates, and
-validates what it returns like any update. Strategies never see the difference.
+Omniscient attacker hook (simulation only; each tree edge has the same): a client that
+implements ``OmniscientClient`` (an attack such as ALIE or IPM, see ``murmura.attacks``)
+trains like any other, but its result is held back until every other result of the round
+has been validated; the runtime then calls ``client.craft(view, own)`` with a ``HonestView``
+of the accepted honest updates, and validates what it returns like any update. Strategies
+never see the difference.
 
 Round observer hook: an optional ``RoundObserver`` (anomaly scores) sees each round's
 validated updates after aggregation, adds to the round's metrics, and can name nodes to leave
@@ -177,6 +178,7 @@ class Simulation:
             ev = self.strategy.evaluate(round_, self.weights)
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+                metrics.extra.update({k: v for k, v in ev.metrics.items() if k != "accuracy"})
             self._evaluate_federated(round_, nodes, metrics)
         metrics.seconds = time.perf_counter() - t0
         return metrics
