@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from murmura.aggregate import krum_select, make_aggregator
+from murmura.aggregate import krum_select
+from murmura.aggregate.preaggregation import make_rule
 from murmura.attacks.base import ATTACKS, AttackContext, RoundView
 from murmura.attacks.omniscient import alie_update, ipm_update
 from murmura.errors import ConfigError
@@ -235,10 +236,18 @@ class Optimised:
     aggregator: str
     aggregator_args: tuple[tuple[str, Any], ...] = ()
     """The rule's parameters as sorted items (hashable: rounds share one forged update)."""
+    pre_aggregation: str = "none"
+    pre_aggregation_args: tuple[tuple[str, Any], ...] = ()
+    """The pre-aggregation before the rule (NNM, bucketing, ARC), searched against too."""
 
     def forge(self, view: RoundView) -> Vector:
         """The crafted update at the most damaging scale."""
-        rule = make_aggregator(self.aggregator, **dict(self.aggregator_args))
+        rule = make_rule(
+            self.aggregator,
+            dict(self.aggregator_args),
+            self.pre_aggregation,
+            dict(self.pre_aggregation_args),
+        )
         honest = view.honest
         craft: Callable[[float], Vector] = (
             (lambda z: alie_update(honest, z))
@@ -292,9 +301,20 @@ def _mimic(ctx: AttackContext) -> Mimic:
 
 @ATTACKS.register("alie_opt")
 def _alie_opt(ctx: AttackContext) -> Optimised:
-    return Optimised("alie", ctx.aggregator, tuple(sorted(ctx.aggregator_args.items())))
+    return _optimised("alie", ctx)
 
 
 @ATTACKS.register("ipm_opt")
 def _ipm_opt(ctx: AttackContext) -> Optimised:
-    return Optimised("ipm", ctx.aggregator, tuple(sorted(ctx.aggregator_args.items())))
+    return _optimised("ipm", ctx)
+
+
+def _optimised(attack: Literal["alie", "ipm"], ctx: AttackContext) -> Optimised:
+    """ALIE or IPM searching against the whole rule of ``ctx``, pre-aggregation included."""
+    return Optimised(
+        attack,
+        ctx.aggregator,
+        tuple(sorted(ctx.aggregator_args.items())),
+        ctx.pre_aggregation,
+        tuple(sorted(ctx.pre_aggregation_args.items())),
+    )

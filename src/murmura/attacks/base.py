@@ -37,10 +37,10 @@ _SELECTION_STREAM = 0xB12A  # keeps the Byzantine choice apart from every other 
 class AttackContext:
     """What an attack may know about the run it sits in.
 
-    ``aggregator`` and ``aggregator_args`` are the rule in use (aggregator-aware attacks
-    search against it); ``attacker`` is this attacker's index among ``num_attackers``
-    (a distributed backdoor gives each its own piece of the trigger); ``num_classes`` is
-    the task's, where known (label flipping, backdoors).
+    ``aggregator`` and ``aggregator_args``, behind ``pre_aggregation``, are the rule in use
+    (aggregator-aware attacks search against it); ``attacker`` is this attacker's index among
+    ``num_attackers`` (a distributed backdoor gives each its own piece of the trigger);
+    ``num_classes`` is the task's, where known (label flipping, backdoors).
     """
 
     num_clients: int
@@ -49,6 +49,8 @@ class AttackContext:
     seed: int
     aggregator: str = "weighted_mean"
     aggregator_args: Mapping[str, Any] = field(default_factory=dict)
+    pre_aggregation: str = "none"
+    pre_aggregation_args: Mapping[str, Any] = field(default_factory=dict)
     attacker: int = 0
     num_attackers: int = 1
     num_classes: int | None = None

@@ -47,6 +47,8 @@ def wrap_attackers(
         seed=cfg.run.seed,
         aggregator=s.aggregator,
         aggregator_args=dict(s.aggregator_args),
+        pre_aggregation=s.pre_aggregation,
+        pre_aggregation_args=dict(s.pre_aggregation_args),
         num_classes=num_classes_of(data),
     )
     return wrap_byzantine(clients, a.kind, a.fraction, a.args, ctx)
