@@ -136,7 +136,7 @@ def test_ledger_of_a_grpc_run(procs, tmp_path: Path) -> None:  # type: ignore[no
     # worker's signature. Change a stored digest, or the signature, then re-chain the ledger.
     target = by_event["update_received"][1]
     edits = {
-        "sha256": lambda d: d | {"sha256": "0" * 64},
+        "blake3": lambda d: d | {"blake3": "0" * 64},
         "signature": lambda d: d | {"signature": d["signature"][:-2] + "00"},
     }
     for name, edit in edits.items():

@@ -84,6 +84,8 @@ class WorkerSignatures:
         why = self._issued(cert, rec)
         if why is not None:
             return why
+        if "blake3" in d and "sha256" in d:
+            return "the update record holds two digests (blake3 and sha256)"
         algorithm = "blake3" if "blake3" in d else "sha256"  # sha256: an earlier release's
         kind, n, digest = d.get("kind"), d.get("num_examples"), d.get(algorithm)
         if not isinstance(kind, str) or type(n) is not int or not isinstance(digest, str):
