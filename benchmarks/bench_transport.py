@@ -6,7 +6,9 @@
    (mTLS, 1 MiB chunks, digest and layout checks on arrival). The same bytes are then sent
    over a plain loopback TCP socket between two processes. Prints MB/s of both, the ratio,
    and the CPU time each side spent (Linux ``/proc``), with the floor the protocol's own work
-   sets: SHA-256 and AES-256-GCM over the bytes on both sides, on ``os.cpu_count()`` cores.
+   sets: the update digest (BLAKE3; SHA-256 shown for comparison) and AES-256-GCM over the
+   bytes on both sides, on ``os.cpu_count()`` cores. The same bytes as bare 1 MiB gRPC
+   messages over mTLS (no checks) are the ceiling a Push is measured against (target 80%).
 2. One full round with ``--workers`` gRPC clients, each with its own certificate (sharing two
    processes, one thread each), a tiny model and FedAvg; prints the round's wall time.
 """
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -236,8 +239,8 @@ def bench_raw_grpc(root: Path, mb: int, reps: int) -> Transfer:
     return clock.best
 
 
-def protocol_work_seconds(mb: int) -> tuple[float, float]:
-    """CPU seconds one side must spend on ``mb`` MB: SHA-256 (the digest) and AES-256-GCM (TLS).
+def protocol_work_seconds(mb: int) -> tuple[float, float, float]:
+    """CPU seconds one side spends on ``mb`` MB: SHA-256, BLAKE3 (the digest), AES-256-GCM (TLS).
 
     Each is the best of three passes over the same buffer, 1 MiB at a time, on one core.
     """
@@ -253,9 +256,9 @@ def protocol_work_seconds(mb: int) -> tuple[float, float]:
             times.append(time.perf_counter() - t0)
         return min(times)
 
-    hasher = hashlib.sha256()
+    sha, b3 = hashlib.sha256(), blake3.blake3()
     aead, nonce = AESGCM(AESGCM.generate_key(bit_length=256)), os.urandom(12)
-    return best(hasher.update), best(lambda b: aead.encrypt(nonce, b, None))
+    return best(sha.update), best(b3.update), best(lambda b: aead.encrypt(nonce, b, None))
 
 
 # -- 2. a 50-worker round ----------------------------------------------------------------
@@ -326,7 +329,7 @@ def main() -> None:
         push = bench_grpc(root, args.mb, args.reps)
         sock = bench_socket(args.mb, args.reps)
         raw = bench_raw_grpc(root, args.mb, args.reps)
-        sha, aes = protocol_work_seconds(args.mb)
+        sha, b3, aes = protocol_work_seconds(args.mb)
 
         def line(what: str, t: Transfer) -> str:
             return (
@@ -338,14 +341,16 @@ def main() -> None:
         print(line("plain socket (recv_into one buffer)", sock))
         print(line("murmura Push over mTLS gRPC (digest, checks)", push))
         print(line("bare 1 MiB messages over mTLS gRPC", raw))
-        print(f"ratio murmura Push / socket: {push.mbs / sock.mbs:.1%} (target >= 50%)")
-        # What any design must spend: both sides hash (SHA-256) and encrypt or decrypt
+        print(f"ratio murmura Push / socket: {push.mbs / sock.mbs:.1%}")
+        print(f"ratio murmura Push / bare mTLS gRPC: {push.mbs / raw.mbs:.1%} (target >= 80%)")
+        # What any design must spend: both sides hash (BLAKE3) and encrypt or decrypt
         # (AES-256-GCM) every byte, on top of the socket's own copies.
-        need = 2 * (sha + aes) + sock.sender_cpu + sock.receiver_cpu
+        need = 2 * (b3 + aes) + sock.sender_cpu + sock.receiver_cpu
         floor = max(need / (os.cpu_count() or 1), args.mb * MB / (sock.mbs * MB))
         print(
-            f"protocol work per side on one core: SHA-256 {sha * 1e3:.0f} ms, "
-            f"AES-256-GCM {aes * 1e3:.0f} ms; with the socket's own CPU that is "
+            f"protocol work per side on one core: BLAKE3 {b3 * 1e3:.0f} ms (SHA-256 "
+            f"{sha * 1e3:.0f} ms), AES-256-GCM {aes * 1e3:.0f} ms; with the socket's own CPU "
+            f"that is "
             f"{need * 1e3:.0f} ms of CPU on {os.cpu_count()} cores: at best "
             f"{args.mb / floor:.0f} MB/s, {args.mb / floor / sock.mbs:.1%} of the socket here"
         )

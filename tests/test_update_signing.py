@@ -12,13 +12,14 @@ from murmura.errors import SignatureError
 from murmura.transport import keys
 from murmura.update_signing import (
     DOMAIN,
+    DOMAIN_V1,
     UpdateSigner,
     UpdateStatement,
     fingerprint,
     verify_update,
 )
 
-STATEMENT = UpdateStatement("run-1", 3, "w1", "FIT", 12, bytes(range(32)))
+STATEMENT = UpdateStatement("run-1", 3, "w1", "FIT", 12, bytes(range(32)), "blake3")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,11 @@ def _node(root: Path, name: str) -> tuple[UpdateSigner, x509.Certificate]:
 
 def test_the_statement_is_canonical() -> None:
     assert STATEMENT.encode() == DOMAIN + (
+        b'["run-1",3,"w1","FIT",12,"blake3","' + bytes(range(32)).hex().encode() + b'"]'
+    )
+    # an earlier release's statement (SHA-256, no algorithm named), as its ledgers hold it
+    v1 = dataclasses.replace(STATEMENT, algorithm="sha256")
+    assert v1.encode() == DOMAIN_V1 + (
         b'["run-1",3,"w1","FIT",12,"' + bytes(range(32)).hex().encode() + b'"]'
     )
 
@@ -50,7 +56,7 @@ def test_a_signature_verifies_only_for_its_statement_and_its_certificate(pki: Pa
     with pytest.raises(SignatureError, match="does not verify"):
         verify_update(other, STATEMENT, sig)
     changes = {"run_id": "run-2", "round": 4, "node": "w2", "kind": "EVALUATE",
-               "num_examples": 13, "sha256": bytes(32)}  # fmt: skip
+               "num_examples": 13, "digest": bytes(32), "algorithm": "sha256"}  # fmt: skip
     for field, value in changes.items():
         with pytest.raises(SignatureError, match="does not verify"):
             verify_update(cert, dataclasses.replace(STATEMENT, **{field: value}), sig)

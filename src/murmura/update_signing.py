@@ -1,8 +1,9 @@
 """A worker's signature of the update it sends: what is signed, signing, and checking it.
 
-The worker signs a statement of (run, round, node, kind, example count, SHA-256 of the update
-bytes) with the private key of its TLS certificate (ECDSA P-256, SHA-256, DER), so the
-signature ties the update to the certificate the project CA issued and needs no other key.
+The worker signs a statement of (run, round, node, kind, example count, digest algorithm,
+digest of the update bytes) with the private key of its TLS certificate (ECDSA P-256,
+SHA-256, DER), so the signature ties the update to the certificate the project CA issued and
+needs no other key.
 The coordinator checks it against the certificate the TLS handshake presented and keeps it in
 its audit ledger; ``murmura audit verify --ca`` checks it again later, so a coordinator
 cannot forge the record of a worker's update. Core on purpose: the transport signs and checks,
@@ -21,8 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from murmura.errors import SignatureError
 
-DOMAIN = b"murmura.update.v1\n"
+DOMAIN = b"murmura.update.v2\n"
 """Prefix of every signed statement: a signature made for anything else never verifies here."""
+DOMAIN_V1 = b"murmura.update.v1\n"
+"""Prefix of the statements of earlier releases, which named no algorithm (SHA-256): an
+audit ledger written by one still verifies."""
 MAX_SIGNATURE_BYTES = 256
 """Longest signature accepted (a DER ECDSA P-256 signature takes at most 72 bytes)."""
 
@@ -37,12 +41,23 @@ class UpdateStatement:
     kind: str
     """The result kind's name, ``"FIT"``."""
     num_examples: int
-    sha256: bytes
+    digest: bytes
+    algorithm: str = "sha256"
+    """The digest's algorithm: ``"blake3"`` (``murmura.transport.digests``) from this release
+    on; ``"sha256"`` is the v1 statement of earlier ones, kept so their ledgers verify."""
 
     def encode(self) -> bytes:
-        """The canonical bytes that are signed: a domain line, then a compact JSON array."""
-        body = [self.run_id, self.round, self.node, self.kind, self.num_examples, self.sha256.hex()]
-        return DOMAIN + json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+        """The canonical bytes that are signed: a domain line, then a compact JSON array.
+
+        The algorithm is part of what is signed (v2), so a signature binds the exact bytes
+        only under the hash it was made with; the v1 form (SHA-256) names none.
+        """
+        head = [self.run_id, self.round, self.node, self.kind, self.num_examples]
+        if self.algorithm == "sha256":
+            domain, body = DOMAIN_V1, [*head, self.digest.hex()]
+        else:
+            domain, body = DOMAIN, [*head, self.algorithm, self.digest.hex()]
+        return domain + json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 class UpdateSigner:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -43,6 +44,10 @@ NAMES = ["w0", "w1"]
 
 def _sha(vector: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+def _blake3(vector: np.ndarray) -> str:
+    return blake3.blake3(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 
 def _rechain(state: Path, seq: int, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -99,7 +104,7 @@ def test_ledger_of_a_grpc_run(procs, tmp_path: Path) -> None:  # type: ignore[no
         for name in NAMES:
             update = np.load(out / f"{name}-r{rnd}.npy", allow_pickle=False)
             n = json.loads((out / f"{name}-r{rnd}.json").read_text())["n"]
-            assert got[name]["sha256"] == _sha(update) and got[name]["num_examples"] == n
+            assert got[name]["blake3"] == _blake3(update) and got[name]["num_examples"] == n
         (end,) = [r.details() for r in by_event["round_end"] if r.round == rnd]
         assert end == {
             "participants": 2,
@@ -131,7 +136,7 @@ def test_ledger_of_a_grpc_run(procs, tmp_path: Path) -> None:  # type: ignore[no
     # worker's signature. Change a stored digest, or the signature, then re-chain the ledger.
     target = by_event["update_received"][1]
     edits = {
-        "sha256": lambda d: d | {"sha256": "0" * 64},
+        "blake3": lambda d: d | {"blake3": "0" * 64},
         "signature": lambda d: d | {"signature": d["signature"][:-2] + "00"},
     }
     for name, edit in edits.items():

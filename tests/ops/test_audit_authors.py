@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import blake3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,6 +16,11 @@ from murmura.transport import keys
 from murmura.update_signing import UpdateSigner, UpdateStatement, certificate_pem, fingerprint
 
 DIGEST = hashlib.sha256(b"update").digest()
+B3 = blake3.blake3(b"update").digest()
+_NOT_VERIFIED = (
+    "the signature does not verify with the sender's certificate "
+    "(forged, or run, round, node, example count or digest changed)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +46,20 @@ def _ledger(
     signer: str = "w1",
     cert_of: str = "w1",
     node: str = "w1",
+    algorithm: str = "sha256",
+    label: str | None = None,
     **update: object,
 ) -> list[Record]:
     """A join of w1 (``cert_of``'s certificate) and one signed update of w1; ``update`` edits
-    the record as the coordinator would forge it (after the worker signed)."""
+    the record as the coordinator would forge it (after the worker signed). ``algorithm``:
+    the digest the worker signed (sha256: an earlier release's record); ``label``: the key the
+    record stores it under (default: the algorithm's name)."""
     cert = _cert(root, cert_of)
     key = UpdateSigner(keys.node_files(root, signer).key.read_bytes())
-    sig = key.sign(UpdateStatement("run-1", 1, node, "FIT", 5, DIGEST))
+    digest = DIGEST if algorithm == "sha256" else B3
+    sig = key.sign(UpdateStatement("run-1", 1, node, "FIT", 5, digest, algorithm))
     details: dict[str, object] = {
-        "sha256": DIGEST.hex(), "num_examples": 5, "kind": "FIT",
+        label or algorithm: digest.hex(), "num_examples": 5, "kind": "FIT",
         "signature": sig.hex(), "cert_sha256": fingerprint(cert), **update,
     }  # fmt: skip
     ledger_key = Ed25519PrivateKey.generate()
@@ -117,3 +128,18 @@ def test_an_unsigned_update_and_a_foreign_ca_are_refused(
     assert reason == "the update of node 'w1' carries no worker signature"
     records = _ledger(tmp_path / "b", root)
     assert "not issued by the given CA" in _verdict(records, _cert(other, "ca"))[1]
+
+
+def test_a_blake3_record_verifies_and_cannot_be_relabelled(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, _ = pki
+    ca = _cert(root, "ca")
+    assert _verdict(_ledger(tmp_path / "ok", root, algorithm="blake3"), ca) == (None, "")
+    # The same digest bytes stored as an earlier release's SHA-256: the v1 statement differs.
+    relabelled = _ledger(tmp_path / "v1", root, algorithm="blake3", label="sha256")
+    assert _verdict(relabelled, ca) == (3, "worker signature of node 'w1': " + _NOT_VERIFIED)
+    both = _ledger(tmp_path / "both", root, algorithm="blake3", sha256=DIGEST.hex())
+    assert _verdict(both, ca) == (3, "the update record holds two digests (blake3 and sha256)")
+    forged = _ledger(tmp_path / "b3", root, algorithm="blake3", blake3=bytes(32).hex())
+    assert _verdict(forged, ca)[1].endswith(_NOT_VERIFIED)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import tracemalloc
 
+import blake3
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +27,10 @@ from murmura.types import Layout
 LAYOUT = Layout(("w", "b"), ((3, 4), (4,)))
 
 
+def _b3(data: bytes) -> bytes:
+    return blake3.blake3(data).digest()
+
+
 def _vector(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(LAYOUT.size).astype(np.float32)
 
@@ -47,7 +51,7 @@ def test_round_trip_is_bitwise() -> None:
     assert res.update is not None
     assert res.update.tobytes() == vec.tobytes()
     assert (res.round, res.node, res.num_examples) == (1, "a", 5)
-    assert res.digest == hashlib.sha256(vec.astype("<f4").tobytes()).digest()
+    assert res.digest == _b3(vec.astype("<f4").tobytes())
 
 
 def test_instruction_round_trip() -> None:
@@ -74,6 +78,7 @@ def test_default_chunks_are_one_mib() -> None:
 def _header_bytes(**blob: object) -> bytes:
     h = pb.ResultHeader(version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=pb.FIT)
     h.update.CopyFrom(pb.BlobHeader(dtype="<f4", length=64, layout=codec.layout_to_proto(LAYOUT)))
+    h.update.digest_algorithm = "blake3"
     for k, v in blob.items():
         setattr(h.update, k, v)
     return pb.ResultPart(header=h).SerializeToString()
@@ -109,7 +114,7 @@ def test_bad_streams_raise_typed_errors(parts: list[bytes], error: type[Protocol
 
 
 def _trailer(digest: bytes) -> bytes:
-    return pb.ResultPart(trailer=pb.BlobTrailer(sha256=digest)).SerializeToString()
+    return pb.ResultPart(trailer=pb.BlobTrailer(digest=digest)).SerializeToString()
 
 
 def test_truncated_stream_and_flipped_bit() -> None:
@@ -130,7 +135,7 @@ def test_truncated_stream_and_flipped_bit() -> None:
 def test_digest_trailer_is_required_last_and_checked() -> None:
     vec = _vector()
     parts = _result_parts(vec)
-    digest = hashlib.sha256(vec.tobytes()).digest()
+    digest = _b3(vec.tobytes())
     assert parts[-1] == _trailer(digest)
     with pytest.raises(MalformedMessage):  # no trailer
         streams.decode_result(parts[:-1])
@@ -170,7 +175,12 @@ def test_length_bomb_is_refused_before_allocation() -> None:
     huge = Layout(("w",), ((1 << 34,),))
     h = pb.ResultHeader(version=codec.PROTOCOL_VERSION, run_id="r", round=1, node="a", kind=pb.FIT)
     h.update.CopyFrom(
-        pb.BlobHeader(dtype="<f4", length=1 << 36, layout=codec.layout_to_proto(huge))
+        pb.BlobHeader(
+            dtype="<f4",
+            length=1 << 36,
+            layout=codec.layout_to_proto(huge),
+            digest_algorithm="blake3",
+        )
     )
     raw = pb.ResultPart(header=h).SerializeToString()
     tracemalloc.start()
@@ -197,13 +207,13 @@ def test_the_trailer_carries_the_signature_and_refuses_an_oversized_one() -> Non
         return b"sig:" + digest[:4]
 
     frames = list(streams.result_frames(header, blob, 16, sign))
-    digest = hashlib.sha256(vec.tobytes()).digest()
+    digest = _b3(vec.tobytes())
     assert seen == [digest]
     assert frames == [p.SerializeToString() for p in streams.result_parts(header, blob, 16, sign)]
     res = streams.decode_result(frames, expected=LAYOUT)
     assert res.signature == b"sig:" + digest[:4] and res.digest == digest
     assert streams.decode_result(_result_parts(vec)).signature == b""  # unsigned: empty
-    big = pb.ResultPart(trailer=pb.BlobTrailer(sha256=digest, signature=bytes(257)))
+    big = pb.ResultPart(trailer=pb.BlobTrailer(digest=digest, signature=bytes(257)))
     with pytest.raises(MalformedMessage, match="limit 256"):
         streams.decode_result([*frames[:-1], big.SerializeToString()])
 
@@ -261,7 +271,7 @@ def test_fuzz_mutated_streams_raise_only_protocol_errors(parts: list[bytes]) -> 
         return
     # Whatever got through must be exactly what the digest vouches for.
     assert res.update is not None
-    assert hashlib.sha256(res.update.tobytes()).digest() == res.digest
+    assert _b3(res.update.tobytes()) == res.digest
     assert len(res.signature) <= 256
 
 
@@ -308,7 +318,7 @@ def test_an_error_result_is_its_header_alone(kind: int) -> None:
     assert res.error == "RuntimeError: out of memory" and res.kind == kind
     assert res.update is None and res.num_examples == 0 and res.metrics == {}
     header = pb.ResultPart.FromString(parts[0]).header
-    assert res.digest == hashlib.sha256(header.SerializeToString(deterministic=True)).digest()
+    assert res.digest == _b3(header.SerializeToString(deterministic=True))
     assert streams.decode_result(_error_parts("x" * streams.MAX_ERROR_CHARS, kind)).error
 
 

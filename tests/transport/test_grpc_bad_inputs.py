@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+import blake3
 import grpc
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def _raw_push(server: ServerThread, pki, name: str, parts: list[bytes]) -> grpc.
 def _signed_by(pki, signer: str, node: str, n: int = 3) -> Callable[[bytes], bytes]:  # type: ignore[no-untyped-def]
     """Signs an update of ``node`` with ``n`` examples, with ``signer``'s TLS key."""
     key = UpdateSigner(pki.creds(signer).key)
-    return lambda digest: key.sign(UpdateStatement("run-1", 1, node, "FIT", n, digest))
+    return lambda digest: key.sign(UpdateStatement("run-1", 1, node, "FIT", n, digest, "blake3"))
 
 
 def _parts(
@@ -156,11 +157,12 @@ def test_bad_inputs_are_refused_and_the_round_completes(server: ServerThread, pk
     assert by["model_sent", "w6"]["sha256"] == hashlib.sha256(bytes(48)).hexdigest()
     got = dict(by["update_received", "w7"])
     w7 = x509.load_pem_x509_certificate(pki.creds("w7").cert)
-    digest = hashlib.sha256(good.astype("<f4").tobytes())
+    digest = blake3.blake3(good.astype("<f4").tobytes())
     signature = bytes.fromhex(str(got.pop("signature")))  # checked by the worker's certificate
-    verify_update(w7, UpdateStatement("run-1", 1, "w7", "FIT", 3, digest.digest()), signature)
+    statement = UpdateStatement("run-1", 1, "w7", "FIT", 3, digest.digest(), "blake3")
+    verify_update(w7, statement, signature)
     assert got == {
-        "sha256": digest.hexdigest(),
+        "blake3": digest.hexdigest(),
         "num_examples": 3,
         "kind": "FIT",
         "cert_sha256": fingerprint(w7),

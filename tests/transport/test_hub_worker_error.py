@@ -73,8 +73,8 @@ async def _scenario() -> None:
     assert hub.counters["worker_errors"] == 2 and hub.counters["duplicates"] == 1
     errors = [(n, d) for e, n, d in events if e == "worker_error"]
     assert errors == [
-        ("b", {"sha256": _decoded(bad).digest.hex(), "kind": "FIT", "error": "RuntimeError: boom"}),
-        ("c", {"sha256": _decoded(c).digest.hex(), "kind": "FIT", "error": "ValueError: no data"}),
+        ("b", {"blake3": _decoded(bad).digest.hex(), "kind": "FIT", "error": "RuntimeError: boom"}),
+        ("c", {"blake3": _decoded(c).digest.hex(), "kind": "FIT", "error": "ValueError: no data"}),
     ]
     with pytest.raises(Refused, match="round 1 is not open"):
         hub.admit("b", bad)  # stale once the round closed

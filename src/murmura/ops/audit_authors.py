@@ -84,12 +84,15 @@ class WorkerSignatures:
         why = self._issued(cert, rec)
         if why is not None:
             return why
-        kind, n, digest = d.get("kind"), d.get("num_examples"), d.get("sha256")
+        if "blake3" in d and "sha256" in d:
+            return "the update record holds two digests (blake3 and sha256)"
+        algorithm = "blake3" if "blake3" in d else "sha256"  # sha256: an earlier release's
+        kind, n, digest = d.get("kind"), d.get("num_examples"), d.get(algorithm)
         if not isinstance(kind, str) or type(n) is not int or not isinstance(digest, str):
             return "the update record lacks its kind, example count or digest"
         try:
             statement = UpdateStatement(
-                rec.run_id, rec.round, rec.node, kind, n, bytes.fromhex(digest)
+                rec.run_id, rec.round, rec.node, kind, n, bytes.fromhex(digest), algorithm
             )
             verify_update(cert, statement, bytes.fromhex(signature))
         except ValueError:

@@ -2,9 +2,10 @@
 
 Everything that reads bytes from the network goes through here and raises only subclasses of
 ``ProtocolError``. Sizes are checked against the announced layout and the size limit *before*
-any buffer is allocated; the SHA-256 digest is checked before a buffer is handed out. A
-model's digest travels in its header; an update's in a trailer after its chunks, so a worker
-hashes while it sends (``BlobAssembler(trailer_digest=True)``). ``BufferAssembler`` makes the
+any buffer is allocated; the digest is checked before a buffer is handed out. A model's
+SHA-256 travels in its header; an update's digest (BLAKE3, named in its header:
+``murmura.transport.digests``) in a trailer after its chunks, so a worker hashes while it
+sends (``BlobAssembler(trailer_digest=True)``). ``BufferAssembler`` makes the
 same checks on opaque bytes (the chunked answers of secure aggregation).
 """
 
@@ -22,6 +23,7 @@ from murmura.compress.base import Codec
 from murmura.compress.base import spec as codec_spec
 from murmura.compress.frame import framed_size, unframe
 from murmura.errors import ProtocolError
+from murmura.transport.digests import Hasher, check_update_digest, update_hasher
 from murmura.transport.frames import chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
@@ -57,7 +59,7 @@ class SizeLimitExceeded(ProtocolError):
 
 
 class DigestMismatch(ProtocolError):
-    """The SHA-256 of the received buffer differs from the announced one."""
+    """The digest of the received buffer differs from the announced one."""
 
 
 class LayoutMismatch(ProtocolError):
@@ -144,25 +146,27 @@ class Blob:
             yield pb.Chunk(offset=off, data=bytes(self.data[off : off + chunk_size]))
 
     def frames(
-        self, chunk_size: int = DEFAULT_CHUNK, hasher: hashlib._Hash | None = None
+        self, chunk_size: int = DEFAULT_CHUNK, hasher: Hasher | None = None
     ) -> Iterator[bytes]:
         """Yield serialized chunk messages (``ResultPart``/``Instruction``), one copy each.
 
-        With ``hasher``, each chunk is also hashed as it goes out (the trailer's digest).
+        With ``hasher``, each chunk is also hashed as it goes out (the trailer's digest), from
+        the frame's copy while it is still in cache rather than from the vector again.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         for off in range(0, len(self.data), chunk_size):
             piece = self.data[off : off + chunk_size]
+            frame = chunk_frame(off, piece)
             if hasher is not None:
-                hasher.update(piece)  # releases the GIL: overlaps gRPC's sending threads
-            yield chunk_frame(off, piece)
+                hasher.update(memoryview(frame)[len(frame) - len(piece) :])  # releases the GIL
+            yield frame
 
 
 def encode_blob(vector: Vector, layout: Layout, digest: bool = True) -> Blob:
     """Describe ``vector`` (float32, shaped as ``layout``) for sending; no copy if contiguous LE.
 
-    ``digest=False`` leaves the header's digest empty, for a stream that ends with a trailer.
+    ``digest=False`` leaves the header's SHA-256 empty, for a stream that ends with a trailer.
     """
     arr = np.ascontiguousarray(vector, dtype=DTYPE)
     if arr.shape != (layout.size,):
@@ -191,16 +195,18 @@ def compressed_blob(wire: bytes, codec_spec: str, layout: Layout) -> Blob:
 class BufferAssembler:
     """Fills a buffer of a declared length from in-order chunks, hashing them as they come.
 
-    The length is checked against ``max_bytes`` before anything is allocated; each chunk must
-    start where the previous one ended and end within the length; ``finish`` returns the
-    bytes only once they are complete and their SHA-256 equals the announced digest.
+    The length is checked against ``max_bytes`` before anything is allocated; each chunk is
+    written straight into the buffer and must start where the previous one ended and end
+    within the length; ``finish`` returns the bytes only once they are complete and their
+    digest (SHA-256, or with ``update_digest`` the update's, BLAKE3) equals the announced one.
     """
 
     length: int
     max_bytes: int = DEFAULT_MAX_BYTES
+    update_digest: bool = False
     _buf: memoryview = field(init=False)
     _filled: int = field(init=False, default=0)
-    _hash: hashlib._Hash = field(init=False)
+    _hash: Hasher = field(init=False)
 
     def __post_init__(self) -> None:
         if self.length > self.max_bytes:
@@ -209,7 +215,7 @@ class BufferAssembler:
             )
         # np.empty, not bytearray: no zero-fill pass; every byte is written before use.
         self._buf = memoryview(np.empty(self.length, dtype=np.uint8).data).cast("B")
-        self._hash = hashlib.sha256()
+        self._hash = update_hasher() if self.update_digest else hashlib.sha256()
 
     def add_bytes(self, offset: int, data: bytes | memoryview) -> None:
         """Append ``data`` found at ``offset``: contiguous, non-empty, within the length."""
@@ -232,12 +238,13 @@ class BufferAssembler:
             raise LengthMismatch(f"stream ended after {self._filled} of {len(self._buf)} B")
 
     def finish(self, digest: bytes) -> memoryview:
-        """The whole buffer, once it is complete and its SHA-256 equals ``digest``."""
+        """The whole buffer, once it is complete and its digest equals ``digest``."""
         self.check_complete()
+        name = "blake3" if self.update_digest else "sha256"
         if len(digest) != 32:
-            raise MalformedMessage("sha256 digest must be 32 bytes")
+            raise MalformedMessage(f"{name} digest must be 32 bytes")
         if self._hash.digest() != digest:
-            raise DigestMismatch("SHA-256 of the received buffer differs from the announced digest")
+            raise DigestMismatch(f"{name} of the received buffer differs from the announced digest")
         return self._buf
 
 
@@ -245,7 +252,8 @@ class BufferAssembler:
 class BlobAssembler:
     """Receives the chunks a ``BlobHeader`` announced, checking every claim before trusting it.
 
-    With ``trailer_digest`` the header carries no digest; ``finish`` gets it from the trailer.
+    With ``trailer_digest`` (a Push) the header carries no digest but names its algorithm, which
+    must be ``murmura.transport.digests.UPDATE_DIGEST``; ``finish`` gets it from the trailer.
     """
 
     header: pb.BlobHeader
@@ -269,6 +277,10 @@ class BlobAssembler:
         if len(h.sha256) != (0 if self.trailer_digest else 32):
             where = "empty (it follows in the trailer)" if self.trailer_digest else "32 bytes"
             raise MalformedMessage(f"the header's sha256 digest must be {where}")
+        if self.trailer_digest:
+            check_update_digest(h.digest_algorithm)
+        elif h.digest_algorithm:
+            raise MalformedMessage("a model's header names no digest algorithm (it is SHA-256)")
         self.layout = layout_from_proto(h.layout)
         if self.expected is not None and self.layout != self.expected:
             raise LayoutMismatch("buffer layout differs from the model's layout")
@@ -280,7 +292,7 @@ class BlobAssembler:
         if need != h.length:
             raise LengthMismatch(f"declared length {h.length} B, layout needs {need} B")
         # Only now, with every claim consistent and under the limit, allocate.
-        self._bytes = BufferAssembler(h.length, self.max_bytes)
+        self._bytes = BufferAssembler(h.length, self.max_bytes, self.trailer_digest)
 
     def add(self, chunk: pb.Chunk) -> None:
         """Append one chunk; it must start where the previous one ended and fit the length."""

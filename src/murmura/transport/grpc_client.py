@@ -24,6 +24,7 @@ import grpc
 from murmura import console
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, dial_check, keys
+from murmura.transport.digests import UPDATE_DIGEST
 from murmura.transport.grpc_server import NODE_HEADER, SERVICE, TCP_READ_OPTIONS, is_loopback
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import (
@@ -350,7 +351,9 @@ class CoordinatorLink:
             return None
         run_id, round_, node = header.run_id, int(header.round), header.node
         kind, n = pb.Kind.Name(header.kind), int(header.num_examples)
-        return lambda digest: signer.sign(UpdateStatement(run_id, round_, node, kind, n, digest))
+        return lambda digest: signer.sign(
+            UpdateStatement(run_id, round_, node, kind, n, digest, UPDATE_DIGEST)
+        )
 
     def _push_header(self, header: pb.ResultHeader) -> pb.PushReply:
         """Send a result that is its header alone (with retries; a re-sent copy counts once)."""

@@ -303,7 +303,7 @@ class Hub:
             )
         self.counters["duplicates"] += 1
         kind = f"r{res.round}"
-        self.record_once("update_duplicate", node, res.round, kind, sha256=res.digest.hex())
+        self.record_once("update_duplicate", node, res.round, kind, blake3=res.digest.hex())
 
     def expected_layout(self) -> Layout | None:
         """Layout that updates for the open round must have."""
@@ -346,7 +346,7 @@ class Hub:
         except Exception as exc:  # the validator's own error types; the reason goes to failures
             reason = getattr(exc, "reason", str(exc))
             # reported before the round can close, so it precedes the round's end
-            self.record("update_rejected", node, res.round, sha256=res.digest.hex(), reason=reason)
+            self.record("update_rejected", node, res.round, blake3=res.digest.hex(), reason=reason)
             cur.failures[node] = f"update rejected: {reason}"
             self.counters["rejected"] += 1
             log.warning("node=%s round=%d: update rejected: %s", node, res.round, reason)
@@ -356,7 +356,7 @@ class Hub:
             "update_received" if res.kind == pb.FIT else "result_received",
             node,
             res.round,
-            sha256=res.digest.hex(),
+            blake3=res.digest.hex(),
             num_examples=res.num_examples,
             kind=pb.Kind.Name(res.kind),
             **(signed or {}),
@@ -372,7 +372,7 @@ class Hub:
         """Count a result that reports the worker's error as the node's failure, at once."""
         # reported before the round can close, so it precedes the round's end
         self.record(
-            "worker_error", node, res.round, sha256=res.digest.hex(),
+            "worker_error", node, res.round, blake3=res.digest.hex(),
             kind=pb.Kind.Name(res.kind), error=res.error,
         )  # fmt: skip
         cur.failures[node] = f"worker error: {res.error}"

@@ -1,9 +1,10 @@
 """Decoders for the two chunked streams: instructions (coordinator -> worker), results (back).
 
 A stream is one header message followed by the chunks its blob header announced; a result
-stream with an update ends with a trailer that carries the update's digest (the worker hashes
-while it sends) and the worker's signature of the update (``murmura.update_signing``). A result
-whose header carries an ``error`` (the worker's fit or evaluate raised) is the header alone.
+stream with an update ends with a trailer that carries the update's digest (BLAKE3, named in
+the header: ``murmura.transport.digests``; the worker hashes while it sends) and the
+worker's signature of the update (``murmura.update_signing``). A result whose header carries
+an ``error`` (the worker's fit or evaluate raised) is the header alone.
 The readers take raw bytes, one message at a time, and raise only ``ProtocolError`` subclasses;
 the caller checks the header's binding (run, round, node) before feeding any chunk, so nothing
 is allocated for a message that will be refused.
@@ -11,7 +12,6 @@ is allocated for a message that will be refused.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from murmura.compress.base import Codec
 from murmura.transport import codec
 from murmura.transport.codec import BlobAssembler, MalformedMessage
+from murmura.transport.digests import (
+    UPDATE_DIGEST,
+    check_update_digest,
+    update_digest,
+    update_hasher,
+)
 from murmura.transport.frames import parse_chunk_frame
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.types import Layout, Scalar, Vector
@@ -29,7 +35,7 @@ MAX_ERROR_CHARS = 512
 """Longest ``ResultHeader.error`` a worker sends and a coordinator accepts."""
 
 Sign = Callable[[bytes], bytes]
-"""Makes the trailer's signature from the update's SHA-256 (the worker's ``UpdateSigner``)."""
+"""Makes the trailer's signature from the update's digest (the worker's ``UpdateSigner``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,7 @@ class DecodedResult:
     metrics: dict[str, float]
     update: Vector | None
     digest: bytes
+    """The update's digest (``UPDATE_DIGEST``); without an update, that of the header."""
     error: str = ""
     """The worker's report that its fit or evaluate raised; such a result has nothing else."""
     signature: bytes = b""
@@ -137,6 +144,8 @@ class ResultReader:
             _check_metrics(dict(h.metrics))
         if (h.kind == pb.FIT) != h.HasField("update"):
             raise MalformedMessage("a FIT result needs an update; an EVALUATE result has none")
+        if h.HasField("update"):  # refused before the binding is even looked at
+            check_update_digest(h.update.digest_algorithm)
         self.header = h
         return h
 
@@ -169,7 +178,7 @@ class ResultReader:
                     f"a signature of {len(part.trailer.signature)} B "
                     f"(limit {MAX_SIGNATURE_BYTES} B)"
                 )
-            self._digest = bytes(part.trailer.sha256)
+            self._digest = bytes(part.trailer.digest)
             self._signature = bytes(part.trailer.signature)
         else:
             self._blob.add(part.chunk)
@@ -182,7 +191,7 @@ class ResultReader:
         update = self._blob.finish(self._digest) if self._blob is not None else None
         digest = self._digest
         if digest is None:  # no update: the header is the whole result (duplicate vs replay)
-            digest = hashlib.sha256(h.SerializeToString(deterministic=True)).digest()
+            digest = update_digest(h.SerializeToString(deterministic=True))
         return DecodedResult(
             run_id=h.run_id,
             round=int(h.round),
@@ -269,7 +278,7 @@ def result_parts(
     _announce(header, blob)
     yield pb.ResultPart(header=header)
     if blob is not None:
-        hasher = hashlib.sha256()
+        hasher = update_hasher()
         for chunk in blob.chunks(chunk_size):
             hasher.update(chunk.data)
             yield pb.ResultPart(chunk=chunk)
@@ -301,21 +310,22 @@ def result_frames(
     _announce(header, blob)
     yield bytes(pb.ResultPart(header=header).SerializeToString())
     if blob is not None:
-        hasher = hashlib.sha256()
+        hasher = update_hasher()
         yield from blob.frames(chunk_size, hasher)
         trailer = pb.ResultPart(trailer=_trailer(hasher.digest(), sign))
         yield bytes(trailer.SerializeToString())
 
 
 def _trailer(digest: bytes, sign: Sign | None) -> pb.BlobTrailer:
-    return pb.BlobTrailer(sha256=digest, signature=sign(digest) if sign is not None else b"")
+    return pb.BlobTrailer(digest=digest, signature=sign(digest) if sign is not None else b"")
 
 
 def _announce(header: pb.ResultHeader, blob: codec.Blob | None) -> None:
-    """Put the blob header in a result header, without a digest: it follows in the trailer."""
+    """Put the blob header in a result header, naming the digest that follows in the trailer."""
     if blob is not None:
         header.update.CopyFrom(blob.header)
         header.update.sha256 = b""
+        header.update.digest_algorithm = UPDATE_DIGEST
 
 
 def instruction_frames(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from murmura.errors import SignatureError
+from murmura.transport.digests import UPDATE_DIGEST
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult
 from murmura.types import Scalar
@@ -62,7 +63,7 @@ class UpdateAuthenticator:
             return {}
         kind = pb.Kind.Name(res.kind)
         statement = UpdateStatement(
-            res.run_id, res.round, res.node, kind, res.num_examples, res.digest
+            res.run_id, res.round, res.node, kind, res.num_examples, res.digest, UPDATE_DIGEST
         )
         verify_update(peer.cert, statement, res.signature)
         return {"signature": res.signature.hex(), "cert_sha256": peer.fingerprint}

@@ -31,16 +31,18 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BlobHeader(_message.Message):
-    __slots__ = ("dtype", "length", "sha256", "layout")
+    __slots__ = ("dtype", "length", "sha256", "layout", "digest_algorithm")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     length: int
     sha256: bytes
     layout: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, dtype: _Optional[str] = ..., length: _Optional[int] = ..., sha256: _Optional[bytes] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    digest_algorithm: str
+    def __init__(self, dtype: _Optional[str] = ..., length: _Optional[int] = ..., sha256: _Optional[bytes] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., digest_algorithm: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("offset", "data")
@@ -51,12 +53,12 @@ class Chunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class BlobTrailer(_message.Message):
-    __slots__ = ("sha256", "signature")
-    SHA256_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("signature", "digest")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    sha256: bytes
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     signature: bytes
-    def __init__(self, sha256: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    digest: bytes
+    def __init__(self, signature: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ConfigValue(_message.Message):
     __slots__ = ("b", "i", "f", "s")
