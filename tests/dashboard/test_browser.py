@@ -79,7 +79,9 @@ def test_page_follows_a_live_run(browser: webdriver.Chrome, tmp_path: Path) -> N
         wait_for(lambda: browser.find_element(By.ID, "run-status").text == "complete", 10,
                  "status complete")  # fmt: skip
         assert count() == 80
-        path = browser.find_element(By.CSS_SELECTOR, '#chart-accuracy path[data-series="test_accuracy"]')
+        path = browser.find_element(
+            By.CSS_SELECTOR, '#chart-accuracy path[data-series="test_accuracy"]'
+        )
         assert path.get_attribute("d").count("L") == 79  # one vertex per round
         row = browser.find_element(By.CSS_SELECTOR, "#runs tbody tr.selected").text
         assert run_dir.name in row and "complete" in row

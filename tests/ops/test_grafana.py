@@ -20,9 +20,15 @@ def exported() -> dict[str, set[str]]:
     """Every sample name a coordinator serves, with the label names its metric declares."""
     metrics = CoordinatorMetrics()
     declared = {
-        m._name: set(m._labelnames) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)
+        m._name: set(m._labelnames)
+        for m in vars(metrics).values()
+        if isinstance(m, MetricWrapperBase)
     }
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "info": ("_info",),
+    }
     out = {  # a labelled metric has no sample until its first labels() call
         m._name + suffix: set(m._labelnames)
         for m in vars(metrics).values()

@@ -97,8 +97,9 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     runs = [
         p
         for p in root.iterdir()
-        if p.is_dir() and RUN_ID.match(p.name) and
-        ((p / CONFIG_FILE).exists() or (p / METRICS_FILE).exists())
+        if p.is_dir()
+        and RUN_ID.match(p.name)
+        and ((p / CONFIG_FILE).exists() or (p / METRICS_FILE).exists())
     ]
     runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [run_status(p) for p in runs]
@@ -108,18 +109,15 @@ def run_detail(path: Path) -> dict[str, Any]:
     """A run's per-round series, failures per round and privacy target, for its charts."""
     rows = read_rows(path / METRICS_FILE)
     privacy = _config(path).get("privacy", {})
-    series = {
-        key: [[r["round"], r[key]] for r in rows if _finite(r.get(key))]
-        for key in SERIES
-    }
+    series = {key: [[r["round"], r[key]] for r in rows if _finite(r.get(key))] for key in SERIES}
     series["failures"] = [[r["round"], len(r.get("failures") or [])] for r in rows]
     return {
         **run_status(path),
         "series": {k: v for k, v in series.items() if v},
         "target_epsilon": privacy.get("target_epsilon") if isinstance(privacy, dict) else None,
-        "failures": [
-            {"round": r["round"], **f} for r in rows for f in (r.get("failures") or [])
-        ][-50:],
+        "failures": [{"round": r["round"], **f} for r in rows for f in (r.get("failures") or [])][
+            -50:
+        ],
     }
 
 
