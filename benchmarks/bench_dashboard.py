@@ -36,8 +36,8 @@ new MutationObserver((_, obs) => {
 
 
 def line(round_: int) -> str:
-    return json.dumps({"round": round_, "participants": 4, "failures": [],
-                       "train_loss": 1.0 / round_, "test_accuracy": 1 - 1.0 / round_}) + "\n"  # fmt: skip
+    row = {"round": round_, "participants": 4, "failures": [], "test_accuracy": 1 - 1 / round_}
+    return json.dumps(row) + "\n"
 
 
 def main() -> None:
