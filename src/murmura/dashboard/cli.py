@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from murmura.transport.grpc_server import is_loopback
-
 console = Console(stderr=True)
 EXTRA = "murmura[dashboard]"
 
@@ -32,6 +30,8 @@ def dashboard(
     if missing:
         console.print(f"error: murmura dashboard needs {', '.join(missing)}: pip install '{EXTRA}'")
         raise typer.Exit(2)
+    from murmura.transport.grpc_server import is_loopback  # grpc: not for `murmura --help`
+
     if not allow_remote and not is_loopback(host):
         console.print(
             f"error: --host {host} is not loopback and the dashboard has no authentication; "
