@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 EXTRA = "murmura[dashboard]"
 
 
