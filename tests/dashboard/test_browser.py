@@ -13,6 +13,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from murmura.node.state import StateStore
+
 pytestmark = pytest.mark.slow
 
 CONFIG = """
@@ -52,13 +54,24 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 def test_page_follows_a_live_run(browser: webdriver.Chrome, tmp_path: Path) -> None:
-    """The round count advances without reload, the charts draw every round, a screenshot."""
+    """The round count advances without reload, the charts draw every round, a screenshot.
+
+    A coordinator's state (the real ``StateStore``, held open as a coordinator holds it) is
+    watched too: a node it hears from mid-round shows up among the arrivals.
+    """
     (tmp_path / "live.toml").write_text(CONFIG)
-    runs, port = tmp_path / "runs", free_port()
+    runs, port, state = tmp_path / "runs", free_port(), tmp_path / "state"
+    state.mkdir()
+    store = StateStore(state / "state.sqlite")
+    store.open_run("fed", "fed-1", {"run": {"rounds": 3}})
+    store.start_round("fed-1", 1)
+    store.seen("fed-1", "site-a")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     cmd = [sys.executable, "-m", "murmura"]
     dash = subprocess.Popen(
-        [*cmd, "dashboard", "--runs", str(runs), "--port", str(port)], env=env, cwd=tmp_path
+        [*cmd, "dashboard", "--runs", str(runs), "--state", str(state), "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
     )
     run = subprocess.Popen(
         [*cmd, "run", "live.toml", "--out", str(runs)],
@@ -75,6 +88,10 @@ def test_page_follows_a_live_run(browser: webdriver.Chrome, tmp_path: Path) -> N
         first = wait_for(count, 20, "the page to show a round")
         assert run.poll() is None, "the run ended before the page loaded"
         wait_for(lambda: count() > first, 20, "the round count to advance")
+        coordinator = browser.find_element(By.ID, "coordinator")
+        assert "1 arrivals (site-a)" in coordinator.text
+        store.seen("fed-1", "site-b")
+        wait_for(lambda: "2 arrivals (site-a, site-b)" in coordinator.text, 10, "a new arrival")
         assert run.wait(timeout=60) == 0
         wait_for(lambda: browser.find_element(By.ID, "run-status").text == "complete", 10,
                  "status complete")  # fmt: skip
@@ -88,6 +105,7 @@ def test_page_follows_a_live_run(browser: webdriver.Chrome, tmp_path: Path) -> N
         assert browser.save_screenshot(str(tmp_path / "dashboard.png"))
         assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     finally:
+        store.close()
         for proc in (run, dash):
             proc.terminate()
             proc.wait(timeout=10)

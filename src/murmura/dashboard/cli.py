@@ -14,7 +14,10 @@ EXTRA = "murmura[dashboard]"
 
 
 def dashboard(
-    runs: Annotated[Path, typer.Option("--runs", help="Runs folder to list.")] = Path("runs"),
+    runs: Annotated[
+        Path | None,
+        typer.Option("--runs", help="Runs folder to list (default: runs, or STATE_DIR/runs)."),
+    ] = None,
     state: Annotated[
         Path | None, typer.Option("--state", help="A coordinator's state dir, to watch it live.")
     ] = None,
@@ -41,6 +44,8 @@ def dashboard(
     if state is not None and not state.is_dir():
         console.print(f"error: --state {state}: no such directory")
         raise typer.Exit(2)
+    if runs is None:  # a coordinator writes its run folders under its state dir
+        runs = state / "runs" if state is not None else Path("runs")
     import uvicorn
 
     from murmura.dashboard.app import create_app

@@ -60,15 +60,19 @@ function renderCoordinator(c) {
   if (!c) return;
   const box = document.getElementById("coordinator");
   const r = c.round;
-  const lines = [`run ${c.run_id} (${c.status})`,
-    r ? `round ${r.round} ${r.status}: ${r.arrivals.length} arrivals (${r.arrivals.join(", ")})` : "no round yet"];
+  const link = document.createElement("a");
+  link.href = "#run=" + encodeURIComponent(c.run_id);
+  link.textContent = c.run_id;
+  const head = document.createElement("p");
+  head.append("run ", link, ` (${c.status})`);
+  const lines = [r ? `round ${r.round} ${r.status}: ${r.arrivals.length} arrivals (${r.arrivals.join(", ")})` : "no round yet"];
   const ul = document.createElement("ul");
   for (const n of c.nodes) {
     const li = document.createElement("li");
     li.textContent = `${n.node}: last heartbeat ${n.last_seen_ago} s ago, ${n.rounds_done} rounds`;
     ul.append(li);
   }
-  box.replaceChildren(...lines.map(l => { const p = document.createElement("p"); p.textContent = l; return p; }), ul);
+  box.replaceChildren(head, ...lines.map(l => { const p = document.createElement("p"); p.textContent = l; return p; }), ul);
 }
 
 function connect() {
