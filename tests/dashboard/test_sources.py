@@ -122,3 +122,6 @@ def test_the_server_answers_and_refuses_traversal(server: str) -> None:
     with urllib.request.urlopen(f"{server}/api/events?run=r-1") as stream:
         first = stream.readline()
     assert json.loads(first.removeprefix(b"data: "))["run"]["rounds"] == 2
+    with urllib.request.urlopen(f"{server}/api/events?run=r-2") as stream:  # not there yet
+        first = stream.readline()
+    assert json.loads(first.removeprefix(b"data: "))["run"] is None

@@ -3,7 +3,8 @@
 ``/api/events?run=ID`` sends one snapshot (run list, the selected run's series, the live
 coordinator) at once and another whenever a file it comes from changes: the stream polls the
 files' (mtime, size) every ``poll`` seconds, which costs a ``stat`` per file, not a read. Every
-handler only reads; a run id that is not a plain folder name under the runs folder is a 404.
+handler only reads; a run id that is not a plain folder name under the runs folder is a 404
+(the stream accepts a plain name whose folder does not exist yet, and shows it once it does).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def create_app(runs: Path, state: Path | None = None, poll: float = 0.1) -> Star
 
     async def events(request: Request) -> Response:
         run_id = request.query_params.get("run") or None
-        if run_id and sources.run_path(runs, run_id) is None:
+        if run_id and not sources.RUN_ID.match(run_id):  # a run not there yet is fine
             return JSONResponse({"error": "no such run"}, status_code=404)
 
         async def stream() -> AsyncIterator[str]:
