@@ -12,13 +12,16 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,ray,mlflow]"
+	$(BIN)/pip install -q -e ".[dev,ray,mlflow,dashboard]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/murmura run examples/digits-fedavg.toml
 
+# The dashboard test drives Debian's chromium (CI runs as root); it fails, not skips, without it.
 test: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from murmura import __version__
 from murmura.analytics import cli as stats_cli
 from murmura.compress.plan_cli import plan_app
+from murmura.dashboard import cli as dashboard_cli
 from murmura.errors import MurmuraError
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
@@ -44,6 +45,7 @@ app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)
 app.command("edge")(topology_cli.edge)
 app.command("stats")(stats_cli.stats)
+app.command("dashboard")(dashboard_cli.dashboard)
 console = Console()
 log = logging.getLogger("murmura.progress")
 TRACKING_FILE = "mlflow_run_id"
