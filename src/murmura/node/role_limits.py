@@ -94,6 +94,13 @@ _CHOCO = Limit(
     "a deployed peer exchanges float32 models; CHOCO-gossip runs in simulation only; set "
     "compression.uplink = 'none' or run it in simulation",
 )
+_CLOCK = Limit(
+    "[clock] enabled = true",
+    lambda cfg: cfg.clock.enabled,
+    "deployed nodes run in real time: the simulated clock (speeds, availability, deadlines, "
+    "over-selection and async mode with FedAsync/FedBuff) runs in simulation only; set "
+    "clock.enabled = false",
+)
 
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
@@ -106,8 +113,9 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _ATTACK,
         _DOWNLINK,
+        _CLOCK,
     ),
-    "client": (_ATTACK, _DOWNLINK),
+    "client": (_ATTACK, _DOWNLINK, _CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
@@ -130,9 +138,10 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _STATS,
         _ATTACK,
         _DOWNLINK,
+        _CLOCK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
-    "peer": (_STATS, _CHOCO),
+    "peer": (_STATS, _CHOCO, _CLOCK),
 }
 
 
