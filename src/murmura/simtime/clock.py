@@ -10,6 +10,8 @@ from murmura.simtime.availability import INF, Availability, next_start
 from murmura.simtime.profiles import Profile, fit_seconds
 from murmura.types import FitRes
 
+MAX_WAIT_STEPS = 100_000
+
 
 class Straggler(Exception):  # noqa: N818 - the reason a round reports reads "client raised Straggler"
     """A client whose result came too late (deadline, over-selection) or never (offline)."""
@@ -31,7 +33,9 @@ class SimClock:
 
     def wait_for(self, nodes: Sequence[str], count: int) -> list[str]:
         """Advance to the first time at least ``count`` of ``nodes`` are reachable."""
-        while len(up := self.available(nodes)) < count:
+        for _ in range(MAX_WAIT_STEPS):
+            if len(up := self.available(nodes)) >= count:
+                return up
             t = next_start(self.availability, [n for n in nodes if n not in up], self.now)
             if t == INF:
                 raise ConfigError(
@@ -39,7 +43,10 @@ class SimClock:
                     "available again (availability trace ended)"
                 )
             self.now = t
-        return up
+        raise ConfigError(
+            f"clock: {count} clients are never reachable at once (waited {MAX_WAIT_STEPS} "
+            f"availability changes from {self.now:.1f} s); lower strategy.min_clients"
+        )
 
     def finish(self, node: str, start: float, res: FitRes) -> tuple[float, float]:
         """When ``node``, starting at ``start``, delivers ``res``, and when it goes offline."""

@@ -27,6 +27,9 @@ SAMPLE_STREAM = 0x0C10
 class TimedSampling(Wrapper):
     """Samples ``ceil(over_selection * keep)`` of the reachable clients; reports the time.
 
+    A round starts when at least ``minimum`` clients are reachable; the cohort is then at most
+    the reachable ones.
+
     With every client always reachable and no over-selection it is the inner strategy's own
     sample (so central DP's Poisson sampling holds); otherwise a seeded uniform draw.
     """
@@ -41,15 +44,16 @@ class TimedSampling(Wrapper):
         over_selection: float,
         own_draw: bool,
         seed: int,
+        minimum: int = 1,
     ) -> None:
         super().__init__(inner)
         self.clock, self.executor = clock, executor
         self.keep, self.draw = keep, math.ceil(over_selection * keep)
-        self.own_draw, self.seed = own_draw, seed
+        self.own_draw, self.seed, self.minimum = own_draw, seed, minimum
 
     def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """A draw among the nodes reachable now (the clock waits until ``keep`` are)."""
-        up = self.clock.wait_for(nodes, min(self.keep, len(nodes)))
+        """A draw among the nodes reachable now (the clock waits until ``minimum`` are)."""
+        up = self.clock.wait_for(nodes, min(self.minimum, len(nodes)))
         if not self.own_draw:
             return self.inner.sample(round_, up)
         k = min(self.draw, len(up))

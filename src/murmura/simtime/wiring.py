@@ -51,6 +51,7 @@ def apply_clock(cfg: Config, sim: Simulation) -> Simulation:
             keep=keep,
             over_selection=c.over_selection,
             own_draw=own,
+            minimum=max(1, cfg.strategy.min_clients),
             seed=cfg.run.seed,
         )
         sim.executor = executor
