@@ -28,7 +28,12 @@ class ClockSection(Section):
     with the [strategy]'s rule and server learning rate, each update scaled by the staleness
     function (``staleness``: constant, polynomial ``(1 + s)^-a``, hinge with ``a`` and
     ``b``). An update staler than ``max_staleness`` model versions is refused. In async mode
-    ``run.rounds`` counts aggregations. Simulation only: deployed roles refuse it.
+    ``run.rounds`` counts aggregations. Central DP composes with FedBuff only: noise is added
+    per buffer and the accountant is charged once per aggregation as a Poisson sample of rate
+    ``strategy.fraction``, which must equal ``buffer_size / num_clients``; arrivals favour
+    fast, reachable clients, so that rate is an assumption, not a guarantee. Secure
+    aggregation is refused in async mode; robust rules apply per buffer. Simulation only:
+    deployed roles refuse it.
     """
 
     enabled: bool = False
@@ -64,9 +69,22 @@ class ClockSection(Section):
             raise ValueError("clock.per_sample: every value must be > 0")
         if (self.availability == "trace") != (self.trace is not None):
             raise ValueError("clock.trace (a CSV path) goes with clock.availability = 'trace'")
+        stray = sorted(ASYNC_ONLY & self.model_fields_set)
+        if self.mode == "sync" and stray:
+            raise ValueError(f"clock.{stray[0]} needs clock.mode = 'async'")
+        if self.speed == "given" and {"per_sample_s", "sigma"} & self.model_fields_set:
+            raise ValueError("clock.per_sample_s and sigma need clock.speed = 'lognormal'")
+        if self.availability != "diurnal" and {"period_s", "on_fraction"} & self.model_fields_set:
+            raise ValueError("clock.period_s and on_fraction need clock.availability = 'diurnal'")
         if self.mode == "async" and (self.deadline_s is not None or self.over_selection > 1):
             raise ValueError(
                 "clock.deadline_s and clock.over_selection are for mode = 'sync'; async "
                 "rounds have no deadline (use clock.max_staleness)"
             )
         return self
+
+
+ASYNC_ONLY = frozenset(
+    {"algorithm", "concurrency", "buffer_size", "mixing", "staleness", "a", "b", "max_staleness"}
+)
+"""Keys that only async mode reads."""

@@ -137,7 +137,8 @@ class _Loop:
             t, _, node, offline = heapq.heappop(self.queue)
             clock.now = t
             self._arrive(node, offline)
-            self._fill()
+            if len(self.entries) < sim.rule.buffer_size:  # else the new model goes out next
+                self._fill()
         return self._aggregate(final)
 
     def _fill(self) -> None:

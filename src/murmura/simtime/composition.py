@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from murmura.config import Config
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from murmura.config import Config
 
 
 def check_clock(cfg: Config) -> None:
