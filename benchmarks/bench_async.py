@@ -68,8 +68,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."))
     out = parser.parse_args().out
     curves: dict[str, list[RoundMetrics]] = {}
-    print(f"{'run':<28}{'aggregations':>13}{'h to 0.90':>11}{'final acc':>11}{'failures':>10}"
-          f"{'wall s':>8}")
+    print(
+        f"{'run':<28}{'aggregations':>13}{'h to 0.90':>11}{'final acc':>11}{'failures':>10}"
+        f"{'wall s':>8}"
+    )
     for name, (clock, rounds) in RUNS.items():
         cfg = config_from_dict(w1(clock, rounds), name)
         t0 = time.perf_counter()
@@ -79,8 +81,11 @@ def main() -> None:
         last = history.rounds[-1]
         failures = sum(len(m.failures) for m in history.rounds)
         shown = f"{reach / 3600:.2f}" if reach is not None else "never"
-        print(f"{name:<28}{len(history.rounds):>13}{shown:>11}{last.test_accuracy:>11.4f}"
-              f"{failures:>10}{time.perf_counter() - t0:>8.1f}", flush=True)
+        print(
+            f"{name:<28}{len(history.rounds):>13}{shown:>11}{last.test_accuracy:>11.4f}"
+            f"{failures:>10}{time.perf_counter() - t0:>8.1f}",
+            flush=True,
+        )
     sync, buff = time_to(curves["FedAvg (sync)"], TARGET), time_to(curves["FedBuff"], TARGET)
     if sync is not None and buff is not None:
         print(f"FedBuff / FedAvg simulated time to {TARGET}: {buff / sync:.3f} (target <= 0.5)")
@@ -95,8 +100,11 @@ def _plot(curves: dict[str, list[RoundMetrics]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, rounds in curves.items():
-        pts = [(float(m.extra["sim_time"]) / 3600, m.test_accuracy)  # type: ignore[arg-type]
-               for m in rounds if m.test_accuracy is not None]
+        pts = [
+            (float(m.extra["sim_time"]) / 3600, m.test_accuracy)  # type: ignore[arg-type]
+            for m in rounds
+            if m.test_accuracy is not None
+        ]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
     ax.axhline(TARGET, color="grey", linestyle=":")
     ax.set_xlabel("simulated time (h)")

@@ -85,6 +85,6 @@ def test_what_does_not_compose_is_refused_at_load_time(
 
 def test_deployed_roles_refuse_the_clock() -> None:
     cfg = config_from_dict(small({"mode": "async", "buffer_size": 2}))
-    for role in ("server", "client", "edge", "peer"):
+    for role in ("server", "client", "edge"):
         with pytest.raises(ConfigError, match=r"\[clock\] enabled = true"):
             check_role(role, cfg)  # type: ignore[arg-type]

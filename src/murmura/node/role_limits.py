@@ -141,7 +141,8 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _CLOCK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
-    "peer": (_STATS, _CHOCO, _CLOCK),
+    # [clock] needs a star: a peer-to-peer config with it is refused when it loads
+    "peer": (_STATS, _CHOCO),
 }
 
 
