@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from murmura.simtime.asynchronous import AsyncRule, AsyncSimulation
-from murmura.simtime.availability import Always
+from murmura.simtime.availability import Always, Trace
 from murmura.simtime.clock import SimClock
 from murmura.simtime.profiles import Profile
 from murmura.simtime.staleness import constant, polynomial
@@ -100,3 +101,20 @@ def test_same_seed_same_model_and_times() -> None:
     b = simulation(7, 3, 5, 1.0, staleness=polynomial(0.5))[0].run(5)
     assert a.weights.tobytes() == b.weights.tobytes()
     assert [m.extra["sim_time"] for m in a.rounds] == [m.extra["sim_time"] for m in b.rounds]
+
+
+def test_a_free_slot_goes_to_a_client_as_soon_as_it_comes_online() -> None:
+    clients = [Fixed("slow"), Fixed("late")]
+    speeds = {"slow": Profile(1.0, 1e9, 1e9), "late": Profile(0.01, 1e9, 1e9)}
+    online = Trace({"slow": [(0.0, 1e6)], "late": [(0.5, 1e6)]})
+    sim = AsyncSimulation(
+        FedAvg(min_clients=1),
+        clients,
+        np.zeros(D, dtype=np.float32),
+        clock=SimClock(speeds, online, epochs=1, size=D),
+        rule=AsyncRule("fedbuff", 1, 0.6, constant, None, concurrency=2),
+        seed=0,
+    )
+    (m,) = sim.run(1).rounds  # "late" starts at 0.5 s and is back at 0.6 s; "slow" needs 10 s
+    assert m.extra["sim_time"] == pytest.approx(0.6)
+    assert clients[1].fits == 1

@@ -26,11 +26,11 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client
 from murmura.compress.accounting import downlink_counts, round_bytes, uplink_counts
-from murmura.errors import UpdateRejected
+from murmura.errors import ConfigError, UpdateRejected
 from murmura.sim.executor import Executor
 from murmura.sim.runtime import History, RoundCallback, Simulation
 from murmura.simtime.availability import INF, next_start
-from murmura.simtime.clock import SimClock, Straggler
+from murmura.simtime.clock import SimClock
 from murmura.simtime.staleness import Staleness
 from murmura.strategy.base import Strategy
 from murmura.strategy.hooks import budget_metrics, budget_stops
@@ -39,6 +39,8 @@ from murmura.validation import Check, validate
 
 log = logging.getLogger(__name__)
 DISPATCH_STREAM = 0xA5C
+WAKE = ""
+"""The queue's entry for "a slot is free and a client comes online": no node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class _Loop:
         self.entries: list[tuple[str, Vector, FitRes, int]] = []
         self.failures: list[Failure] = []
         self.started = sim.clock.now
+        self.wake_at = INF
 
     def next_aggregation(self, final: bool) -> RoundMetrics:
         """Run events until the buffer is full, then aggregate it as round ``version + 1``."""
@@ -130,12 +133,19 @@ class _Loop:
                 idle = [n for n in sim.clients if n not in self.flights]
                 t = next_start(clock.availability, idle, clock.now + 1e-9)
                 if t == INF:
-                    raise Straggler(f"no client will be available after {clock.now:.1f} s")
+                    raise ConfigError(
+                        f"clock: no client is reachable after {clock.now:.1f} s (the "
+                        "availability trace ended) and the buffer is not full"
+                    )
                 clock.now = t
                 self._fill()
                 continue
             t, _, node, offline = heapq.heappop(self.queue)
             clock.now = t
+            if node == WAKE:
+                self.wake_at = INF
+                self._fill()
+                continue
             self._arrive(node, offline)
             if len(self.entries) < sim.rule.buffer_size:  # else the new model goes out next
                 self._fill()
@@ -147,9 +157,16 @@ class _Loop:
         free = sim.rule.concurrency - len(self.flights)
         if free <= 0:
             return
-        idle = clock.available([n for n in sim.clients if n not in self.flights])
-        if not idle:
+        idle = [n for n in sim.clients if n not in self.flights]
+        up = clock.available(idle)
+        if len(up) < free:  # wake when the next idle client comes online, to fill the slot
+            t = next_start(clock.availability, [n for n in idle if n not in up], clock.now)
+            if t < self.wake_at:
+                self.wake_at = t
+                self._push(t, WAKE, offline=False)
+        if not up:
             return
+        idle = up
         chosen = self.sim.rng.choice(len(idle), size=min(free, len(idle)), replace=False)
         batch = [idle[i] for i in sorted(chosen.tolist())]
         for node in batch:
