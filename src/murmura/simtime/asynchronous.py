@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -123,6 +124,7 @@ class _Loop:
         self.failures: list[Failure] = []
         self.started = sim.clock.now
         self.wake_at = INF
+        self.wall = time.perf_counter()
 
     def next_aggregation(self, final: bool) -> RoundMetrics:
         """Run events until the buffer is full, then aggregate it as round ``version + 1``."""
@@ -268,5 +270,7 @@ class _Loop:
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
             sim._evaluate_federated(r, list(sim.clients), metrics)
+        metrics.seconds = time.perf_counter() - self.wall
         self.entries, self.failures, self.started = [], [], sim.clock.now
+        self.wall = time.perf_counter()
         return metrics
