@@ -1,3 +1,4 @@
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +89,19 @@ def test_deployed_roles_refuse_the_clock() -> None:
     for role in ("server", "client", "edge"):
         with pytest.raises(ConfigError, match=r"\[clock\] enabled = true"):
             check_role(role, cfg)  # type: ignore[arg-type]
+
+
+def test_a_client_that_goes_offline_mid_round_is_a_failure_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "trace.csv"
+    rows = [f"client-{i},0,100000" for i in range(7)] + ["client-7,0,50"]
+    trace.write_text("client,start,end\n" + "\n".join(rows) + "\n")
+    clock = {"availability": "trace", "trace": str(trace)}
+    data = small(clock, rounds=1, strategy={"min_clients": 2, "fraction": 1.0})
+    (m,) = build_experiment(config_from_dict(data)).simulation.run(1).rounds
+    assert m.participants == 7
+    (failure,) = m.failures
+    assert failure.node == "client-7"
+    assert failure.reason.startswith("client raised Straggler: went offline 50.0 s into the round")
+    assert float(m.extra["round_sim_seconds"]) == pytest.approx(50.0)  # type: ignore[arg-type]
