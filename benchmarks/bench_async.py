@@ -9,7 +9,7 @@ one update per aggregation) and FedBuff (20 in flight, a buffer of 10): the simu
 to 0.90 test accuracy and the final accuracy, the ratio FedBuff / FedAvg (target <= 0.5), and
 writes ``bench_async.png`` (accuracy against simulated hours).
 
-    PYTHONPATH=src python benchmarks/bench_async.py [--out DIR]
+    PYTHONPATH=src python benchmarks/bench_async.py [--out DIR] [--period-hours 24]
 """
 
 from __future__ import annotations
@@ -66,7 +66,11 @@ def time_to(rounds: list[RoundMetrics], target: float) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("."))
-    out = parser.parse_args().out
+    parser.add_argument("--period-hours", type=float, default=24.0, help="diurnal period")
+    args = parser.parse_args()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    CLOCK["period_s"] = args.period_hours * 3600
     curves: dict[str, list[RoundMetrics]] = {}
     print(
         f"{'run':<28}{'aggregations':>13}{'h to 0.90':>11}{'final acc':>11}{'failures':>10}"
