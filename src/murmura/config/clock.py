@@ -24,7 +24,8 @@ class ClockSection(Section):
     ``over_selection`` samples that many times the cohort and keeps the first to finish.
     ``mode = 'async'``: ``concurrency`` clients train at once; ``algorithm = 'fedasync'``
     (Xie et al. 2019) mixes each arrival in with weight ``mixing`` times the staleness
-    function, ``'fedbuff'`` (Nguyen et al. 2022) aggregates every ``buffer_size`` arrivals
+    function (times the [strategy]'s ``server_lr``), ``'fedbuff'`` (Nguyen et al. 2022)
+    aggregates every ``buffer_size`` arrivals
     with the [strategy]'s rule and server learning rate, each update scaled by the staleness
     function (``staleness``: constant, polynomial ``(1 + s)^-a``, hinge with ``a`` and
     ``b``). An update staler than ``max_staleness`` model versions is refused. In async mode
