@@ -31,6 +31,9 @@ TRACKING = {"tracking": {"mlflow": True}}
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
+ASYNC: dict[str, dict[str, object]] = {
+    "clock": {"enabled": True, "mode": "async", "buffer_size": 2}
+}
 CHOCO: dict[str, dict[str, object]] = {"compression": {"uplink": "sign", "gossip_step": 0.5}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", ATTACK, "[attack] kind != 'none'"),
@@ -47,6 +50,9 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", DOWNLINK, "[compression] downlink != 'none'"),
     ("client", DOWNLINK, "[compression] downlink != 'none'"),
     ("edge", DOWNLINK, "[compression] downlink != 'none'"),
+    ("server", ASYNC, "[clock] enabled = true"),
+    ("client", ASYNC, "[clock] enabled = true"),
+    ("edge", ASYNC, "[clock] enabled = true"),
     ("peer", CHOCO, "[compression] uplink != 'none'"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [

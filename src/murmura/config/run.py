@@ -7,6 +7,7 @@ import math
 from pydantic import model_validator
 
 from murmura.config.base import Section
+from murmura.config.clock import ClockSection
 from murmura.config.compression import CompressionSection
 from murmura.config.security import AnomalySection, AttackSection, PrivacySection, SecAggSection
 from murmura.config.stats import StatsSection
@@ -41,6 +42,7 @@ class Config(Section):
     stats: StatsSection = StatsSection()
     compression: CompressionSection = CompressionSection()
     tracking: TrackingSection = TrackingSection()
+    clock: ClockSection = ClockSection()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> Config:
@@ -78,6 +80,13 @@ class Config(Section):
         from murmura.compress.composition import check_composition
 
         check_composition(self)
+        return self
+
+    @model_validator(mode="after")
+    def _clock_composes(self) -> Config:
+        from murmura.simtime.composition import check_clock
+
+        check_clock(self)
         return self
 
     def cohort_size(self) -> int:

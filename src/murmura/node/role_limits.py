@@ -100,6 +100,13 @@ _CHOCO = Limit(
     "a deployed peer exchanges float32 models; CHOCO-gossip runs in simulation only; set "
     "compression.uplink = 'none' or run it in simulation",
 )
+_CLOCK = Limit(
+    "[clock] enabled = true",
+    lambda cfg: cfg.clock.enabled,
+    "deployed nodes run in real time: the simulated clock (speeds, availability, deadlines, "
+    "over-selection and async mode with FedAsync/FedBuff) runs in simulation only; set "
+    "clock.enabled = false",
+)
 
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
@@ -112,8 +119,9 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _ATTACK,
         _DOWNLINK,
+        _CLOCK,
     ),
-    "client": (_ATTACK, _DOWNLINK),
+    "client": (_ATTACK, _DOWNLINK, _CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
@@ -137,8 +145,10 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _TRACKING,
         _ATTACK,
         _DOWNLINK,
+        _CLOCK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
+    # [clock] needs a star: a peer-to-peer config with it is refused when it loads
     "peer": (_STATS, _TRACKING, _CHOCO),
 }
 

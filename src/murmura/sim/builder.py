@@ -83,6 +83,10 @@ def build_experiment(cfg: Config) -> Experiment:
         evaluate_every=cfg.evaluation.every,
         max_weight_share=cfg.strategy.max_weight_share,
     )
+    if cfg.clock.enabled:  # [clock]: simulated time, deadlines, FedAsync/FedBuff
+        from murmura.simtime.wiring import apply_clock
+
+        sim = apply_clock(cfg, sim)
     return Experiment(cfg, task, data, model, sim, tuple(byzantine))
 
 

@@ -86,8 +86,12 @@ class Session:
 
     @property
     def checkpoints(self) -> bool:
-        """Whether this run writes checkpoints (``checkpoint_every`` > 0)."""
-        return self.cfg.simulation.checkpoint_every > 0
+        """Whether this run writes checkpoints (``checkpoint_every`` > 0).
+
+        A clocked run (``[clock] enabled``) does not: its simulated time, clients in flight and
+        FedBuff buffer are not in a checkpoint, so a resume could not equal an uninterrupted run.
+        """
+        return self.cfg.simulation.checkpoint_every > 0 and not self.cfg.clock.enabled
 
     def request_stop(self) -> None:
         """End the run after the round in progress (checkpointed, outputs written)."""
@@ -184,6 +188,11 @@ def resume(path: Path) -> Session:
             f"--resume {path}: the run is complete ({SUMMARY_FILE}); nothing to resume"
         )
     cfg = load_config(path / CONFIG_FILE)
+    if cfg.clock.enabled:
+        raise ConfigError(
+            f"--resume {path}: a run with [clock] enabled is not checkpointed (its simulated "
+            "time and the updates in flight are not saved); start it again"
+        )
     exp = build_experiment(cfg)
     sim = exp.simulation
     expected = config_sha256(cfg.model_dump(mode="json"))
