@@ -188,3 +188,18 @@ def test_resume_refuses_a_config_changed_since_the_checkpoint(tmp_path: Path) ->
     config.write_text(config.read_text().replace("lr = 0.1", "lr = 0.2"))
     with pytest.raises(CheckpointError, match="written under another config"):
         sessions.resume(s.run_dir.path)
+
+
+def test_a_clocked_run_writes_no_checkpoint_and_refuses_to_resume(tmp_path: Path) -> None:
+    s = sessions.start(_cfg(every=1, clock={"enabled": True}), tmp_path)
+
+    def stop_after_two(m: RoundMetrics) -> None:
+        if m.round == 2:
+            s.request_stop()
+
+    outcome = s.run(stop_after_two)
+    run = s.run_dir.path
+    assert outcome.status == "interrupted" and outcome.rounds == 2
+    assert not list((run / "checkpoints").glob("*.safetensors"))
+    with pytest.raises(ConfigError, match=r"\[clock\] enabled is not checkpointed"):
+        sessions.resume(run)

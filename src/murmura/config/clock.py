@@ -70,12 +70,16 @@ class ClockSection(Section):
             raise ValueError("clock.per_sample: every value must be > 0")
         if (self.availability == "trace") != (self.trace is not None):
             raise ValueError("clock.trace (a CSV path) goes with clock.availability = 'trace'")
-        stray = sorted(ASYNC_ONLY & self.model_fields_set)
+        # a key counts as given when it differs from its default: a resolved config written
+        # out in full (a run folder's config.toml) names every key and must load again
+        fields = type(self).model_fields
+        given = {k for k in self.model_fields_set if getattr(self, k) != fields[k].default}
+        stray = sorted(ASYNC_ONLY & given)
         if self.mode == "sync" and stray:
             raise ValueError(f"clock.{stray[0]} needs clock.mode = 'async'")
-        if self.speed == "given" and {"per_sample_s", "sigma"} & self.model_fields_set:
+        if self.speed == "given" and {"per_sample_s", "sigma"} & given:
             raise ValueError("clock.per_sample_s and sigma need clock.speed = 'lognormal'")
-        if self.availability != "diurnal" and {"period_s", "on_fraction"} & self.model_fields_set:
+        if self.availability != "diurnal" and {"period_s", "on_fraction"} & given:
             raise ValueError("clock.period_s and on_fraction need clock.availability = 'diurnal'")
         if self.mode == "async" and (self.deadline_s is not None or self.over_selection > 1):
             raise ValueError(
