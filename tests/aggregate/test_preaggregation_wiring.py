@@ -57,7 +57,8 @@ def test_a_deployed_edge_builds_the_same_rule() -> None:
 
 
 def test_a_peer_pre_aggregates_its_neighbourhood_before_its_rule() -> None:
-    cfg = config_from_dict(config(PRE, topology={"kind": "ring", "robust": "coordinate_median"}))
+    peer = {**PRE, "aggregator": "weighted_mean", "aggregator_args": {}}  # no server rule
+    cfg = config_from_dict(config(peer, topology={"kind": "ring", "robust": "coordinate_median"}))
     mixer = build_experiment(cfg).simulation.options.mixer  # type: ignore[union-attr]
     assert mixer == AggregatorMixer("coordinate_median", {}, "nnm", {"fraction": 0.25})
     own = np.zeros(3, np.float32)

@@ -82,7 +82,7 @@ def test_a_flipped_byte_in_the_latest_checkpoint_is_not_resumed(procs, tmp_path:
     assert final.tobytes() == expected.tobytes(), f"resumed from a[0] = {after}: off by {diff}"
     log = procs.log("coordinator-2")
     assert f"round=2: damaged checkpoint: {latest}: its content does not match the SHA-256" in log
-    assert "round=1: resuming run" in log  # rounds 2 and 3 are run again
+    assert "at round 1 of" in log and "resumed run" in log  # rounds 2 and 3 are run again
     assert latest.with_name("round-00002.safetensors.damaged").exists()
     assert procs.checkpoint(state, 2).tobytes() == round2.tobytes()  # redone, same as before
     db = sqlite3.connect(state / "state.sqlite")
