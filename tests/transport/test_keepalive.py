@@ -179,14 +179,14 @@ def test_server_notices_a_frozen_worker_within_the_keepalive_window(
 
 
 class _Times(logging.Handler):
-    """Monotonic times of the link's 'coordinator unavailable, retrying' records."""
+    """Monotonic times of the link's 'coordinator at ... not reachable; retrying' records."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.times: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "coordinator unavailable, retrying" in record.getMessage():
+        if "not reachable; retrying" in record.getMessage():
             self.times.append(time.monotonic())
 
 
