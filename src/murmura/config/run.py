@@ -80,6 +80,13 @@ class Config(Section):
         check_composition(self)
         return self
 
+    @model_validator(mode="after")
+    def _standardise_fits(self) -> Config:
+        from murmura.analytics.standardise import check_standardise
+
+        check_standardise(self)
+        return self
+
     def cohort_size(self) -> int:
         """Clients sampled per round."""
         n = self.partition.num_clients

@@ -101,6 +101,13 @@ _CHOCO = Limit(
     "compression.uplink = 'none' or run it in simulation",
 )
 
+_STANDARDISE = Limit(
+    "[stats] standardise = true",
+    lambda cfg: cfg.stats.standardise and cfg.partition.kind != "files",
+    "deployed, the federation's scaling is applied by the sites of a files job (`murmura "
+    "client --site`); set partition.kind = 'files', or stats.standardise = false",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit(
@@ -110,10 +117,11 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "statistics runs in simulation only, `murmura stats`); set "
             "stats.secure_aggregation = false",
         ),
+        _STANDARDISE,
         _ATTACK,
         _DOWNLINK,
     ),
-    "client": (_ATTACK, _DOWNLINK),
+    "client": (_STANDARDISE, _ATTACK, _DOWNLINK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
