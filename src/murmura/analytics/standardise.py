@@ -90,25 +90,6 @@ def standardised_config(cfg: Config, stats: FederatedStats) -> Config:
     )
 
 
-def check_standardise(cfg: Config) -> None:
-    """``ValueError`` (a config error at load time) if ``[stats] standardise`` cannot apply."""
-    if not cfg.stats.standardise:
-        return
-    if cfg.task.name != "tabular":
-        raise ValueError(
-            f"stats.standardise = true fits the 'tabular' task's mean and scale; task.name is "
-            f"{cfg.task.name!r}: set stats.standardise = false"
-        )
-    given = [k for k in ("mean", "scale") if k in cfg.task.args]
-    if given:
-        raise ValueError(
-            f"stats.standardise = true fits task.args.{given[0]} from the federated statistics: "
-            "remove task.args.mean and task.args.scale, or set stats.standardise = false"
-        )
-    if "schema" not in cfg.task.args:
-        raise ValueError("stats.standardise = true needs the task's [task.args.schema]")
-
-
 def scaling_to_json(args: Mapping[str, list[float]]) -> str:
     """Compact JSON of a task's ``mean``/``scale``: what a FIT instruction carries."""
     body = {"mean": list(args["mean"]), "scale": list(args["scale"])}
