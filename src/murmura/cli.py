@@ -117,7 +117,8 @@ def run(
 
             session = sessions.start(load_config(config, set_ or []), out)
             # the label picture, and [stats] when enabled: before any round
-            stats_cli.write_run_analytics(session.cfg, session.exp.data, session.run_dir.path)
+            exp, folder = session.exp, session.run_dir.path
+            stats_cli.write_run_analytics(session.cfg, exp.data, folder, exp.statistics)
         tracker = _tracker(session)  # [tracking] mlflow; a resumed run continues its MLflow run
     except KeyboardInterrupt:
         console.print("interrupted before the first round; nothing was run")

@@ -28,6 +28,11 @@ ATTACK = {"attack": {"kind": "sign_flip"}}
 STATS = {"stats": {"enabled": True}}
 SECURE_STATS = {"stats": {"enabled": True, "secure_aggregation": True, "minmax": False}}
 TRACKING = {"tracking": {"mlflow": True}}
+STANDARDISE: dict[str, dict[str, object]] = {  # a tabular job split by partition, not files
+    "task": {"name": "tabular"},
+    "task.args.schema": {"label": "y", "classes": [0, 1], "features": ["a"]},
+    "stats": {"enabled": True, "standardise": True},
+}
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
@@ -54,6 +59,8 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("client", ASYNC, "[clock] enabled = true"),
     ("edge", ASYNC, "[clock] enabled = true"),
     ("peer", CHOCO, "[compression] uplink != 'none'"),
+    ("server", STANDARDISE, "[stats] standardise = true"),
+    ("client", STANDARDISE, "[stats] standardise = true"),
 ]
 ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", CENTRAL),

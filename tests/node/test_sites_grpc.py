@@ -3,7 +3,9 @@
 Uses ``examples/predictive-maintenance`` (``make_data.write`` and ``run_sites.launch``): each
 plant reads only its own CSV; plant-c's has the text 'fault' in a numeric column at data row
 42. The job goes on with plant-a and plant-b; the coordinator lists plant-c every round with
-the reason, which names the file, column and row but carries no value from the data.
+the reason, which names the file, column and row but carries no value from the data. The
+job standardises (``[stats] standardise``): both sites apply the scaling fitted from the
+statistics their two answers make.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from murmura.analytics.fit_scaling import deployed_scaling
+from murmura.analytics.standardise import STANDARDISE_KEY, scaling_from_json
+from murmura.config import load_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -56,6 +62,13 @@ def test_a_site_with_a_broken_file_is_refused_and_the_others_finish(tmp_path: Pa
     assert json.loads((run / "summary.json").read_text())["final_federated_clients"] == 2
     for plant in ("plant-a", "plant-b"):
         assert f"{plant}: {ROUNDS} rounds trained" in (tmp_path / f"{plant}.log").read_text()
+    stats = json.loads((run / "stats.json").read_text())  # [stats] standardise: the two
+    assert stats["sites"] == 2 and "plant-c" in stats["failures"]  # sites' sums, fitted on
+    fitted = deployed_scaling(load_config(EXAMPLE / "config.toml"), run)
+    scaling = scaling_from_json(fitted[STANDARDISE_KEY])
+    for plant in ("plant-a", "plant-b"):  # and applied by both
+        said = f"with the federation's mean {scaling['mean']} and scale {scaling['scale']}"
+        assert said in (tmp_path / f"{plant}.log").read_text()
     local = (tmp_path / "plant-c.log").read_text()  # the full message stays at the site
     assert "column 'torque', row 42: 'fault' is not a number" in local
     assert "plant-c: 0 rounds trained" in local

@@ -34,16 +34,20 @@ def run_statistics(cfg: Config, data: FederatedDataset) -> FederatedStats:
     return simulate_statistics(data, plan)
 
 
-def write_run_analytics(cfg: Config, data: FederatedDataset, folder: Path) -> None:
+def write_run_analytics(
+    cfg: Config, data: FederatedDataset, folder: Path, stats: FederatedStats | None = None
+) -> None:
     """What ``murmura run`` adds to its folder: the label picture, and ``stats.json`` if enabled.
 
-    Raises ``ConfigError`` for a ``[stats]`` the data does not fit (before any round).
+    ``stats``: the statistics already computed (``[stats] standardise`` fitted the task's
+    scaling from them, on the raw rows; ``data`` is then standardised). Raises
+    ``ConfigError`` for a ``[stats]`` the data does not fit (before any round).
     """
     from murmura.analytics.report import write_label_picture, write_stats
     from murmura.analytics.simulate import classes_of, site_label_counts
 
     if cfg.stats.enabled:
-        write_stats(folder, run_statistics(cfg, data))
+        write_stats(folder, stats if stats is not None else run_statistics(cfg, data))
     classes = classes_of(data)
     if classes and data.num_clients <= MAX_PICTURE_SITES:
         write_label_picture(folder, site_label_counts(data, classes))

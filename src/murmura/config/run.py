@@ -89,6 +89,26 @@ class Config(Section):
         check_clock(self)
         return self
 
+    @model_validator(mode="after")
+    def _standardise_fits(self) -> Config:
+        if not self.stats.standardise:
+            return self
+        if self.task.name != "tabular":
+            raise ValueError(
+                f"stats.standardise = true fits the 'tabular' task's mean and scale; task.name "
+                f"is {self.task.name!r}: set stats.standardise = false"
+            )
+        given = [k for k in ("mean", "scale") if k in self.task.args]
+        if given:
+            raise ValueError(
+                f"stats.standardise = true fits task.args.{given[0]} from the federated "
+                "statistics: remove task.args.mean and task.args.scale, or set "
+                "stats.standardise = false"
+            )
+        if "schema" not in self.task.args:
+            raise ValueError("stats.standardise = true needs the task's [task.args.schema]")
+        return self
+
     def cohort_size(self) -> int:
         """Clients sampled per round."""
         n = self.partition.num_clients

@@ -19,7 +19,10 @@ class StatsSection(Section):
     client's count, simulation only). ``noise_multiplier > 0`` adds Gaussian noise to the sums
     (example-level DP, values clipped to ``[low, high]``), accounted by ``[privacy]
     accountant`` at ``delta``. Min/max are neither sums nor of bounded sensitivity: refused
-    with either.
+    with either. ``standardise = true`` (with ``enabled``) fits the ``tabular`` task's
+    ``mean``/``scale`` from these statistics before training: every client, simulated or a
+    deployed site, standardises its numeric features with the same federated mean and
+    standard deviation, and no site shares a raw value.
     """
 
     enabled: bool = False
@@ -32,6 +35,7 @@ class StatsSection(Section):
     max_rows: int | None = Field(None, ge=1)
     noise_multiplier: float = Field(0.0, ge=0)
     delta: float = Field(1e-5, gt=0, lt=1)
+    standardise: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> StatsSection:
@@ -46,6 +50,11 @@ class StatsSection(Section):
         for j, (lo, hi) in enumerate(zip(low, high, strict=True)):
             if not lo < hi:
                 raise ValueError(f"stats.low[{j}] = {lo} is not below stats.high[{j}] = {hi}")
+        if self.standardise and not self.enabled:
+            raise ValueError(
+                "stats.standardise = true fits the task's scaling from the statistics round: "
+                "set stats.enabled = true too"
+            )
         private = "secure_aggregation = true" if self.secure_aggregation else None
         if self.noise_multiplier > 0:
             private = "noise_multiplier > 0"

@@ -22,7 +22,8 @@ leaves the run unfinished (no summary, no SHUTDOWN to the workers), so a restart
 coordinator resumes it at that round.
 
 With ``[stats] enabled``, a statistics phase (``murmura.analytics.grpc_round``) runs before
-the first round of the run and writes ``stats.json`` into its folder.
+the first round of the run and writes ``stats.json`` into its folder; with ``[stats]
+standardise`` every FIT instruction then carries the scaling fitted from it.
 
 The checkpoint carries the strategy's state with the model (``murmura.node.checkpoint``), so a
 resumed run keeps its privacy accountant (epsilon), clip norm and optimiser moments. Like the
@@ -45,7 +46,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -137,6 +138,8 @@ class CoordinatorSettings:
     """``--run-id``: resume this unfinished run (a finished or unknown id is a ``ConfigError``)."""
     statistics: StatsPlan | None = None
     """``[stats] enabled``: a statistics phase before this run's first round (``stats.json``)."""
+    standardise: Callable[[Path], Mapping[str, Scalar]] | None = None
+    """``[stats] standardise``: FIT config entries fitted from the run folder's ``stats.json``."""
 
 
 @dataclass(slots=True)
@@ -238,6 +241,9 @@ class Coordinator:
                 await statistics_phase(
                     self.hub, s.statistics, start, self.run_path, nodes, s.round_timeout_s
                 )
+            if s.standardise is not None and start <= s.rounds:  # the same scaling to every site
+                fitted = await asyncio.to_thread(s.standardise, self.run_path)
+                self.settings = replace(s, client_config={**s.client_config, **fitted})
             for r in range(start, s.rounds + 1):
                 if budget_stops(self.strategy, r):
                     log.warning(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.analytics.federation import StatsPlan, plan_from_config
+from murmura.analytics.fit_scaling import deployed_scaling
 from murmura.compress.uplink import uplink_codec
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
@@ -188,6 +190,7 @@ def build_coordinator(
         new_run=new_run,
         resume_run_id=run_id,
         statistics=statistics,
+        standardise=partial(deployed_scaling, cfg) if cfg.stats.standardise else None,
     )
     return Coordinator(
         strategy,

@@ -25,6 +25,8 @@ SCAFFOLD_KEY = "scaffold_c"
 """``murmura.strategy.scaffold.CONFIG_KEY``: SCAFFOLD's server control variate."""
 CLIP_KEY = "dp_clip_norm"
 """``murmura.strategy.dp.CLIP_KEY``: the clip norm a root sends its edges under central DP."""
+STANDARDISE_KEY = "standardise"
+"""``murmura.analytics.standardise.STANDARDISE_KEY``: the federation's feature scaling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,8 @@ def check_config(
     """Refuse unknown keys and hyper-parameters of the wrong type, non-finite or out of range.
 
     The keys are ``murmura.client.LocalSGD``'s fields (the ``[client]`` section), and what
-    strategies add: ``secagg``, SCAFFOLD's ``scaffold_c`` (checked against ``dim`` when known)
-    and central DP's ``dp_clip_norm``.
+    strategies add: ``secagg``, SCAFFOLD's ``scaffold_c`` (checked against ``dim`` when known),
+    central DP's ``dp_clip_norm`` and ``[stats] standardise``'s ``standardise``.
     """
     for key, value in config.items():
         check = _CHECKS.get(key)
@@ -145,6 +147,12 @@ def _flag(key: str, value: Scalar, limits: InstructionLimits, dim: int | None) -
         raise InstructionRejected(f"{key} = {value!r} is not a boolean")
 
 
+def _scaling(key: str, value: Scalar, limits: InstructionLimits, dim: int | None) -> None:
+    from murmura.analytics.standardise import scaling_from_json
+
+    scaling_from_json(value)
+
+
 _CHECKS = {
     "epochs": lambda k, v, lim, d: _integer(k, v, lim.max_epochs),
     "batch_size": lambda k, v, lim, d: _integer(k, v, lim.max_batch_size),
@@ -155,6 +163,7 @@ _CHECKS = {
     CLIP_KEY: lambda k, v, lim, d: _within(k, v, 0.0, math.inf, low_open=True, high_open=True),
     SCAFFOLD_KEY: _scaffold,
     SECAGG_KEY: _flag,
+    STANDARDISE_KEY: _scaling,
 }
 
 

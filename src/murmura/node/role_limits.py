@@ -108,6 +108,13 @@ _CLOCK = Limit(
     "clock.enabled = false",
 )
 
+_STANDARDISE = Limit(
+    "[stats] standardise = true",
+    lambda cfg: cfg.stats.standardise and cfg.partition.kind != "files",
+    "deployed, the federation's scaling is applied by the sites of a files job (`murmura "
+    "client --site`); set partition.kind = 'files', or stats.standardise = false",
+)
+
 LIMITS: dict[Role, tuple[Limit, ...]] = {
     "server": (
         Limit(
@@ -117,11 +124,12 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "statistics runs in simulation only, `murmura stats`); set "
             "stats.secure_aggregation = false",
         ),
+        _STANDARDISE,
         _ATTACK,
         _DOWNLINK,
         _CLOCK,
     ),
-    "client": (_ATTACK, _DOWNLINK, _CLOCK),
+    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",

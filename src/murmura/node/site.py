@@ -117,11 +117,18 @@ def site_client(site: SiteConfig, cfg: Any, node: str) -> FitClient:
             f"[partition] kind must be 'files', got {cfg.partition.kind!r}"
         )
     name = site.site.name or node
+    if cfg.stats.standardise and (site.site.task or site.site.client):
+        raise ConfigError(
+            "[stats] standardise = true scales the job's tabular task; the site's own [site] "
+            "task or client would not apply it: drop it, or set stats.standardise = false"
+        )
     try:
         client = _client(site, cfg, name)
     except SchemaError as exc:
         logging.getLogger(__name__).error("site %s refused: %s", name, exc)
         return RefusedSite(node, exc.public())
+    if cfg.stats.standardise:  # its learner is made private when the scaling builds it
+        return client
     return _private(cfg, client, name, own=site.site.client is not None)
 
 
@@ -150,12 +157,8 @@ def _private(cfg: Any, client: FitClient, name: str, *, own: bool) -> FitClient:
 
 def _client(site: SiteConfig, cfg: Any, name: str) -> FitClient:
     """Read and check the data, then build the configured, the operator's, or the job's client."""
-    import numpy as np
     import torch
 
-    from murmura.client import FlatModel, LocalSGD, TorchClient
-    from murmura.data.federated import ArrayFederatedDataset
-    from murmura.data.holdout import hold_out
     from murmura.data.schema import schema_from_mapping
     from murmura.data.sources import open_sources
     from murmura.data.validate import read_local
@@ -168,6 +171,8 @@ def _client(site: SiteConfig, cfg: Any, name: str) -> FitClient:
     if site.site.task is None and site.site.client is None:
         task: Any = load_task(cfg.task.name, **cfg.task.args)
         local = task.load(d.path, name, d.loader, d.args)
+        if cfg.stats.standardise:
+            return _standardised(cfg, task, local, name)
     else:
         schema = schema_from_mapping(cfg.task.args["schema"])
         local = read_local(schema, open_sources(d.path, schema.kind, d.loader, d.args), name)
@@ -175,6 +180,33 @@ def _client(site: SiteConfig, cfg: Any, name: str) -> FitClient:
             client: FitClient = _factory(site.site.client, "client")(local)
             return client
         task = _factory(str(site.site.task), "task")(local)
+    return _learner(cfg, task, local)
+
+
+def _standardised(cfg: Any, task: Any, local: Any, name: str) -> FitClient:
+    """``[stats] standardise``: raw rows for the statistics, then the federation's scaling."""
+    from dataclasses import replace
+
+    from murmura.node.standardised_site import StandardisedSite
+    from murmura.tasks import load_task
+
+    def build(scaling: dict[str, list[float]]) -> FitClient:
+        fitted: Any = load_task(cfg.task.name, **{**cfg.task.args, **scaling})
+        rows = fitted.prepare(replace(local, x=local.x.copy()))  # as ``fitted.load`` would
+        return _private(cfg, _learner(cfg, fitted, rows), name, own=False)
+
+    return StandardisedSite(name, _learner(cfg, task, local), len(task.table.numeric), build)
+
+
+def _learner(cfg: Any, task: Any, local: Any) -> FitClient:
+    """The job's learner on ``local``: its model, ``[evaluation]``'s hold-out, local SGD."""
+    import numpy as np
+    import torch
+
+    from murmura.client import FlatModel, LocalSGD, TorchClient
+    from murmura.data.federated import ArrayFederatedDataset
+    from murmura.data.holdout import hold_out
+
     test = (local.x[:0], local.y[:0])
     data = ArrayFederatedDataset(local.x, local.y, [np.arange(len(local))], *test)
     torch.manual_seed(cfg.run.seed)

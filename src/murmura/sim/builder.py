@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 
 def build_experiment(cfg: Config) -> Experiment:
     """Materialise the task, partition, clients and strategy that ``cfg`` describes."""
+    if cfg.stats.standardise:  # fit the task's scaling from a statistics round, then build
+        from murmura.analytics.fit_scaling import fit_simulated
+
+        fitted, stats = fit_simulated(cfg)
+        exp = build_experiment(fitted)
+        exp.statistics = stats
+        return exp
     if cfg.topology.kind == "tree":
         from murmura.sim.hierarchical import build_hierarchical_experiment
 

@@ -20,6 +20,7 @@ from murmura.tasks import Task
 from murmura.types import EvaluateRes, Vector
 
 if TYPE_CHECKING:
+    from murmura.analytics.result import FederatedStats
     from murmura.sim.p2p import P2PSimulation
     from murmura.sim.runtime import Simulation
 
@@ -35,6 +36,8 @@ class Experiment:
     simulation: Simulation | P2PSimulation
     byzantine: tuple[str, ...] = ()
     """Node ids of the clients that ``[attack]`` made Byzantine (simulation ground truth)."""
+    statistics: FederatedStats | None = None
+    """The statistics ``[stats] standardise`` fitted the task's scaling from (raw rows)."""
 
 
 def server_strategy(

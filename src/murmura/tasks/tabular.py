@@ -4,9 +4,10 @@ A softmax (logistic) regression (``model = "linear"``) or an MLP (``model = "mlp
 ``hidden``) over the schema's encoded features: numeric columns, then one-hot columns of each
 categorical one, in the schema's order. ``mean`` and ``scale`` standardise the numeric columns
 (``(x - mean) / scale``, in the schema's order of numeric features); they are plain arguments
-so that a federation can compute them once and give every site the same (``murmura stats``);
-without them the values are used as they are. Classification trains with cross-entropy,
-regression (``schema.regression``) with the mean squared error.
+so that a federation can compute them once and give every site the same (``[stats]
+standardise = true`` fits them from the federated statistics); without them the values are
+used as they are. Classification trains with cross-entropy, regression
+(``schema.regression``) with the mean squared error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional
 
+from murmura.analytics.standardise import numeric_columns
 from murmura.data.schema import TabularSchema
 from murmura.data.validate import LocalData
 from murmura.errors import ConfigError
@@ -96,6 +98,4 @@ def _standardisation(
     s = np.asarray(scale, np.float32)
     if not (np.isfinite(s).all() and (s > 0).all()) or not np.isfinite(mean).all():
         raise ConfigError("task.args.scale: finite values > 0 (and a finite mean) are required")
-    starts = np.cumsum([0, *(f.width for f in schema.features)])[:-1]
-    cols = np.array([a for a, f in zip(starts, schema.features, strict=True) if not f.categorical])
-    return cols.astype(np.int64), np.asarray(mean, np.float32), s
+    return numeric_columns(schema), np.asarray(mean, np.float32), s
