@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from murmura.compress import framed_size, make_codec
-from murmura.compress.choco import ChocoGossip, gossip_bytes
+from murmura.compress.choco import ChocoGossip, PeerCopies, gossip_bytes
+from murmura.compress.frame import unframe
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
 from murmura.sim.builder import build_experiment
-from murmura.topology import metropolis_hastings
+from murmura.topology import metropolis_hastings, neighbour_weights
 
 W = metropolis_hastings(nx.cycle_graph(6))
 
@@ -110,3 +111,30 @@ def test_gossip_step_is_refused_outside_p2p() -> None:
         config_from_dict(
             {"compression": {"uplink": "topk", "gossip_step": 0.5}, "partition": {"num_clients": 4}}
         )
+
+
+@pytest.mark.parametrize("codec", ["topk", "qsgd", "sign"])
+def test_each_peer_s_own_copies_follow_the_simulated_exchange(codec: str) -> None:
+    """A deployed peer holds only its and its neighbours' copies; it mixes to the same model."""
+    graph = nx.cycle_graph(6)
+    rows = neighbour_weights(graph)
+    start = np.random.default_rng(1).normal(size=30).astype(np.float32)
+    args = {"ratio": 0.2} if codec == "topk" else {}
+    sim = ChocoGossip(make_codec(codec, **args), np.tile(start, (6, 1)), step=0.4, seed=3)
+    peers = [PeerCopies(make_codec(codec, **args), start, 0.4, 3, i, rows[i]) for i in range(6)]
+    x = np.tile(start, (6, 1))
+    rng = np.random.default_rng(2)
+    for r in (1, 2, 3):
+        trained = x + rng.normal(size=x.shape).astype(np.float32)
+        sim.exchange(r, trained, list(range(6)))
+        expected = sim.mix(W, trained, list(range(6)))
+        wires = [p.encode(r, trained[i]) for i, p in enumerate(peers)]
+        for p in peers:
+            for j in p.row:
+                p.receive(j, unframe(p.codec, wires[j], 30))
+        x = np.stack([p.mix(trained[i], list(p.row)) for i, p in enumerate(peers)])
+        np.testing.assert_allclose(x, expected, rtol=0, atol=1e-6)
+        assert not np.allclose(x, W @ trained, atol=1e-3)  # the codec changed the mixing
+        for p in peers:
+            for j, copy in p.public.items():
+                np.testing.assert_array_equal(copy, sim.public[j])

@@ -39,7 +39,6 @@ DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}
 ASYNC: dict[str, dict[str, object]] = {
     "clock": {"enabled": True, "mode": "async", "buffer_size": 2}
 }
-CHOCO: dict[str, dict[str, object]] = {"compression": {"uplink": "sign", "gossip_step": 0.5}}
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", ATTACK, "[attack] kind != 'none'"),
     ("server", SECURE_STATS, "[stats] secure_aggregation = true"),
@@ -58,7 +57,6 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", ASYNC, "[clock] enabled = true"),
     ("client", ASYNC, "[clock] enabled = true"),
     ("edge", ASYNC, "[clock] enabled = true"),
-    ("peer", CHOCO, "[compression] uplink != 'none'"),
     ("server", STANDARDISE, "[stats] standardise = true"),
     ("client", STANDARDISE, "[stats] standardise = true"),
 ]

@@ -11,6 +11,8 @@ small for coarse codecs, e.g. 0.01 to 0.1 for top-k at 1 %.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from murmura.compress.base import Codec
@@ -19,6 +21,12 @@ from murmura.seeding import derive_seed
 
 CHOCO_STREAM = 2
 """Distinguishes CHOCO's random streams from the uplink's and the downlink's."""
+
+
+def difference(codec: Codec, seed: int, round_: int, peer: int, diff: np.ndarray) -> bytes:
+    """Peer ``peer``'s framed ``q = C(x - x^)`` of ``round_`` (its stream: seed, round, peer)."""
+    rng = np.random.default_rng(derive_seed(seed, round_, peer, CHOCO_STREAM))
+    return frame(codec, codec.encode(diff, rng))
 
 
 class ChocoGossip:
@@ -39,8 +47,7 @@ class ChocoGossip:
         sizes: dict[int, int] = {}
         d = self.public.shape[1]
         for i in present:
-            rng = np.random.default_rng(derive_seed(self.seed, round_, i, CHOCO_STREAM))
-            blob = frame(self.codec, self.codec.encode(trained[i] - self.public[i], rng))
+            blob = difference(self.codec, self.seed, round_, i, trained[i] - self.public[i])
             self.public[i] += unframe(self.codec, blob, d)
             sizes[i] = len(blob)
         return sizes
@@ -70,3 +77,43 @@ def gossip_bytes(w: np.ndarray, sizes: dict[int, float]) -> tuple[list[float], l
         up.append(size * len(neighbours))
         down.append(float(sum(sizes[j] for j in neighbours)))
     return up, down
+
+
+class PeerCopies:
+    """One deployed peer's side of CHOCO-gossip: its own public copy and its neighbours'.
+
+    The same steps as ``ChocoGossip`` for peer ``index`` alone: ``encode`` makes its ``q_i``
+    (and applies it to its own copy, as its neighbours do on receipt), ``receive`` applies a
+    neighbour's decoded ``q_j``, ``mix`` pulls the trained model toward the copies.
+    """
+
+    def __init__(
+        self, codec: Codec, start: np.ndarray, step: float, seed: int, index: int,
+        row: Mapping[int, float],
+    ) -> None:  # fmt: skip
+        if not 0 < step <= 1:
+            raise ValueError(f"CHOCO-gossip step must be in (0, 1], got {step}")
+        self.codec, self.step, self.seed, self.index = codec, step, seed, index
+        self.row = {j: w for j, w in row.items() if j != index}
+        first = np.asarray(start, dtype=np.float32)
+        self.public = {j: first.copy() for j in [index, *self.row]}
+        """``x^_j`` for this peer and each neighbour, from the common starting model."""
+
+    def encode(self, round_: int, trained: np.ndarray) -> bytes:
+        """The peer's framed ``q_i`` of ``round_``, already applied to its own copy."""
+        i = self.index
+        blob = difference(self.codec, self.seed, round_, i, trained - self.public[i])
+        self.public[i] += unframe(self.codec, blob, self.public[i].size)
+        return blob
+
+    def receive(self, j: int, q: np.ndarray) -> None:
+        """Apply neighbour ``j``'s decoded ``q_j`` to its copy."""
+        self.public[j] += q
+
+    def mix(self, trained: np.ndarray, present: list[int]) -> np.ndarray:
+        """``x_i + step * sum_j w_ij (x^_j - x^_i)`` over the neighbours in ``present``."""
+        mine = self.public[self.index]
+        pull = np.zeros(mine.size, dtype=np.float64)
+        for j in sorted(present):
+            pull += self.row[j] * (self.public[j].astype(np.float64) - mine)
+        return np.asarray(trained + self.step * pull.astype(np.float32), dtype=np.float32)

@@ -19,7 +19,8 @@ class CompressionSection(Section):
     uplink to their edge), simulated and deployed; secure aggregation refuses it.
 
     In P2P, peers exchange ``uplink``-compressed differences by CHOCO-gossip with consensus
-    step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``).
+    step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``),
+    simulated and deployed (``murmura peer``; such a peer does not resume from a checkpoint).
 
     ``downlink`` (``downlink_args``) sends each client the model as a delta against the model
     it last received (``murmura.compress.downlink``); simulation only: the deployed roles

@@ -12,6 +12,11 @@ their round; nothing ever waits past a deadline, so no peer deadlocks on a dead 
 A ``sender`` (red-teaming only) replaces what the peer publishes; it still mixes honestly.
 With ``[privacy]`` the learner is the simulation's privatised one (local DP, DP-SGD) and the
 peer spends the same budgets: epsilon in ``metrics.jsonl``, and no round past a target.
+With ``[compression] uplink`` (CHOCO-gossip, ``murmura.compress.choco.PeerCopies``) a peer
+serves its framed ``q_i`` instead of its model and mixes toward the public copies. A copy is
+only right while every ``q_j`` arrived: a neighbour whose ``q_j`` of a round was missed is
+never mixed again (its copy is stale), the peer never jumps rounds, and it does not resume
+from a checkpoint (the copies are not in it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import numpy as np
 
 from murmura import console
 from murmura.attacks.peer_sender import RoundSender
+from murmura.compress.base import spec
+from murmura.compress.choco import PeerCopies
 from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
 from murmura.learner import Learner
 from murmura.node import progress
@@ -131,6 +138,7 @@ class Peer:
         evaluate_fn: EvaluateFn | None = None,
         sender: RoundSender | None = None,
         budgets: Sequence[PrivacyBudget] = (),
+        choco: PeerCopies | None = None,
     ) -> None:
         self.s, self.learner, self.layout = settings, learner, layout
         self.budgets = list(budgets)
@@ -147,6 +155,10 @@ class Peer:
         self.done = 0
         """The round of the peer's checkpoint: where the same command resumes."""
         self._rng = random.Random()
+        self.choco = choco
+        """CHOCO-gossip's public copies (``[compression] uplink``); None: float32 models."""
+        self.stale: set[int] = set()
+        """CHOCO-gossip: neighbours whose copy missed a ``q_j``; never mixed again."""
 
     def _tag(self, round_: int) -> str:
         return f"node={self.s.name} round={round_}"
@@ -185,6 +197,11 @@ class Peer:
         """Serve and run rounds until ``rounds``; then serve until neighbours have our last."""
         s = self.s
         done = self.done = self._resume()
+        if done and self.choco is not None:
+            raise CheckpointError(
+                f"{checkpoint_file(s.state_dir)}: a CHOCO-gossip peer cannot resume (its "
+                "neighbours' public copies are not in the checkpoint); start the run afresh"
+            )
         host, port = s.addresses[s.index].rsplit(":", 1)
         opts = ServerOptions(
             host=host,
@@ -200,7 +217,7 @@ class Peer:
         self.links = {
             j: NeighbourLink(
                 s.name, s.names[j], s.addresses[j], s.run_id, self.layout, s.credentials,
-                s.max_model_bytes,
+                s.max_model_bytes, None if self.choco is None else self.choco.codec,
             )
             for j in self.neighbours
         }  # fmt: skip
@@ -226,16 +243,25 @@ class Peer:
         """Train, publish, gather, mix, checkpoint; return the next round to run."""
         t0 = time.perf_counter()
         trained, loss = await asyncio.to_thread(local_step, self.learner, self.weights, round_)
-        sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
-        await self.store.publish(round_, sent)
+        wire = b""
+        if self.choco is not None:
+            wire = self.choco.encode(round_, trained)
+            await self.store.publish_compressed(round_, wire, spec(self.choco.codec))
+        else:
+            sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
+            await self.store.publish(round_, sent)
         timeout = self.s.join_timeout_s if first else self.s.round_timeout_s
         answers = await self.gather(round_, time.monotonic() + timeout)
         received = {j: f.weights for j, f in answers.items() if f.weights is not None}
         missing = [self.s.names[j] for j in self.neighbours if j not in received]
-        spread = consensus_distance(np.stack([trained, *received.values()])) if received else None
-        self.weights = np.asarray(
-            self.mixer(self.s.index, trained, received, self.row), dtype=np.float32
-        )
+        if self.choco is None:
+            spread = (
+                consensus_distance(np.stack([trained, *received.values()])) if received else None
+            )
+            mixed = self.mixer(self.s.index, trained, received, self.row)
+        else:
+            spread, mixed = None, self._choco_mix(round_, trained, received)
+        self.weights = np.asarray(mixed, dtype=np.float32)
         meta = {"run_id": self.s.run_id, "node": self.s.name, "round": str(round_)}
         await asyncio.to_thread(
             save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout, meta
@@ -245,10 +271,30 @@ class Peer:
             result.missing[round_] = missing
             log.warning("%s: mixed without %s (weights renormalised)", self._tag(round_), missing)
         # Evaluating may take a while on a big task: off the loop, which keeps serving.
+        wire_bytes = None
+        if self.choco is not None:
+            down = sum(answers[j].wire_bytes for j in received)
+            wire_bytes = (len(wire) * len(self.neighbours), down)
         await asyncio.to_thread(
-            self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0, spread
-        )
+            self._record, round_, loss, sorted(received), missing, time.perf_counter() - t0,
+            spread, wire_bytes,
+        )  # fmt: skip
         return self._next_round(round_, answers)
+
+    def _choco_mix(self, round_: int, trained: Vector, received: Mapping[int, Vector]) -> Vector:
+        """Apply the neighbours' ``q_j``; mix with those whose copies are whole."""
+        assert self.choco is not None
+        for j in self.neighbours:
+            if j in received and j not in self.stale:
+                self.choco.receive(j, received[j])
+            elif j not in self.stale:
+                self.stale.add(j)
+                log.warning(
+                    "%s: missed %s's CHOCO difference: its public copy is stale, it is not "
+                    "mixed again this run", self._tag(round_), self.s.names[j],
+                )  # fmt: skip
+        present = [j for j in self.neighbours if j not in self.stale]
+        return self.choco.mix(trained, present)
 
     def _budget_stops(self, round_: int) -> bool:
         """Whether running ``round_`` would take a privacy budget past its target."""
@@ -265,7 +311,7 @@ class Peer:
         those ahead, never past the last round, so one neighbour cannot end our run early.
         """
         ahead = [f.latest_round for f in answers.values() if f.latest_round > round_ + 1]
-        if not ahead:
+        if not ahead or self.choco is not None:  # CHOCO needs every q_j: never skip a round
             return round_ + 1
         target = max(min(min(ahead), self.s.rounds), round_ + 1)
         log.info("%s: neighbours are at round %d; rejoining there", self._tag(round_), target)
@@ -339,11 +385,13 @@ class Peer:
         missing: list[str],
         secs: float,
         spread: float | None = None,
+        wire_bytes: tuple[int, int] | None = None,
     ) -> None:
         """Append the round's line to ``metrics.jsonl`` and print it.
 
         ``spread``: the local consensus distance, over this peer's trained model and the
         neighbours' models it mixed (``murmura.topology.consensus_distance``), before mixing.
+        ``wire_bytes``: CHOCO-gossip's bytes sent (``q_i`` once per neighbour) and received.
         """
         line: dict[str, object] = {
             "round": round_,
@@ -354,6 +402,8 @@ class Peer:
             "seconds": secs,
             "local_consensus_distance": spread,
         }
+        if wire_bytes is not None:
+            line["bytes_up"], line["bytes_down"] = wire_bytes
         charge_through(self.budgets, round_)
         for budget in self.budgets:
             line.update(budget.metrics())

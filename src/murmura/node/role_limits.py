@@ -10,7 +10,8 @@ Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murm
 (it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
 client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
 server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
-``murmura peer`` (it builds the simulation's privatised learners and budgets); the
+``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip
+(``[compression] uplink`` in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the
 server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
 --config``, which reads only the task, partition, seed, hold-out and ``[privacy]``'s client
 part from it.
@@ -93,13 +94,6 @@ _DOWNLINK = Limit(
     "model each node holds, per node); set compression.downlink = 'none' or run it in "
     "simulation",
 )
-
-_CHOCO = Limit(
-    "[compression] uplink != 'none'",
-    lambda cfg: cfg.compression.uplink != "none",
-    "a deployed peer exchanges float32 models; CHOCO-gossip runs in simulation only; set "
-    "compression.uplink = 'none' or run it in simulation",
-)
 _CLOCK = Limit(
     "[clock] enabled = true",
     lambda cfg: cfg.clock.enabled,
@@ -157,7 +151,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
     # [clock] needs a star: a peer-to-peer config with it is refused when it loads
-    "peer": (_STATS, _TRACKING, _CHOCO),
+    "peer": (_STATS, _TRACKING),
 }
 
 

@@ -207,6 +207,11 @@ def build_peer(
         raise ConfigError(f"[topology] has {graph.number_of_nodes()} nodes, [peers] {n}")
     row = neighbour_weights(graph)[index]
     sender = None
+    if attack is not None and cfg.compression.uplink != "none":
+        raise ConfigError(
+            "--attack with [compression] uplink (CHOCO-gossip): a red-team peer sends models, "
+            "CHOCO peers exchange compressed differences; set compression.uplink = 'none'"
+        )
     if attack is not None:  # before any data is loaded: a bad attack fails fast
         name = sec.peer_names()[index]
         sender = red_team_sender(attack, name, len(row) - (index in row), cfg.run.seed)
@@ -235,9 +240,24 @@ def build_peer(
         pre=cfg.strategy.pre_aggregation,
         pre_params=cfg.strategy.pre_aggregation_args,
     )
+    choco = peer_copies(cfg, model.get(), index, row)
     return Peer(
-        settings, learners[index], model.get(), model.layout, row, mixer, evaluate, sender, budgets
-    )
+        settings, learners[index], model.get(), model.layout, row, mixer, evaluate, sender, budgets,
+        choco,
+    )  # fmt: skip
+
+
+def peer_copies(cfg: Any, start: Any, index: int, row: Mapping[int, float]) -> Any:
+    """CHOCO-gossip's copies of peer ``index`` (``[compression] uplink``), as the simulation's."""
+    from murmura.compress import make_codec
+    from murmura.compress.choco import PeerCopies
+
+    c = cfg.compression
+    if c.uplink == "none":
+        return None
+    assert c.gossip_step is not None  # checked when the config was loaded
+    codec = make_codec(c.uplink, **c.args)
+    return PeerCopies(codec, start, c.gossip_step, cfg.run.seed, index, row)
 
 
 def edge_strategy(cfg: Any, children: int, edge: str) -> Any:

@@ -14,6 +14,7 @@ costs at most one deadline and never a model that fails its binding, layout or d
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from murmura.compress.base import Codec
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, dial_check, keys
 from murmura.transport.codec import BlobAssembler, MalformedMessage
@@ -55,8 +57,17 @@ class ModelStore:
         self._changed = asyncio.Condition()
 
     async def publish(self, round_: int, weights: Vector) -> None:
-        """Make ``weights`` the model served for ``round_``; forget rounds beyond ``keep``."""
-        blob = codec.encode_blob(weights, self.layout)
+        """Make ``weights`` the model served for ``round_``."""
+        await self.publish_blob(round_, codec.encode_blob(weights, self.layout))
+
+    async def publish_compressed(self, round_: int, wire: bytes, codec_spec: str) -> None:
+        """Serve a codec's framed bytes (CHOCO-gossip's ``q_i``) for ``round_``."""
+        blob = codec.compressed_blob(wire, codec_spec, self.layout)
+        blob.header.sha256 = hashlib.sha256(wire).digest()
+        await self.publish_blob(round_, blob)
+
+    async def publish_blob(self, round_: int, blob: codec.Blob) -> None:
+        """Make ``blob`` what is served for ``round_``; forget rounds beyond ``keep``."""
         async with self._changed:
             self.blobs[round_] = blob
             self.latest = max(self.latest, round_)
@@ -201,12 +212,17 @@ async def start_peer_server(store: ModelStore, opts: ServerOptions) -> tuple[aio
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A neighbour's answer for one round: its model, or the newest round it has."""
+    """A neighbour's answer for one round: its model, or the newest round it has.
+
+    With CHOCO-gossip ``weights`` is the neighbour's decoded difference ``q_j``.
+    """
 
     node: str
     round: int
     latest_round: int
     weights: Vector | None
+    wire_bytes: int = 0
+    """Length of the buffer that carried ``weights`` (0 when none came)."""
 
 
 class NeighbourLink:
@@ -221,9 +237,12 @@ class NeighbourLink:
         layout: Layout,
         credentials: keys.Credentials | None,
         max_model_bytes: int = codec.DEFAULT_MAX_BYTES,
+        compression: Codec | None = None,
     ) -> None:
         self.me, self.neighbour, self.target, self.run_id = me, neighbour, target, run_id
         self.layout, self.max_model_bytes = layout, max_model_bytes
+        self.compression = compression
+        """The codec agreed for the neighbour's replies (CHOCO-gossip); None: float32 models."""
         link = LinkOptions(server_name=neighbour if credentials is not None else None)
         options = [
             *channel_options(link),
@@ -297,7 +316,9 @@ class NeighbourLink:
             raise MalformedMessage("a model reply has weights if and only if it is available")
         weights = None
         if h.available:
-            blob = BlobAssembler(h.weights, self.max_model_bytes, self.layout)
+            blob = BlobAssembler(
+                h.weights, self.max_model_bytes, self.layout, codec=self.compression
+            )
             async for raw in parts:
                 fast = parse_chunk_frame(bytes(raw))
                 if fast is not None:
@@ -308,4 +329,5 @@ class NeighbourLink:
                     raise MalformedMessage("only chunks may follow the header")
                 blob.add(chunk.chunk)
             weights = blob.finish()
-        return Fetched(self.neighbour, round_, int(h.latest_round), weights)
+        size = int(h.weights.length) if weights is not None else 0
+        return Fetched(self.neighbour, round_, int(h.latest_round), weights, size)
