@@ -31,11 +31,23 @@ from murmura.types import RoundMetrics
 EDGES = {"edge-1": [0, 1], "edge-2": [2, 3]}  # the simulated tree's contiguous blocks
 
 
+_TAKEN: set[int] = set()
+"""Ports handed out so far: gRPC binds with SO_REUSEPORT, so two cells given one port would
+share it and their nodes would reach each other's servers."""
+
+
 def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
+    """``n`` free loopback ports, none handed to another cell of this run."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    while len(ports) < n:
+        s = socket.socket()
         s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
+        socks.append(s)  # held open until all are chosen, so the OS gives distinct ports
+        port = int(s.getsockname()[1])
+        if port not in _TAKEN:
+            _TAKEN.add(port)
+            ports.append(port)
     for s in socks:
         s.close()
     return ports
