@@ -57,20 +57,28 @@ class DataSource(Protocol):
         ...
 
 
-class CsvSource:
-    """A CSV file with a header row, streamed by pyarrow in blocks."""
+class _FileSource:
+    """What every built-in source shares: the path it reads, named as errors name it."""
 
-    def __init__(self, path: Path | str, delimiter: str = ",") -> None:
-        self.path, self.delimiter = Path(path), delimiter
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
 
     @property
     def name(self) -> str:
-        """The file."""
+        """The file or folder."""
         return str(self.path)
 
     def num_rows(self) -> int | None:
-        """Unknown until read."""
+        """Unknown until read (a source that knows it from metadata says so)."""
         return None
+
+
+class CsvSource(_FileSource):
+    """A CSV file with a header row, streamed by pyarrow in blocks."""
+
+    def __init__(self, path: Path | str, delimiter: str = ",") -> None:
+        super().__init__(path)
+        self.delimiter = delimiter
 
     def chunks(self, columns: Sequence[str]) -> Iterator[Chunk]:
         """Record batches of the named columns; strings when pyarrow cannot type a column."""
@@ -101,16 +109,8 @@ class CsvSource:
             row += batch.num_rows
 
 
-class ParquetSource:
+class ParquetSource(_FileSource):
     """A Parquet file, read in record batches of the named columns."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    @property
-    def name(self) -> str:
-        """The file."""
-        return str(self.path)
 
     def num_rows(self) -> int | None:
         """From the file's footer."""
@@ -178,20 +178,8 @@ def _numpy(column: Any) -> NDArray[Any]:
     return np.asarray(arr.to_numpy(zero_copy_only=False))
 
 
-class NpzSource:
+class NpzSource(_FileSource):
     """A NumPy ``.npz`` file: one array per column (images: ``image`` and ``label``)."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    @property
-    def name(self) -> str:
-        """The file."""
-        return str(self.path)
-
-    def num_rows(self) -> int | None:
-        """Unknown until read."""
-        return None
 
     def chunks(self, columns: Sequence[str]) -> Iterator[Chunk]:
         """One chunk of every named array in the file (no pickled objects are loaded)."""
@@ -199,20 +187,8 @@ class NpzSource:
             yield Chunk({c: z[c] for c in columns if c in z.files}, self.name)
 
 
-class ImageFolderSource:
+class ImageFolderSource(_FileSource):
     """A folder with one sub-folder per class of PNG/JPEG images; one chunk per image."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    @property
-    def name(self) -> str:
-        """The folder."""
-        return str(self.path)
-
-    def num_rows(self) -> int | None:
-        """Unknown until listed."""
-        return None
 
     def chunks(self, columns: Sequence[str]) -> Iterator[Chunk]:
         """Each image as an ``image`` array (H, W) or (H, W, 3), with its folder as ``label``."""
@@ -234,22 +210,14 @@ def _plain_mode(mode: str) -> str:
     return "RGB" if mode in ("P", "RGBA", "CMYK", "YCbCr", "LAB", "HSV") else "L"
 
 
-class LoaderSource:
+class LoaderSource(_FileSource):
     """The site operator's own loader ``"package.module:function"``, called with the path."""
 
     def __init__(
         self, target: str, path: Path | str, args: Mapping[str, Any] | None = None
     ) -> None:
-        self.target, self.path, self.args = target, str(path), dict(args or {})
-
-    @property
-    def name(self) -> str:
-        """The path handed to the loader."""
-        return self.path
-
-    def num_rows(self) -> int | None:
-        """Unknown until loaded."""
-        return None
+        super().__init__(path)
+        self.target, self.args = target, dict(args or {})
 
     def chunks(self, columns: Sequence[str]) -> Iterator[Chunk]:
         """What the loader returns: one mapping of columns, or several."""
@@ -257,7 +225,7 @@ class LoaderSource:
             fn = resolve_user(self.target)
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"data loader {self.target!r} cannot be loaded: {exc}") from None
-        out = fn(self.path, **self.args)
+        out = fn(self.name, **self.args)
         parts: Iterable[Columns] = [out] if isinstance(out, Mapping) else out
         row = 1
         for cols in parts:
