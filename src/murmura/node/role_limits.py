@@ -114,7 +114,9 @@ def _simulated_clock(cfg: Config) -> bool:
     if not c.enabled or c.mode == "sync":
         return c.enabled
     fields = type(c).model_fields  # a key counts as given when it differs from its default
-    return any(getattr(c, k) != fields[k].default for k in SIMULATED_TIME)
+    return any(
+        getattr(c, k) != fields[k].get_default(call_default_factory=True) for k in SIMULATED_TIME
+    )
 
 
 _SIMULATED_CLOCK = Limit(
