@@ -160,6 +160,10 @@ class ArrivalLog:
             (self.run_id, round_),
         )
 
+    def clear(self) -> None:
+        """Delete every arrival of the run (finished: what came after its last round is moot)."""
+        self.db.execute("DELETE FROM async_arrivals WHERE run_id = ?", (self.run_id,))
+
     def _select(self, where: str, *args: object) -> list[Arrival]:
         rows = self.db.execute(
             "SELECT seq, node, ticket, base, num_examples, metrics, payload, reason, round, tau "

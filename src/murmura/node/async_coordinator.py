@@ -95,7 +95,10 @@ class AsyncCoordinator(Coordinator):
         if channel is not None:
             raise ConfigError("clock.mode = 'async' runs over the gRPC transport only")
         try:
-            return await super().run()
+            result = await super().run()
+            if self.arrivals is not None:  # finished; arrivals after the last round are unused
+                self.arrivals.clear()
+            return result
         finally:
             if self.arrivals is not None:
                 self.arrivals.close()
