@@ -7,14 +7,15 @@ setting it does not apply would run without it and say nothing: a peer training 
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
 Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
-(it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
-client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
-server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
-``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip
-(``[compression] uplink`` in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the
-server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
---config``, which reads only the task, partition, seed, hold-out and ``[privacy]``'s client
-part from it.
+(it runs the strategy wrappers the simulation builds); ``[clock] mode = 'async'`` at ``murmura
+server`` (``murmura.node.async_coordinator``, in real time) and ``murmura client``; local DP
+and DP-SGD at ``murmura client --config`` (it wraps its learner as the simulation wraps client
+``i``), at ``murmura server`` (it spends the same budgets), at ``murmura edge`` (they are the
+clients' part) and at ``murmura peer`` (it builds the simulation's privatised learners and
+budgets); CHOCO-gossip (``[compression] uplink`` in P2P) at ``murmura peer``
+(``murmura.compress.choco.PeerCopies``); the server-side sections (central DP, ``[secagg]``,
+``[anomaly]``) at ``murmura client --config``, which reads only the task, partition, seed,
+hold-out and ``[privacy]``'s client part from it.
 """
 
 from __future__ import annotations
