@@ -8,6 +8,7 @@ interrupted, each arrival in exactly one aggregation.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from murmura.simtime.staleness import constant, polynomial
 from murmura.strategy import FedAvg
 from murmura.strategy.secure import SecAggParams, SecureAggregation
 from murmura.transport.grpc_server import ServerOptions
+from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.streams import DecodedResult
 from murmura.types import Layout
 
 # (base version, failed) of each arrival, in arrival order
@@ -155,3 +158,36 @@ def test_the_async_coordinator_refuses_what_it_cannot_honour(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"\[server\] checkpoint_every = 3 with clock.mode"):
         _coordinator(tmp_path, FedAvg(min_clients=1), every=3)
     assert not (tmp_path / "s").exists()  # refused before any state was written
+
+
+def _result(node: str, update: np.ndarray, n: int) -> DecodedResult:
+    return DecodedResult("run", 0, node, pb.FIT, n, 0.0, {}, update, b"", wire_bytes=update.nbytes)
+
+
+@pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
+def test_an_arrival_is_weighted_as_in_the_simulation(tmp_path: Path, algorithm: str) -> None:
+    """Through the coordinator's own arrival path: sink, SQLite, take, aggregate (FedAvg)."""
+    rng = np.random.default_rng(1)
+    w0, w1, u, v = (rng.standard_normal(4).astype(np.float32) for _ in range(4))
+    settings = CoordinatorSettings(state_dir=tmp_path / "s", rounds=3)
+    rule = AsyncRule(algorithm, 2, 0.6, polynomial(0.5), 3, 2)
+    layout = Layout(("a",), ((4,),))
+    coord = AsyncCoordinator(FedAvg(min_clients=1), w0, layout, settings, ServerOptions(), rule)
+    coord.run_id = coord._open_run().run_id
+    assert coord.arrivals is not None
+    coord.round_done, coord.weights, coord.models = 1, w1, {0: w0, 1: w1}
+    coord._sink(1, 0)("w0", 1, _result("w0", u, 10))  # trained on model 0: staleness 1
+    coord._sink(2, 1)("w1", 2, _result("w1", v, 30))  # trained on model 1: staleness 0
+    assert coord._take(2, 0) == 2
+    new, metrics, nodes = asyncio.run(coord._aggregate(2))
+    if algorithm == "fedasync":  # alpha s(tau) (w_k - w), w_k = the model it got + its update
+        rows = [0.6 * 2**-0.5 * (w0 + u - w1), 0.6 * (w1 + v - w1)]
+    else:  # s(tau) delta_k
+        rows = [2**-0.5 * u, v]
+    expected = w1 + (10 * rows[0] + 30 * rows[1]) / 40
+    assert new is not None
+    np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-6)
+    assert nodes == ["w0", "w1"] and metrics.extra["staleness_max"] == 1
+    coord.arrivals.close()
+    coord.state.close()
+    coord.ledger.close()
