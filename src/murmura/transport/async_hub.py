@@ -54,6 +54,7 @@ class AsyncHub(Hub):
         async with self._changed:
             self.dispatches[outgoing.round] = RoundState(outgoing, frozenset({node}), sink)
             self._deadlines[outgoing.round] = time.monotonic() + timeout_s
+            self.pulls.rounds_kept = max(self.pulls.rounds_kept, len(self.dispatches) + 4)
             self._changed.notify_all()
 
     async def settle(self, wait_s: float) -> list[Settled]:
