@@ -39,6 +39,18 @@ DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}
 ASYNC: dict[str, dict[str, object]] = {
     "clock": {"enabled": True, "mode": "async", "buffer_size": 2}
 }
+SIMULATED_SYNC: dict[str, dict[str, object]] = {"clock": {"enabled": True, "deadline_s": 5.0}}
+SIMULATED_ASYNC: dict[str, dict[str, object]] = {
+    "clock": {"enabled": True, "mode": "async", "buffer_size": 2, "sigma": 1.0}
+}
+ASYNC_FEDERATED: dict[str, dict[str, object]] = {
+    **ASYNC,
+    "evaluation": {"federated": True},
+}
+SIMULATED_CLOCK = (
+    "[clock] enabled = true with mode = 'sync' or a simulated client's speed, availability or "
+    "bandwidth"
+)
 REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", ATTACK, "[attack] kind != 'none'"),
     ("server", SECURE_STATS, "[stats] secure_aggregation = true"),
@@ -54,8 +66,10 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", DOWNLINK, "[compression] downlink != 'none'"),
     ("client", DOWNLINK, "[compression] downlink != 'none'"),
     ("edge", DOWNLINK, "[compression] downlink != 'none'"),
-    ("server", ASYNC, "[clock] enabled = true"),
-    ("client", ASYNC, "[clock] enabled = true"),
+    ("server", SIMULATED_SYNC, SIMULATED_CLOCK),
+    ("server", SIMULATED_ASYNC, SIMULATED_CLOCK),
+    ("client", SIMULATED_SYNC, SIMULATED_CLOCK),
+    ("server", ASYNC_FEDERATED, "[evaluation] federated = true with [clock] mode = 'async'"),
     ("edge", ASYNC, "[clock] enabled = true"),
     ("server", STANDARDISE, "[stats] standardise = true"),
     ("client", STANDARDISE, "[stats] standardise = true"),
@@ -82,6 +96,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", COMPRESSED),
     ("client", COMPRESSED),
     ("edge", COMPRESSED),
+    ("server", ASYNC),  # FedBuff in real time (murmura.node.async_coordinator)
+    ("client", ASYNC),
 ]
 
 

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from murmura.simtime.asynchronous import AsyncRule, AsyncSimulation
+from murmura.simtime.arrival import AsyncRule
+from murmura.simtime.asynchronous import AsyncSimulation
 from murmura.simtime.availability import Always, Trace
 from murmura.simtime.clock import SimClock
 from murmura.simtime.profiles import Profile

@@ -33,8 +33,11 @@ class ClockSection(Section):
     per buffer and the accountant is charged once per aggregation as a Poisson sample of rate
     ``strategy.fraction``, which must equal ``buffer_size / num_clients``; arrivals favour
     fast, reachable clients, so that rate is an assumption, not a guarantee. Secure
-    aggregation is refused in async mode; robust rules apply per buffer. Simulation only:
-    deployed roles refuse it.
+    aggregation is refused in async mode; robust rules apply per buffer. Deployed, ``murmura
+    server`` runs ``mode = 'async'`` in real time with the same keys (any idle worker gets
+    the current model; ``[server] round_timeout`` bounds each worker's fit; federated
+    evaluation and ``checkpoint_every`` > 1 are refused); the simulated clients' keys (speed,
+    availability, bandwidths) and ``mode = 'sync'`` are simulation only.
     """
 
     enabled: bool = False

@@ -87,7 +87,7 @@ from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
 from murmura.transport.channel import Channel
 from murmura.transport.grpc_server import ServerOptions, start_server
-from murmura.transport.hub import Hub, Outgoing, RoundOutcome
+from murmura.transport.hub import Events, Hub, Outgoing, RoundOutcome
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.secagg_exchange import SecAggExchange
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
@@ -215,7 +215,7 @@ class Coordinator:
         start = rec.last_round + 1
         self.run_id = rec.run_id
         events = self.monitor.events(self.ledger.recorder(rec.run_id))
-        hub = Hub(rec.run_id, s.heartbeat_s, s.lost_after_s, events)
+        hub = self._new_hub(rec.run_id, events)
         self.monitor.metrics.start_run(rec.run_id, s.rounds, rec.last_round)
         hub.last_round = rec.last_round
         server = None
@@ -271,6 +271,10 @@ class Coordinator:
                 self.state.close()
                 self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
+
+    def _new_hub(self, run_id: str, events: Events) -> Hub:
+        """The gRPC endpoint's round state (the async coordinator hands out per-worker models)."""
+        return Hub(run_id, self.settings.heartbeat_s, self.settings.lost_after_s, events)
 
     def _open_run(self) -> RunRecord:
         """Open or resume the run: restore the model and strategy state, or save round 0."""
@@ -474,17 +478,21 @@ class Coordinator:
         outgoing = Outgoing(round_, pb.FIT, dict(config), blob, self.layout)
 
         def sink(node: str, r: int, res: DecodedResult) -> None:
-            if res.update is None:
-                raise ValueError("FIT result without an update")
-            self.monitor.metrics.update_received(res.update.nbytes)  # read in full, then checked
-            fit = FitRes(res.update, res.num_examples, res.metrics)
-            validate(node, r, fit, self.checks)
-            counted = {**fit.metrics, BYTES_UP: float(res.wire_bytes)}  # ours, not the worker's
+            fit, counted = self._checked(node, r, res)
             buffer.add(node, fit.update, fit.num_examples, counted)
 
         log.info("node=coordinator round=%d: sent to %d nodes", round_, len(cohort))
         await self.hub.open_round(outgoing, frozenset(cohort), sink)
         return await self.hub.collect(self.settings.round_timeout_s)
+
+    def _checked(self, node: str, r: int, res: DecodedResult) -> tuple[FitRes, dict[str, float]]:
+        """A FIT result validated for round ``r``, and its metrics with the bytes counted here."""
+        if res.update is None:
+            raise ValueError("FIT result without an update")
+        self.monitor.metrics.update_received(res.update.nbytes)  # read in full, then checked
+        fit = FitRes(res.update, res.num_examples, res.metrics)
+        validate(node, r, fit, self.checks)
+        return fit, {**fit.metrics, BYTES_UP: float(res.wire_bytes)}  # ours, not the worker's
 
     def _record(self, run_id: str, round_: int, nodes: Sequence[str], m: RoundMetrics) -> None:
         """Write the checkpoint (model and strategy state), the metrics line, then commit.

@@ -192,13 +192,14 @@ def build_coordinator(
         statistics=statistics,
         standardise=partial(deployed_scaling, cfg) if cfg.stats.standardise else None,
     )
-    return Coordinator(
-        strategy,
-        weights,
-        layout,
-        settings,
-        replace(server_options(s, insecure), uplink_codec=uplink_codec(cfg)),  # [compression]
-    )
+    server = replace(server_options(s, insecure), uplink_codec=uplink_codec(cfg))  # [compression]
+    if cfg.clock.enabled and cfg.clock.mode == "async":  # FedAsync/FedBuff in real time
+        from murmura.node.async_coordinator import AsyncCoordinator
+        from murmura.simtime.arrival import async_rule
+
+        rule = async_rule(cfg.clock, cfg.cohort_size())
+        return AsyncCoordinator(strategy, weights, layout, settings, server, rule)
+    return Coordinator(strategy, weights, layout, settings, server)
 
 
 def deployed_statistics(cfg: Any, classes: Callable[[], int]) -> StatsPlan | None:

@@ -7,14 +7,15 @@ setting it does not apply would run without it and say nothing: a peer training 
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
 Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
-(it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
-client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
-server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
-``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip
-(``[compression] uplink`` in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the
-server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
---config``, which reads only the task, partition, seed, hold-out and ``[privacy]``'s client
-part from it.
+(it runs the strategy wrappers the simulation builds); ``[clock] mode = 'async'`` at ``murmura
+server`` (``murmura.node.async_coordinator``, in real time) and ``murmura client``; local DP
+and DP-SGD at ``murmura client --config`` (it wraps its learner as the simulation wraps client
+``i``), at ``murmura server`` (it spends the same budgets), at ``murmura edge`` (they are the
+clients' part) and at ``murmura peer`` (it builds the simulation's privatised learners and
+budgets); CHOCO-gossip (``[compression] uplink`` in P2P) at ``murmura peer``
+(``murmura.compress.choco.PeerCopies``); the server-side sections (central DP, ``[secagg]``,
+``[anomaly]``) at ``murmura client --config``, which reads only the task, partition, seed,
+hold-out and ``[privacy]``'s client part from it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,40 @@ _CLOCK = Limit(
     "clock.enabled = false",
 )
 
+SIMULATED_TIME = (
+    "speed", "per_sample_s", "sigma", "per_sample", "availability", "period_s", "on_fraction",
+    "trace", "up_bps", "down_bps",
+)  # fmt: skip
+"""The ``[clock]`` keys that describe simulated clients, not the asynchronous rule."""
+
+
+def _simulated_clock(cfg: Config) -> bool:
+    c = cfg.clock
+    if not c.enabled or c.mode == "sync":
+        return c.enabled
+    fields = type(c).model_fields  # a key counts as given when it differs from its default
+    return any(
+        getattr(c, k) != fields[k].get_default(call_default_factory=True) for k in SIMULATED_TIME
+    )
+
+
+_SIMULATED_CLOCK = Limit(
+    "[clock] enabled = true with mode = 'sync' or a simulated client's speed, availability "
+    "or bandwidth",
+    _simulated_clock,
+    "deployed nodes run in real time: `murmura server` runs clock.mode = 'async' (algorithm, "
+    "concurrency, buffer_size, mixing, staleness, a, b, max_staleness), but the simulated "
+    "clock's speeds, availability, bandwidths and synchronous deadlines run in simulation "
+    "only; leave those keys out, or set clock.enabled = false",
+)
+_ASYNC_FEDERATED_EVAL = Limit(
+    "[evaluation] federated = true with [clock] mode = 'async'",
+    lambda cfg: cfg.clock.enabled and cfg.clock.mode == "async" and cfg.evaluation.federated,
+    "in async mode the workers are training on their own models while an aggregation is "
+    "evaluated, so a federated evaluation would wait for the slowest; set "
+    "evaluation.federated = false (the coordinator's test set still evaluates)",
+)
+
 _STANDARDISE = Limit(
     "[stats] standardise = true",
     lambda cfg: cfg.stats.standardise and cfg.partition.kind != "files",
@@ -121,9 +156,10 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _STANDARDISE,
         _ATTACK,
         _DOWNLINK,
-        _CLOCK,
+        _SIMULATED_CLOCK,
+        _ASYNC_FEDERATED_EVAL,
     ),
-    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _CLOCK),
+    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _SIMULATED_CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",

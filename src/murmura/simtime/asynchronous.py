@@ -30,9 +30,9 @@ from murmura.compress.accounting import downlink_counts, round_bytes, uplink_cou
 from murmura.errors import ConfigError, UpdateRejected
 from murmura.sim.executor import Executor
 from murmura.sim.runtime import History, RoundCallback, Simulation
+from murmura.simtime.arrival import AsyncRule, stale_reason, weighted_update
 from murmura.simtime.availability import INF, next_start
 from murmura.simtime.clock import SimClock
-from murmura.simtime.staleness import Staleness
 from murmura.strategy.base import Strategy
 from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.types import Failure, FitIns, FitRes, RoundMetrics, Vector
@@ -42,18 +42,6 @@ log = logging.getLogger(__name__)
 DISPATCH_STREAM = 0xA5C
 WAKE = ""
 """The queue's entry for "a slot is free and a client comes online": no node."""
-
-
-@dataclass(frozen=True, slots=True)
-class AsyncRule:
-    """FedAsync (``buffer_size = 1``, mixing) or FedBuff, with staleness and its limit."""
-
-    algorithm: str
-    buffer_size: int
-    mixing: float
-    staleness: Staleness
-    max_staleness: int | None
-    concurrency: int
 
 
 @dataclass(slots=True)
@@ -222,20 +210,19 @@ class _Loop:
             self.failures.append(Failure(node, why))
             return
         tau = self.version - flight.version
-        if rule.max_staleness is not None and tau > rule.max_staleness:
-            why = f"stale: staleness {tau} > clock.max_staleness {rule.max_staleness}"
-            self.failures.append(Failure(node, why))
+        stale = stale_reason(tau, rule.max_staleness)
+        if stale is not None:
+            self.failures.append(Failure(node, stale))
             return
         try:
             validate(node, self.version + 1, outcome, sim.checks)
         except UpdateRejected as exc:
             self.failures.append(Failure(node, f"rejected: {exc.reason}"))
             return
-        update = outcome.update
+        delta = outcome.update
         if rule.algorithm == "fedasync":  # the local model's difference to the current one
-            update = self.models[flight.version] + update - sim.weights
-            update = update * np.float32(rule.mixing)
-        scaled = (update * np.float32(rule.staleness(tau))).astype(np.float32)
+            delta = self.models[flight.version] + delta - sim.weights
+        scaled = weighted_update(rule, tau, delta)
         self.entries.append((node, scaled, outcome, tau))
 
     def _aggregate(self, final: bool) -> RoundMetrics:

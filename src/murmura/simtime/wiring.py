@@ -7,12 +7,12 @@ import logging
 from murmura.config import Config
 from murmura.errors import ConfigError
 from murmura.sim.runtime import OmniscientClient, Simulation
-from murmura.simtime.asynchronous import AsyncRule, AsyncSimulation
+from murmura.simtime.arrival import async_rule
+from murmura.simtime.asynchronous import AsyncSimulation
 from murmura.simtime.availability import Always, Availability, Diurnal, Trace
 from murmura.simtime.clock import SimClock
 from murmura.simtime.deadline import TimedExecutor, TimedSampling
 from murmura.simtime.profiles import lognormal_speeds, profiles
-from murmura.simtime.staleness import make_staleness
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,7 @@ def apply_clock(cfg: Config, sim: Simulation) -> Simulation:
             f"attack.kind = {cfg.attack.kind!r} with clock.mode = 'async': the attack crafts "
             "its update from a round's honest updates, and asynchronous aggregation has no round"
         )
-    rule = AsyncRule(
-        c.algorithm,
-        1 if c.algorithm == "fedasync" else c.buffer_size,
-        c.mixing,
-        make_staleness(c.staleness, c.a, c.b),
-        c.max_staleness,
-        c.concurrency or keep,
-    )
+    rule = async_rule(c, keep)
     log.info("clock: %s, %d clients in flight", c.algorithm, rule.concurrency)
     return AsyncSimulation(
         sim.strategy,

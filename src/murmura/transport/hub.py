@@ -203,6 +203,15 @@ class Hub:
             self.current = RoundState(outgoing, targets, sink)
             self._changed.notify_all()
 
+    def _state_of(self, round_: int) -> RoundState | None:
+        """The round a result for ``round_`` belongs to, if it is the current one."""
+        cur = self.current
+        return cur if cur is not None and cur.round == round_ else None
+
+    def _state_for(self, node: str) -> RoundState | None:
+        """The round that waits for ``node``'s result, if any."""
+        return self.current
+
     def _pending(self, node: str) -> Outgoing | None:
         # Decided by this hub's own record only: a worker's "last round done" may refer to a
         # round a restarted coordinator has reopened, and that round must be trained again.
@@ -256,8 +265,8 @@ class Hub:
                 "PERMISSION_DENIED",
                 f"result claims node {h.node!r}, certificate says {node!r}",
             )
-        cur = self.current
-        if cur is None or not cur.open or cur.round != h.round:
+        cur = self._state_of(h.round)
+        if cur is None or not cur.open:
             raise self._refuse(
                 "refused_stale",
                 "FAILED_PRECONDITION",
@@ -289,9 +298,9 @@ class Hub:
 
     def check_duplicate(self, node: str, res: DecodedResult) -> None:
         """A re-sent copy of a counted result: acknowledge it if identical, else refuse it."""
-        cur = self.current
+        cur = self._state_of(res.round)
         counted = None
-        if cur is not None and cur.round == res.round:
+        if cur is not None:
             counted = cur.results.get(node) or cur.reported.get(node)
         if counted is None:
             raise self._refuse(
@@ -311,14 +320,14 @@ class Hub:
 
     def note_error(self, node: str, error: str) -> None:
         """Remember a refused upload of a node the open round waits for (failure reason)."""
-        cur = self.current
+        cur = self._state_for(node)
         if cur is not None and node in cur.targets and node not in cur.results:
             cur.last_error.setdefault(node, error)
 
     def release(self, node: str, round_: int, error: str | None = None) -> None:
         """End an upload that did not deliver; remember why, for the failure reason."""
-        cur = self.current
-        if cur is not None and cur.round == round_:
+        cur = self._state_of(round_)
+        if cur is not None:
             cur.uploading.discard(node)
             if error is not None:
                 cur.last_error[node] = error
@@ -331,8 +340,8 @@ class Hub:
         ``signed`` (the worker's verified signature and its certificate's fingerprint) goes
         into the ``update_received`` record.
         """
-        cur = self.current
-        if cur is None or not cur.open or (cur.round, cur.outgoing.kind) != (res.round, res.kind):
+        cur = self._state_of(res.round)
+        if cur is None or not cur.open or cur.outgoing.kind != res.kind:
             raise self._refuse(
                 "refused_stale", "FAILED_PRECONDITION", f"round {res.round} closed during upload"
             )

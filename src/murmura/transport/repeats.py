@@ -143,6 +143,10 @@ class PullSlots:
     """
 
     max_sends: int = DEFAULT_MAX_SENDS
+    rounds_kept: int = 4
+    """Rounds whose counts are kept: a round's FIT and EVALUATE phases, and the last's.
+
+    The async hub raises it to its open dispatches (each one a round of its own)."""
     active: set[str] = field(default_factory=set)
     _served: dict[tuple[int, int], Counter[str]] = field(default_factory=dict)
 
@@ -171,6 +175,6 @@ class PullSlots:
         key = (round_, kind)
         if key not in self._served:
             self._served[key] = Counter()
-            while len(self._served) > 4:  # the round's FIT and EVALUATE phases, and the last's
+            while len(self._served) > self.rounds_kept:
                 del self._served[next(iter(self._served))]
         return self._served[key]
