@@ -81,11 +81,17 @@ _TRACKING = Limit(
     "only `murmura run` and the star's coordinator (`murmura server`) log to MLflow; set "
     "tracking.mlflow = false here",
 )
-_ATTACK = Limit(
-    "[attack] kind != 'none'",
-    _attack,
-    "attacks wrap simulated clients and no deployed node reads [attack], so nothing would "
-    "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
+_ATTACK_FILES = Limit(
+    "[attack] with partition.kind = 'files'",
+    lambda cfg: _attack(cfg) and cfg.partition.kind == "files",
+    "the sites of a files job (`murmura client --site`) are not the run's numbered clients, so "
+    "[attack] could choose none of them; set attack.kind = 'none'",
+)
+_ATTACK_UPLINK = Limit(
+    "[attack] with [compression] uplink != 'none'",
+    lambda cfg: _attack(cfg) and cfg.compression.uplink != "none",
+    "the simulated attacker corrupts its decoded compressed update, a worker would compress "
+    "the corrupted one; set compression.uplink = 'none' or run the attack in simulation",
 )
 _DOWNLINK = Limit(
     "[compression] downlink != 'none'",
@@ -119,11 +125,11 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "stats.secure_aggregation = false",
         ),
         _STANDARDISE,
-        _ATTACK,
+        _ATTACK_FILES,
         _DOWNLINK,
         _CLOCK,
     ),
-    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _CLOCK),
+    "client": (_STANDARDISE, _ATTACK_FILES, _ATTACK_UPLINK, _DOWNLINK, _CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
@@ -145,7 +151,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _STATS,
         _TRACKING,
-        _ATTACK,
         _DOWNLINK,
         _CLOCK,
     ),
