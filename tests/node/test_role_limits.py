@@ -54,8 +54,6 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("server", SECURE_STATS, "[stats] secure_aggregation = true"),
     ("client", ATTACK_FILES, "[attack] with partition.kind = 'files'"),
     ("client", ATTACK_UPLINK, "[attack] with [compression] uplink != 'none'"),
-    ("edge", CENTRAL, "[privacy] mode = 'central'"),
-    ("edge", SECAGG, "[secagg] enabled = true"),
     ("edge", ANOMALY, "[anomaly] enabled = true"),
     ("edge", STATS, "[stats] enabled = true"),
     ("edge", TRACKING, "[tracking] mlflow = true"),
@@ -94,6 +92,8 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("edge", COMPRESSED),
     ("server", ATTACK),  # the workers the attack chooses attack (attacks.wiring)
     ("client", ATTACK),
+    ("edge", CENTRAL),  # EdgeSum over its allowlisted clients (topology_deploy)
+    ("edge", SECAGG),  # per-edge SecAgg+
     ("edge", ATTACK),  # its children attack; the edge aggregates them as a simulated edge
 ]
 

@@ -81,15 +81,7 @@ REFUSED: dict[tuple[str, str], str] = {
     ("tree", "anomaly"): "anomaly",
 }
 # Cells where deployment and simulation differ today: each is a defect of issue 12.
-_NO_DEPLOYED_ATTACK = (
-    "no deployed node reads [attack] (refused by every role; red-teaming is a command-line flag)"
-)
-DEFECTS: dict[tuple[str, str], str] = {
-    ("star", "attack"): _NO_DEPLOYED_ATTACK,
-    ("tree", "central_dp"): "a deployed edge does not run EdgeSum ([privacy] central refused)",
-    ("tree", "secagg"): "a deployed edge does not run per-edge SecAgg+ ([secagg] refused)",
-    ("tree", "attack"): _NO_DEPLOYED_ATTACK,
-}
+DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def run_config(topology: str, capability: str) -> dict[str, Any]:
@@ -99,8 +91,8 @@ def run_config(topology: str, capability: str) -> dict[str, Any]:
         cfg[table] = {**cfg.get(table, {}), **values}
     if _TOPOLOGY[topology]:
         cfg["topology"] = dict(_TOPOLOGY[topology])
-    if topology == "tree":
-        cfg["strategy"]["fraction"] = 0.5
+    if topology == "tree":  # SecAgg+ needs 2 children in an edge's round: both take part
+        cfg["strategy"]["fraction"] = 1.0 if capability == "secagg" else 0.5
     if topology == "ring" and capability == "robust":  # a peer's robust rule is [topology]'s
         cfg["strategy"].pop("aggregator")
         cfg["topology"]["robust"] = "coordinate_median"

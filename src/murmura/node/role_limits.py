@@ -7,7 +7,11 @@ setting it does not apply would run without it and say nothing: a peer training 
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
 Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
-(it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
+(it runs the strategy wrappers the simulation builds); central DP (``EdgeSum`` over the
+edge's allowlisted clients) and per-edge ``[secagg]`` at ``murmura edge``; ``[attack]`` at
+``murmura client --config`` (the worker the simulation's choice picks attacks), at ``murmura
+server`` and ``murmura edge`` (they aggregate what the attackers send), omniscient kinds
+refused by the server and the workers; local DP and DP-SGD at ``murmura
 client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
 server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
 ``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip
@@ -43,14 +47,6 @@ class Limit:
     setting: str
     applies: Callable[[Config], bool]
     why: str
-
-
-def _central_dp(cfg: Config) -> bool:
-    return cfg.privacy.mode == "central"
-
-
-def _secagg(cfg: Config) -> bool:
-    return cfg.secagg.enabled
 
 
 def _anomaly(cfg: Config) -> bool:
@@ -131,19 +127,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
     ),
     "client": (_STANDARDISE, _ATTACK_FILES, _ATTACK_UPLINK, _DOWNLINK, _CLOCK),
     "edge": (
-        Limit(
-            "[privacy] mode = 'central'",
-            _central_dp,
-            "a deployed edge averages its children with plain [strategy] instead of summing "
-            "their clipped updates for the root's noise, so no release would be private; run "
-            "central DP in a star (`murmura server`) or in simulation",
-        ),
-        Limit(
-            "[secagg] enabled = true",
-            _secagg,
-            "a deployed edge aggregates its children's updates in the clear; set "
-            "secagg.enabled = false or run per-edge secure aggregation in simulation",
-        ),
         Limit(
             "[anomaly] enabled = true",
             _anomaly,
