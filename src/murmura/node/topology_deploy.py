@@ -359,6 +359,7 @@ def build_edge(
         )
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
     min_clients = min(cfg.strategy.min_clients, children)
+    strategy = edge_strategy(cfg, sec, children)  # refuses what it cannot map, before any state
     layout = FlatModel(load_task(cfg.task.name, **cfg.task.args).build_model()).layout
     state_dir = Path(sec.state_dir) / sec.name
     coordinator = CoordinatorSettings(
@@ -385,4 +386,4 @@ def build_edge(
     settings = EdgeSettings(
         sec.name, sec.parent, coordinator, server, creds, min_clients, LinkOptions(pull_wait_s=5.0)
     )
-    return Edge(settings, edge_strategy(cfg, sec, children), layout)
+    return Edge(settings, strategy, layout)
