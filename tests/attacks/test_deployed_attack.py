@@ -2,7 +2,8 @@
 
 ``murmura client --config`` with ``[attack]`` makes worker ``i`` malicious exactly when the
 simulation's seeded choice picks client ``i``, and its update is the simulated attacker's;
-an omniscient attack (it needs the round's honest updates) is refused with the reason.
+an omniscient attack (it needs the round's honest updates) is refused with the reason by the
+worker, the server and an edge.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from murmura.attacks.clients import AttackingClient
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
 from murmura.node.deploy import client_from_config
+from murmura.node.topology_deploy import build_edge
 from murmura.sim.builder import build_experiment
 from murmura.types import FitIns
 
@@ -68,3 +70,12 @@ def test_an_omniscient_attack_is_refused_by_the_worker_and_the_server(
     with pytest.raises(ConfigError, match=rf"kind = '{kind}' is not applied by murmura server"):
         build_coordinator(cfg, ServerSection(state_dir=str(tmp_path / "s")), insecure=True)
     assert not (tmp_path / "s").exists()
+    edge = tmp_path / "edge.toml"
+    edge.write_text(
+        f"[partition]\nnum_clients = {N}\n[topology]\nkind = 'tree'\n"
+        f"[attack]\nkind = '{kind}'\n"
+        f"[edge]\nname = 'edge-1'\nparent = '127.0.0.1:1'\nstate_dir = '{tmp_path / 'e'}'\n"
+    )
+    with pytest.raises(ConfigError, match=rf"kind = '{kind}' is not applied by murmura edge"):
+        build_edge(edge, insecure=True)
+    assert not (tmp_path / "e").exists()

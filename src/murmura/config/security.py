@@ -20,8 +20,8 @@ class AttackSection(Section):
     A fraction beyond what ``strategy.aggregator`` tolerates (its breakdown point) runs, with a
     warning at load time. Deployed, ``murmura client --config`` worker ``i`` (partition
     ``i/n``) attacks when the same seeded choice picks client ``i``; the omniscient attacks,
-    which forge from the round's honest updates, are simulation only (refused by the workers
-    and ``murmura server``).
+    which forge from the round's honest updates, are simulation only (refused by the workers,
+    ``murmura server`` and ``murmura edge``).
     """
 
     kind: str = "none"

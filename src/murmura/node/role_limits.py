@@ -11,7 +11,7 @@ Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murm
 edge's allowlisted clients) and per-edge ``[secagg]`` at ``murmura edge``; ``[attack]`` at
 ``murmura client --config`` (the worker the simulation's choice picks attacks), at ``murmura
 server`` and ``murmura edge`` (they aggregate what the attackers send), omniscient kinds
-refused by the server and the workers; local DP and DP-SGD at ``murmura
+refused by all three; local DP and DP-SGD at ``murmura
 client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
 server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
 ``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip

@@ -295,14 +295,19 @@ def edge_strategy(cfg: Any, sec: EdgeSection, children: int) -> Any:
 
 def largest_client(cfg: Any) -> int:
     """The run's largest client's example count (SecAgg+'s default ``max_weight``)."""
+    data = _federated(cfg)
+    return int(max(data.client_size(c) for c in range(data.num_clients)))
+
+
+def _federated(cfg: Any) -> Any:
+    """The run's clients' data, as the simulation splits it."""
     from murmura.tasks import load_task
 
     task = load_task(cfg.task.name, **cfg.task.args)
     kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
+    return task.federate(
         cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
     )
-    return max(data.client_size(c) for c in range(data.num_clients))
 
 
 def edge_population(cfg: Any, sec: EdgeSection) -> list[str | None]:
@@ -360,6 +365,11 @@ def build_edge(
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
     min_clients = min(cfg.strategy.min_clients, children)
     strategy = edge_strategy(cfg, sec, children)  # refuses what it cannot map, before any state
+    if cfg.attack.kind != "none":  # its children attack; an omniscient kind needs a round loop
+        from murmura.attacks.wiring import deployed_attack
+        from murmura.node.role_limits import COMMANDS
+
+        deployed_attack(cfg, _federated(cfg), COMMANDS["edge"])
     layout = FlatModel(load_task(cfg.task.name, **cfg.task.args).build_model()).layout
     state_dir = Path(sec.state_dir) / sec.name
     coordinator = CoordinatorSettings(
