@@ -10,6 +10,14 @@ contributed, so the parent's weighted mean equals the flat one over all children
 aggregates. ``[strategy] max_weight_share`` caps each child's weight in the edge's round and
 in the count it reports (``murmura.sim.hierarchical.edge_examples``), as in the simulation.
 
+It runs the simulated edge's rule (``murmura.node.topology_deploy.edge_strategy``). Under
+central DP that is ``EdgeSum`` (``PartialRound`` here): the edge clips every child's update
+with the root's clip norm and reports the weighted sum and counts, no noise and no division;
+the root adds the noise once (McMahan et al. 2018). With ``[secagg]`` each round over the
+children is SecAgg+ (``SecureRounds``, as ``murmura server`` runs it) and the edge reports the
+survivors' unmasked total weight as its count. A round that releases nothing fails the
+parent's round with the simulated edge's reason (``nothing_to_report``).
+
 An edge whose children are all gone (or fewer than its strategy's ``min_clients``) fails the
 parent's round at once (``rejoin_timeout_s`` 0: the round is not started, nothing recorded),
 with a worker error the parent lists among the round's failures. The edge itself stays alive
