@@ -12,7 +12,7 @@ import torch
 from murmura.aggregate.preaggregation import make_rule
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
-from murmura.node.topology_deploy import edge_strategy
+from murmura.node.topology_deploy import EdgeSection, edge_strategy
 from murmura.sim.builder import build_experiment
 from murmura.sim.peer import AggregatorMixer, make_mixer
 
@@ -53,7 +53,8 @@ def test_a_tree_edge_applies_the_pre_aggregation_as_the_star_server_does() -> No
 
 def test_a_deployed_edge_builds_the_same_rule() -> None:
     cfg = config_from_dict(config(PRE, topology={"kind": "tree", "edges": 2}))
-    assert edge_strategy(cfg, 4, "edge-a").aggregator.name == "nnm+krum"
+    section = EdgeSection(name="edge-a", parent="127.0.0.1:1")
+    assert edge_strategy(cfg, section, 4).aggregator.name == "nnm+krum"
 
 
 def test_a_peer_pre_aggregates_its_neighbourhood_before_its_rule() -> None:

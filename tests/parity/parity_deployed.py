@@ -104,6 +104,7 @@ def _server_table(tmp: Path, port: int, nodes: list[str]) -> dict[str, Any]:
         "round_timeout": 30.0,
         "join_timeout": 30.0,
         "heartbeat": 0.3,
+        "lost_after": 30.0,  # as the round timeout: a worker starved of CPU is slow, not lost
     }
 
 
@@ -143,6 +144,7 @@ async def tree(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, An
             "round_timeout": 30.0,
             "join_timeout": 30.0,
             "heartbeat": 0.3,
+            "lost_after": 30.0,
         }
         edge_path = tmp / f"{name}.toml"
         edge_path.write_text(tomli_w.dumps({**run, "edge": table}))

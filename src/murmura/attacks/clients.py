@@ -175,16 +175,28 @@ def wrap_byzantine(
     """
     chosen = choose_byzantine(len(clients), fraction, ctx.seed)
     make_attack(kind, ctx, params)  # a bad parameter fails even when nobody is chosen
-    index = {c: i for i, c in enumerate(chosen)}
-    k, cache = len(chosen), ForgeCache()
+    cache = ForgeCache()
     out = [
-        attack_client(
-            c, make_attack(kind, replace(ctx, attacker=index[i], num_attackers=k), params), cache
-        )
-        if i in index
+        attack_client(c, attack, cache)
+        if (attack := attacker_attack(kind, params, ctx, chosen, i)) is not None
         else c
         for i, c in enumerate(clients)
     ]
     byzantine = [clients[i].node_id for i in chosen]
     log.info("attack %s: %d of %d clients are Byzantine", kind, len(byzantine), len(clients))
     return out, byzantine
+
+
+def attacker_attack(
+    kind: str, params: Mapping[str, Any], ctx: AttackContext, chosen: Sequence[int], client: int
+) -> object | None:
+    """Client ``client``'s own attack object when ``chosen`` holds it, else None.
+
+    The one rule for simulated clients (``wrap_byzantine``) and deployed workers
+    (``murmura.attacks.wiring.attacking_learner``): the attacker's index among ``chosen``
+    and their number go into its context.
+    """
+    if client not in chosen:
+        return None
+    ctx = replace(ctx, attacker=list(chosen).index(client), num_attackers=len(chosen))
+    return make_attack(kind, ctx, params)

@@ -11,14 +11,17 @@ from murmura.privacy.accountant import AccountantName
 
 
 class AttackSection(Section):
-    """[attack]: simulated Byzantine clients (star and tree); ``kind = "none"`` disables.
+    """[attack]: Byzantine clients (star and tree); ``kind = "none"`` disables.
 
     ``fraction`` of the clients, chosen by ``[run] seed``, run attack ``kind`` with ``args``
     (``murmura.attacks``: update, omniscient and aggregator-aware, data and backdoor attacks;
     a backdoor adds ``attack_success_rate`` to each evaluated round). Peer-to-peer graphs
     take their attackers from ``[topology]`` and refuse this table.
     A fraction beyond what ``strategy.aggregator`` tolerates (its breakdown point) runs, with a
-    warning at load time. Deployed nodes refuse a config that sets ``kind``.
+    warning at load time. Deployed, ``murmura client --config`` worker ``i`` (partition
+    ``i/n``) attacks when the same seeded choice picks client ``i``; the omniscient attacks,
+    which forge from the round's honest updates, are simulation only (refused by the workers,
+    ``murmura server`` and ``murmura edge``).
     """
 
     kind: str = "none"
@@ -47,7 +50,9 @@ class PrivacySection(Section):
 
     ``mode`` "central" is DP-FedAvg with Poisson sampling at ``strategy.fraction`` (star, or a
     tree whose edges are trusted to sum their clients' clipped updates and whose root adds the
-    noise once: the star's sample, noise and epsilon; not P2P), "local" clips and noises on
+    noise once: the star's sample, noise and epsilon; a deployed edge, ``murmura edge``,
+    clips every child itself and needs ``[edge] allowlist`` mapping each child to its client
+    index, ``client-I`` or ``[edge] client_index``; not P2P), "local" clips and noises on
     every client, or on every peer what it shares (P2P: peer-level DP against untrusted
     neighbours); ``dp_sgd`` adds sample-level DP-SGD on the clients or peers. Without
     ``noise_multiplier`` the noise is planned for ``target_epsilon`` over ``run.rounds``; a

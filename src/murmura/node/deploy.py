@@ -168,6 +168,11 @@ def build_coordinator(
         if not isinstance(sim, Simulation):
             raise ConfigError("murmura server needs a server-client (star) run config")
         strategy, weights, layout = sim.strategy, sim.weights, exp.model.layout
+        if cfg.attack.kind != "none":  # the workers attack; an omniscient kind cannot
+            from murmura.attacks.wiring import deployed_attack
+            from murmura.node.role_limits import COMMANDS
+
+            deployed_attack(cfg, exp.data, COMMANDS["server"])
         statistics = deployed_statistics(cfg, lambda: classes_of(exp.data))
     settings = CoordinatorSettings(
         state_dir=Path(s.state_dir),
@@ -272,7 +277,8 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
     """Client ``i``'s learner on partition ``i/n`` of the task, partition and hold-out of ``cfg``.
 
     ``[privacy]``'s local DP and DP-SGD wrap it exactly as they wrap simulated client ``i``
-    (same wrappers, same noise stream); the coordinator keeps the budgets.
+    (same wrappers, same noise stream); the coordinator keeps the budgets. ``[attack]`` then
+    makes it the simulation's attacker when the simulation's seeded choice picks client ``i``.
     """
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
@@ -293,4 +299,9 @@ def client_from_config(cfg: Any, partition: str) -> FitClient:
         local_fraction=cfg.evaluation.held_out(),
     )
     (learner,), _ = private_learners(cfg, [local], first_index=i)  # type: ignore[list-item]
-    return learner
+    if cfg.attack.kind == "none":
+        return learner
+    from murmura.attacks.wiring import attacking_learner
+
+    # [attack]: worker i is the simulation's client i, attacker when the same choice picks it
+    return attacking_learner(cfg, learner, i, local.data)  # type: ignore[attr-defined]

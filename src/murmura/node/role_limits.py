@@ -6,16 +6,19 @@ setting it does not apply would run without it and say nothing: a peer training 
 ``[anomaly]``. Each role's builder calls ``check_role`` before any data is
 loaded; a limit goes away when its role honours the setting (the simulation already does).
 
-Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server``
-(it runs the strategy wrappers the simulation builds); ``[clock] mode = 'async'`` at ``murmura
-server`` (``murmura.node.async_coordinator``, in real time) and ``murmura client``; local DP
-and DP-SGD at ``murmura client --config`` (it wraps its learner as the simulation wraps client
-``i``), at ``murmura server`` (it spends the same budgets), at ``murmura edge`` (they are the
-clients' part) and at ``murmura peer`` (it builds the simulation's privatised learners and
-budgets); CHOCO-gossip (``[compression] uplink`` in P2P) at ``murmura peer``
+Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murmura server`` (it
+runs the strategy wrappers the simulation builds); ``[clock] mode = 'async'`` at ``murmura server``
+(``murmura.node.async_coordinator``, in real time) and ``murmura client``; central DP (``EdgeSum``
+over the edge's allowlisted clients) and per-edge ``[secagg]`` at ``murmura edge``; ``[attack]`` at
+``murmura client --config`` (the worker the simulation's choice picks attacks), at ``murmura
+server`` and ``murmura edge`` (they aggregate what the attackers send), omniscient kinds refused by
+all three; local DP and DP-SGD at ``murmura client --config`` (it wraps its learner as the
+simulation wraps client ``i``), at ``murmura server`` (it spends the same budgets), at ``murmura
+edge`` (they are the clients' part) and at ``murmura peer`` (it builds the simulation's privatised
+learners and budgets); CHOCO-gossip (``[compression] uplink`` in P2P) at ``murmura peer``
 (``murmura.compress.choco.PeerCopies``); the server-side sections (central DP, ``[secagg]``,
-``[anomaly]``) at ``murmura client --config``, which reads only the task, partition, seed,
-hold-out and ``[privacy]``'s client part from it.
+``[anomaly]``) at ``murmura client --config``, which reads only the task, partition, seed, hold-out
+and ``[privacy]``'s client part from it.
 """
 
 from __future__ import annotations
@@ -46,14 +49,6 @@ class Limit:
     why: str
 
 
-def _central_dp(cfg: Config) -> bool:
-    return cfg.privacy.mode == "central"
-
-
-def _secagg(cfg: Config) -> bool:
-    return cfg.secagg.enabled
-
-
 def _anomaly(cfg: Config) -> bool:
     return cfg.anomaly.enabled
 
@@ -82,11 +77,17 @@ _TRACKING = Limit(
     "only `murmura run` and the star's coordinator (`murmura server`) log to MLflow; set "
     "tracking.mlflow = false here",
 )
-_ATTACK = Limit(
-    "[attack] kind != 'none'",
-    _attack,
-    "attacks wrap simulated clients and no deployed node reads [attack], so nothing would "
-    "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
+_ATTACK_FILES = Limit(
+    "[attack] with partition.kind = 'files'",
+    lambda cfg: _attack(cfg) and cfg.partition.kind == "files",
+    "the sites of a files job (`murmura client --site`) are not the run's numbered clients, so "
+    "[attack] could choose none of them; set attack.kind = 'none'",
+)
+_ATTACK_UPLINK = Limit(
+    "[attack] with [compression] uplink != 'none'",
+    lambda cfg: _attack(cfg) and cfg.compression.uplink != "none",
+    "the simulated attacker corrupts its decoded compressed update, a worker would compress "
+    "the corrupted one; set compression.uplink = 'none' or run the attack in simulation",
 )
 _DOWNLINK = Limit(
     "[compression] downlink != 'none'",
@@ -154,26 +155,13 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
             "stats.secure_aggregation = false",
         ),
         _STANDARDISE,
-        _ATTACK,
+        _ATTACK_FILES,
         _DOWNLINK,
         _SIMULATED_CLOCK,
         _ASYNC_FEDERATED_EVAL,
     ),
-    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _SIMULATED_CLOCK),
+    "client": (_STANDARDISE, _ATTACK_FILES, _ATTACK_UPLINK, _DOWNLINK, _SIMULATED_CLOCK),
     "edge": (
-        Limit(
-            "[privacy] mode = 'central'",
-            _central_dp,
-            "a deployed edge averages its children with plain [strategy] instead of summing "
-            "their clipped updates for the root's noise, so no release would be private; run "
-            "central DP in a star (`murmura server`) or in simulation",
-        ),
-        Limit(
-            "[secagg] enabled = true",
-            _secagg,
-            "a deployed edge aggregates its children's updates in the clear; set "
-            "secagg.enabled = false or run per-edge secure aggregation in simulation",
-        ),
         Limit(
             "[anomaly] enabled = true",
             _anomaly,
@@ -181,7 +169,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _STATS,
         _TRACKING,
-        _ATTACK,
         _DOWNLINK,
         _CLOCK,
     ),

@@ -6,7 +6,9 @@ K-th contiguous block of the run's clients (as in the simulation) and uses the c
 ``<key_dir>/<names[K]>.pem``. Only a peer started with ``--attack`` (a ``RedTeam``)
 attacks; no config key can make a deployed peer malicious. An edge config is a run config
 plus an ``[edge]`` table: the parent's address, where the edge listens for its children, and
-its own certificate; the edge runs ``[strategy]`` over its children.
+its own certificate; the edge runs the simulated tree's edge rule over its children:
+``[strategy]`` (inside per-edge SecAgg+ with ``[secagg]``), or under central DP ``EdgeSum``
+over its allowlisted children, each mapped to its client index of the run.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class EdgeSection(BaseModel):
     join_timeout: float = Field(120.0, ge=0)
     heartbeat: float = Field(1.0, gt=0)
     lost_after: float = Field(5.0, gt=0)
+    client_index: dict[str, int] | None = None
+    """The run's client index of each child (central DP: which of the run's Poisson draws is
+    the child's); unset, a child named ``client-I`` is client ``I``, as simulated client I."""
 
 
 def load_tables(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -260,19 +265,83 @@ def peer_copies(cfg: Any, start: Any, index: int, row: Mapping[int, float]) -> A
     return PeerCopies(codec, start, c.gossip_step, cfg.run.seed, index, row)
 
 
-def edge_strategy(cfg: Any, children: int, edge: str) -> Any:
-    """``[strategy]`` over the edge's children, with ``min_clients`` capped at their number."""
+def edge_strategy(cfg: Any, sec: EdgeSection, children: int) -> Any:
+    """The edge's rule over its children, as the simulated tree's edges run it.
+
+    ``[strategy]`` with ``min_clients`` capped at the children's number, inside SecAgg+ with
+    ``[secagg]`` (per edge; ``max_weight`` unset: the run's largest client, as simulated);
+    under central DP the trusted edge's ``EdgeSum`` over the run's population instead.
+    """
     from murmura.aggregate.preaggregation import strategy_rule
+    from murmura.privacy.secure_wiring import apply_secagg
     from murmura.seeding import derive_seed
     from murmura.strategy import STRATEGIES
+    from murmura.strategy.dp import EdgeSum
 
     s = cfg.strategy
-    return STRATEGIES.get(s.name)(
+    if cfg.privacy.mode == "central":
+        population = edge_population(cfg, sec)
+        return EdgeSum(population, s.fraction, cfg.run.seed, cfg.privacy.weight_cap, nested=False)
+    rule = STRATEGIES.get(s.name)(
         fraction=s.fraction,
         min_clients=min(s.min_clients, children),
         aggregator=strategy_rule(s),
-        seed=derive_seed(cfg.run.seed, zlib.crc32(edge.encode())),
+        seed=derive_seed(cfg.run.seed, zlib.crc32(sec.name.encode())),
     )
+    if not cfg.secagg.enabled:
+        return rule
+    return apply_secagg(cfg, rule, largest_client(cfg) if cfg.secagg.max_weight is None else 0)
+
+
+def largest_client(cfg: Any) -> int:
+    """The run's largest client's example count (SecAgg+'s default ``max_weight``)."""
+    data = _federated(cfg)
+    return int(max(data.client_size(c) for c in range(data.num_clients)))
+
+
+def _federated(cfg: Any) -> Any:
+    """The run's clients' data, as the simulation splits it."""
+    from murmura.tasks import load_task
+
+    task = load_task(cfg.task.name, **cfg.task.args)
+    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
+    return task.federate(
+        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
+    )
+
+
+def edge_population(cfg: Any, sec: EdgeSection) -> list[str | None]:
+    """Central DP's population at this edge: its child at each client index, else None.
+
+    The edge clips and sums only clients of the run, each at its own index of the run's one
+    Poisson stream (the simulated tree's sample); what it cannot map is refused here.
+    """
+    n = cfg.partition.num_clients
+    where = f"edge {sec.name!r}: [privacy] mode = 'central' is applied by murmura edge"
+    if sec.allowlist is None:
+        raise ConfigError(
+            f"{where} only over known children: set [edge] allowlist to its clients' node ids"
+        )
+    index = dict(sec.client_index or {})
+    out: list[str | None] = [None] * n
+    for child in sec.allowlist:
+        i = index.get(child, _client_number(child))
+        if i is None or not 0 <= i < n:
+            raise ConfigError(
+                f"{where} to the run's clients 0..{n - 1} only: child {child!r} is none of "
+                "them (name it client-I, or map it with [edge] client_index); an unknown "
+                "child's update would enter the sum without the run's sampling"
+            )
+        if out[i] is not None:
+            raise ConfigError(f"{where}: children {out[i]!r} and {child!r} are both client {i}")
+        out[i] = child
+    return out
+
+
+def _client_number(name: str) -> int | None:
+    """``I`` of a node named ``client-I`` (the simulated client's node id), else None."""
+    head, _, tail = name.partition("-")
+    return int(tail) if head == "client" and tail.isdigit() else None
 
 
 def build_edge(
@@ -295,6 +364,12 @@ def build_edge(
         )
     children = len(sec.allowlist) if sec.allowlist is not None else sec.min_nodes
     min_clients = min(cfg.strategy.min_clients, children)
+    strategy = edge_strategy(cfg, sec, children)  # refuses what it cannot map, before any state
+    if cfg.attack.kind != "none":  # its children attack; an omniscient kind needs a round loop
+        from murmura.attacks.wiring import deployed_attack
+        from murmura.node.role_limits import COMMANDS
+
+        deployed_attack(cfg, _federated(cfg), COMMANDS["edge"])
     layout = FlatModel(load_task(cfg.task.name, **cfg.task.args).build_model()).layout
     state_dir = Path(sec.state_dir) / sec.name
     coordinator = CoordinatorSettings(
@@ -321,4 +396,4 @@ def build_edge(
     settings = EdgeSettings(
         sec.name, sec.parent, coordinator, server, creds, min_clients, LinkOptions(pull_wait_s=5.0)
     )
-    return Edge(settings, edge_strategy(cfg, children, sec.name), layout)
+    return Edge(settings, strategy, layout)

@@ -44,13 +44,13 @@ from murmura.seeding import derive_seed
 from murmura.sim.choose import choose_executor
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.experiment import Experiment, server_strategy
-from murmura.sim.runtime import HonestView, OmniscientClient, Simulation
+from murmura.sim.runtime import HonestView, OmniscientClient, RoundReporter, Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.strategy.hooks import Stateful
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
-from murmura.types import EvaluateRes, Failure, FitIns, FitRes, Scalar, Vector
+from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Scalar, Vector
 from murmura.validation import Check, default_checks, validate
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ log = logging.getLogger(__name__)
 
 class EdgeRoundFailed(MurmuraError):
     """An edge aggregator had too few valid child updates to report one of its own."""
+
+
+def nothing_to_report(edge: str, round_: int, valid: int, failures: int) -> EdgeRoundFailed:
+    """The failure of an edge's round that released no model (simulated and deployed alike).
+
+    ``valid`` counts the child updates in the edge's aggregate: under secure aggregation the
+    survivors of the protocol, as the edge's strategy reports them.
+    """
+    return EdgeRoundFailed(
+        f"edge {edge!r} round {round_}: {valid} valid child updates, {failures} failures; "
+        "nothing to report"
+    )
 
 
 @runtime_checkable
@@ -186,10 +198,10 @@ class EdgeAggregator:
         """The edge strategy's new model minus ``weights``; refuses an empty round."""
         new = self.strategy.aggregate(round_, weights, buffer, failures)
         if new is None or len(buffer) == 0:
-            raise EdgeRoundFailed(
-                f"edge {self.node_id!r} round {round_}: {len(buffer)} valid child updates, "
-                f"{len(failures)} failures; nothing to report"
-            )
+            seen = RoundMetrics(round_, participants=len(buffer), failures=list(failures))
+            if isinstance(self.strategy, RoundReporter):  # secure aggregation: its survivors
+                self.strategy.report(round_, seen)
+            raise nothing_to_report(self.node_id, round_, seen.participants, len(seen.failures))
         return np.asarray(new, dtype=np.float32) - weights
 
     def evaluate(self, weights: Vector) -> EvaluateRes:

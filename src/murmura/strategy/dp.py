@@ -83,6 +83,14 @@ def poisson_sample(seed: int, round_: int, nodes: Sequence[str], rate: float) ->
     return [n for n, k in zip(nodes, keep, strict=True) if k]
 
 
+def poisson_members(
+    seed: int, round_: int, population: Sequence[str | None], rate: float
+) -> set[str]:
+    """``poisson_sample`` over ``population``'s positions: the named ones drawn (None: not here)."""
+    keep = _rng(seed, round_, _SAMPLING).random(len(population)) < rate
+    return {n for n, k in zip(population, keep, strict=True) if k and n is not None}
+
+
 def client_weights(num_examples: Vector, weight_cap: float | None) -> NDArray[np.float64]:
     """Per-client weights ``min(n / weight_cap, 1)``, or all 1 without a cap."""
     n = np.asarray(num_examples, dtype=np.float64)
@@ -281,21 +289,30 @@ class EdgeSum(StrategyBase):
 
     Trust model: the edge sees its clients' updates in the clear (as the star's server does)
     and is trusted not to release them; only the root's noised sum is DP. Clients are sampled
-    from the one Poisson stream over the whole ``population`` (the flat run's sampled set);
-    nodes outside it are edges below, which always take part and report sums of their own.
+    from the one Poisson stream over the whole ``population`` (the flat run's sampled set, by
+    client index; None at an index: a client this edge does not serve). With ``nested``
+    (simulation), nodes outside it are edges below, which always take part and report sums of
+    their own; without (a deployed edge, ``murmura edge``), every child is a client of the
+    population and every update is clipped here: a child is never trusted to clip itself.
     """
 
     def __init__(
-        self, population: Sequence[str], rate: float, seed: int, weight_cap: float | None
+        self,
+        population: Sequence[str | None],
+        rate: float,
+        seed: int,
+        weight_cap: float | None,
+        *,
+        nested: bool = True,
     ) -> None:
         self.population, self.rate, self.seed = list(population), rate, seed
-        self.weight_cap = weight_cap
-        self._members = frozenset(self.population)
+        self.weight_cap, self.nested = weight_cap, nested
+        self._members = frozenset(n for n in self.population if n is not None)
 
     def sample(self, round_: int, nodes: Sequence[str]) -> list[str]:
-        """The population's Poisson sample among ``nodes``, and every edge below."""
-        chosen = set(poisson_sample(self.seed, round_, self.population, self.rate))
-        return [n for n in nodes if n in chosen or n not in self._members]
+        """The population's Poisson sample among ``nodes``, and every edge below (``nested``)."""
+        chosen = poisson_members(self.seed, round_, self.population, self.rate)
+        return [n for n in nodes if n in chosen or (self.nested and n not in self._members)]
 
     def partial_sum(
         self, round_: int, config: Mapping[str, Scalar], updates: UpdateBuffer
@@ -304,7 +321,7 @@ class EdgeSum(StrategyBase):
         if CLIP_KEY not in config:
             raise MurmuraError(f"round {round_}: the root sent no {CLIP_KEY!r} to the edge")
         rows, nodes = updates.rows(), updates.nodes
-        own = np.array([n in self._members for n in nodes], dtype=bool)
+        own = np.array([n in self._members or not self.nested for n in nodes], dtype=bool)
         counts = np.asarray(updates.num_examples, dtype=np.float32)[own]
         part = ClippedSum.of(rows[own], counts, float(config[CLIP_KEY]), self.weight_cap)
         below = [m for m, o in zip(updates.metrics, own, strict=True) if not o]
