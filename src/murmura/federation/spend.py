@@ -10,8 +10,8 @@ covers every record a site holds, so it is what a site accounts across jobs.
 
 Composition over jobs uses the accountant (``murmura.privacy.accountant``) on the
 concatenated histories: for RDP this adds the jobs' RDP curves order by order (Mironov 2017,
-"Renyi differential privacy", Prop. 1) before converting to ``(epsilon, delta)`` once, which is
-tighter than adding the jobs' epsilons.
+"Renyi differential privacy", Prop. 1) and converts to ``(epsilon, delta)`` once, at the site's
+delta, instead of adding the jobs' epsilons and deltas (basic composition).
 """
 
 from __future__ import annotations
