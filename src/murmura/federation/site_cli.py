@@ -24,7 +24,7 @@ def _site() -> None:
 
 @site_app.command("budget")
 def budget(
-    site_file: Annotated[Path, typer.Argument(help="The site config (its [policy] table).")],
+    site_file: Annotated[Path, typer.Argument(help="The site config (its \\[policy] table).")],
 ) -> None:
     """Print the epsilon each DP job spent on this site's data, and their composition."""
     try:

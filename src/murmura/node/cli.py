@@ -294,10 +294,12 @@ def _worker(
             task or "digits", partition, partitioner, seed or 0, local_fraction=held
         )
     link = CoordinatorLink(server_address, node, creds)
-    if admitted is not None:  # the site's ledger is charged under the coordinator's run id
-        from murmura.federation.site_guard import ChargedClient
+    if admitted is not None and admitted.budget is not None:  # a DP job: charged under the
+        from murmura.federation.site_guard import ChargedClient  # coordinator's run id
+        from murmura.node.site import RefusedSite
 
-        local = ChargedClient(local, admitted, lambda: link.run_id)
+        if not isinstance(local, RefusedSite):  # it releases nothing
+            local = ChargedClient(local, admitted, lambda: link.run_id)
     return Worker(link, local, limits=limits, uplink=uplink)
 
 
