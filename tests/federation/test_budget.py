@@ -10,11 +10,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from murmura.config import Config
 from murmura.errors import StateFileError
 from murmura.federation.budget import BudgetExceeded, SiteBudget
+from murmura.federation.policy import JobRefused, SitePolicy
+from murmura.federation.site_guard import ChargedClient, admit
+from murmura.types import FitIns, FitRes
 
 Job = Callable[..., Config]
 Eps = Callable[[list[tuple[float, float, int]], float], float]
@@ -124,3 +128,30 @@ def test_a_site_killed_while_charging_loses_no_charge_and_double_counts_none(
     for i in range(len(ids)):  # the restarted site charges its jobs again: no change
         book.charge(f"job-{i}", cfg)
     assert book.spent()[0] == eps
+
+
+class _Learner:
+    model = "the wrapped client's model"
+
+    def fit(self, ins: FitIns) -> FitRes:
+        return FitRes(ins.weights, 7)
+
+
+def test_a_site_is_charged_before_its_first_round_once_per_run_id(tmp_path: Path, job: Job) -> None:
+    site = tmp_path / "site.toml"
+    policy = SitePolicy.from_table({"lifetime_epsilon": 6.0}, str(site))
+    with pytest.raises(JobRefused, match="site.toml: the site refuses the job: policy.lifetime"):
+        admit(policy, site, job(), None)  # no DP: unbounded spend
+    admitted = admit(policy, site, job(privacy=DP), None)
+    run_id = ["run-1"]
+    client = ChargedClient(_Learner(), admitted, lambda: run_id[0])
+    assert client.model == "the wrapped client's model"
+    book = SiteBudget.open(tmp_path / "privacy-ledger.db")
+    assert book.entries() == []
+    ins = FitIns(1, np.zeros(3, dtype=np.float32))
+    assert client.fit(ins).num_examples == 7 and client.fit(ins).num_examples == 7
+    assert [c.job_id for c in book.entries()] == ["run-1"]
+    run_id[0] = "run-2"  # the next job would pass the lifetime epsilon: no training
+    with pytest.raises(BudgetExceeded, match="past its lifetime_epsilon 6"):
+        client.fit(ins)
+    assert [c.job_id for c in book.entries()] == ["run-1"]
