@@ -270,14 +270,18 @@ def _worker(
         node = creds.name
     else:
         raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-    uplink = None
+    uplink, admitted = None, None
     if site is not None:
-        from murmura.node.site import load_site_config, site_client
+        from murmura.federation.site_guard import admit
+        from murmura.node.site import load_site_config, site_client, site_policy
 
         if config is None:
             raise typer.BadParameter("--site needs --config JOB.toml (the job's schema)")
         run_cfg = split_config(config)[0]
-        local = site_client(load_site_config(site), run_cfg, node)
+        site_cfg = load_site_config(site)
+        # the job given here is the site operator's own: no submitter to check
+        admitted = admit(site_policy(site_cfg, site), site, run_cfg, None)  # before any data
+        local = site_client(site_cfg, run_cfg, node)
         uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
     elif config is not None and partition is not None:
         run_cfg = split_config(config)[0]
@@ -290,6 +294,12 @@ def _worker(
             task or "digits", partition, partitioner, seed or 0, local_fraction=held
         )
     link = CoordinatorLink(server_address, node, creds)
+    if admitted is not None and admitted.budget is not None:  # a DP job: charged under the
+        from murmura.federation.site_guard import ChargedClient  # coordinator's run id
+        from murmura.node.site import RefusedSite
+
+        if not isinstance(local, RefusedSite):  # it releases nothing
+            local = ChargedClient(local, admitted, lambda: link.run_id)
     return Worker(link, local, limits=limits, uplink=uplink)
 
 

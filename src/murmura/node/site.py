@@ -13,7 +13,13 @@ the site config, which stays at the site, says where that data is::
     task = "mysite.model:make"     # optional: the operator's Task factory, given the data
     client = "mysite.client:make"  # optional: the operator's Client factory, given the data
 
-Relative paths are taken from the site config's folder. The data is read and checked against
+    [policy]                       # optional: the data owner's rules for every job
+    allowed_tasks = ["tabular"]
+    max_rounds = 50
+    lifetime_epsilon = 8.0         # this site's privacy budget over all jobs (its own ledger)
+
+Relative paths are taken from the site config's folder. A job is checked against ``[policy]``
+before the site reads any data (``murmura.federation.policy``). The data is read and checked against
 the schema before the worker dials (``murmura.data.validate``). Data that fails the check
 makes a ``RefusedSite``: it joins, trains nothing, and answers each round with the reason
 (``SchemaError.public``: file name, column, row and problem, never a value), so the
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -35,6 +41,9 @@ from murmura.errors import ConfigError, MurmuraError, SchemaError
 from murmura.node.worker import FitClient
 from murmura.registry import resolve_user
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
+
+if TYPE_CHECKING:
+    from murmura.federation.policy import SitePolicy
 
 
 class DataSection(BaseModel):
@@ -64,6 +73,8 @@ class SiteConfig(BaseModel):
 
     data: DataSection
     site: SiteSection = SiteSection()
+    policy: dict[str, Any] = {}
+    """[policy]: the data owner's rules for jobs (``murmura.federation.policy.SitePolicy``)."""
 
 
 def load_site_config(path: Path | str) -> SiteConfig:
@@ -81,8 +92,16 @@ def load_site_config(path: Path | str) -> SiteConfig:
         raise ConfigError(f"{p}: {problems}") from None
     if site.site.task and site.site.client:
         raise ConfigError(f"{p}: [site] names a task and a client factory; name one")
+    site_policy(site, p)  # refuse a bad [policy] before anything else
     data = site.data.model_copy(update={"path": str(p.parent / site.data.path)})
     return site.model_copy(update={"data": data})
+
+
+def site_policy(site: SiteConfig, path: Path) -> SitePolicy:
+    """The site's ``[policy]`` (no rule: accept every job); errors name the site file."""
+    from murmura.federation.policy import SitePolicy
+
+    return SitePolicy.from_table(site.policy, str(path))
 
 
 class RefusedSite:
