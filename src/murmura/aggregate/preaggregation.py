@@ -71,11 +71,15 @@ def canonical_ranks(updates: Matrix, weights: Vector) -> Indices:
     return ranks
 
 
-def nnm(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix, Vector]:
+def nnm(
+    updates: Matrix, weights: Vector, fraction: float = 0.2, weighted: bool = False
+) -> tuple[Matrix, Vector]:
     """Replace each row by the weighted mean of its ``n - f`` nearest rows (itself included).
 
     With ``f = 0`` every row becomes the weighted mean, so any rule then returns it exactly.
-    Weights are kept: row ``i`` still speaks for client ``i``.
+    Weights are kept: row ``i`` still speaks for client ``i``. ``weighted``: the neighbourhood
+    is the nearest ``(n - f) / n`` of the total *weight* (``weighted_neighbours``), not the
+    nearest ``n - f`` rows.
     """
     check_fraction("nnm", fraction)
     n = updates.shape[0]
@@ -85,9 +89,32 @@ def nnm(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix
     w = np.asarray(weights, dtype=np.float64)
     coef = np.zeros((n, n))
     for i in range(n):
-        nearest = np.lexsort((ranks, d2[i]))[:k]
-        coef[i, nearest] = shares(w[nearest])
+        order = np.lexsort((ranks, d2[i]))
+        if weighted:
+            coef[i, order] = shares(weighted_neighbours(w[order], k / n))
+        else:
+            coef[i, order[:k]] = shares(w[order[:k]])
     return mix(coef, updates), np.asarray(weights, dtype=np.float32)
+
+
+def weighted_neighbours(w_sorted: NDArray[np.float64], share: float) -> NDArray[np.float64]:
+    """The weight each row (nearest first) puts in a neighbourhood holding ``share`` of the total.
+
+    A client with weight ``w`` counts as ``w`` unit rows at its place, so under quantity skew a
+    large client far from the many small ones is not left out of every neighbourhood; the row
+    crossing the boundary enters with the part of its weight that fits. With equal weights and
+    ``share = (n - f) / n`` this is exactly the ``n - f`` nearest rows.
+    """
+    total = w_sorted.sum()
+    if not total > 0:
+        out = np.zeros(len(w_sorted))
+        out[: max(1, round(share * len(w_sorted)))] = 1.0
+        return out
+    before = np.cumsum(w_sorted) - w_sorted
+    room = share * total - before
+    kept: NDArray[np.float64] = np.clip(np.minimum(w_sorted, room), 0.0, None)
+    kept[kept < 1e-9 * total] = 0.0
+    return kept
 
 
 def shares(w: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -189,9 +216,11 @@ PRE_AGGREGATIONS: Registry[Callable[..., PreAggregation]] = Registry("pre-aggreg
 
 
 @PRE_AGGREGATIONS.register("nnm")
-def _nnm(fraction: float = 0.2) -> PreAggregation:
+def _nnm(fraction: float = 0.2, weighted: bool = False) -> PreAggregation:
     check_fraction("nnm", fraction)
-    return PreAggregation("nnm", nnm, {"fraction": fraction})
+    if not isinstance(weighted, bool):
+        raise AggregationError(f"nnm: weighted = {weighted!r} must be true or false")
+    return PreAggregation("nnm", nnm, {"fraction": fraction, "weighted": weighted})
 
 
 @PRE_AGGREGATIONS.register("bucketing")
