@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from murmura.ops.bench_cli import bench_app
-from murmura.ops.robustness import cell_config, load_cells, markdown_table, rule_args
+from murmura.ops.robustness import DEFENCES, cell_config, load_cells, markdown_table, rule_args
 
 TINY = """
 [run]
@@ -140,3 +140,15 @@ def test_backdoor_cells_show_accuracy_and_attack_success() -> None:
 
     cells = {("dba", "krum"): Cell("dba", "krum", 0.9, 1.0, asr=0.25)}
     assert "| dba | 0.900 / 0.25 |" in markdown_table(cells, ["dba"], ["krum"])
+
+
+def test_weighted_defences_add_weighted_to_the_grids_own_parameters() -> None:
+    base = {"partition": {"num_clients": 10}}
+    cfg = cell_config(base, "none", DEFENCES["w:nnm+trimmed_mean"], 0.2)
+    assert cfg.strategy.aggregator_args == {"beta": 0.2, "weighted": True}
+    assert (cfg.strategy.pre_aggregation, cfg.strategy.pre_aggregation_args) == (
+        "nnm",
+        {"weighted": True},
+    )
+    geomed = cell_config(base, "none", DEFENCES["w:nnm+geometric_median"], 0.2)
+    assert geomed.strategy.aggregator_args == {}  # always example-weighted

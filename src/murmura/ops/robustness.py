@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,8 @@ class Defence:
 
     name: str
     overrides: Mapping[str, Mapping[str, Any]]
+    rule_args: Mapping[str, Any] = field(default_factory=dict)
+    """Rule parameters added to the grid's own ``f`` / ``beta`` (e.g. ``weighted``)."""
 
 
 def rule_defence(rule: str) -> Defence:
@@ -92,11 +94,30 @@ def pre_aggregated(pre: str, rule: str) -> Defence:
     return Defence(f"{pre}+{rule}", {"strategy": {"pre_aggregation": pre, "aggregator": rule}})
 
 
+WEIGHTED_RULES = ("coordinate_median", "trimmed_mean")
+"""Rules with an example-weighted form (``weighted = true``); geometric median always is."""
+
+
+def weighted(rule: str, nnm: bool = False) -> Defence:
+    """``rule`` in its example-weighted form, behind weight-share NNM if ``nnm``.
+
+    Named ``w:<rule>`` / ``w:nnm+<rule>``: under quantity skew the unweighted rules count a
+    client with 3 examples like one with 100 (``murmura.aggregate.weighted_order``).
+    """
+    strategy: dict[str, Any] = {"aggregator": rule}
+    if nnm:
+        strategy |= {"pre_aggregation": "nnm", "pre_aggregation_args": {"weighted": True}}
+    args = {"weighted": True} if rule in WEIGHTED_RULES else {}
+    return Defence(f"w:{'nnm+' if nnm else ''}{rule}", {"strategy": strategy}, args)
+
+
 DEFENCES: dict[str, Defence] = {
     d.name: d
     for d in (
         *(rule_defence(r) for r in RULES_DEFAULT),
         *(pre_aggregated(p, r) for p in PRE_AGGREGATIONS for r in PRE_AGGREGATED_RULES),
+        *(weighted(r) for r in WEIGHTED_RULES),
+        *(weighted(r, nnm=True) for r in (*WEIGHTED_RULES, "geometric_median")),
         *(rule_defence(r) for r in BACKDOOR_DEFENCES),
     )
 }
@@ -199,7 +220,7 @@ def cell_config(
     strategy = data.setdefault("strategy", {})
     if "aggregator_args" not in d.overrides.get("strategy", {}):
         rule = str(strategy.get("aggregator", "weighted_mean"))
-        strategy["aggregator_args"] = rule_args(rule, fraction, cohort)
+        strategy["aggregator_args"] = {**rule_args(rule, fraction, cohort), **d.rule_args}
     return config_from_dict(data, f"robustness cell {attack} x {d.name}")
 
 
