@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -202,6 +202,9 @@ class PreAggregation:
     params: Mapping[str, Any] = field(default_factory=dict)
     bucket: int = 1
     """Rows per output row: the rule sees ``ceil(n / bucket)`` rows."""
+    mixes: str | None = None
+    """What each output row averages, if it averages several clients' rows (NNM, bucketing);
+    None: row ``i`` is still client ``i``'s own update, only rescaled (ARC)."""
 
     def __call__(self, updates: Matrix, weights: Vector) -> tuple[Matrix, Vector]:
         """The transformed rows and their weights."""
@@ -220,13 +223,24 @@ def _nnm(fraction: float = 0.2, weighted: bool = False) -> PreAggregation:
     check_fraction("nnm", fraction)
     if not isinstance(weighted, bool):
         raise AggregationError(f"nnm: weighted = {weighted!r} must be true or false")
-    return PreAggregation("nnm", nnm, {"fraction": fraction, "weighted": weighted})
+    return PreAggregation(
+        "nnm",
+        nnm,
+        {"fraction": fraction, "weighted": weighted},
+        mixes="its nearest rows (n - f of n)",
+    )
 
 
 @PRE_AGGREGATIONS.register("bucketing")
 def _bucketing(s: int = 2, seed: int = 0) -> PreAggregation:
     check_bucket_size(s)
-    return PreAggregation("bucketing", bucketing, {"s": s, "seed": int(seed)}, bucket=s)
+    return PreAggregation(
+        "bucketing",
+        bucketing,
+        {"s": s, "seed": int(seed)},
+        bucket=s,
+        mixes=f"a random bucket of {s} rows",
+    )
 
 
 @PRE_AGGREGATIONS.register("arc")
@@ -269,6 +283,56 @@ class PreAggregated:
         self.rule.check(self.pre.rows_out(n))
 
 
+@dataclass(frozen=True, slots=True)
+class PreAggregatedClients:
+    """A rule with per-client state (FoolsGold) behind a pre-aggregation that keeps rows apart.
+
+    ARC only rescales each row, so row ``i`` is still client ``i``'s update and the rule's
+    history under ``i``'s node id stays that client's; the state is the rule's own.
+    """
+
+    pre: PreAggregation
+    rule: ClientAware
+
+    @property
+    def name(self) -> str:
+        """``"<pre>+<rule>"``, e.g. ``"arc+foolsgold"``."""
+        return f"{self.pre.name}+{getattr(self.rule, 'name', 'rule')}"
+
+    @property
+    def linear(self) -> bool:
+        """Never: the rule needs every row."""
+        return False
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The rule's parameters."""
+        out: Mapping[str, Any] = getattr(self.rule, "params", {})
+        return out
+
+    def __call__(self, updates: Matrix, weights: Vector) -> Vector:
+        """The rule on the pre-aggregated rows of one round, without history."""
+        rows, w = self.pre(updates, weights)
+        out: Vector = self.rule(rows, w)  # type: ignore[operator]
+        return out
+
+    def check(self, n: int) -> None:
+        """Any number of clients works for the rule; the pre-aggregation keeps ``n`` rows."""
+
+    def aggregate_clients(self, nodes: Sequence[str], updates: Matrix, weights: Vector) -> Vector:
+        """The rule's ``aggregate_clients`` on the pre-aggregated rows, row ``i`` by ``nodes[i]``."""
+        rows, w = self.pre(updates, weights)
+        return self.rule.aggregate_clients(nodes, rows, w)
+
+    def state_dict(self) -> Mapping[str, object]:
+        """The rule's per-client state."""
+        return self.rule.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the rule's per-client state."""
+        self.rule.load_state_dict(state)
+
+
 def make_rule(
     aggregator: str,
     aggregator_args: Mapping[str, Any],
@@ -290,9 +354,14 @@ def make_rule(
         return rule
     pre = PRE_AGGREGATIONS.get(pre_aggregation)(**(pre_aggregation_args or {}))
     if isinstance(rule, ClientAware):
+        if pre.mixes is None:
+            return PreAggregatedClients(pre, rule)
         raise AggregationError(
-            f"{aggregator} keeps a history per client, and {pre_aggregation} mixes clients' "
-            "rows before it; set pre_aggregation = 'none'"
+            f"{aggregator} keeps a history per client and scores how alike the histories are; "
+            f"{pre_aggregation} replaces each client's row by the average of {pre.mixes}, so "
+            "the history kept under a node id would not be that client's updates, and the "
+            "mixed rows are alike by construction (honest clients would score as sybils); "
+            "use pre_aggregation = 'arc' (it rescales each client's own row) or 'none'"
         )
     return PreAggregated(pre, rule)
 
