@@ -17,8 +17,8 @@ from murmura.aggregate import (
     weak_dp,
 )
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.aggregate.preaggregation import arc, strategy_rule
 from murmura.aggregate.flame import flame_admitted
+from murmura.aggregate.preaggregation import arc, strategy_rule
 from murmura.config import config_from_dict
 from murmura.errors import AggregationError, ConfigError
 from murmura.node.checkpoint import restore_strategy_state, strategy_state

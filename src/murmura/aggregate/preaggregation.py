@@ -320,7 +320,7 @@ class PreAggregatedClients:
         """Any number of clients works for the rule; the pre-aggregation keeps ``n`` rows."""
 
     def aggregate_clients(self, nodes: Sequence[str], updates: Matrix, weights: Vector) -> Vector:
-        """The rule's ``aggregate_clients`` on the pre-aggregated rows, row ``i`` by ``nodes[i]``."""
+        """The rule's ``aggregate_clients`` on the pre-aggregated rows (row ``i``: ``nodes[i]``)."""
         rows, w = self.pre(updates, weights)
         return self.rule.aggregate_clients(nodes, rows, w)
 

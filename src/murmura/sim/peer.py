@@ -18,8 +18,8 @@ import torch
 
 from murmura.aggregate import AGGREGATORS
 from murmura.aggregate.base import ClientAware
-from murmura.aggregate.rule_checks import P2P_HISTORY
 from murmura.aggregate.preaggregation import make_rule
+from murmura.aggregate.rule_checks import P2P_HISTORY
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
 from murmura.learner import Learner
