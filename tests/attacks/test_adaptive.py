@@ -65,7 +65,7 @@ def test_min_max_by_default_sends_the_deviation_that_moves_the_rule_most() -> No
     ctx = AttackContext(10, 10, 1.0, 0, aggregator="coordinate_median")
     view = RoundView(0, honest, honest[0], 2)
     median = make_aggregator("coordinate_median")
-    mu = honest.mean(axis=0, dtype=np.float64)
+    mu = median(honest, np.ones(8, np.float32))  # the rule on the honest updates alone
 
     def gap(m: np.ndarray) -> float:
         rows = np.vstack([honest, m, m]).astype(np.float32)
@@ -74,7 +74,7 @@ def test_min_max_by_default_sends_the_deviation_that_moves_the_rule_most() -> No
     gaps = {k: gap(min_max_update(honest, k)) for k in ("unit_vec", "sign", "std")}
     sent = make_attack("min_max", ctx, {}).forge(view)
     assert gap(sent) == pytest.approx(max(gaps.values()))
-    assert max(gaps.values()) > min(gaps.values()) + 0.1  # the choice matters here
+    assert max(gaps.values()) > min(gaps.values()) + 0.01  # the choice matters here
     for kind in ("unit_vec", "sign", "std"):
         fixed = make_attack("min_max", ctx, {"deviation": kind}).forge(view)
         np.testing.assert_array_equal(fixed, min_max_update(honest, kind))  # type: ignore[arg-type]

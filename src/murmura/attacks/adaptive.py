@@ -4,8 +4,9 @@
   NDSS): ``mean - gamma * p`` with the largest ``gamma`` (their binary search) whose distances
   to the honest updates stay within the honest ones' (max distance; sum of squares). ``p`` is
   one of their three perturbations (inverse unit vector, inverse sign, inverse std) or, by
-  default, the one of the three that moves the rule in use furthest this round (the paper
-  tries all three and reports the strongest);
+  default, the one of the three that moves the rule in use furthest from its output on the
+  honest updates this round (the paper tries all three and reports the strongest; the
+  distance is its AGR-tailored objective);
 - ``fang_trimmed_mean``, ``fang_krum``: Fang et al. 2020 ("Local Model Poisoning Attacks to
   Byzantine-Robust Federated Learning", USENIX Security), full-knowledge attacks on trimmed
   mean (and median) and on Krum;
@@ -191,11 +192,14 @@ def strongest(
     candidates: list[Vector],
     rule: Callable[[np.ndarray, np.ndarray], Vector],
 ) -> Vector:
-    """The candidate that, sent by every attacker, moves ``rule`` furthest from the honest mean.
+    """The candidate that, sent by every attacker, moves ``rule``'s output furthest.
 
-    The first one wins a tie (and is kept if no gap is finite).
+    Shejwalkar and Houmansadr's AGR-tailored objective: the distance from what ``rule`` makes
+    of the honest updates alone (not from their mean: a median already sits away from the
+    mean on non-IID data, and pushing it further that way is no attack). The first one wins
+    a tie (and is kept if no gap is finite).
     """
-    mu = honest.mean(axis=0, dtype=np.float64)
+    mu = np.asarray(rule(honest.astype(np.float32), np.ones(len(honest), np.float32)))
     weights = np.ones(len(honest) + num_byzantine, dtype=np.float32)
     best, best_gap = candidates[0], -1.0
     for crafted in candidates:
@@ -242,7 +246,7 @@ class ShejwalkarHoumansadr:
     """Min-max (``sum_squares = False``) or min-sum (True).
 
     ``kind`` a perturbation: that one; ``"strongest"``: each round, the one of the three that
-    moves ``rule`` furthest from the honest mean.
+    moves ``rule`` furthest from its output on the honest updates (``strongest``).
     """
 
     sum_squares: bool
