@@ -59,7 +59,7 @@ def test_min_max_deviations_follow_the_paper() -> None:
         make_attack("min_max", AttackContext(5, 5, 1.0, 0), {"deviation": "nope"})
 
 
-def test_min_max_by_default_sends_the_deviation_that_moves_the_rule_most() -> None:
+def test_min_max_strongest_sends_the_deviation_that_moves_the_rule_most() -> None:
     rng = np.random.default_rng(3)
     honest = (rng.standard_normal((8, 5)) * [1.0, 0.1, 0.1, 3.0, 0.1] + 1.0).astype(np.float32)
     ctx = AttackContext(10, 10, 1.0, 0, aggregator="coordinate_median")
@@ -72,7 +72,7 @@ def test_min_max_by_default_sends_the_deviation_that_moves_the_rule_most() -> No
         return float(np.linalg.norm(median(rows, np.ones(10, np.float32)) - mu))
 
     gaps = {k: gap(min_max_update(honest, k)) for k in ("unit_vec", "sign", "std")}
-    sent = make_attack("min_max", ctx, {}).forge(view)
+    sent = make_attack("min_max", ctx, {"deviation": "strongest"}).forge(view)
     assert gap(sent) == pytest.approx(max(gaps.values()))
     assert max(gaps.values()) > min(gaps.values()) + 0.01  # the choice matters here
     for kind in ("unit_vec", "sign", "std"):

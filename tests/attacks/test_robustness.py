@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from murmura.errors import ConfigError
 from murmura.ops.bench_cli import bench_app
-from murmura.ops.robustness import DEFENCES, cell_config, load_cells, markdown_table, rule_args
+from murmura.ops.robustness import (
+    DEFENCES,
+    attack_spec,
+    cell_config,
+    load_cells,
+    markdown_table,
+    rule_args,
+)
 
 TINY = """
 [run]
@@ -152,3 +161,16 @@ def test_weighted_defences_add_weighted_to_the_grids_own_parameters() -> None:
     )
     geomed = cell_config(base, "none", DEFENCES["w:nnm+geometric_median"], 0.2)
     assert geomed.strategy.aggregator_args == {}  # always example-weighted
+
+
+def test_a_grid_row_may_name_one_attack_parameter() -> None:
+    base = {"partition": {"num_clients": 10}}
+    cfg = cell_config(base, "min_max@deviation=std", "trimmed_mean", 0.2)
+    assert (cfg.attack.kind, cfg.attack.args, cfg.attack.fraction) == (
+        "min_max",
+        {"deviation": "std"},
+        0.2,
+    )
+    assert attack_spec("alie@z=1.5") == ("alie", {"z": 1.5})
+    with pytest.raises(ConfigError, match="expected NAME@key=VALUE"):
+        attack_spec("min_max@std")

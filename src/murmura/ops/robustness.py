@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+import tomllib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from murmura.config import Config, config_from_dict, load_config
-from murmura.errors import MurmuraError
+from murmura.errors import ConfigError, MurmuraError
 from murmura.types import RoundMetrics
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,11 @@ ATTACKS_DEFAULT = (
     "ipm",
     "malformed",
     "min_max",
+    "min_max@deviation=std",
+    "min_max@deviation=sign",
     "min_sum",
+    "min_sum@deviation=std",
+    "min_sum@deviation=sign",
     "fang_trimmed_mean",
     "fang_krum",
     "mimic",
@@ -198,6 +203,24 @@ def score_flags(
     return score, tuple(rounds)
 
 
+def attack_spec(attack: str) -> tuple[str, dict[str, Any]]:
+    """A grid row's attack and its one parameter: ``min_max@deviation=std``.
+
+    The value is TOML, or a bare word taken as a string; no ``@``: the attack's defaults.
+    """
+    kind, at, arg = attack.partition("@")
+    if not at:
+        return attack, {}
+    key, eq, raw = arg.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"attack {attack!r}: expected NAME@key=VALUE, e.g. min_max@deviation=std")
+    try:
+        value: Any = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return kind.strip(), {key.strip(): value}
+
+
 def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
     """The rule's parameters for ``fraction`` attackers among ``cohort`` participants."""
     if rule in TAKES_F:
@@ -216,7 +239,8 @@ def cell_config(
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
     for section, keys in d.overrides.items():
         data[section] = {**data.get(section, {}), **keys}
-    data["attack"] = {"kind": attack, "fraction": fraction if attack != "none" else 0.0}
+    kind, args = attack_spec(attack)
+    data["attack"] = {"kind": kind, "fraction": fraction if kind != "none" else 0.0, "args": args}
     strategy = data.setdefault("strategy", {})
     if "aggregator_args" not in d.overrides.get("strategy", {}):
         rule = str(strategy.get("aggregator", "weighted_mean"))
