@@ -13,7 +13,10 @@ round, the attackers scored that round and the nodes flagged so far, and scores 
 flags against the attackers (precision, recall) in ``robustness.md``.
 Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``
 (unless the defence sets ``aggregator_args``); other parameters are the rules', the
-pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack.
+pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack. The
+``w:`` columns are the example-weighted forms (``weighted = true`` on the rule and on NNM).
+A row ``attack@key=VALUE`` sets one attack parameter: min-max and min-sum run once per
+perturbation of Shejwalkar and Houmansadr, who report the strongest of the three.
 """
 
 from __future__ import annotations
