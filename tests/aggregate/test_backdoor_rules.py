@@ -18,6 +18,7 @@ from murmura.aggregate import (
 )
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.aggregate.flame import flame_admitted
+from murmura.aggregate.preaggregation import arc, strategy_rule
 from murmura.config import config_from_dict
 from murmura.errors import AggregationError, ConfigError
 from murmura.node.checkpoint import restore_strategy_state, strategy_state
@@ -136,7 +137,11 @@ def config(strategy: dict[str, Any], **sections: dict[str, Any]) -> dict[str, An
         ),
         (
             config({"aggregator": "foolsgold", "pre_aggregation": "nnm"}),
-            "keeps a history per client",
+            "the average of its nearest rows",
+        ),
+        (
+            config({"aggregator": "foolsgold", "pre_aggregation": "bucketing"}),
+            "the average of a random bucket of 2 rows",
         ),
     ],
 )
@@ -145,3 +150,23 @@ def test_foolsgold_where_its_history_cannot_be_kept_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         config_from_dict(data)
+
+
+def test_foolsgold_behind_arc_keeps_each_clients_history_and_its_checkpoint() -> None:
+    good, bad = honest_and_sybils(6, honest=6, sybils=3)
+    x = np.vstack([good, bad * 50])  # loud sybils: ARC clips them, FoolsGold zeroes them
+    cfg = config_from_dict(config({"aggregator": "foolsgold", "pre_aggregation": "arc"}))
+    strategy = STRATEGIES.get("fedavg")(aggregator=strategy_rule(cfg.strategy))
+    assert isinstance(strategy, FedAvgWithRuleState)
+    buf = UpdateBuffer(9, D)
+    for i, row in enumerate(x):
+        buf.add(f"n{i}", row, 10, {})
+    delta = strategy.combine(buf)
+    clipped, _ = arc(x, np.full(9, 10, np.float32), 0.2)
+    np.testing.assert_allclose(strategy.rule().state_dict()["history"][7], clipped[7])  # type: ignore[index]
+    alpha = foolsgold_credibility(clipped)
+    assert (alpha[6:] == 0).all()
+    np.testing.assert_allclose(delta, FoolsGold.combine(alpha, clipped, np.ones(9)), atol=1e-6)
+    fresh = STRATEGIES.get("fedavg")(aggregator=strategy_rule(cfg.strategy))
+    restore_strategy_state(fresh, strategy_state(strategy), "ckpt")  # type: ignore[arg-type]
+    assert fresh.combine(buf).tolist() == strategy.combine(buf).tolist()

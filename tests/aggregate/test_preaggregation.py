@@ -78,13 +78,17 @@ def test_bucketing_with_a_robust_rule_keeps_the_average_in_expectation() -> None
 @given(
     seed=st.integers(0, 10_000),
     n=st.integers(3, 12),
-    pre=st.sampled_from(["nnm", "bucketing", "arc"]),
+    pre=st.sampled_from(["nnm", "weighted nnm", "bucketing", "arc"]),
     data=st.data(),
 )
 def test_pre_aggregation_is_permutation_invariant(seed: int, n: int, pre: str, data: Any) -> None:
     x, w = rows(seed, n, 6)
     perm = np.asarray(data.draw(st.permutations(range(n))))
-    fn = PRE_AGGREGATIONS.get(pre)()
+    fn = (
+        PRE_AGGREGATIONS.get("nnm")(weighted=True)
+        if pre == "weighted nnm"
+        else (PRE_AGGREGATIONS.get(pre)())
+    )
     base, base_w = fn(x, w)
     moved, moved_w = fn(x[perm], w[perm])
     if pre == "bucketing":  # the buckets depend on the rows' content, not their order
@@ -95,6 +99,34 @@ def test_pre_aggregation_is_permutation_invariant(seed: int, n: int, pre: str, d
         np.testing.assert_array_equal(moved_w, base_w[perm])
     rule = PreAggregated(fn, make_aggregator("coordinate_median"))
     np.testing.assert_allclose(rule(x[perm], w[perm]), rule(x, w), rtol=1e-5, atol=1e-6)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), fraction=st.floats(0.0, 0.49))
+def test_weighted_nnm_is_nnm_for_equal_weights_and_the_mean_without_attackers(
+    seed: int, n: int, fraction: float
+) -> None:
+    x, w = rows(seed, n, 5)
+    equal = np.full(n, 7.0, np.float32)
+    np.testing.assert_allclose(
+        nnm(x, equal, fraction, weighted=True)[0], nnm(x, equal, fraction)[0], atol=1e-6
+    )
+    mixed, mixed_w = nnm(x, w, 0.0, weighted=True)
+    np.testing.assert_allclose(mixed, np.tile(weighted_mean(x, w), (n, 1)), atol=1e-5)
+    np.testing.assert_array_equal(mixed_w, w)
+
+
+def test_weighted_nnm_takes_the_nearest_share_of_the_weight() -> None:
+    # rows at 0, 1, 10 with weights 1, 1, 8; f = 1 of 4 rows is kept out: 3/4 of weight 10
+    # is 7.5; from row 0: 0 (1), 1 (1), then 5.5 of the 8 at 10
+    x = np.array([[0.0], [1.0], [10.0], [11.0]], np.float32)
+    w = np.array([1, 1, 8, 0.001], np.float32)
+    mixed, _ = nnm(x, w, fraction=0.25, weighted=True)
+    total = 7.5 * (1 + 1 + 8 + 0.001) / 10
+    want = (0.0 * 1 + 1.0 * 1 + 10.0 * (total - 2)) / total
+    assert mixed[0, 0] == pytest.approx(want, rel=1e-5)
+    plain, _ = nnm(x, w, fraction=0.25)  # 3 nearest rows: 0, 1, 10 by weight
+    assert plain[0, 0] == pytest.approx(81.0 / 10, rel=1e-5)
 
 
 def test_nnm_mixes_each_row_with_its_nearest_neighbours() -> None:

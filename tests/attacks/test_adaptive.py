@@ -59,6 +59,27 @@ def test_min_max_deviations_follow_the_paper() -> None:
         make_attack("min_max", AttackContext(5, 5, 1.0, 0), {"deviation": "nope"})
 
 
+def test_min_max_strongest_sends_the_deviation_that_moves_the_rule_most() -> None:
+    rng = np.random.default_rng(3)
+    honest = (rng.standard_normal((8, 5)) * [1.0, 0.1, 0.1, 3.0, 0.1] + 1.0).astype(np.float32)
+    ctx = AttackContext(10, 10, 1.0, 0, aggregator="coordinate_median")
+    view = RoundView(0, honest, honest[0], 2)
+    median = make_aggregator("coordinate_median")
+    mu = median(honest, np.ones(8, np.float32))  # the rule on the honest updates alone
+
+    def gap(m: np.ndarray) -> float:
+        rows = np.vstack([honest, m, m]).astype(np.float32)
+        return float(np.linalg.norm(median(rows, np.ones(10, np.float32)) - mu))
+
+    gaps = {k: gap(min_max_update(honest, k)) for k in ("unit_vec", "sign", "std")}
+    sent = make_attack("min_max", ctx, {"deviation": "strongest"}).forge(view)
+    assert gap(sent) == pytest.approx(max(gaps.values()))
+    assert max(gaps.values()) > min(gaps.values()) + 0.01  # the choice matters here
+    for kind in ("unit_vec", "sign", "std"):
+        fixed = make_attack("min_max", ctx, {"deviation": kind}).forge(view)
+        np.testing.assert_array_equal(fixed, min_max_update(honest, kind))  # type: ignore[arg-type]
+
+
 @given(st.integers(0, 2**31 - 1))
 @settings(max_examples=20, deadline=None)
 def test_fang_trimmed_mean_sits_just_past_the_honest_extremes(seed: int) -> None:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from murmura.errors import ConfigError
 from murmura.ops.bench_cli import bench_app
-from murmura.ops.robustness import cell_config, load_cells, markdown_table, rule_args
+from murmura.ops.robustness import (
+    DEFENCES,
+    attack_spec,
+    cell_config,
+    load_cells,
+    markdown_table,
+    rule_args,
+)
 
 TINY = """
 [run]
@@ -140,3 +149,28 @@ def test_backdoor_cells_show_accuracy_and_attack_success() -> None:
 
     cells = {("dba", "krum"): Cell("dba", "krum", 0.9, 1.0, asr=0.25)}
     assert "| dba | 0.900 / 0.25 |" in markdown_table(cells, ["dba"], ["krum"])
+
+
+def test_weighted_defences_add_weighted_to_the_grids_own_parameters() -> None:
+    base = {"partition": {"num_clients": 10}}
+    cfg = cell_config(base, "none", DEFENCES["w:nnm+trimmed_mean"], 0.2)
+    assert cfg.strategy.aggregator_args == {"beta": 0.2, "weighted": True}
+    assert (cfg.strategy.pre_aggregation, cfg.strategy.pre_aggregation_args) == (
+        "nnm",
+        {"weighted": True},
+    )
+    geomed = cell_config(base, "none", DEFENCES["w:nnm+geometric_median"], 0.2)
+    assert geomed.strategy.aggregator_args == {}  # always example-weighted
+
+
+def test_a_grid_row_may_name_one_attack_parameter() -> None:
+    base = {"partition": {"num_clients": 10}}
+    cfg = cell_config(base, "min_max@deviation=std", "trimmed_mean", 0.2)
+    assert (cfg.attack.kind, cfg.attack.args, cfg.attack.fraction) == (
+        "min_max",
+        {"deviation": "std"},
+        0.2,
+    )
+    assert attack_spec("alie@z=1.5") == ("alie", {"z": 1.5})
+    with pytest.raises(ConfigError, match="expected NAME@key=VALUE"):
+        attack_spec("min_max@std")

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from murmura.aggregate.base import AGGREGATORS, Aggregator, Matrix, Rule, Vector
+from murmura.aggregate.weighted_order import weighted_median
 from murmura.errors import AggregationError
 
 SORT_BLOCK = 8_192
@@ -48,21 +49,36 @@ def middle(sorted_block: Matrix) -> Vector:
     return out
 
 
-def coordinate_median(updates: Matrix, weights: Vector) -> Vector:
-    """Return the coordinate-wise median of the rows; ``weights`` are ignored, as in the paper."""
+def coordinate_median(updates: Matrix, weights: Vector, weighted: bool = False) -> Vector:
+    """Return the coordinate-wise median of the rows.
+
+    ``weighted`` False: ``weights`` are ignored, as in the paper; True: the example-weighted
+    median (``weighted_order.weighted_median``).
+    """
     check_median(updates.shape[0])
+    if weighted:
+        return weighted_median(updates, weights)
     out = np.empty(updates.shape[1], dtype=np.float32)
     for cols, block in sorted_blocks(updates):
         out[cols] = middle(block)
     return out
 
 
-def check_median(n: int) -> None:
+def check_median(n: int, weighted: bool = False) -> None:
     """Raise ``AggregationError`` unless there is at least one client."""
     if n < 1:
         raise AggregationError(f"coordinate_median needs n >= 1 client; got n = {n}")
 
 
 @AGGREGATORS.register("coordinate_median")
-def _coordinate_median_rule() -> Aggregator:
-    return Rule("coordinate_median", coordinate_median, precondition=check_median)
+def _coordinate_median_rule(weighted: bool = False) -> Aggregator:
+    check_weighted("coordinate_median", weighted)
+    return Rule(
+        "coordinate_median", coordinate_median, {"weighted": weighted}, precondition=check_median
+    )
+
+
+def check_weighted(rule: str, weighted: object) -> None:
+    """Raise ``AggregationError`` unless ``weighted`` is a boolean."""
+    if not isinstance(weighted, bool):
+        raise AggregationError(f"{rule}: weighted = {weighted!r} must be true or false")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,11 +71,15 @@ def canonical_ranks(updates: Matrix, weights: Vector) -> Indices:
     return ranks
 
 
-def nnm(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix, Vector]:
+def nnm(
+    updates: Matrix, weights: Vector, fraction: float = 0.2, weighted: bool = False
+) -> tuple[Matrix, Vector]:
     """Replace each row by the weighted mean of its ``n - f`` nearest rows (itself included).
 
     With ``f = 0`` every row becomes the weighted mean, so any rule then returns it exactly.
-    Weights are kept: row ``i`` still speaks for client ``i``.
+    Weights are kept: row ``i`` still speaks for client ``i``. ``weighted``: the neighbourhood
+    is the nearest ``(n - f) / n`` of the total *weight* (``weighted_neighbours``), not the
+    nearest ``n - f`` rows.
     """
     check_fraction("nnm", fraction)
     n = updates.shape[0]
@@ -85,9 +89,32 @@ def nnm(updates: Matrix, weights: Vector, fraction: float = 0.2) -> tuple[Matrix
     w = np.asarray(weights, dtype=np.float64)
     coef = np.zeros((n, n))
     for i in range(n):
-        nearest = np.lexsort((ranks, d2[i]))[:k]
-        coef[i, nearest] = shares(w[nearest])
+        order = np.lexsort((ranks, d2[i]))
+        if weighted:
+            coef[i, order] = shares(weighted_neighbours(w[order], k / n))
+        else:
+            coef[i, order[:k]] = shares(w[order[:k]])
     return mix(coef, updates), np.asarray(weights, dtype=np.float32)
+
+
+def weighted_neighbours(w_sorted: NDArray[np.float64], share: float) -> NDArray[np.float64]:
+    """The weight each row (nearest first) puts in a neighbourhood holding ``share`` of the total.
+
+    A client with weight ``w`` counts as ``w`` unit rows at its place, so under quantity skew a
+    large client far from the many small ones is not left out of every neighbourhood; the row
+    crossing the boundary enters with the part of its weight that fits. With equal weights and
+    ``share = (n - f) / n`` this is exactly the ``n - f`` nearest rows.
+    """
+    total = w_sorted.sum()
+    if not total > 0:
+        out = np.zeros(len(w_sorted))
+        out[: max(1, round(share * len(w_sorted)))] = 1.0
+        return out
+    before = np.cumsum(w_sorted) - w_sorted
+    room = share * total - before
+    kept: NDArray[np.float64] = np.clip(np.minimum(w_sorted, room), 0.0, None)
+    kept[kept < 1e-9 * total] = 0.0
+    return kept
 
 
 def shares(w: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -175,6 +202,9 @@ class PreAggregation:
     params: Mapping[str, Any] = field(default_factory=dict)
     bucket: int = 1
     """Rows per output row: the rule sees ``ceil(n / bucket)`` rows."""
+    mixes: str | None = None
+    """What each output row averages, if it averages several clients' rows (NNM, bucketing);
+    None: row ``i`` is still client ``i``'s own update, only rescaled (ARC)."""
 
     def __call__(self, updates: Matrix, weights: Vector) -> tuple[Matrix, Vector]:
         """The transformed rows and their weights."""
@@ -189,15 +219,28 @@ PRE_AGGREGATIONS: Registry[Callable[..., PreAggregation]] = Registry("pre-aggreg
 
 
 @PRE_AGGREGATIONS.register("nnm")
-def _nnm(fraction: float = 0.2) -> PreAggregation:
+def _nnm(fraction: float = 0.2, weighted: bool = False) -> PreAggregation:
     check_fraction("nnm", fraction)
-    return PreAggregation("nnm", nnm, {"fraction": fraction})
+    if not isinstance(weighted, bool):
+        raise AggregationError(f"nnm: weighted = {weighted!r} must be true or false")
+    return PreAggregation(
+        "nnm",
+        nnm,
+        {"fraction": fraction, "weighted": weighted},
+        mixes="its nearest rows (n - f of n)",
+    )
 
 
 @PRE_AGGREGATIONS.register("bucketing")
 def _bucketing(s: int = 2, seed: int = 0) -> PreAggregation:
     check_bucket_size(s)
-    return PreAggregation("bucketing", bucketing, {"s": s, "seed": int(seed)}, bucket=s)
+    return PreAggregation(
+        "bucketing",
+        bucketing,
+        {"s": s, "seed": int(seed)},
+        bucket=s,
+        mixes=f"a random bucket of {s} rows",
+    )
 
 
 @PRE_AGGREGATIONS.register("arc")
@@ -240,6 +283,56 @@ class PreAggregated:
         self.rule.check(self.pre.rows_out(n))
 
 
+@dataclass(frozen=True, slots=True)
+class PreAggregatedClients:
+    """A rule with per-client state (FoolsGold) behind a pre-aggregation that keeps rows apart.
+
+    ARC only rescales each row, so row ``i`` is still client ``i``'s update and the rule's
+    history under ``i``'s node id stays that client's; the state is the rule's own.
+    """
+
+    pre: PreAggregation
+    rule: ClientAware
+
+    @property
+    def name(self) -> str:
+        """``"<pre>+<rule>"``, e.g. ``"arc+foolsgold"``."""
+        return f"{self.pre.name}+{getattr(self.rule, 'name', 'rule')}"
+
+    @property
+    def linear(self) -> bool:
+        """Never: the rule needs every row."""
+        return False
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The rule's parameters."""
+        out: Mapping[str, Any] = getattr(self.rule, "params", {})
+        return out
+
+    def __call__(self, updates: Matrix, weights: Vector) -> Vector:
+        """The rule on the pre-aggregated rows of one round, without history."""
+        rows, w = self.pre(updates, weights)
+        out: Vector = self.rule(rows, w)  # type: ignore[operator]
+        return out
+
+    def check(self, n: int) -> None:
+        """Any number of clients works for the rule; the pre-aggregation keeps ``n`` rows."""
+
+    def aggregate_clients(self, nodes: Sequence[str], updates: Matrix, weights: Vector) -> Vector:
+        """The rule's ``aggregate_clients`` on the pre-aggregated rows (row ``i``: ``nodes[i]``)."""
+        rows, w = self.pre(updates, weights)
+        return self.rule.aggregate_clients(nodes, rows, w)
+
+    def state_dict(self) -> Mapping[str, object]:
+        """The rule's per-client state."""
+        return self.rule.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the rule's per-client state."""
+        self.rule.load_state_dict(state)
+
+
 def make_rule(
     aggregator: str,
     aggregator_args: Mapping[str, Any],
@@ -261,9 +354,14 @@ def make_rule(
         return rule
     pre = PRE_AGGREGATIONS.get(pre_aggregation)(**(pre_aggregation_args or {}))
     if isinstance(rule, ClientAware):
+        if pre.mixes is None:
+            return PreAggregatedClients(pre, rule)
         raise AggregationError(
-            f"{aggregator} keeps a history per client, and {pre_aggregation} mixes clients' "
-            "rows before it; set pre_aggregation = 'none'"
+            f"{aggregator} keeps a history per client and scores how alike the histories are; "
+            f"{pre_aggregation} replaces each client's row by the average of {pre.mixes}, so "
+            "the history kept under a node id would not be that client's updates, and the "
+            "mixed rows are alike by construction (honest clients would score as sybils); "
+            "use pre_aggregation = 'arc' (it rescales each client's own row) or 'none'"
         )
     return PreAggregated(pre, rule)
 

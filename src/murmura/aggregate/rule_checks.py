@@ -54,6 +54,13 @@ def check_pre_aggregation(cfg: Config) -> None:
 
 
 STATEFUL_STRATEGIES = ("fedavg", "fedprox")
+P2P_HISTORY = (
+    "it scores how alike each client's history of updates is to the others', but a peer "
+    "mixes its neighbours' models, not their updates (models are alike after gossip, so "
+    "every neighbour would score as a sybil), and a neighbour's change between rounds "
+    "already mixes in the neighbours it shares with others; use another rule"
+)
+"""Why a rule with per-client history (FoolsGold) has no meaning in a P2P neighbourhood."""
 
 
 def check_stateful_rule(cfg: Config) -> None:
@@ -62,9 +69,7 @@ def check_stateful_rule(cfg: Config) -> None:
     if t.kind not in ("star", "tree") and t.robust in AGGREGATORS:
         if isinstance(AGGREGATORS.get(t.robust)(**t.robust_args), ClientAware):
             raise ConfigError(
-                f"topology.robust = {t.robust!r} is not applied by a P2P peer: it keeps a "
-                "history per client across rounds, and a peer keeps none of its neighbours; "
-                "use another rule"
+                f"topology.robust = {t.robust!r} is not applied by a P2P peer: {P2P_HISTORY}"
             )
     rule = AGGREGATORS.get(s.aggregator)(**s.aggregator_args)
     if isinstance(rule, ClientAware) and s.name not in STATEFUL_STRATEGIES:

@@ -13,7 +13,10 @@ round, the attackers scored that round and the nodes flagged so far, and scores 
 flags against the attackers (precision, recall) in ``robustness.md``.
 Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta = fraction``
 (unless the defence sets ``aggregator_args``); other parameters are the rules', the
-pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack.
+pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack. The
+``w:`` columns are the example-weighted forms (``weighted = true`` on the rule and on NNM).
+A row ``attack@key=VALUE`` sets one attack parameter: min-max and min-sum run once per
+perturbation of Shejwalkar and Houmansadr, who report the strongest of the three.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import json
 import logging
 import math
 import time
+import tomllib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from murmura.config import Config, config_from_dict, load_config
-from murmura.errors import MurmuraError
+from murmura.errors import ConfigError, MurmuraError
 from murmura.types import RoundMetrics
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,11 @@ ATTACKS_DEFAULT = (
     "ipm",
     "malformed",
     "min_max",
+    "min_max@deviation=std",
+    "min_max@deviation=sign",
     "min_sum",
+    "min_sum@deviation=std",
+    "min_sum@deviation=sign",
     "fang_trimmed_mean",
     "fang_krum",
     "mimic",
@@ -80,6 +88,8 @@ class Defence:
 
     name: str
     overrides: Mapping[str, Mapping[str, Any]]
+    rule_args: Mapping[str, Any] = field(default_factory=dict)
+    """Rule parameters added to the grid's own ``f`` / ``beta`` (e.g. ``weighted``)."""
 
 
 def rule_defence(rule: str) -> Defence:
@@ -92,11 +102,30 @@ def pre_aggregated(pre: str, rule: str) -> Defence:
     return Defence(f"{pre}+{rule}", {"strategy": {"pre_aggregation": pre, "aggregator": rule}})
 
 
+WEIGHTED_RULES = ("coordinate_median", "trimmed_mean")
+"""Rules with an example-weighted form (``weighted = true``); geometric median always is."""
+
+
+def weighted(rule: str, nnm: bool = False) -> Defence:
+    """``rule`` in its example-weighted form, behind weight-share NNM if ``nnm``.
+
+    Named ``w:<rule>`` / ``w:nnm+<rule>``: under quantity skew the unweighted rules count a
+    client with 3 examples like one with 100 (``murmura.aggregate.weighted_order``).
+    """
+    strategy: dict[str, Any] = {"aggregator": rule}
+    if nnm:
+        strategy |= {"pre_aggregation": "nnm", "pre_aggregation_args": {"weighted": True}}
+    args = {"weighted": True} if rule in WEIGHTED_RULES else {}
+    return Defence(f"w:{'nnm+' if nnm else ''}{rule}", {"strategy": strategy}, args)
+
+
 DEFENCES: dict[str, Defence] = {
     d.name: d
     for d in (
         *(rule_defence(r) for r in RULES_DEFAULT),
         *(pre_aggregated(p, r) for p in PRE_AGGREGATIONS for r in PRE_AGGREGATED_RULES),
+        *(weighted(r) for r in WEIGHTED_RULES),
+        *(weighted(r, nnm=True) for r in (*WEIGHTED_RULES, "geometric_median")),
         *(rule_defence(r) for r in BACKDOOR_DEFENCES),
     )
 }
@@ -177,6 +206,24 @@ def score_flags(
     return score, tuple(rounds)
 
 
+def attack_spec(attack: str) -> tuple[str, dict[str, Any]]:
+    """A grid row's attack and its one parameter: ``min_max@deviation=std``.
+
+    The value is TOML, or a bare word taken as a string; no ``@``: the attack's defaults.
+    """
+    kind, at, arg = attack.partition("@")
+    if not at:
+        return attack, {}
+    key, eq, raw = arg.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"attack {attack!r}: expected NAME@key=VALUE, e.g. min_max@deviation=std")
+    try:
+        value: Any = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return kind.strip(), {key.strip(): value}
+
+
 def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
     """The rule's parameters for ``fraction`` attackers among ``cohort`` participants."""
     if rule in TAKES_F:
@@ -195,11 +242,12 @@ def cell_config(
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
     for section, keys in d.overrides.items():
         data[section] = {**data.get(section, {}), **keys}
-    data["attack"] = {"kind": attack, "fraction": fraction if attack != "none" else 0.0}
+    kind, args = attack_spec(attack)
+    data["attack"] = {"kind": kind, "fraction": fraction if kind != "none" else 0.0, "args": args}
     strategy = data.setdefault("strategy", {})
     if "aggregator_args" not in d.overrides.get("strategy", {}):
         rule = str(strategy.get("aggregator", "weighted_mean"))
-        strategy["aggregator_args"] = rule_args(rule, fraction, cohort)
+        strategy["aggregator_args"] = {**rule_args(rule, fraction, cohort), **d.rule_args}
     return config_from_dict(data, f"robustness cell {attack} x {d.name}")
 
 

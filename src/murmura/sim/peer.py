@@ -19,6 +19,7 @@ import torch
 from murmura.aggregate import AGGREGATORS
 from murmura.aggregate.base import ClientAware
 from murmura.aggregate.preaggregation import make_rule
+from murmura.aggregate.rule_checks import P2P_HISTORY
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
 from murmura.errors import ConfigError
 from murmura.learner import Learner
@@ -146,7 +147,9 @@ def make_mixer(
         valid = ", ".join(["none", "clipped", *AGGREGATORS.names()])
         raise ConfigError(f"unknown topology.robust {robust!r}; valid: {valid}")
     if isinstance(make_rule(robust, params or {}, pre, pre_params or {}), ClientAware):
-        raise ConfigError(f"topology.robust = {robust!r} keeps per-client history; peers keep none")
+        raise ConfigError(
+            f"topology.robust = {robust!r} is not applied by a P2P peer: {P2P_HISTORY}"
+        )
     return AggregatorMixer(robust, dict(params or {}), pre, dict(pre_params or {}))
 
 
