@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError
+from murmura.federation.job_guard import check_job_names
 from murmura.node.deploy import ServerSection
 
 JOB_SERVER_KEYS = frozenset(
@@ -99,7 +100,11 @@ def load_federation(path: Path | str) -> FederationConfig:
 
 
 def parse_job(text: str, where: str = "job") -> tuple[Any, dict[str, Any]]:
-    """A job's run config and its ``[server]`` timing keys, from its TOML text."""
+    """A job's run config and its ``[server]`` timing keys, from its TOML text.
+
+    A job that names code to import is refused (``job_guard``): the coordinator builds the
+    job's model and strategy from it too.
+    """
     from murmura.config import config_from_dict
 
     if len(text.encode()) > MAX_JOB_BYTES:
@@ -108,6 +113,7 @@ def parse_job(text: str, where: str = "job") -> tuple[Any, dict[str, Any]]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    check_job_names(data)  # before anything is built from it, here or at a site
     timing = data.pop("server", {})
     if not isinstance(timing, dict):
         raise ConfigError(f"{where}: [server] must be a table")

@@ -149,7 +149,7 @@ class JobRunner:
         except asyncio.CancelledError:  # the federation stops: the job resumes at restart
             self.active.pop(job.id, None)
             raise
-        except Exception as exc:  # a job's defect must not stop the federation
+        except (Exception, SystemExit) as exc:  # a job's defect must not stop the federation
             log.exception("job %s: failed", job.id)
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         self.active.pop(job.id, None)

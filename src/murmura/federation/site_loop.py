@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 from murmura.console import say
 from murmura.errors import IdentityError, MurmuraError
 from murmura.federation.config import parse_job
-from murmura.federation.job_guard import check_job_names
 from murmura.federation.link import FederationError, FederationLink
 from murmura.node import progress
 from murmura.node.instructions import InstructionLimits
@@ -55,6 +53,8 @@ class Running:
     address: str
     worker: Worker
     thread: threading.Thread = field(init=False)
+    stopped: bool = False
+    """Stopped by the site (the job ended, or moved): an error of its closed link is expected."""
 
 
 class StandingSite:
@@ -113,6 +113,7 @@ class StandingSite:
         with self._lock:
             running = list(self.jobs.values())
         for r in running:
+            r.stopped = True
             r.worker.close()
 
     def _asking(self) -> dict[str, Any]:
@@ -133,6 +134,7 @@ class StandingSite:
             self.finished.pop(job_id, None)
         if running is not None:
             log.info("node=%s round=-: job %s: stopping (%s)", self.node, job_id, why)
+            running.stopped = True
             running.worker.close()
 
     def _take(self, link: FederationLink, offer: dict[str, Any]) -> None:
@@ -161,12 +163,7 @@ class StandingSite:
         from murmura.compress.uplink import make_uplink
 
         text, job_id = str(offer["config"]), str(offer["id"])
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise MurmuraError(f"job {job_id}: not TOML: {exc}") from None
-        check_job_names(raw)  # before anything is built from it
-        cfg, _ = parse_job(text, job_id)
+        cfg, _ = parse_job(text, job_id)  # refuses a job naming code (job_guard) first
         reason = self.admission(cfg, str(offer.get("submitter", "")), job_id)
         if reason is not None:
             raise MurmuraError(reason)
@@ -177,8 +174,9 @@ class StandingSite:
     def _work(self, job_id: str, running: Running) -> None:
         try:
             stats = running.worker.run()
-        except (MurmuraError, IdentityError) as exc:
-            log.error("node=%s round=-: job %s stopped: %s", self.node, job_id, exc)
+        except (MurmuraError, IdentityError, ValueError) as exc:  # ValueError: a closed channel
+            if not (running.stopped and isinstance(exc, ValueError)):
+                log.error("node=%s round=-: job %s stopped: %s", self.node, job_id, exc)
             return
         finally:
             with self._lock:
