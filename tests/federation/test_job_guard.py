@@ -83,7 +83,9 @@ def test_a_site_offered_a_job_naming_code_refuses_without_importing(
 
 def test_a_federation_config_holds_only_server_and_federation(tmp_path: Path) -> None:
     path = tmp_path / "federation.toml"
-    path.write_text("[server]\nport = 0\n[federation]\nmax_concurrent_jobs = 2\n[task]\nname='digits'\n")
+    path.write_text(
+        "[server]\nport = 0\n[federation]\nmax_concurrent_jobs = 2\n[task]\nname='digits'\n"
+    )
     with pytest.raises(ConfigError, match="task belong in a job"):
         load_federation(path)
     path.write_text("[server]\nport = 0\n[federation]\nmax_concurrent_jobs = 0\n")
