@@ -229,3 +229,41 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
     assert verify_state_dir(state).ok
     summary = json.loads((fed.root / "first" / "summary.json").read_text())
     assert summary["rounds"] == 8
+
+
+def test_a_site_whose_policy_refuses_a_job_gives_its_reason(federation: Federation) -> None:
+    pytest.importorskip("murmura.federation.site_guard")  # the site policies (issue 15)
+    fed = federation
+    (fed.root / "site-b.toml").write_text('[data]\npath = "never-read"\n[policy]\nmax_rounds = 1\n')
+    fed.start_server()
+    fed.sites.append(
+        fed._spawn(
+            [
+                "client",
+                "--server",
+                fed.target,
+                "--partition",
+                "0/2",
+                "--standing",
+                "--cert",
+                "keys/site-a.pem",
+                "--key",
+                "keys/site-a.key",
+                "--ca",
+                "keys/ca.pem",
+            ],
+            "site-a.log",
+        )
+    )
+    fed.sites.append(fed._spawn(
+        ["client", "--server", fed.target, "--site", "site-b.toml", "--cert", "keys/site-b.pem",
+         "--key", "keys/site-b.key", "--ca", "keys/ca.pem"], "site-b.log"))  # fmt: skip
+    _wait(lambda: (fed.root / "state" / "address").exists(), 60, "the federation to listen")
+    job = fed.call("Submit", config=JOB.format(name="two", rounds=2, epochs=1), name="two")
+    got = fed.wait_status(job["job"]["id"], "failed")
+    assert got["reason"].startswith("too few sites accepted (1, needs 2): site-b refused: ")
+    assert "max_rounds" in got["reason"]
+    answers = {s["site"]: s for s in got["sites"]}
+    assert answers["site-a"]["accepted"] and not answers["site-b"]["accepted"]
+    assert "max_rounds" in answers["site-b"]["reason"]
+    assert all(p.poll() is None for p in fed.sites)  # both stay up for the next job
