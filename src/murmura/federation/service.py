@@ -91,8 +91,11 @@ class FederationService:
         config = wire.text(req, "config", wire.MAX_REQUEST_BYTES)
         name = wire.text(req, "name", 200) or "job"
         cfg, _ = parse_job(config, name)  # a config error is the admin's reason
-        if cfg.topology.kind not in ("star", "tree"):
-            raise ConfigError(f"{name}: a job runs a star or a tree, not {cfg.topology.kind!r}")
+        if cfg.topology.kind != "star":  # a tree's edges are not standing nodes (yet)
+            raise ConfigError(
+                f"{name}: [topology] kind = {cfg.topology.kind!r}: a job of a standing "
+                f"federation runs a star (its sites are workers, not edges or peers)"
+            )
         job = self.store.submit(name, admin, config)
         digest = hashlib.sha256(config.encode()).hexdigest()
         self.ledger.append(job.id, 0, admin, "job_submit", name=name, config_sha256=digest)
@@ -218,15 +221,12 @@ def handlers(svc: FederationService) -> grpc.GenericRpcHandler:
             caller = await who(context)
             try:
                 reply = await fn(wire.decode(raw), context, caller)
-            except ProtocolError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except ConfigError as exc:
-                code = (
-                    grpc.StatusCode.NOT_FOUND
-                    if "no job" in str(exc)
-                    else (grpc.StatusCode.FAILED_PRECONDITION)
-                )
-                await context.abort(code, str(exc))
+            except ConfigError as exc:  # the job's config, or an unknown job: the caller's
+                code = "NOT_FOUND" if str(exc).startswith("no job") else "FAILED_PRECONDITION"
+                await context.abort(grpc.StatusCode[code], str(exc))
+            except (ProtocolError, ValueError, TypeError, KeyError) as exc:  # a malformed request
+                why = f"{type(exc).__name__}: {exc}"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
             return wire.encode(reply)
 
         return grpc.unary_unary_rpc_method_handler(call, None, None)
