@@ -84,6 +84,7 @@ class JobRunner:
         self.sites: dict[str, float] = {}
         """Site name -> when it last asked for jobs (monotonic)."""
         self._changed = asyncio.Event()
+        self._building = asyncio.Lock()
 
     # -- what the service asks ---------------------------------------------------------
     def notify(self) -> None:
@@ -164,7 +165,8 @@ class JobRunner:
 
         cfg, timing = parse_job(job.config, job.id)
         section = job_server(self.fed, timing, job_dir(self.fed.state_dir, job.id))
-        coordinator = await asyncio.to_thread(build_coordinator, cfg, section, self.insecure)
+        async with self._building:  # one at a time: the model init seeds torch's global RNG
+            coordinator = await asyncio.to_thread(build_coordinator, cfg, section, self.insecure)
         task = asyncio.create_task(coordinator.run())
         try:
             while coordinator.port == 0 and not task.done():
