@@ -292,7 +292,8 @@ def _standing(
         with raising_signals():
             if insecure:
                 if name is None:
-                    raise typer.BadParameter("--insecure needs --name (the node id)")
+                    flag = "--site" if site is not None else "--standing"
+                    raise typer.BadParameter(f"{flag} with --insecure needs --name (the node id)")
                 creds = None
             elif cert and key and ca:
                 creds = keys.Credentials.load(cert, key, ca)
