@@ -35,7 +35,7 @@ def issue(
     directory: Annotated[Path, typer.Argument(help="Key directory holding the CA.")],
     name: Annotated[str, typer.Argument(help="Node id (the certificate's common name).")],
     role: Annotated[
-        str, typer.Option("--role", help="worker, edge, coordinator or admin (a federation's jobs).")
+        str, typer.Option("--role", help="worker, edge, coordinator or admin (for jobs).")
     ] = "worker",
     host: Annotated[
         list[str] | None,
