@@ -154,22 +154,21 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
         fed.stop()
 
 
-def _model(fed: Federation, job: str, into: str) -> dict[str, np.ndarray]:
-    got: dict[str, list[bytes]] = {}
-    link = fed.link()
-    try:
-        for frame in link.stream("Download", {"id": job}, timeout_s=60):
-            import base64
+def _job_cli(fed: Federation, *args: str) -> str:
+    """``murmura job ARGS`` as the admin would type it; its output."""
+    admin = ["--server", fed.target, "--cert", "keys/alice.pem", "--key", "keys/alice.key",
+             "--ca", "keys/ca.pem"]  # fmt: skip
+    got = subprocess.run([sys.executable, "-m", "murmura", "job", *args, *admin], cwd=fed.root,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    return " ".join(got.stdout.split())
 
-            got.setdefault(frame["file"], []).append(base64.b64decode(frame["data"]))
-    finally:
-        link.close()
-    out = fed.root / into
-    out.mkdir()
-    for name, parts in got.items():
-        (out / name).write_bytes(b"".join(parts))
-    assert {"model.safetensors", "metrics.jsonl", "summary.json", "ledger.jsonl"} <= set(got)
-    return load_file(str(out / "model.safetensors"))
+
+def _model(fed: Federation, job: str, into: str) -> dict[str, np.ndarray]:
+    said = _job_cli(fed, "download", job, into)
+    for name in ("model.safetensors", "metrics.jsonl", "summary.json", "ledger.jsonl"):
+        assert name in said and (fed.root / into / name).is_file()
+    return load_file(str(fed.root / into / "model.safetensors"))
 
 
 def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
@@ -213,6 +212,8 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
     _wait(lambda: fed.rounds_done(doomed) >= 2, 120, "round 2 of the job to abort")
     fed.call("Abort", id=doomed)
     assert fed.wait_status(doomed, "aborted", 60)["reason"] == "aborted by alice"
+    shown = _job_cli(fed, "status", doomed)
+    assert "aborted" in shown and "site site-a: accepted" in shown
     last = fed.call("Submit", config=JOB.format(name="after", rounds=2, epochs=1),
                     name="after")["job"]["id"]  # fmt: skip
     assert fed.wait_status(last, "done")["reason"].startswith("2 rounds")
