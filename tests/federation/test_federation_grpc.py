@@ -183,7 +183,13 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
         with pytest.raises(FederationError) as err:
             worker.call(method, {"config": JOB, "name": "x", "id": "job-1"})
         assert err.value.code == "PERMISSION_DENIED" and "admin" in err.value.reason
+    with pytest.raises(FederationError) as err:  # a malformed site call: refused, served on
+        worker.call("Offer", {"running": ["not", "a", "map"]})
+    assert err.value.code == "INVALID_ARGUMENT"
     worker.close()
+    with pytest.raises(FederationError) as err:
+        fed.call("Status", id="job-99")
+    assert err.value.code == "NOT_FOUND"
 
     long = JOB.format(name="long", rounds=8, epochs=4)
     first = fed.call("Submit", config=long, name="long")["job"]["id"]
