@@ -89,6 +89,11 @@ class StandingSite:
                 if link is None:
                     link = FederationLink(self.target, self.credentials, self.node)
                 reply = link.call("Offer", self._asking(), timeout_s=self.wait_s + 10)
+                if down:
+                    say(log, "joined", f"waiting for jobs from {self.target}", node=self.node,
+                        target=self.target)  # fmt: skip
+                delays, down = backoff_delays(0.5, 10.0, random.Random()), False
+                self._handle(link, reply)
             except (FederationError, Unreachable) as exc:
                 code = exc.code if isinstance(exc, FederationError) else "UNAVAILABLE"
                 if code not in RETRY:
@@ -100,12 +105,6 @@ class StandingSite:
                 log.warning("node=%s round=-: coordinator at %s: %s; retrying in %.1f s",
                             self.node, self.target, code, delay)  # fmt: skip
                 self._stop.wait(delay)
-                continue
-            if down:
-                say(log, "joined", f"waiting for jobs from {self.target}", node=self.node,
-                    target=self.target)  # fmt: skip
-            delays, down = backoff_delays(0.5, 10.0, random.Random()), False
-            self._handle(link, reply)
 
     def close(self) -> None:
         """Stop asking for jobs and stop every running worker."""
@@ -143,8 +142,8 @@ class StandingSite:
         self._stop_job(job_id, "offered again at a new address")
         try:
             worker = self._prepare(offer)
-        except MurmuraError as exc:
-            reason = str(exc)
+        except Exception as exc:  # the site stays up whatever a job does to its client
+            reason = str(exc) if isinstance(exc, MurmuraError) else f"{type(exc).__name__}: {exc}"
             log.warning("node=%s round=-: job %s refused: %s", self.node, job_id, reason)
             link.call("Answer", {"id": job_id, "accepted": False, "reason": reason})
             return
