@@ -63,7 +63,9 @@ def fail(exc: Exception, node: str = "murmura") -> typer.Exit:
 
 @app.command("server")
 def server(
-    config: Annotated[Path, typer.Argument(help="Run config with a \\[server] table.")],
+    config: Annotated[
+        Path, typer.Argument(help="Run config with a \\[server] table (or a federation config).")
+    ],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set server.port=6000.")
     ] = None,
@@ -81,6 +83,9 @@ def server(
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted.
+
+    A federation config (a federation table, no run) runs a standing federation instead: a
+    queue of jobs that admins manage with `murmura job`, run on the standing sites.
 
     Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command resumes
     after the last completed round.
