@@ -94,3 +94,27 @@ def test_a_federation_config_holds_only_server_and_federation(tmp_path: Path) ->
     path.write_text("[server]\nport = 0\nstate_dir = 'st'\n[federation]\n")
     fed = load_federation(path)
     assert fed.federation.max_concurrent_jobs == 1 and fed.state_dir == Path("st")
+
+
+def test_the_policy_decides_before_the_data_is_read_and_the_charge_follows_it() -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def admission(cfg: object, submitter: str) -> object:
+        seen.append(("policy", submitter))
+        if getattr(cfg, "run").rounds > 1:  # noqa: B009 - any config object
+            return "max_rounds = 1 < the job's 2"
+        return lambda job_id: seen.append(("charge", job_id))
+
+    def make(cfg: object) -> object:
+        seen.append(("data",))
+        return object()
+
+    site = StandingSite("127.0.0.1:1", "site-a", None, make, admission)  # type: ignore[arg-type]
+    offer = {"id": "job-1", "address": "127.0.0.1:2", "submitter": "alice", "config": JOB}
+    with pytest.raises(MurmuraError, match="max_rounds = 1 < the job's 2"):
+        site._prepare(offer)
+    assert seen == [("policy", "alice")]  # refused: the data was never read
+    one_round = {**offer, "id": "job-2", "config": JOB.replace("rounds = 2", "rounds = 1")}
+    worker = site._prepare(one_round)
+    worker.close()
+    assert seen[1:] == [("policy", "alice"), ("data",), ("charge", "job-2")]

@@ -2,9 +2,9 @@
 
 The rules and the budget are ``murmura.federation.policy`` and ``murmura.federation.budget``
 (``site_guard.admit``): a job the policy refuses gets the site's reason; an accepted job
-with differential privacy is charged to the site's ledger at once, under the federation's
-job id (idempotent: a site restarted mid-job that accepts the job again is not charged
-twice).
+with differential privacy is charged to the site's ledger once the site's client is built,
+before it answers, under the federation's job id (idempotent: a site restarted mid-job that
+accepts the job again is not charged twice).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from murmura.errors import ConfigError, MurmuraError
-from murmura.federation.site_loop import Admission, accept_all
+from murmura.federation.site_loop import Admission, Charge, accept_all
 
 
 def site_admission(site_file: Path, site_cfg: Any) -> Admission:
@@ -36,12 +36,12 @@ def site_admission(site_file: Path, site_cfg: Any) -> Admission:
         return accept_all
     policy = sites.site_policy(site_cfg, site_file)
 
-    def admit(cfg: Any, submitter: str, job_id: str) -> str | None:
+    def admit(cfg: Any, submitter: str) -> str | Charge:
         try:
             admitted = guard.admit(policy, site_file, cfg, submitter)
-            admitted.charge(job_id)
-        except MurmuraError as exc:  # JobRefused, BudgetExceeded: the site's reason
+        except MurmuraError as exc:  # JobRefused: the site's reason
             return str(exc)
-        return None
+        charge: Charge = admitted.charge  # BudgetExceeded when the ledger says no
+        return charge
 
     return admit

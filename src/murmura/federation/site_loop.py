@@ -3,10 +3,11 @@
 The site asks the federation's coordinator for jobs (a long poll), and for each one:
 
 1. refuses a job that names code to import or a task not installed here (``job_guard``);
-2. checks it against the site's ``[policy]`` and privacy budget before touching any data,
-   and charges the budget when it accepts a job with differential privacy (``admission``);
+2. checks it against the site's ``[policy]`` and privacy budget before touching any data
+   (``admission``);
 3. builds its client on the local data, exactly as ``murmura client --site --config`` does,
-   and answers: accepted, or refused with the reason (the admin sees it in ``job status``);
+   charges a job with differential privacy to the site's budget, and answers: accepted, or
+   refused with the reason (the admin sees it in ``job status``);
 4. runs the job's worker in a thread against the job's own coordinator address.
 
 It stays up after each job. When the coordinator goes away it retries with exponential
@@ -36,14 +37,20 @@ from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 
 log = logging.getLogger(__name__)
-Admission = Callable[[Any, str, str], str | None]
-"""(job config, submitter, job id) -> None to accept (budget charged), else the reason."""
+Charge = Callable[[str], None]
+"""Charges an accepted job, by id, to the site's privacy budget (idempotent per id)."""
+Admission = Callable[[Any, str], str | Charge]
+"""(job config, submitter) -> the site's reason to refuse, or how to charge the job."""
 RETRY = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
 
 
-def accept_all(cfg: Any, submitter: str, job_id: str) -> str | None:
+def accept_all(cfg: Any, submitter: str) -> str | Charge:
     """The admission of a site without a policy: every job whose names pass the guard."""
-    return None
+    return free
+
+
+def free(job_id: str) -> None:
+    """The charge of a job to a site that keeps no budget: nothing."""
 
 
 @dataclass(slots=True)
@@ -163,10 +170,11 @@ class StandingSite:
 
         text, job_id = str(offer["config"]), str(offer["id"])
         cfg, _ = parse_job(text, job_id)  # refuses a job naming code (job_guard) first
-        reason = self.admission(cfg, str(offer.get("submitter", "")), job_id)
-        if reason is not None:
-            raise MurmuraError(reason)
+        verdict = self.admission(cfg, str(offer.get("submitter", "")))  # before any data
+        if isinstance(verdict, str):
+            raise MurmuraError(verdict)
         client = self.make_client(cfg)  # reads the local data
+        verdict(job_id)  # charged once the site can take part (BudgetExceeded: refused)
         link = CoordinatorLink(str(offer["address"]), self.node, self.credentials)
         return Worker(link, client, limits=self.limits, uplink=make_uplink(cfg, self.node))
 
