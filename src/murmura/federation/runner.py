@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from murmura.console import say
 from murmura.errors import MurmuraError
 from murmura.federation.config import FederationConfig, job_server, parse_job
 from murmura.federation.store import Job, JobStore
@@ -141,8 +142,9 @@ class JobRunner:
         job_dir(self.fed.state_dir, job.id).mkdir(parents=True, exist_ok=True)
         if not resumed:
             self.store.start(job.id)
-        log.info("job %s (%s, by %s): %s", job.id, job.name, job.submitter,
-                 "resumed" if resumed else "started")  # fmt: skip
+        what = "resumed" if resumed else "started"
+        say(log, "job", f"job {job.id} ({job.name}, by {job.submitter}): {what}",
+            node="federation", job=job.id, status="running")  # fmt: skip
         try:
             status, reason = await self._coordinate(job)
         except MurmuraError as exc:
@@ -156,7 +158,9 @@ class JobRunner:
         self.active.pop(job.id, None)
         self.store.end(job.id, status, reason)
         self.ledger.append(job.id, 0, "coordinator", "job_end", status=status, reason=reason)
-        log.info("job %s: %s%s", job.id, status, f": {reason}" if reason else "")
+        text = f"job {job.id}: {status}{f': {reason}' if reason else ''}"
+        level = logging.WARNING if status == "failed" else logging.INFO
+        say(log, "job", text, node="federation", job=job.id, status=status, level=level)
         self.notify()
 
     async def _coordinate(self, job: Job) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
+from murmura.console import say
 from murmura.errors import ConfigError, MurmuraError, ProtocolError
 from murmura.federation import wire
 from murmura.federation.config import FederationConfig, parse_job
@@ -99,7 +100,8 @@ class FederationService:
         job = self.store.submit(name, admin, config)
         digest = hashlib.sha256(config.encode()).hexdigest()
         self.ledger.append(job.id, 0, admin, "job_submit", name=name, config_sha256=digest)
-        log.info("job %s (%s) submitted by %s", job.id, name, admin)
+        say(log, "job", f"job {job.id} ({name}) queued by {admin}", node="federation",
+            job=job.id, status="queued")  # fmt: skip
         self.runner.notify()
         return {"job": job.to_json()}
 
@@ -116,7 +118,7 @@ class FederationService:
         """Abort a queued or running job."""
         job = self.store.request_abort(wire.text(req, "id", 64), admin)
         self.ledger.append(job.id, 0, admin, "job_abort", status=job.status)
-        log.info("job %s: abort asked by %s", job.id, admin)
+        say(log, "job", f"job {job.id}: abort asked by {admin}", node="federation", job=job.id)
         self.runner.notify()
         return {"job": job.to_json()}
 
@@ -183,7 +185,8 @@ class FederationService:
         reason = wire.text(req, "reason", 2000) if not accepted else ""
         self.store.answer(job.id, site, accepted, reason)
         answer = "accepted" if accepted else f"refused: {reason}"
-        log.info("job %s: site %s %s", job.id, site, answer)
+        say(log, "answer", f"job {job.id}: site {site} {answer}", node="federation",
+            job=job.id, site=site, accepted=accepted)  # fmt: skip
         return {}
 
 
