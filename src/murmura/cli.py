@@ -21,6 +21,7 @@ from murmura.compress.plan_cli import plan_app
 from murmura.dashboard import cli as dashboard_cli
 from murmura.errors import MurmuraError
 from murmura.federation.site_cli import site_app
+from murmura.federation.cli import job_app
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
 from murmura.ops.audit_cli import audit_app
@@ -42,6 +43,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(audit_app, name="audit", help="The coordinator's tamper-evident audit ledger.")
 app.add_typer(registry_app, name="registry", help="Final models in MLflow's Model Registry.")
 app.add_typer(site_app, name="site", help="A site's own records: its privacy budget.")
+app.add_typer(job_app, name="job", help="A standing federation's jobs (admin certificate).")
 app.command("server")(node_cli.server)
 app.command("client")(node_cli.client)
 app.command("peer")(topology_cli.peer)

@@ -16,7 +16,8 @@ from murmura.node.cli import app
         ([], "give --partition i/n or --site SITE.toml"),
         (["--partition", "0/2", "--site", "s.toml"], "give --partition i/n or --site SITE.toml"),
         (["--site", "s.toml", "--insecure"], "--site with --insecure needs --name"),
-        (["--site", "s.toml", "--insecure", "--name", "a"], "--site needs --config JOB.toml"),
+        (["--site", "s.toml", "--task", "digits"], "a standing site takes its jobs' configs"),
+        (["--partition", "0/2", "--standing", "--insecure"], "--standing with --insecure needs"),
         (
             ["--site", "s.toml", "--config", "j.toml", "--seed", "4", "--task", "digits"],
             "--task, --seed: the job config decides these",

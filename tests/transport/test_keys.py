@@ -34,8 +34,10 @@ def test_refusals(tmp_path: Path) -> None:
         keys.init_ca(tmp_path)
     with pytest.raises(ConfigError, match="invalid node name"):
         keys.issue(tmp_path, "../evil", "worker")
-    with pytest.raises(ConfigError, match="invalid role"):
-        keys.issue(tmp_path, "w", "admin")
+    with pytest.raises(ConfigError, match="invalid role 'root'; valid: .*admin"):
+        keys.issue(tmp_path, "w", "root")
+    admin = keys.issue(tmp_path, "alice", "admin")  # manages a federation's jobs
+    assert keys.identity_of(admin.cert.read_bytes()) == ("alice", "admin")
     keys.issue(tmp_path, "w", "worker")
     with pytest.raises(ConfigError, match="already exists"):
         keys.issue(tmp_path, "w", "worker")

@@ -63,7 +63,9 @@ def fail(exc: Exception, node: str = "murmura") -> typer.Exit:
 
 @app.command("server")
 def server(
-    config: Annotated[Path, typer.Argument(help="Run config with a \\[server] table.")],
+    config: Annotated[
+        Path, typer.Argument(help="Run config with a \\[server] table (or a federation config).")
+    ],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set server.port=6000.")
     ] = None,
@@ -82,6 +84,9 @@ def server(
 ) -> None:
     """Run a coordinator: serve workers over gRPC and train CONFIG's run; resume if interrupted.
 
+    A federation config (a federation table, no run) runs a standing federation instead: a
+    queue of jobs that admins manage with `murmura job`, run on the standing sites.
+
     Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command resumes
     after the last completed round.
     """
@@ -93,6 +98,11 @@ def server(
     use_log_format(log_format)
     if new_run and run_id is not None:
         raise fail(MurmuraError("--new-run and --run-id exclude each other: choose one"))
+    from murmura.federation.config import is_federation_config
+
+    if is_federation_config(config):  # a standing federation: a queue of jobs
+        _federation(config, set_, new_run, run_id, insecure)
+        return
     coordinator: Coordinator | None = None
     try:
         with raising_signals():
@@ -107,6 +117,22 @@ def server(
         progress.interrupted("coordinator", run, done, exc.signame)
         leave(0)
     _server_summary(result)
+
+
+def _federation(
+    config: Path, set_: list[str] | None, new_run: bool, run_id: str | None, insecure: bool
+) -> None:
+    """``murmura server federation.toml``: the job queue (``murmura.federation``)."""
+    from murmura.federation.server import run_federation
+
+    given = {"--set": set_, "--new-run": new_run or None, "--run-id": run_id}
+    if any(v is not None for v in given.values()):
+        flags = ", ".join(k for k, v in given.items() if v is not None)
+        raise fail(MurmuraError(f"{flags}: a federation config takes none (a job is a run)"))
+    try:
+        run_federation(config, insecure)
+    except MurmuraError as exc:
+        raise fail(exc, "federation") from None
 
 
 def _server_summary(result: CoordinatorResult) -> None:
@@ -190,9 +216,19 @@ def client(
         int, typer.Option("--max-batch-size", min=1, help="Refuse larger batch sizes.")
     ] = 1_000_000,
     max_lr: Annotated[float, typer.Option("--max-lr", help="Refuse a larger lr (> 0).")] = 10.0,
+    standing: Annotated[
+        bool,
+        typer.Option(
+            "--standing",
+            help="Wait for a federation's jobs and stay up (implied by --site without --config).",
+        ),
+    ] = False,
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run a worker: train on its site's own data (--site) or partition i/n when asked.
+
+    With --site and no --config (or with --standing) it is a standing site: it waits for the
+    federation's jobs, checks each against its policy, runs the ones it accepts and stays up.
 
     Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the coordinator counts
     this worker as lost, and the same command rejoins the run.
@@ -202,6 +238,10 @@ def client(
     from murmura.node.shutdown import Interrupted, leave, raising_signals
 
     use_log_format(log_format)
+    if standing or (site is not None and config is None):
+        _standing(server_address, partition, site, cert, key, ca, name, insecure,
+                  InstructionLimits(max_epochs, max_batch_size, max_lr), task, config)  # fmt: skip
+        return
     worker: Worker | None = None
     node = name or "worker"
     try:
@@ -226,6 +266,57 @@ def client(
     progress.finished(node, worker.link.run_id, text, stats.last_round, reason=stats.reason)
     if stats.reason.startswith("refused"):
         raise typer.Exit(3)
+
+
+def _standing(
+    server_address: str,
+    partition: str | None,
+    site: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    name: str | None,
+    insecure: bool,
+    limits: InstructionLimits,
+    task: str | None,
+    config: Path | None,
+) -> None:
+    """A standing site (``murmura.federation.site_loop``): until Ctrl-C, then exit 0."""
+    from murmura.federation.site_loop import StandingSite
+    from murmura.federation.standing import standing_site
+    from murmura.node.shutdown import Interrupted, leave, raising_signals
+    from murmura.transport import keys
+
+    if (partition is None) == (site is None):
+        raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
+    if task is not None or config is not None:
+        raise typer.BadParameter("--task, --config: a standing site takes its jobs' configs")
+    loop: StandingSite | None = None
+    node = name or "site"
+    try:
+        with raising_signals():
+            if insecure:
+                if name is None:
+                    flag = "--site" if site is not None else "--standing"
+                    raise typer.BadParameter(f"{flag} with --insecure needs --name (the node id)")
+                creds = None
+            elif cert and key and ca:
+                creds = keys.Credentials.load(cert, key, ca)
+                node = creds.name
+            else:
+                raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
+            loop = standing_site(server_address, node, creds, site, partition, limits)
+            loop.run()
+    except MurmuraError as exc:
+        raise fail(exc, node) from None
+    except Interrupted as exc:
+        if loop is not None:
+            loop.close()
+        from murmura.console import say
+
+        text = f"stopped by {exc.signame}; the same command waits for jobs again"
+        say(log, "interrupted", text, node=node, signal=exc.signame)
+        leave(0)
 
 
 def _worker(

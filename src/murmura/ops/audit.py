@@ -56,6 +56,10 @@ EVENTS = frozenset(
         "update_rejected",
         "worker_error",
         "repeated",
+        "job_submit",
+        "job_abort",
+        "job_download",
+        "job_end",
     }
 )
 MAX_TEXT = 256

@@ -27,11 +27,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from murmura.errors import ConfigError
 
-ROLES = ("worker", "edge", "coordinator")
+ROLES = ("worker", "edge", "coordinator", "admin")
 PARENT_ROLES = ("coordinator", "edge")
 """Roles that may give a worker (or an edge) its instructions."""
 CHILD_ROLES = ("worker", "edge")
 """Roles that may join a coordinator (or an edge) and sign updates."""
+ADMIN_ROLE = "admin"
+"""The role that may submit, abort and download a standing federation's jobs."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 

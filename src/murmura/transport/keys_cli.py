@@ -34,7 +34,9 @@ def init(directory: Annotated[Path, typer.Argument(help="Key directory to create
 def issue(
     directory: Annotated[Path, typer.Argument(help="Key directory holding the CA.")],
     name: Annotated[str, typer.Argument(help="Node id (the certificate's common name).")],
-    role: Annotated[str, typer.Option("--role", help="worker, edge or coordinator.")] = "worker",
+    role: Annotated[
+        str, typer.Option("--role", help="worker, edge, coordinator or admin (for jobs).")
+    ] = "worker",
     host: Annotated[
         list[str] | None,
         typer.Option("--host", help="Extra DNS name or IP the node is reached at (repeatable)."),

@@ -1,0 +1,47 @@
+"""A site's admission of a job: its ``[policy]`` and privacy budget, before any data is read.
+
+The rules and the budget are ``murmura.federation.policy`` and ``murmura.federation.budget``
+(``site_guard.admit``): a job the policy refuses gets the site's reason; an accepted job
+with differential privacy is charged to the site's ledger once the site's client is built,
+before it answers, under the federation's job id (idempotent: a site restarted mid-job that
+accepts the job again is not charged twice).
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from murmura.errors import ConfigError, MurmuraError
+from murmura.federation.site_loop import Admission, Charge, accept_all
+
+
+def site_admission(site_file: Path, site_cfg: Any) -> Admission:
+    """The admission of the site configured by ``site_file`` (no ``[policy]``: every job)."""
+    try:
+        table = tomllib.loads(site_file.read_text()).get("policy", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{site_file}: {exc}") from None
+    try:
+        guard: Any = importlib.import_module("murmura.federation.site_guard")
+        sites: Any = importlib.import_module("murmura.node.site")
+    except ImportError:
+        if table:
+            raise ConfigError(
+                f"{site_file} [policy]: this murmura has no site policies "
+                f"(murmura.federation.policy); remove the table or upgrade"
+            ) from None
+        return accept_all
+    policy = sites.site_policy(site_cfg, site_file)
+
+    def admit(cfg: Any, submitter: str) -> str | Charge:
+        try:
+            admitted = guard.admit(policy, site_file, cfg, submitter)
+        except MurmuraError as exc:  # JobRefused: the site's reason
+            return str(exc)
+        charge: Charge = admitted.charge  # BudgetExceeded when the ledger says no
+        return charge
+
+    return admit
