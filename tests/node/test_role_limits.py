@@ -36,6 +36,7 @@ STANDARDISE: dict[str, dict[str, object]] = {  # a tabular job split by partitio
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
+SECURE_DOWNLINK = {**DOWNLINK, **SECAGG}
 ASYNC: dict[str, dict[str, object]] = {
     "clock": {"enabled": True, "mode": "async", "buffer_size": 2}
 }
@@ -51,9 +52,7 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", TRACKING, "[tracking] mlflow = true"),
     ("peer", TRACKING, "[tracking] mlflow = true"),
     ("peer", STATS, "[stats] enabled = true"),
-    ("server", DOWNLINK, "[compression] downlink != 'none'"),
-    ("client", DOWNLINK, "[compression] downlink != 'none'"),
-    ("edge", DOWNLINK, "[compression] downlink != 'none'"),
+    ("server", SECURE_DOWNLINK, "[compression] downlink != 'none' with [secagg] enabled = true"),
     ("server", ASYNC, "[clock] enabled = true"),
     ("client", ASYNC, "[clock] enabled = true"),
     ("edge", ASYNC, "[clock] enabled = true"),
@@ -82,6 +81,9 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("server", COMPRESSED),
     ("client", COMPRESSED),
     ("edge", COMPRESSED),
+    ("server", DOWNLINK),
+    ("client", DOWNLINK),
+    ("edge", DOWNLINK),
 ]
 
 

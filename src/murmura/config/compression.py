@@ -23,8 +23,9 @@ class CompressionSection(Section):
     simulated and deployed (``murmura peer``; such a peer does not resume from a checkpoint).
 
     ``downlink`` (``downlink_args``) sends each client the model as a delta against the model
-    it last received (``murmura.compress.downlink``); simulation only: the deployed roles
-    refuse it.
+    it last received (``murmura.compress.downlink``): simulated, and deployed from ``murmura
+    server`` to a star's clients and from ``murmura edge`` to its leaves
+    (``murmura.node.downlink``); not with ``[secagg]`` deployed.
     """
 
     uplink: str = "none"

@@ -247,6 +247,7 @@ def _worker(
     """The worker of ``murmura client``'s options: its identity, link and local data."""
     from murmura.compress.uplink import make_uplink
     from murmura.node.deploy import client_from_config, local_client, split_config
+    from murmura.node.downlink import held_model
     from murmura.node.worker import Worker
     from murmura.transport import keys
     from murmura.transport.grpc_client import CoordinatorLink
@@ -270,7 +271,7 @@ def _worker(
         node = creds.name
     else:
         raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-    uplink = None
+    uplink, downlink = None, None
     if site is not None:
         from murmura.node.site import load_site_config, site_client
 
@@ -279,10 +280,12 @@ def _worker(
         run_cfg = split_config(config)[0]
         local = site_client(load_site_config(site), run_cfg, node)
         uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
+        downlink = held_model(run_cfg)
     elif config is not None and partition is not None:
         run_cfg = split_config(config)[0]
         local = client_from_config(run_cfg, partition)
         uplink = make_uplink(run_cfg, node)
+        downlink = held_model(run_cfg)
     else:
         assert partition is not None
         held = eval_fraction or None  # 0: nothing held out
@@ -290,7 +293,7 @@ def _worker(
             task or "digits", partition, partitioner, seed or 0, local_fraction=held
         )
     link = CoordinatorLink(server_address, node, creds)
-    return Worker(link, local, limits=limits, uplink=uplink)
+    return Worker(link, local, limits=limits, uplink=uplink, downlink=downlink)
 
 
 if __name__ == "__main__":

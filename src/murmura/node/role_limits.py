@@ -10,7 +10,9 @@ Accepted because they work: central DP, ``[secagg]`` and ``[anomaly]`` at ``murm
 (it runs the strategy wrappers the simulation builds); local DP and DP-SGD at ``murmura
 client --config`` (it wraps its learner as the simulation wraps client ``i``), at ``murmura
 server`` (it spends the same budgets), at ``murmura edge`` (they are the clients' part) and at
-``murmura peer`` (it builds the simulation's privatised learners and budgets); CHOCO-gossip
+``murmura peer`` (it builds the simulation's privatised learners and budgets); ``[compression]
+downlink`` at ``murmura server``, ``murmura client --config`` and ``murmura edge``
+(``murmura.node.downlink``); CHOCO-gossip
 (``[compression] uplink`` in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the
 server-side sections (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client
 --config``, which reads only the task, partition, seed, hold-out and ``[privacy]``'s client
@@ -88,11 +90,10 @@ _ATTACK = Limit(
     "attack; set attack.kind = 'none' (red-team a deployed peer with `murmura peer --attack`)",
 )
 _DOWNLINK = Limit(
-    "[compression] downlink != 'none'",
-    lambda cfg: cfg.compression.downlink != "none",
-    "deployed nodes send and receive the float32 model (a compressed downlink needs the "
-    "model each node holds, per node); set compression.downlink = 'none' or run it in "
-    "simulation",
+    "[compression] downlink != 'none' with [secagg] enabled = true",
+    lambda cfg: cfg.compression.downlink != "none" and cfg.secagg.enabled,
+    "the deployed secure rounds send every client the float32 model; set "
+    "compression.downlink = 'none' or run it in simulation",
 )
 _CLOCK = Limit(
     "[clock] enabled = true",
@@ -123,7 +124,7 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _DOWNLINK,
         _CLOCK,
     ),
-    "client": (_STANDARDISE, _ATTACK, _DOWNLINK, _CLOCK),
+    "client": (_STANDARDISE, _ATTACK, _CLOCK),
     "edge": (
         Limit(
             "[privacy] mode = 'central'",
@@ -146,7 +147,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _STATS,
         _TRACKING,
         _ATTACK,
-        _DOWNLINK,
         _CLOCK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads
