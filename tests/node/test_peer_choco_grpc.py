@@ -18,7 +18,7 @@ import pytest
 
 from murmura.compress import framed_size, make_codec
 from murmura.config import config_from_dict
-from murmura.node.peer import checkpoint_file, load_peer_checkpoint
+from murmura.node.peer import checkpoint_file, read_peer_checkpoint
 from murmura.sim.builder import build_experiment
 from murmura.sim.p2p import P2PSimulation
 
@@ -83,9 +83,9 @@ def test_deployed_choco_peers_end_with_the_simulated_models(
     layout = exp.model.layout
     q = framed_size(make_codec("topk", ratio=0.1), layout.size)
     for i in range(PEERS):
-        got = load_peer_checkpoint(checkpoint_file(peers.state / f"peer-{i}"), layout)
+        got = read_peer_checkpoint(checkpoint_file(peers.state / f"peer-{i}"), layout)
         assert got is not None
-        meta, weights = got
+        meta, weights, _ = got
         assert meta["round"] == str(ROUNDS)
         np.testing.assert_allclose(weights, sim.x[i], rtol=0, atol=1e-6)  # max 9e-8 seen
         lines = peers.metrics(i)

@@ -20,7 +20,7 @@ class CompressionSection(Section):
 
     In P2P, peers exchange ``uplink``-compressed differences by CHOCO-gossip with consensus
     step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``),
-    simulated and deployed (``murmura peer``; such a peer does not resume from a checkpoint).
+    simulated and deployed (``murmura peer``, which checkpoints the public copies).
 
     ``downlink`` (``downlink_args``) sends each client the model as a delta against the model
     it last received (``murmura.compress.downlink``): simulated, and deployed from ``murmura

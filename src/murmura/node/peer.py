@@ -15,8 +15,10 @@ peer spends the same budgets: epsilon in ``metrics.jsonl``, and no round past a 
 With ``[compression] uplink`` (CHOCO-gossip, ``murmura.compress.choco.PeerCopies``) a peer
 serves its framed ``q_i`` instead of its model and mixes toward the public copies. A copy is
 only right while every ``q_j`` arrived: a neighbour whose ``q_j`` of a round was missed is
-never mixed again (its copy is stale), the peer never jumps rounds, and it does not resume
-from a checkpoint (the copies are not in it).
+never mixed again (its copy is stale, and no holder can tell by how much), and the peer never
+jumps rounds. Its checkpoint carries the copies and the stale set, so a peer restarted within
+a round's deadline reruns that round from them (training and ``q_i`` are deterministic) and
+its neighbours, still waiting for that ``q_i``, never see the gap.
 """
 
 from __future__ import annotations
@@ -96,21 +98,31 @@ class PeerResult:
     missing: dict[int, list[str]] = field(default_factory=dict)
 
 
+STALE = "choco_stale"
+"""Checkpoint metadata: the neighbours whose CHOCO copy is stale (JSON list of indices)."""
+
+
 def checkpoint_file(state_dir: Path) -> Path:
     """Where a peer keeps its latest model."""
     return state_dir / "model.safetensors"
 
 
 def save_peer_checkpoint(
-    path: Path, weights: Vector, layout: Layout, meta: Mapping[str, str]
+    path: Path,
+    weights: Vector,
+    layout: Layout,
+    meta: Mapping[str, str],
+    extra: Mapping[str, Vector] | None = None,
 ) -> None:
-    """Write the peer's model and its metadata atomically."""
+    """Write the peer's model, its metadata and ``extra`` tensors (CHOCO's copies) atomically."""
     tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
-    save_tensors_atomically(path, tensors, meta)
+    save_tensors_atomically(path, {**tensors, **(extra or {})}, meta)
 
 
-def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Vector] | None:
-    """The metadata and model of a checkpoint written by ``save_peer_checkpoint``, if any.
+def read_peer_checkpoint(
+    path: Path, layout: Layout
+) -> tuple[dict[str, str], Vector, dict[str, Vector]] | None:
+    """Metadata, model and every tensor of a checkpoint from ``save_peer_checkpoint``, if any.
 
     ``CheckpointError`` if the file is cut off, differs from its content digest or does not
     hold this model.
@@ -119,7 +131,7 @@ def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Ve
         return None
     tensors, meta = load_tensors_verified(path)
     try:
-        return meta, layout.flatten(tensors)
+        return meta, layout.flatten(tensors), tensors
     except ValueError as exc:
         raise CheckpointError(f"{path} does not hold this model: {exc}") from None
 
@@ -173,7 +185,7 @@ class Peer:
         for tmp in remove_orphan_temps([self.s.state_dir]):
             log.warning("%s: removed %s, a temporary file left by a crash", self._tag(0), tmp)
         try:
-            got = load_peer_checkpoint(path, self.layout)
+            got = read_peer_checkpoint(path, self.layout)
         except CheckpointError as exc:
             os.replace(path, path.with_name(path.name + ".damaged"))
             log.warning(
@@ -184,10 +196,16 @@ class Peer:
             return 0
         if got is None:
             return 0
-        meta, weights = got
+        meta, weights, tensors = got
         if meta.get("run_id") != self.s.run_id or meta.get("node") != self.s.name:
             log.warning("%s: checkpoint of another run or node ignored", self._tag(0))
             return 0
+        if self.choco is not None:  # the copies of the same round as the model
+            try:
+                self.choco.restore(tensors, str(path))
+                self.stale = {int(j) for j in json.loads(meta.get(STALE, "[]"))}
+            except (ValueError, TypeError) as exc:
+                raise CheckpointError(f"{exc}: start the run afresh") from None
         self.weights = weights
         done = int(meta.get("round", "0"))
         log.info("%s: resumed from own checkpoint", self._tag(done))
@@ -197,11 +215,6 @@ class Peer:
         """Serve and run rounds until ``rounds``; then serve until neighbours have our last."""
         s = self.s
         done = self.done = self._resume()
-        if done and self.choco is not None:
-            raise CheckpointError(
-                f"{checkpoint_file(s.state_dir)}: a CHOCO-gossip peer cannot resume (its "
-                "neighbours' public copies are not in the checkpoint); start the run afresh"
-            )
         host, port = s.addresses[s.index].rsplit(":", 1)
         opts = ServerOptions(
             host=host,
@@ -263,9 +276,14 @@ class Peer:
             spread, mixed = None, self._choco_mix(round_, trained, received)
         self.weights = np.asarray(mixed, dtype=np.float32)
         meta = {"run_id": self.s.run_id, "node": self.s.name, "round": str(round_)}
+        copies = None
+        if self.choco is not None:
+            meta[STALE] = json.dumps(sorted(self.stale))
+            copies = self.choco.tensors()
         await asyncio.to_thread(
-            save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout, meta
-        )
+            save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout,
+            meta, copies,
+        )  # fmt: skip
         self.done = round_
         if missing:
             result.missing[round_] = missing
