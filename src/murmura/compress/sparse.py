@@ -30,13 +30,50 @@ def index_dtype(size: int) -> np.dtype[np.unsignedinteger[Any]]:
     return np.dtype("<u2") if size <= 1 << 16 else np.dtype("<u4")
 
 
-def _check_ratio(name: str, ratio: float) -> None:
-    if not 0 < ratio <= 1:
-        raise ValueError(f"{name}: ratio must be in (0, 1], got {ratio}")
+@dataclass(frozen=True, slots=True)
+class Sparsifier:
+    """What top-k and random-k share: the share of values kept, and scattering them back.
+
+    A subclass names itself and lays out its payload (``encoded_size``, ``encode``,
+    ``decode``).
+    """
+
+    ratio: float = 0.01
+    name = "sparse"
+    version = 1
+    biased = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"{self.name}: ratio must be in (0, 1], got {self.ratio}")
+
+    def params(self) -> dict[str, int | float | bool]:
+        """The share of values kept."""
+        return {"ratio": self.ratio}
+
+    def encoded_size(self, size: int) -> int:
+        """Exact payload bytes for a vector of ``size`` elements."""
+        raise NotImplementedError
+
+    def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
+        """The payload of ``x``."""
+        raise NotImplementedError
+
+    def decode(self, payload: bytes, size: int) -> Vector:
+        """The vector that ``payload`` encodes."""
+        raise NotImplementedError
+
+    def scatter(self, payload: bytes, offset: int, idx: np.ndarray, size: int) -> Vector:
+        """A zero vector with the float32 values at ``offset`` of ``payload`` at ``idx``."""
+        values = np.frombuffer(payload, dtype="<f4", offset=offset, count=len(idx))
+        finite_scales(self, values, "value", nonnegative=False)
+        out = np.zeros(size, dtype=np.float32)
+        out[idx] = values
+        return out
 
 
 @dataclass(frozen=True, slots=True)
-class TopK:
+class TopK(Sparsifier):
     """The ``k`` largest magnitudes and their indices (Stich et al. 2018).
 
     With error feedback as in Karimireddy et al. 2019. Payload: ``k`` increasing indices
@@ -44,17 +81,8 @@ class TopK:
     values.
     """
 
-    ratio: float = 0.01
-    name: str = "topk"
-    version: int = 2
-    biased: bool = True
-
-    def __post_init__(self) -> None:
-        _check_ratio(self.name, self.ratio)
-
-    def params(self) -> dict[str, int | float | bool]:
-        """The share of values kept."""
-        return {"ratio": self.ratio}
+    name = "topk"
+    version = 2
 
     def encoded_size(self, size: int) -> int:
         """6 bytes per kept value (8 beyond 65,536 values)."""
@@ -73,17 +101,13 @@ class TopK:
         k = kept(self.ratio, size)
         dtype = index_dtype(size)
         idx = np.frombuffer(payload, dtype=dtype, count=k)
-        values = np.frombuffer(payload, dtype="<f4", offset=dtype.itemsize * k, count=k)
         if k and (int(idx[-1]) >= size or np.any(np.diff(idx.astype(np.int64)) <= 0)):
             raise ProtocolError(f"topk: indices not increasing within 0..{size - 1}")
-        finite_scales(self, values, "value", nonnegative=False)
-        out = np.zeros(size, dtype=np.float32)
-        out[idx] = values
-        return out
+        return self.scatter(payload, dtype.itemsize * k, idx, size)
 
 
 @dataclass(frozen=True, slots=True)
-class RandomK:
+class RandomK(Sparsifier):
     """``k`` values at indices drawn from a seed (Stich et al. 2018, rand-k with memory).
 
     Payload: the uint64 seed, then ``k`` float32 values; the decoder redraws the indices, so
@@ -91,17 +115,7 @@ class RandomK:
     feedback makes up over rounds.
     """
 
-    ratio: float = 0.01
-    name: str = "randk"
-    version: int = 1
-    biased: bool = True
-
-    def __post_init__(self) -> None:
-        _check_ratio(self.name, self.ratio)
-
-    def params(self) -> dict[str, int | float | bool]:
-        """The share of values kept."""
-        return {"ratio": self.ratio}
+    name = "randk"
 
     def encoded_size(self, size: int) -> int:
         """8 bytes of seed plus 4 per kept value."""
@@ -122,10 +136,5 @@ class RandomK:
     def decode(self, payload: bytes, size: int) -> Vector:
         """A zero vector with the sent values at the seed's indices."""
         expect_length(self, payload, size)
-        k = kept(self.ratio, size)
         seed = int(np.frombuffer(payload, dtype="<u8", count=1)[0])
-        values = np.frombuffer(payload, dtype="<f4", offset=8, count=k)
-        finite_scales(self, values, "value", nonnegative=False)
-        out = np.zeros(size, dtype=np.float32)
-        out[self.indices(seed, k, size)] = values
-        return out
+        return self.scatter(payload, 8, self.indices(seed, kept(self.ratio, size), size), size)
