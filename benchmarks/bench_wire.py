@@ -29,6 +29,11 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("topk-1/20+EF", {"uplink": "topk", "args": {"ratio": 0.05}}),
     ("topk-32x+EF", {"uplink": "topk", "args": {"ratio": 0.0199}}),
     ("topk-1/256+EF", {"uplink": "topk", "args": {"ratio": 1 / 256}}),
+    # top-k with indices packed at 13 bits and quantised values, at 32x (<= 601 B framed)
+    ("topkq-8bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0445, "bits": 8}}),
+    ("topkq-4bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0549, "bits": 4}}),
+    ("topkq-2bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0622, "bits": 2}}),
+    ("topkq-1bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0669, "bits": 1}}),
     ("randk-1/10+EF", {"uplink": "randk", "args": {"ratio": 0.1}}),
     ("sign+EF", {"uplink": "sign", "args": {"bucket": 1 << 20}}),
 ]
