@@ -48,6 +48,10 @@ def test_tree_and_p2p_round_bytes() -> None:
     links = Links(10e6, 10e6)
     t = tree(d=100, clients=8, edges=2, up=40, links=links)
     assert (t.hub_up, t.hub_down, t.total) == (4 * 40 + 400, 4 * 400 + 400, 8 * 440 + 2 * 800)
+    t = tree(d=100, clients=8, edges=2, up=40, links=links, down=60)  # deltas to the leaves
+    assert (t.node_down, t.hub_down, t.total) == (60, 4 * 60 + 400, 8 * 100 + 2 * 800)
+    s = star(d=100, cohort=8, up=40, links=links, down=60)
+    assert (s.node_down, s.hub_down, s.total) == (60, 8 * 60, 8 * 100)
     g = p2p(message=400, peers=16, degree=4, links=links)
     assert (g.node_up, g.total) == (1600, 16 * 1600)
 
@@ -67,6 +71,21 @@ def test_command_prints_both_uplinks(tmp_path: Path) -> None:
         human(up) == "1.27 kB" and human(up) in out.output and "19.24 kB" in out.output
     )  # qsgd and float32 updates
     assert "192.40 kB" in out.output  # the coordinator sends 10 float32 models
+
+
+def test_command_plans_a_compressed_downlink(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[task]\nname = "digits"\n[partition]\nnum_clients = 10\n[strategy]\nfraction = 1.0\n'
+        '[compression]\ndownlink = "quantize"\ndownlink_args = { bits = 4 }\n'
+    )
+    out = CliRunner().invoke(
+        app, ["plan", "bandwidth", str(cfg), "--uplink", "10Mbit", "--downlink", "50Mbit"]
+    )
+    assert out.exit_code == 0, out.output
+    down = framed_size(make_codec("quantize", bits=4), 4810)
+    assert "down quantize" in out.output and human(10 * down) in out.output  # 10 deltas
+    assert "192.40 kB" in out.output  # float32: 10 models
 
 
 def test_command_refuses_a_bad_rate_in_one_line(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from murmura.config.base import Section
 class CompressionSection(Section):
     """[compression]: updates sent with codec ``uplink`` (``args``); "none" sends float32.
 
-    ``error_feedback`` keeps each client's residual (None: on for the biased codecs topk,
+    ``error_feedback`` keeps each client's residual (None: on for the biased codecs topk, topkq,
     randk and sign, off for the unbiased ones). ``shared_mask`` (randk only) draws one index
     set per round for every client instead of one per client. Local DP noise is added before
     encoding, central DP noise after decoding and aggregating. Star and tree (the clients'
