@@ -33,7 +33,7 @@ def _config(tmp: Path) -> Path:
     return path
 
 
-def test_a_peer_that_misses_a_neighbour_s_difference_never_mixes_its_stale_copy(
+def test_a_peer_that_misses_a_neighbour_s_difference_mixes_it_again_once_resynced(
     tmp_path: Path,
 ) -> None:
     peer = build_peer(_config(tmp_path), 0, insecure=True)
@@ -49,8 +49,16 @@ def test_a_peer_that_misses_a_neighbour_s_difference_never_mixes_its_stale_copy(
     twin.receive(1, q)
     np.testing.assert_array_equal(mixed, twin.mix(trained, [1]))
     assert not np.array_equal(mixed, twin.mix(trained, [1, 2]))
-    peer._choco_mix(2, trained, {1: q, 2: q})  # a late q of a stale copy is not applied
+    peer._choco_mix(2, trained, {1: q})  # still missing: still stale
     np.testing.assert_array_equal(peer.choco.public[2], peer.weights)
+    copy = np.full(d, 0.7, dtype=np.float32)  # what peer 2 holds as its own public copy
+    mixed = peer._choco_mix(3, trained, {1: q, 2: copy})  # asked for the copy: a resync
+    assert peer.stale == set()
+    np.testing.assert_array_equal(peer.choco.public[2], copy)
+    twin.receive(1, q)
+    twin.receive(1, q)
+    twin.public[2] = copy
+    np.testing.assert_array_equal(mixed, twin.mix(trained, [1, 2]))  # mixed again
 
 
 def test_a_choco_peer_resumes_with_its_copies_and_stale_set(tmp_path: Path) -> None:

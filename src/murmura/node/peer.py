@@ -15,8 +15,10 @@ peer spends the same budgets: epsilon in ``metrics.jsonl``, and no round past a 
 With ``[compression] uplink`` (CHOCO-gossip, ``murmura.compress.choco.PeerCopies``) a peer
 serves its framed ``q_i`` instead of its model and mixes toward the public copies. A copy is
 only right while every ``q_j`` arrived: a neighbour whose ``q_j`` of a round was missed is
-never mixed again (its copy is stale, and no holder can tell by how much), and the peer never
-jumps rounds. Its checkpoint carries the copies and the stale set, so a peer restarted within
+not mixed (its copy is stale, and no holder can tell by how much) until it is resynced: in
+each later round the peer asks that neighbour for its public copy itself, float32, instead
+of ``q_j`` (``ModelRequest.public_copy``), and takes it as its copy. The peer never jumps
+rounds. Its checkpoint carries the copies and the stale set, so a peer restarted within
 a round's deadline reruns that round from them (training and ``q_i`` are deterministic) and
 its neighbours, still waiting for that ``q_i``, never see the gap.
 """
@@ -259,7 +261,8 @@ class Peer:
         wire = b""
         if self.choco is not None:
             wire = self.choco.encode(round_, trained)
-            await self.store.publish_compressed(round_, wire, spec(self.choco.codec))
+            mine = self.choco.public[self.s.index]  # what a neighbour resyncs to
+            await self.store.publish_compressed(round_, wire, spec(self.choco.codec), mine)
         else:
             sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
             await self.store.publish(round_, sent)
@@ -300,16 +303,24 @@ class Peer:
         return self._next_round(round_, answers)
 
     def _choco_mix(self, round_: int, trained: Vector, received: Mapping[int, Vector]) -> Vector:
-        """Apply the neighbours' ``q_j``; mix with those whose copies are whole."""
+        """Apply the neighbours' ``q_j`` (or resync a stale copy); mix the whole copies.
+
+        ``received[j]`` is ``q_j``, or for a stale neighbour its public copy itself.
+        """
         assert self.choco is not None
         for j in self.neighbours:
-            if j in received and j not in self.stale:
+            name = self.s.names[j]
+            if j in received and j in self.stale:
+                self.choco.public[j] = np.array(received[j], dtype=np.float32)
+                self.stale.discard(j)
+                log.info("%s: resynced %s's public copy (float32)", self._tag(round_), name)
+            elif j in received:
                 self.choco.receive(j, received[j])
             elif j not in self.stale:
                 self.stale.add(j)
                 log.warning(
-                    "%s: missed %s's CHOCO difference: its public copy is stale, it is not "
-                    "mixed again this run", self._tag(round_), self.s.names[j],
+                    "%s: missed %s's CHOCO difference: its public copy is stale and not mixed "
+                    "until it is resynced", self._tag(round_), name,
                 )  # fmt: skip
         present = [j for j in self.neighbours if j not in self.stale]
         return self.choco.mix(trained, present)
@@ -356,7 +367,7 @@ class Peer:
         while (left := deadline - time.monotonic()) > 0:
             attempt += 1
             try:
-                last = await link.fetch(round_, left)
+                last = await link.fetch(round_, left, copy=j in self.stale)
             except (grpc.aio.AioRpcError, Unreachable) as exc:
                 code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else "UNREACHABLE"
                 if code == grpc.StatusCode.UNAVAILABLE:
