@@ -12,7 +12,7 @@ import tomli_w
 
 from murmura.compress.choco import PeerCopies
 from murmura.errors import CheckpointError, ConfigError
-from murmura.node.peer import STALE, checkpoint_file, save_peer_checkpoint
+from murmura.node.peer import SENT_Q, STALE, checkpoint_file, save_peer_checkpoint
 from murmura.node.topology_deploy import RedTeam, build_peer
 
 
@@ -72,11 +72,12 @@ def test_a_choco_peer_resumes_with_its_copies_and_stale_set(tmp_path: Path) -> N
     meta = {"run_id": "choco", "node": "peer-0", "round": "1", STALE: json.dumps([2])}
     peer.s.state_dir.mkdir(parents=True, exist_ok=True)
     path = checkpoint_file(peer.s.state_dir)
-    save_peer_checkpoint(path, peer.weights, peer.layout, meta, peer.choco.tensors())
+    sent = {SENT_Q: np.frombuffer(b"MZC1 q", dtype=np.uint8)}  # served again on resume
+    save_peer_checkpoint(path, peer.weights, peer.layout, meta, {**peer.choco.tensors(), **sent})
 
     again = build_peer(_config(tmp_path), 0, insecure=True)
     assert again.choco is not None and again._resume() == 1
-    assert again.stale == {2}
+    assert again.stale == {2} and again.sent_q == b"MZC1 q"
     np.testing.assert_array_equal(again.weights, trained)
     for j in (0, 1, 2):
         np.testing.assert_array_equal(again.choco.public[j], peer.choco.public[j])

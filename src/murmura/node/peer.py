@@ -20,7 +20,8 @@ each later round the peer asks that neighbour for its public copy itself, float3
 of ``q_j`` (``ModelRequest.public_copy``), and takes it as its copy. The peer never jumps
 rounds. Its checkpoint carries the copies and the stale set, so a peer restarted within
 a round's deadline reruns that round from them (training and ``q_i`` are deterministic) and
-its neighbours, still waiting for that ``q_i``, never see the gap.
+its neighbours, still waiting for that ``q_i``, never see the gap; it serves the ``q_i`` of its
+checkpoint's round again (kept in the checkpoint) to a neighbour that had not fetched it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class PeerResult:
     missing: dict[int, list[str]] = field(default_factory=dict)
 
 
+SENT_Q = "__choco_q__"
+"""Checkpoint tensor: the framed ``q_i`` of the checkpoint's round, served again on resume."""
 STALE = "choco_stale"
 """Checkpoint metadata: the neighbours whose CHOCO copy is stale (JSON list of indices)."""
 
@@ -172,6 +175,8 @@ class Peer:
         self.choco = choco
         """CHOCO-gossip's public copies (``[compression] uplink``); None: float32 models."""
         self.stale: set[int] = set()
+        self.sent_q = b""
+        """CHOCO-gossip: the framed ``q_i`` of the last round (checkpointed, served again)."""
         """CHOCO-gossip: neighbours whose copy missed a ``q_j``; never mixed again."""
 
     def _tag(self, round_: int) -> str:
@@ -205,6 +210,7 @@ class Peer:
         if self.choco is not None:  # the copies of the same round as the model
             try:
                 self.choco.restore(tensors, str(path))
+                self.sent_q = tensors.get(SENT_Q, np.zeros(0, np.uint8)).tobytes()
                 self.stale = {int(j) for j in json.loads(meta.get(STALE, "[]"))}
             except (ValueError, TypeError) as exc:
                 raise CheckpointError(f"{exc}: start the run afresh") from None
@@ -227,6 +233,9 @@ class Peer:
             chunk_size=s.chunk_size,
         )
         server, self.port = await start_peer_server(self.store, opts)
+        if self.choco is not None and done and self.sent_q:  # for whoever has not fetched it
+            mine = self.choco.public[s.index]
+            await self.store.publish_compressed(done, self.sent_q, spec(self.choco.codec), mine)
         progress.listening(s.name, f"{host}:{self.port}", s.credentials is not None, s.run_id)
         progress.run_opened(s.name, s.run_id, done, s.rounds, resumed=done > 0)
         self.links = {
@@ -260,7 +269,7 @@ class Peer:
         trained, loss = await asyncio.to_thread(local_step, self.learner, self.weights, round_)
         wire = b""
         if self.choco is not None:
-            wire = self.choco.encode(round_, trained)
+            wire = self.sent_q = self.choco.encode(round_, trained)
             mine = self.choco.public[self.s.index]  # what a neighbour resyncs to
             await self.store.publish_compressed(round_, wire, spec(self.choco.codec), mine)
         else:
@@ -282,7 +291,7 @@ class Peer:
         copies = None
         if self.choco is not None:
             meta[STALE] = json.dumps(sorted(self.stale))
-            copies = self.choco.tensors()
+            copies = {**self.choco.tensors(), SENT_Q: np.frombuffer(wire, dtype=np.uint8)}
         await asyncio.to_thread(
             save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout,
             meta, copies,
