@@ -29,6 +29,12 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("topk-1/20+EF", {"uplink": "topk", "args": {"ratio": 0.05}}),
     ("topk-32x+EF", {"uplink": "topk", "args": {"ratio": 0.0199}}),
     ("topk-1/256+EF", {"uplink": "topk", "args": {"ratio": 1 / 256}}),
+    # top-k with indices packed at 13 bits and quantised values, at 32x (<= 601 B framed);
+    # 1 bit (levels -s and s) keeps the most values but its variance made W1 diverge
+    ("topkq-8bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0445, "bits": 8}}),
+    ("topkq-4bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0549, "bits": 4}}),
+    ("topkq-2bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0622, "bits": 2}}),
+    ("topkq-1bit-32x+EF", {"uplink": "topkq", "args": {"ratio": 0.0669, "bits": 1}}),
     ("randk-1/10+EF", {"uplink": "randk", "args": {"ratio": 0.1}}),
     ("sign+EF", {"uplink": "sign", "args": {"bucket": 1 << 20}}),
 ]
@@ -87,7 +93,7 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     results: dict[str, dict[str, Any]] = {}
     print(
-        f"{'setting':16} {'acc':>6} {'up B/client/round':>18} {'ratio':>7} "
+        f"{'setting':18} {'acc':>6} {'up B/client/round':>18} {'ratio':>7} "
         f"{'total up':>11} {'total down':>11} {'sec':>6}",
         flush=True,
     )
@@ -98,7 +104,7 @@ def main() -> None:
         dense = 4 * r["d"]
         up = sum(r["up_mean"]) / len(r["up_mean"])
         print(
-            f"{name:16} {r['accuracy'][-1]:6.4f} {up:18.0f} {dense / up:7.1f} "
+            f"{name:18} {r['accuracy'][-1]:6.4f} {up:18.0f} {dense / up:7.1f} "
             f"{sum(r['up_total']):11.0f} {sum(r['down_total']):11.0f} {r['seconds']:6.1f}",
             flush=True,
         )

@@ -20,8 +20,8 @@ from murmura.analytics import cli as stats_cli
 from murmura.compress.plan_cli import plan_app
 from murmura.dashboard import cli as dashboard_cli
 from murmura.errors import MurmuraError
-from murmura.federation.site_cli import site_app
 from murmura.federation.cli import job_app
+from murmura.federation.site_cli import site_app
 from murmura.node import cli as node_cli
 from murmura.node import topology_cli
 from murmura.ops.audit_cli import audit_app

@@ -20,6 +20,8 @@ ALL = [
     ("qsgd", {"levels": 1, "bucket": 64}),
     ("qsgd", {"levels": 7, "bucket": 64}),
     ("topk", {"ratio": 0.1}),
+    ("topkq", {"ratio": 0.1, "bits": 4}),
+    ("topkq", {"ratio": 0.3, "bits": 1}),
     ("randk", {"ratio": 0.1}),
     ("sign", {"bucket": 64}),
 ]
@@ -92,6 +94,37 @@ def test_topk_indices_are_uint16_up_to_65536_values() -> None:
     assert codec.encoded_size(65536) == 6 * 656 and codec.encoded_size(65537) == 8 * 656
 
 
+def test_topkq_rounds_its_values_without_bias() -> None:
+    """Every value kept: the mean of many decodings is x, within 5 of the exact sigmas."""
+    codec = make_codec("topkq", ratio=1.0, bits=2)  # levels -1, -1/3, 1/3, 1
+    x = np.random.default_rng(1).uniform(-1, 1, size=48).astype(np.float32)
+    x[0] = 1.0
+    rng = np.random.default_rng(2)
+    n = 4000
+    mean = np.mean([codec.decode(codec.encode(x, rng), 48) for _ in range(n)], axis=0)
+    frac = (x.astype(np.float64) + 1) * 1.5 % 1  # odds of the upper level
+    sigma = (2 / 3) * np.sqrt(frac * (1 - frac) / n)
+    assert np.all(np.abs(mean - x) <= 5 * sigma + 1e-6)
+    assert sigma.max() > 1e-3  # really stochastic
+
+
+def test_topkq_packs_indices_at_ceil_log2_d_bits() -> None:
+    codec = make_codec("topkq", ratio=0.0549, bits=4)  # W1's digits model: 4810 values
+    assert codec.encoded_size(4810) == 4 + -(-265 * 13 // 8) + -(-265 * 4 // 8) == 568
+    assert make_codec("topk", ratio=0.0549).encoded_size(4810) == 6 * 265  # 2.8x larger
+    one = make_codec("topkq", ratio=1.0, bits=8)
+    assert one.encoded_size(65536) == 4 + 2 * 65536 + 65536  # 16 bits per index
+    assert one.encoded_size(65537) == 4 + -(-65537 * 17 // 8) + 65537
+
+
+def test_topkq_keeps_the_largest_magnitudes_on_its_levels() -> None:
+    x = np.array([0.1, -5.0, 0.2, 3.0, -0.3, 0.0, 4.0, 0.05, -0.01, 1.0], np.float32)
+    codec = make_codec("topkq", ratio=0.3, bits=1)  # levels -5 and 5
+    y = codec.decode(codec.encode(x, np.random.default_rng()), x.size)
+    assert list(np.nonzero(y)[0]) == [1, 3, 6] and y[1] == -5.0
+    assert set(y[[3, 6]]) <= {-5.0, 5.0}
+
+
 def test_topk_keeps_the_largest_magnitudes_exactly() -> None:
     x = np.array([0.1, -5.0, 0.2, 3.0, -0.3, 0.0, 4.0, 0.05, -0.01, 1.0], np.float32)
     codec = make_codec("topk", ratio=0.3)
@@ -149,7 +182,9 @@ def test_error_feedback_state_round_trips_and_refuses_another_size() -> None:
 
 
 def test_registry_lists_names_and_bad_params_are_one_line_errors() -> None:
-    assert CODECS.names() == ["bfloat16", "float16", "qsgd", "quantize", "randk", "sign", "topk"]
+    assert CODECS.names() == [
+        "bfloat16", "float16", "qsgd", "quantize", "randk", "sign", "topk", "topkq",
+    ]  # fmt: skip
     with pytest.raises(RegistryError, match="valid: bfloat16"):
         make_codec("zip")
     with pytest.raises(ConfigError, match="ratio must be in"):

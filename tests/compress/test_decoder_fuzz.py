@@ -20,6 +20,8 @@ CODECS = [
     make_codec("quantize", bits=4, bucket=8),
     make_codec("qsgd", levels=3, bucket=8),
     make_codec("topk", ratio=0.25),
+    make_codec("topkq", ratio=0.25, bits=4),
+    make_codec("topkq", ratio=0.5, bits=1),
     make_codec("randk", ratio=0.25),
     make_codec("sign", bucket=8),
 ]
@@ -62,6 +64,26 @@ def test_topk_indices_out_of_range_or_repeated_are_refused() -> None:
             codec.decode(struct.pack("<2H", *idx) + values, 8)  # uint16 indices: d <= 65536
 
 
+def test_topkq_indices_out_of_range_repeated_or_padded_are_refused() -> None:
+    codec = make_codec("topkq", ratio=0.25, bits=8)  # k = 2 of 8: 3-bit indices, 8-bit levels
+    scale, levels = struct.pack("<f", 1.0), b"\x00\xff"
+    for a, b in [(1, 0), (3, 3), (7, 2)]:  # 6 bits of one byte: not increasing
+        with pytest.raises(ProtocolError, match="indices not increasing"):
+            codec.decode(scale + bytes([a | b << 3]) + levels, 8)
+    with pytest.raises(ProtocolError, match="padding"):
+        codec.decode(scale + bytes([1 | 2 << 3 | 1 << 7]) + levels, 8)
+    wide = make_codec("topkq", ratio=0.25, bits=8)  # k = 3 of 12: 4-bit indices can say 15
+    with pytest.raises(ProtocolError, match="indices not increasing within 0..11"):
+        wide.decode(scale + bytes([0x21, 0x0F]) + b"\0\0\0", 12)
+    coarse = make_codec("topkq", ratio=0.375, bits=2)  # k = 3 levels of 2 bits in one byte
+    indices = bytes([0x99, 0x01])  # 1, 3 and 6 at 3 bits each
+    with pytest.raises(ProtocolError, match="padding bits after the levels"):
+        coarse.decode(scale + indices + b"\xc0", 8)
+    assert np.array_equal(  # the same bytes with clean padding decode
+        coarse.decode(scale + indices + b"\x00", 8), [0, -1, 0, -1, 0, 0, -1, 0]
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "params", "payload"),
     [
@@ -75,6 +97,8 @@ def test_topk_indices_out_of_range_or_repeated_are_refused() -> None:
         ("bfloat16", {}, b"\x80\x7f" + b"\0" * 14),
         ("topk", {"ratio": 0.125}, struct.pack("<H", 0) + NAN),
         ("randk", {"ratio": 0.125}, b"\0" * 8 + NAN),
+        ("topkq", {"ratio": 0.125, "bits": 8}, NAN + b"\0\0"),
+        ("topkq", {"ratio": 0.125, "bits": 8}, struct.pack("<f", -1.0) + b"\0\0"),
     ],
 )
 def test_non_finite_scales_and_values_are_refused(

@@ -48,25 +48,42 @@ def test_tree_and_p2p_round_bytes() -> None:
     links = Links(10e6, 10e6)
     t = tree(d=100, clients=8, edges=2, up=40, links=links)
     assert (t.hub_up, t.hub_down, t.total) == (4 * 40 + 400, 4 * 400 + 400, 8 * 440 + 2 * 800)
+    t = tree(d=100, clients=8, edges=2, up=40, links=links, down=60)  # deltas to the leaves
+    assert (t.node_down, t.hub_down, t.total) == (60, 4 * 60 + 400, 8 * 100 + 2 * 800)
+    s = star(d=100, cohort=8, up=40, links=links, down=60)
+    assert (s.node_down, s.hub_down, s.total) == (60, 8 * 60, 8 * 100)
     g = p2p(message=400, peers=16, degree=4, links=links)
     assert (g.node_up, g.total) == (1600, 16 * 1600)
 
 
-def test_command_prints_both_uplinks(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
+def _plan(tmp: Path, compression: str) -> str:
+    """``murmura plan bandwidth`` of a 10-client digits star with ``compression``."""
+    cfg = tmp / "c.toml"
     cfg.write_text(
         '[task]\nname = "digits"\n[partition]\nnum_clients = 10\n[strategy]\nfraction = 1.0\n'
-        '[compression]\nuplink = "qsgd"\nargs = { levels = 1 }\n'
+        f"[compression]\n{compression}\n"
     )
     out = CliRunner().invoke(
         app, ["plan", "bandwidth", str(cfg), "--uplink", "10Mbit", "--downlink", "50Mbit"]
     )
     assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_command_prints_both_uplinks(tmp_path: Path) -> None:
+    output = _plan(tmp_path, 'uplink = "qsgd"\nargs = { levels = 1 }')
     up = framed_size(make_codec("qsgd", levels=1), 4810)
     assert (
-        human(up) == "1.27 kB" and human(up) in out.output and "19.24 kB" in out.output
+        human(up) == "1.27 kB" and human(up) in output and "19.24 kB" in output
     )  # qsgd and float32 updates
-    assert "192.40 kB" in out.output  # the coordinator sends 10 float32 models
+    assert "192.40 kB" in output  # the coordinator sends 10 float32 models
+
+
+def test_command_plans_a_compressed_downlink(tmp_path: Path) -> None:
+    output = _plan(tmp_path, 'downlink = "quantize"\ndownlink_args = { bits = 4 }')
+    down = framed_size(make_codec("quantize", bits=4), 4810)
+    assert "down quantize" in output and human(10 * down) in output  # 10 deltas
+    assert "192.40 kB" in output  # float32: 10 models
 
 
 def test_command_refuses_a_bad_rate_in_one_line(tmp_path: Path) -> None:

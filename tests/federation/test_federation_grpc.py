@@ -239,7 +239,6 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
 
 
 def test_a_site_whose_policy_refuses_a_job_gives_its_reason(federation: Federation) -> None:
-    pytest.importorskip("murmura.federation.site_guard")  # the site policies (issue 15)
     fed = federation
     (fed.root / "site-b.toml").write_text('[data]\npath = "never-read"\n[policy]\nmax_rounds = 1\n')
     fed.start_server()

@@ -6,7 +6,9 @@ The root is ``murmura server`` with the two edges as its only nodes; each edge i
 so the root's model after round 1 equals flat FedAvg over the 6 workers (the in-process
 star simulation of the same config) to 1e-5. Edges hold edge certificates: each worker checks
 that the node it dials is an edge, each edge that its parent is the coordinator, and the
-root's audit ledger verifies against the CA with the edges as update authors.
+root's audit ledger verifies against the CA with the edges as update authors. With a float16
+downlink each edge sends its workers the float32 model in round 1, then float16 deltas
+against the model each holds (the root's edges hold none: they get float32).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from murmura.cli import app
+from murmura.compress import framed_size, make_codec
 from murmura.transport import keys
 from murmura.types import Layout
 
@@ -57,6 +60,9 @@ min_clients = 2
 
 [evaluation]
 every = 1
+
+[compression]
+downlink = "float16"
 """
 
 ROOT = """
@@ -176,10 +182,13 @@ def test_root_two_edges_six_workers_train_digits_like_flat_fedavg(tree: Tree) ->
     assert [m["round"] for m in lines] == list(range(1, ROUNDS + 1))
     assert all(m["participants"] == len(EDGES) and not m["failures"] for m in lines)
     assert lines[-1]["test_accuracy"] > 0.8
+    delta = framed_size(make_codec("float16"), layout.size)
     for name in EDGES:  # every edge aggregated all 3 of its workers in every round
         edge_lines = (_run_path(tree.tmp / "edges" / name) / "metrics.jsonl").read_text()
         edge_rounds = [json.loads(x) for x in edge_lines.splitlines()]
         assert [m["participants"] for m in edge_rounds] == [3] * ROUNDS
+        down = [m["bytes_down_total"] for m in edge_rounds]
+        assert down == [3 * 4 * layout.size] + [3 * delta] * (ROUNDS - 1)
 
     # each node checked whom it dialled: the workers their edge, the edges the root
     for name, children in EDGES.items():

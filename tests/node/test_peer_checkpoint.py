@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from murmura.errors import CheckpointError
-from murmura.node.peer import checkpoint_file, load_peer_checkpoint, save_peer_checkpoint
+from murmura.node.peer import checkpoint_file, read_peer_checkpoint, save_peer_checkpoint
 from murmura.types import Layout
 
 LAYOUT = Layout(("a", "b"), ((3,), (2, 2)))
@@ -22,7 +22,7 @@ def test_checkpoint_round_trips_with_its_binding(tmp_path: Path) -> None:
     meta = {"run_id": "r", "node": "peer-0", "round": "4"}
     save_peer_checkpoint(path, w, LAYOUT, meta)
     save_peer_checkpoint(path, w + 1, LAYOUT, {**meta, "round": "5"})
-    got = load_peer_checkpoint(path, LAYOUT)
+    got = read_peer_checkpoint(path, LAYOUT)
     assert got is not None
     assert got[0] == {**meta, "round": "5"}
     np.testing.assert_array_equal(got[1], w + 1)
@@ -30,7 +30,7 @@ def test_checkpoint_round_trips_with_its_binding(tmp_path: Path) -> None:
 
 
 def test_no_checkpoint_is_none(tmp_path: Path) -> None:
-    assert load_peer_checkpoint(checkpoint_file(tmp_path), LAYOUT) is None
+    assert read_peer_checkpoint(checkpoint_file(tmp_path), LAYOUT) is None
 
 
 def test_a_damaged_checkpoint_is_set_aside_and_not_resumed(
@@ -45,7 +45,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_not_resumed(
     raw[-1] ^= 0x80  # the sign of the last weight
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="does not match the SHA-256 it was written with"):
-        load_peer_checkpoint(path, LAYOUT)
+        read_peer_checkpoint(path, LAYOUT)
     orphan = tmp_path / ".model.safetensors.99.tmp"
     orphan.write_bytes(b"half")
 

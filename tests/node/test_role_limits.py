@@ -46,6 +46,11 @@ STANDARDISE: dict[str, dict[str, object]] = {  # a tabular job split by partitio
 
 COMPRESSED: dict[str, dict[str, object]] = {"compression": {"uplink": "float16"}}
 DOWNLINK: dict[str, dict[str, object]] = {"compression": {"downlink": "float16"}}
+SECURE_DOWNLINK = {**DOWNLINK, **SECAGG}
+ASYNC_DOWNLINK: dict[str, dict[str, object]] = {
+    **DOWNLINK,
+    "clock": {"enabled": True, "mode": "async", "buffer_size": 2},
+}
 ASYNC: dict[str, dict[str, object]] = {
     "clock": {"enabled": True, "mode": "async", "buffer_size": 2}
 }
@@ -71,9 +76,8 @@ REFUSED: list[tuple[Role, dict[str, dict[str, object]], str]] = [
     ("edge", TRACKING, "[tracking] mlflow = true"),
     ("peer", TRACKING, "[tracking] mlflow = true"),
     ("peer", STATS, "[stats] enabled = true"),
-    ("server", DOWNLINK, "[compression] downlink != 'none'"),
-    ("client", DOWNLINK, "[compression] downlink != 'none'"),
-    ("edge", DOWNLINK, "[compression] downlink != 'none'"),
+    ("server", SECURE_DOWNLINK, "[compression] downlink != 'none' with [secagg] enabled = true"),
+    ("server", ASYNC_DOWNLINK, "[compression] downlink != 'none' with [clock] mode = 'async'"),
     ("server", SIMULATED_SYNC, SIMULATED_CLOCK),
     ("server", SIMULATED_ASYNC, SIMULATED_CLOCK),
     ("client", SIMULATED_SYNC, SIMULATED_CLOCK),
@@ -111,6 +115,9 @@ ACCEPTED: list[tuple[Role, dict[str, dict[str, object]]]] = [
     ("edge", CENTRAL),  # EdgeSum over its allowlisted clients (topology_deploy)
     ("edge", SECAGG),  # per-edge SecAgg+
     ("edge", ATTACK),  # its children attack; the edge aggregates them as a simulated edge
+    ("server", DOWNLINK),
+    ("client", DOWNLINK),
+    ("edge", DOWNLINK),
 ]
 
 

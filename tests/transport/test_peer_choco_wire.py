@@ -1,4 +1,5 @@
-"""CHOCO-gossip on the peer endpoint: framed ``q`` bytes, the codec named and checked."""
+"""CHOCO-gossip on the peer endpoint: framed ``q`` bytes, the codec named and checked; the
+public copy itself, float32, to a neighbour that resyncs."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ LAYOUT = Layout(("a", "b"), ((30,), (4, 5)))
 TOPK = make_codec("topk", ratio=0.1)
 
 
-def _fetch(pki: Pki, served: Codec, wire: bytes, agreed: Codec | None) -> Fetched:
-    """w1 serves ``wire`` (framed by ``served``) for round 1; w2 fetches it agreeing ``agreed``."""
+COPY = np.arange(LAYOUT.size, dtype=np.float32)
+
+
+def _fetch(
+    pki: Pki, served: Codec, wire: bytes, agreed: Codec | None, copy: bool = False
+) -> Fetched:
+    """w1 serves ``wire`` (framed by ``served``) for round 1; w2 fetches it agreeing ``agreed``.
+
+    ``copy``: w2 asks for w1's public copy (``COPY``) instead.
+    """
 
     async def main() -> Fetched:
         store = ModelStore("run-1", "w1", LAYOUT)
@@ -35,8 +44,8 @@ def _fetch(pki: Pki, served: Codec, wire: bytes, agreed: Codec | None) -> Fetche
             "w2", "w1", f"127.0.0.1:{port}", "run-1", LAYOUT, pki.creds("w2"), compression=agreed
         )
         try:
-            await store.publish_compressed(1, wire, spec(served))
-            return await link.fetch(1, 2.0)
+            await store.publish_compressed(1, wire, spec(served), COPY)
+            return await link.fetch(1, 2.0, copy=copy)
         finally:
             await link.close()
             await server.stop(0)
@@ -51,6 +60,13 @@ def test_a_neighbour_gets_the_decoded_difference_and_its_wire_size(pki: Pki) -> 
     assert got.weights is not None and got.wire_bytes == len(wire) < 4 * LAYOUT.size / 3
     np.testing.assert_array_equal(got.weights, unframe(TOPK, wire, LAYOUT.size))
     assert np.count_nonzero(got.weights) == 5  # top 10 % of 50 values
+
+
+def test_a_resyncing_neighbour_gets_the_public_copy_in_float32(pki: Pki) -> None:
+    wire = difference(TOPK, 7, 1, 0, np.ones(LAYOUT.size, dtype=np.float32))
+    got = _fetch(pki, TOPK, wire, TOPK, copy=True)
+    assert got.weights is not None and got.wire_bytes == 4 * LAYOUT.size
+    np.testing.assert_array_equal(got.weights, COPY)
 
 
 @pytest.mark.parametrize("agreed", [make_codec("topk", ratio=0.2), make_codec("sign"), None])

@@ -22,6 +22,9 @@ CODECS.register_lazy(
 )
 CODECS.register_lazy("qsgd", "murmura.compress.quantize:QSGD", "QSGD with s levels")
 CODECS.register_lazy("topk", "murmura.compress.sparse:TopK", "top-k sparsification")
+CODECS.register_lazy(
+    "topkq", "murmura.compress.sparse:TopKQuantized", "top-k, packed indices, quantised values"
+)
 CODECS.register_lazy("randk", "murmura.compress.sparse:RandomK", "random-k sparsification")
 CODECS.register_lazy("sign", "murmura.compress.sign:Sign", "scaled sign (EF-signSGD)")
 

@@ -38,3 +38,22 @@ def unpack(data: bytes | memoryview, bits: int, n: int) -> NDArray[np.uint8]:
     shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
     mask = np.uint8((1 << bits) - 1)
     return ((raw[:, None] >> shifts) & mask).reshape(-1)[:n]
+
+
+def pack_wide(values: NDArray[np.integer], bits: int) -> bytes:
+    """``values`` (each < 2**bits, any width up to 32) as a little-endian bit stream."""
+    v = np.asarray(values, dtype=np.uint64)
+    planes = (v[:, None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)
+    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_wide(data: bytes | memoryview, bits: int, n: int) -> NDArray[np.uint64]:
+    """The ``n`` values ``pack_wide`` stored in ``data``; ``ValueError`` if padding is set."""
+    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+    if np.any(stream[n * bits :]):
+        raise ValueError("non-zero padding bits")
+    planes = stream[: n * bits].reshape(n, bits).astype(np.uint64)
+    out: NDArray[np.uint64] = (planes << np.arange(bits, dtype=np.uint64)).sum(
+        axis=1, dtype=np.uint64
+    )
+    return out

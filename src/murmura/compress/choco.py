@@ -21,6 +21,8 @@ from murmura.seeding import derive_seed
 
 CHOCO_STREAM = 2
 """Distinguishes CHOCO's random streams from the uplink's and the downlink's."""
+COPY_PREFIX = "__choco__/"
+"""Names of the public copies among a peer checkpoint's tensors."""
 
 
 def difference(codec: Codec, seed: int, round_: int, peer: int, diff: np.ndarray) -> bytes:
@@ -109,6 +111,19 @@ class PeerCopies:
     def receive(self, j: int, q: np.ndarray) -> None:
         """Apply neighbour ``j``'s decoded ``q_j`` to its copy."""
         self.public[j] += q
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The copies as named tensors (``COPY_PREFIX`` + peer index), for a checkpoint."""
+        return {f"{COPY_PREFIX}{j}": v for j, v in self.public.items()}
+
+    def restore(self, tensors: Mapping[str, np.ndarray], where: str) -> None:
+        """Take back the copies ``tensors`` wrote; ``ValueError`` naming what does not fit."""
+        size = self.public[self.index].size
+        for j in self.public:
+            got = tensors.get(f"{COPY_PREFIX}{j}")
+            if got is None or got.shape != (size,):
+                raise ValueError(f"{where} lacks CHOCO-gossip's public copy of peer {j}")
+        self.public = {j: np.array(tensors[f"{COPY_PREFIX}{j}"], np.float32) for j in self.public}
 
     def mix(self, trained: np.ndarray, present: list[int]) -> np.ndarray:
         """``x_i + step * sum_j w_ij (x^_j - x^_i)`` over the neighbours in ``present``."""

@@ -31,12 +31,24 @@ DOWNLINK_STREAM = 1
 """Distinguishes the downlink's random stream from the uplink's of the same node and round."""
 
 
+def delta_step(
+    codec: Codec, seed: int, node: str, round_: int, weights: Vector, held: Vector
+) -> tuple[bytes, Vector]:
+    """(framed ``C(weights - held)``, the model ``held`` plus the decoded delta).
+
+    The random stream is ``(seed, round, node)``'s downlink stream, so a deployed coordinator
+    (``murmura.node.downlink``) sends the bytes the simulation computes.
+    """
+    keys = (seed, round_, zlib.crc32(node.encode()), DOWNLINK_STREAM)
+    blob = frame(codec, codec.encode(weights - held, np.random.default_rng(derive_seed(*keys))))
+    return blob, held + unframe(codec, blob, held.size)
+
+
 class Downlink:
     """The model one client holds, and the encoder that moves it towards the global model."""
 
     def __init__(self, codec: Codec, node: str, seed: int) -> None:
-        self.codec, self.seed = codec, seed
-        self.node_key = zlib.crc32(node.encode())
+        self.codec, self.seed, self.node = codec, seed, node
         self.held: Vector | None = None
 
     def send(self, round_: int, weights: Vector) -> int:
@@ -44,9 +56,7 @@ class Downlink:
         if self.held is None:
             self.held = np.array(weights, dtype=np.float32)
             return dense_bytes(self.held.size)
-        rng = np.random.default_rng(derive_seed(self.seed, round_, self.node_key, DOWNLINK_STREAM))
-        blob = frame(self.codec, self.codec.encode(weights - self.held, rng))
-        self.held = self.held + unframe(self.codec, blob, self.held.size)
+        blob, self.held = delta_step(self.codec, self.seed, self.node, round_, weights, self.held)
         return len(blob)
 
 
@@ -68,10 +78,15 @@ class DownlinkLearner:
         return self.inner.evaluate(weights)
 
 
+def downlink_codec(cfg: Config) -> Codec | None:
+    """The [compression] downlink codec, or None for float32."""
+    c = cfg.compression
+    return None if c.downlink == "none" else make_codec(c.downlink, **c.downlink_args)
+
+
 def apply_downlink(cfg: Config, learners: Sequence[Learner]) -> list[Learner]:
     """``learners`` behind the [compression] downlink; unchanged when it is "none"."""
-    c = cfg.compression
-    if c.downlink == "none":
+    codec = downlink_codec(cfg)
+    if codec is None:
         return list(learners)
-    codec = make_codec(c.downlink, **c.downlink_args)
     return [DownlinkLearner(x, Downlink(codec, x.node_id, cfg.run.seed)) for x in learners]

@@ -71,29 +71,37 @@ class RoundPlan:
     """Bytes over every link of the round, each transfer counted once."""
 
 
-def star(d: int, cohort: int, up: int, links: Links) -> RoundPlan:
-    """The model to ``cohort`` clients, their ``up``-byte updates back."""
-    down = 4 * d
+def star(d: int, cohort: int, up: int, links: Links, down: int | None = None) -> RoundPlan:
+    """The model (``down`` bytes, float32 by default) to ``cohort`` clients, ``up`` bytes back.
+
+    With a compressed downlink, ``down`` is a delta's size: every round but a client's first.
+    """
+    down = 4 * d if down is None else down
     t = links.fan_out(down, cohort) + links.fan_in(up, cohort)
     return RoundPlan("coordinator", up, down, cohort * up, cohort * down, t, cohort * (up + down))
 
 
-def tree(d: int, clients: int, edges: int, up: int, links: Links) -> RoundPlan:
+def tree(
+    d: int, clients: int, edges: int, up: int, links: Links, down: int | None = None
+) -> RoundPlan:
     """Root -> edges -> clients: clients send ``up`` bytes, edges float32 to the root.
 
     Node figures are the clients'; hub figures those of each edge (children and parent).
+    ``down``: what an edge sends each client (float32 by default, a delta's size with a
+    compressed downlink); the root and the edges exchange float32.
     """
     dense = 4 * d
+    down = dense if down is None else down
     per_edge = -(-clients // edges)
     t = (
         links.fan_out(dense, edges)
-        + links.fan_out(dense, per_edge)
+        + links.fan_out(down, per_edge)
         + links.fan_in(up, per_edge)
         + links.fan_in(dense, edges)
     )
-    total = clients * (up + dense) + edges * 2 * dense
+    total = clients * (up + down) + edges * 2 * dense
     return RoundPlan(
-        "each edge", up, dense, per_edge * up + dense, per_edge * dense + dense, t, total
+        "each edge", up, down, per_edge * up + dense, per_edge * down + dense, t, total
     )
 
 

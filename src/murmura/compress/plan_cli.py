@@ -27,28 +27,39 @@ def model_size(cfg: object) -> int:
 
 
 def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
-    """(label, plan) for float32 and, when configured, the uplink codec."""
+    """(label, plan) for float32 and, when configured, the codecs.
+
+    A compressed downlink's figures are those of the rounds after a client's first (which
+    gets the float32 model).
+    """
     from murmura.compress import framed_size
+    from murmura.compress.downlink import downlink_codec
     from murmura.compress.uplink import uplink_codec
     from murmura.config import Config
 
     assert isinstance(cfg, Config)
-    codec = uplink_codec(cfg)
-    ups = [("float32", 4 * d)] + (
-        [(cfg.compression.uplink, framed_size(codec, d))] if codec else []
-    )
+    codec, back = uplink_codec(cfg), downlink_codec(cfg)
+    ups = [("float32", 4 * d, 4 * d)]
+    if codec is not None or back is not None:
+        c = cfg.compression
+        label = " / ".join(
+            f"{side} {name}" for side, name in (("up", c.uplink), ("down", c.downlink))
+            if name != "none"
+        )  # fmt: skip
+        up = 4 * d if codec is None else framed_size(codec, d)
+        ups.append((label, up, 4 * d if back is None else framed_size(back, d)))
     kind = cfg.topology.kind
     if kind == "star":
-        return [(n, star(d, cfg.cohort_size(), up, links)) for n, up in ups]
+        return [(n, star(d, cfg.cohort_size(), up, links, down)) for n, up, down in ups]
     if kind == "tree":
-        clients = cfg.partition.num_clients
-        return [(n, tree(d, clients, cfg.topology.edges, up, links)) for n, up in ups]
+        clients, edges = cfg.partition.num_clients, cfg.topology.edges
+        return [(n, tree(d, clients, edges, up, links, down)) for n, up, down in ups]
     from murmura.sim.p2p import topology_graph
 
     graph = topology_graph(cfg.topology, cfg.partition.num_clients)
     n = graph.number_of_nodes()
     degree = 2 * graph.number_of_edges() / max(n, 1)
-    return [(name, p2p(up, n, degree, links)) for name, up in ups]
+    return [(name, p2p(up, n, degree, links)) for name, up, _ in ups]
 
 
 def human(nbytes: float) -> str:

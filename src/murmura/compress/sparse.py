@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from murmura.compress import bits as packing
 from murmura.compress.base import expect_length, finite_scales
 from murmura.errors import ProtocolError
 from murmura.types import Vector
@@ -30,13 +31,50 @@ def index_dtype(size: int) -> np.dtype[np.unsignedinteger[Any]]:
     return np.dtype("<u2") if size <= 1 << 16 else np.dtype("<u4")
 
 
-def _check_ratio(name: str, ratio: float) -> None:
-    if not 0 < ratio <= 1:
-        raise ValueError(f"{name}: ratio must be in (0, 1], got {ratio}")
+@dataclass(frozen=True, slots=True)
+class Sparsifier:
+    """What top-k and random-k share: the share of values kept, and scattering them back.
+
+    A subclass names itself and lays out its payload (``encoded_size``, ``encode``,
+    ``decode``).
+    """
+
+    ratio: float = 0.01
+    name = "sparse"
+    version = 1
+    biased = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"{self.name}: ratio must be in (0, 1], got {self.ratio}")
+
+    def params(self) -> dict[str, int | float | bool]:
+        """The share of values kept."""
+        return {"ratio": self.ratio}
+
+    def encoded_size(self, size: int) -> int:
+        """Exact payload bytes for a vector of ``size`` elements."""
+        raise NotImplementedError
+
+    def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
+        """The payload of ``x``."""
+        raise NotImplementedError
+
+    def decode(self, payload: bytes, size: int) -> Vector:
+        """The vector that ``payload`` encodes."""
+        raise NotImplementedError
+
+    def scatter(self, payload: bytes, offset: int, idx: np.ndarray, size: int) -> Vector:
+        """A zero vector with the float32 values at ``offset`` of ``payload`` at ``idx``."""
+        values = np.frombuffer(payload, dtype="<f4", offset=offset, count=len(idx))
+        finite_scales(self, values, "value", nonnegative=False)
+        out = np.zeros(size, dtype=np.float32)
+        out[idx] = values
+        return out
 
 
 @dataclass(frozen=True, slots=True)
-class TopK:
+class TopK(Sparsifier):
     """The ``k`` largest magnitudes and their indices (Stich et al. 2018).
 
     With error feedback as in Karimireddy et al. 2019. Payload: ``k`` increasing indices
@@ -44,17 +82,8 @@ class TopK:
     values.
     """
 
-    ratio: float = 0.01
-    name: str = "topk"
-    version: int = 2
-    biased: bool = True
-
-    def __post_init__(self) -> None:
-        _check_ratio(self.name, self.ratio)
-
-    def params(self) -> dict[str, int | float | bool]:
-        """The share of values kept."""
-        return {"ratio": self.ratio}
+    name = "topk"
+    version = 2
 
     def encoded_size(self, size: int) -> int:
         """6 bytes per kept value (8 beyond 65,536 values)."""
@@ -73,17 +102,13 @@ class TopK:
         k = kept(self.ratio, size)
         dtype = index_dtype(size)
         idx = np.frombuffer(payload, dtype=dtype, count=k)
-        values = np.frombuffer(payload, dtype="<f4", offset=dtype.itemsize * k, count=k)
         if k and (int(idx[-1]) >= size or np.any(np.diff(idx.astype(np.int64)) <= 0)):
             raise ProtocolError(f"topk: indices not increasing within 0..{size - 1}")
-        finite_scales(self, values, "value", nonnegative=False)
-        out = np.zeros(size, dtype=np.float32)
-        out[idx] = values
-        return out
+        return self.scatter(payload, dtype.itemsize * k, idx, size)
 
 
 @dataclass(frozen=True, slots=True)
-class RandomK:
+class RandomK(Sparsifier):
     """``k`` values at indices drawn from a seed (Stich et al. 2018, rand-k with memory).
 
     Payload: the uint64 seed, then ``k`` float32 values; the decoder redraws the indices, so
@@ -91,17 +116,7 @@ class RandomK:
     feedback makes up over rounds.
     """
 
-    ratio: float = 0.01
-    name: str = "randk"
-    version: int = 1
-    biased: bool = True
-
-    def __post_init__(self) -> None:
-        _check_ratio(self.name, self.ratio)
-
-    def params(self) -> dict[str, int | float | bool]:
-        """The share of values kept."""
-        return {"ratio": self.ratio}
+    name = "randk"
 
     def encoded_size(self, size: int) -> int:
         """8 bytes of seed plus 4 per kept value."""
@@ -122,10 +137,78 @@ class RandomK:
     def decode(self, payload: bytes, size: int) -> Vector:
         """A zero vector with the sent values at the seed's indices."""
         expect_length(self, payload, size)
-        k = kept(self.ratio, size)
         seed = int(np.frombuffer(payload, dtype="<u8", count=1)[0])
-        values = np.frombuffer(payload, dtype="<f4", offset=8, count=k)
-        finite_scales(self, values, "value", nonnegative=False)
+        return self.scatter(payload, 8, self.indices(seed, kept(self.ratio, size), size), size)
+
+
+@dataclass(frozen=True, slots=True)
+class TopKQuantized(Sparsifier):
+    """Top-k with compact indices and values quantised to ``bits`` bits.
+
+    The ``k`` largest magnitudes as in ``TopK`` (meant for error feedback, which also carries
+    the quantisation error), their increasing indices packed at ``ceil(log2 d)`` bits each
+    instead of 16 or 32, and their values rounded stochastically (unbiased, as in QSGD,
+    Alistarh et al. 2017) to one of ``2**bits`` evenly spaced levels between ``-s`` and
+    ``s``, ``s`` their largest magnitude. Payload: float32 ``s``, the packed indices, the
+    packed levels; padding bits are zero.
+    """
+
+    bits: int = 4
+    name = "topkq"
+
+    def __post_init__(self) -> None:
+        Sparsifier.__post_init__(self)
+        if self.bits not in packing.WIDTHS:
+            raise ValueError(f"topkq: bits must be one of {packing.WIDTHS}, got {self.bits}")
+
+    def params(self) -> dict[str, int | float | bool]:
+        """The share of values kept and the bits of each value."""
+        return {"ratio": self.ratio, "bits": self.bits}
+
+    def encoded_size(self, size: int) -> int:
+        """4 bytes of scale, then ``ceil(log2 size)`` + ``bits`` bits per kept value."""
+        k = kept(self.ratio, size)
+        return 4 + packing.packed_size(k, index_bits(size)) + packing.packed_size(k, self.bits)
+
+    def encode(self, x: Vector, rng: np.random.Generator) -> bytes:
+        """Scale, packed indices and stochastically rounded levels of the ``k`` largest."""
+        k = kept(self.ratio, x.size)
+        idx = np.sort(np.argpartition(np.abs(x), x.size - k)[x.size - k :]) if k else x[:0]
+        idx = np.asarray(idx, dtype=np.int64)
+        values = np.asarray(x[idx], dtype=np.float32)
+        scale = np.float32(np.max(np.abs(values))) if k else np.float32(0)
+        top = (1 << self.bits) - 1
+        pos = (values / scale + 1) * (top / 2) if scale > 0 else np.zeros(k)
+        levels = np.floor(pos)
+        levels += rng.random(k) < pos - levels
+        codes = np.clip(levels, 0, top).astype(np.uint8)
+        head = np.array([scale], dtype="<f4").tobytes()
+        return head + packing.pack_wide(idx, index_bits(x.size)) + packing.pack(codes, self.bits)
+
+    def decode(self, payload: bytes, size: int) -> Vector:
+        """A zero vector with the levels' values at the sent indices."""
+        expect_length(self, payload, size)
+        k = kept(self.ratio, size)
+        scale = np.frombuffer(payload, dtype="<f4", count=1)
+        finite_scales(self, scale, "scale")
+        width = index_bits(size)
+        end = 4 + packing.packed_size(k, width)
+        try:
+            idx = packing.unpack_wide(memoryview(payload)[4:end], width, k).astype(np.int64)
+        except ValueError as exc:
+            raise ProtocolError(f"topkq: indices: {exc}") from None
+        if k and (int(idx[-1]) >= size or np.any(np.diff(idx) <= 0)):
+            raise ProtocolError(f"topkq: indices not increasing within 0..{size - 1}")
+        codes = packing.unpack(memoryview(payload)[end:], self.bits, k)
+        last = packing.packed_size(k, self.bits) * 8 // self.bits
+        if last > k and np.any(packing.unpack(memoryview(payload)[end:], self.bits, last)[k:]):
+            raise ProtocolError("topkq: non-zero padding bits after the levels")
+        top = (1 << self.bits) - 1
         out = np.zeros(size, dtype=np.float32)
-        out[self.indices(seed, k, size)] = values
+        out[idx] = scale[0] * (codes.astype(np.float32) * np.float32(2 / top) - 1)
         return out
+
+
+def index_bits(size: int) -> int:
+    """Bits of an index into ``size`` values: ``ceil(log2 size)``, at least one."""
+    return max(1, (size - 1).bit_length())

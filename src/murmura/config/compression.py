@@ -12,7 +12,7 @@ from murmura.config.base import Section
 class CompressionSection(Section):
     """[compression]: updates sent with codec ``uplink`` (``args``); "none" sends float32.
 
-    ``error_feedback`` keeps each client's residual (None: on for the biased codecs topk,
+    ``error_feedback`` keeps each client's residual (None: on for the biased codecs topk, topkq,
     randk and sign, off for the unbiased ones). ``shared_mask`` (randk only) draws one index
     set per round for every client instead of one per client. Local DP noise is added before
     encoding, central DP noise after decoding and aggregating. Star and tree (the clients'
@@ -20,11 +20,12 @@ class CompressionSection(Section):
 
     In P2P, peers exchange ``uplink``-compressed differences by CHOCO-gossip with consensus
     step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``),
-    simulated and deployed (``murmura peer``; such a peer does not resume from a checkpoint).
+    simulated and deployed (``murmura peer``, which checkpoints the public copies).
 
     ``downlink`` (``downlink_args``) sends each client the model as a delta against the model
-    it last received (``murmura.compress.downlink``); simulation only: the deployed roles
-    refuse it.
+    it last received (``murmura.compress.downlink``): simulated, and deployed from ``murmura
+    server`` to a star's clients and from ``murmura edge`` to its leaves
+    (``murmura.node.downlink``); not with ``[secagg]`` deployed.
     """
 
     uplink: str = "none"

@@ -9,36 +9,22 @@ accepts the job again is not charged twice).
 
 from __future__ import annotations
 
-import importlib
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from murmura.errors import ConfigError, MurmuraError
-from murmura.federation.site_loop import Admission, Charge, accept_all
+from murmura.errors import MurmuraError
+from murmura.federation.site_guard import admit as guard_admit
+from murmura.federation.site_loop import Admission, Charge
+from murmura.node.site import site_policy
 
 
 def site_admission(site_file: Path, site_cfg: Any) -> Admission:
     """The admission of the site configured by ``site_file`` (no ``[policy]``: every job)."""
-    try:
-        table = tomllib.loads(site_file.read_text()).get("policy", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{site_file}: {exc}") from None
-    try:
-        guard: Any = importlib.import_module("murmura.federation.site_guard")
-        sites: Any = importlib.import_module("murmura.node.site")
-    except ImportError:
-        if table:
-            raise ConfigError(
-                f"{site_file} [policy]: this murmura has no site policies "
-                f"(murmura.federation.policy); remove the table or upgrade"
-            ) from None
-        return accept_all
-    policy = sites.site_policy(site_cfg, site_file)
+    policy = site_policy(site_cfg, site_file)
 
     def admit(cfg: Any, submitter: str) -> str | Charge:
         try:
-            admitted = guard.admit(policy, site_file, cfg, submitter)
+            admitted = guard_admit(policy, site_file, cfg, submitter)
         except MurmuraError as exc:  # JobRefused: the site's reason
             return str(exc)
         charge: Charge = admitted.charge  # BudgetExceeded when the ledger says no

@@ -338,6 +338,7 @@ def _worker(
     """The worker of ``murmura client``'s options: its identity, link and local data."""
     from murmura.compress.uplink import make_uplink
     from murmura.node.deploy import client_from_config, local_client, split_config
+    from murmura.node.downlink import held_model
     from murmura.node.worker import Worker
     from murmura.transport import keys
     from murmura.transport.grpc_client import CoordinatorLink
@@ -361,7 +362,7 @@ def _worker(
         node = creds.name
     else:
         raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-    uplink, admitted = None, None
+    uplink, downlink, admitted = None, None, None
     if site is not None:
         from murmura.federation.site_guard import admit
         from murmura.node.site import load_site_config, site_client, site_policy
@@ -374,10 +375,12 @@ def _worker(
         admitted = admit(site_policy(site_cfg, site), site, run_cfg, None)  # before any data
         local = site_client(site_cfg, run_cfg, node)
         uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
+        downlink = held_model(run_cfg)
     elif config is not None and partition is not None:
         run_cfg = split_config(config)[0]
         local = client_from_config(run_cfg, partition)
         uplink = make_uplink(run_cfg, node)
+        downlink = held_model(run_cfg)
     else:
         assert partition is not None
         held = eval_fraction or None  # 0: nothing held out
@@ -391,7 +394,7 @@ def _worker(
 
         if not isinstance(local, RefusedSite):  # it releases nothing
             local = ChargedClient(local, admitted, lambda: link.run_id)
-    return Worker(link, local, limits=limits, uplink=uplink)
+    return Worker(link, local, limits=limits, uplink=uplink, downlink=downlink)
 
 
 if __name__ == "__main__":

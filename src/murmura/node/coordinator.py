@@ -55,7 +55,14 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.analytics.federation import StatsPlan
 from murmura.analytics.grpc_round import statistics_phase, wait_for_nodes
-from murmura.compress.accounting import BYTES_UP, dense_bytes, round_bytes, uplink_counts
+from murmura.compress.accounting import (
+    BYTES_DOWN,
+    BYTES_UP,
+    dense_bytes,
+    downlink_counts,
+    round_bytes,
+    uplink_counts,
+)
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node import progress
 from murmura.node.checkpoint import (
@@ -66,6 +73,7 @@ from murmura.node.checkpoint import (
     weights_sha256,
     write_checkpoint,
 )
+from murmura.node.downlink import DownlinkPlan, HeldModels
 from murmura.node.federated_eval import evaluate_round
 from murmura.node.monitoring import Monitor
 from murmura.node.resume import prepare_state_dir, resume_run
@@ -140,6 +148,8 @@ class CoordinatorSettings:
     """``[stats] enabled``: a statistics phase before this run's first round (``stats.json``)."""
     standardise: Callable[[Path], Mapping[str, Scalar]] | None = None
     """``[stats] standardise``: FIT config entries fitted from the run folder's ``stats.json``."""
+    downlink: DownlinkPlan | None = None
+    """``[compression] downlink``: each worker's model as a delta (``murmura.node.downlink``)."""
 
 
 @dataclass(slots=True)
@@ -197,6 +207,7 @@ class Coordinator:
         """The run's rounds as the round lines show them (None: the parent decides)."""
         self.round_done = 0
         """The last round recorded (resumed from, or completed by this process)."""
+        self.downlink = None if settings.downlink is None else HeldModels(settings.downlink)
 
     async def run(self, channel: Channel | None = None) -> CoordinatorResult:
         """Serve and run every remaining round of the run; resume if one was interrupted.
@@ -232,6 +243,8 @@ class Coordinator:
             progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
         elif isinstance(self.strategy, SecureAggregation):
             raise ConfigError("secure aggregation runs its stages over the gRPC transport only")
+        elif self.downlink is not None:
+            raise ConfigError("[compression] downlink runs over the gRPC transport only")
         self.hub = hub if channel is None else channel
         done: list[RoundMetrics] = []
         try:
@@ -300,6 +313,8 @@ class Coordinator:
         got = resume_run(self.state, rec.run_id, self.run_path, self.layout)
         self.weights = got.weights
         restore_strategy_state(self.strategy, got.state, str(got.checkpoint))
+        if self.downlink is not None:  # what each worker holds: deltas go on after a restart
+            self.downlink.load(self.run_path, self.layout.size)
         self.round_done = got.round
         progress.run_opened(self.node, rec.run_id, got.round, s.rounds, resumed=True)
         return replace(rec, last_round=got.round, checkpoint=str(got.checkpoint))
@@ -444,7 +459,7 @@ class Coordinator:
         metrics.train_loss = buffer.mean_metric("train_loss")
         d = self.layout.size  # counted on the wire, as the simulation computes it
         ups = uplink_counts(buffer.metrics, d)
-        metrics.extra.update(round_bytes(ups, [dense_bytes(d)] * len(cohort)))
+        metrics.extra.update(round_bytes(ups, downlink_counts(buffer.metrics, d, len(cohort))))
         return new, metrics, list(buffer.nodes)
 
     async def _secure_round(
@@ -475,10 +490,20 @@ class Coordinator:
             return RoundOutcome(round_, {}, {})
         config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
         blob = codec.encode_blob(self.weights, self.layout)
-        outgoing = Outgoing(round_, pb.FIT, dict(config), blob, self.layout)
+        held, weights, layout = self.downlink, self.weights, self.layout
+
+        def personal(node: str, digest: bytes) -> tuple[codec.Blob, bytes]:
+            assert held is not None
+            return held.instruction(node, round_, weights, layout, digest)
+
+        outgoing = Outgoing(
+            round_, pb.FIT, dict(config), blob, self.layout, None if held is None else personal
+        )
+        dense = float(dense_bytes(self.layout.size))
 
         def sink(node: str, r: int, res: DecodedResult) -> None:
             fit, counted = self._checked(node, r, res)
+            counted[BYTES_DOWN] = dense if held is None else float(held.sent.get((node, r), dense))
             buffer.add(node, fit.update, fit.num_examples, counted)
 
         log.info("node=coordinator round=%d: sent to %d nodes", round_, len(cohort))
@@ -509,6 +534,8 @@ class Coordinator:
             assert path is not None
             state = strategy_state(self.strategy)  # after aggregate: what round_ + 1 starts from
             digest = write_checkpoint(path, self.weights, self.layout, state, self.ledger.pinned())
+            if self.downlink is not None:
+                self.downlink.save(self.run_path)
         with open(self.run_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m.to_json()) + "\n")
             fh.flush()

@@ -21,6 +21,7 @@ from murmura.analytics.fit_scaling import deployed_scaling
 from murmura.compress.uplink import uplink_codec
 from murmura.errors import ConfigError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
+from murmura.node.downlink import downlink_plan
 from murmura.node.role_limits import check_role
 from murmura.node.worker import FitClient
 from murmura.ops.metrics_http import MetricsEndpoint
@@ -196,6 +197,9 @@ def build_coordinator(
         resume_run_id=run_id,
         statistics=statistics,
         standardise=partial(deployed_scaling, cfg) if cfg.stats.standardise else None,
+        # [compression] downlink: deltas to a star's clients; a tree's root sends its edges
+        # float32, as the simulated tree does (its edges send deltas to their leaves)
+        downlink=downlink_plan(cfg) if cfg.topology.kind == "star" else None,
     )
     server = replace(server_options(s, insecure), uplink_codec=uplink_codec(cfg))  # [compression]
     if cfg.clock.enabled and cfg.clock.mode == "async":  # FedAsync/FedBuff in real time

@@ -15,8 +15,13 @@ peer spends the same budgets: epsilon in ``metrics.jsonl``, and no round past a 
 With ``[compression] uplink`` (CHOCO-gossip, ``murmura.compress.choco.PeerCopies``) a peer
 serves its framed ``q_i`` instead of its model and mixes toward the public copies. A copy is
 only right while every ``q_j`` arrived: a neighbour whose ``q_j`` of a round was missed is
-never mixed again (its copy is stale), the peer never jumps rounds, and it does not resume
-from a checkpoint (the copies are not in it).
+not mixed (its copy is stale, and no holder can tell by how much) until it is resynced: in
+each later round the peer asks that neighbour for its public copy itself, float32, instead
+of ``q_j`` (``ModelRequest.public_copy``), and takes it as its copy. The peer never jumps
+rounds. Its checkpoint carries the copies and the stale set, so a peer restarted within
+a round's deadline reruns that round from them (training and ``q_i`` are deterministic) and
+its neighbours, still waiting for that ``q_i``, never see the gap; it serves the ``q_i`` of its
+checkpoint's round again (kept in the checkpoint) to a neighbour that had not fetched it.
 """
 
 from __future__ import annotations
@@ -96,21 +101,33 @@ class PeerResult:
     missing: dict[int, list[str]] = field(default_factory=dict)
 
 
+SENT_Q = "__choco_q__"
+"""Checkpoint tensor: the framed ``q_i`` of the checkpoint's round, served again on resume."""
+STALE = "choco_stale"
+"""Checkpoint metadata: the neighbours whose CHOCO copy is stale (JSON list of indices)."""
+
+
 def checkpoint_file(state_dir: Path) -> Path:
     """Where a peer keeps its latest model."""
     return state_dir / "model.safetensors"
 
 
 def save_peer_checkpoint(
-    path: Path, weights: Vector, layout: Layout, meta: Mapping[str, str]
+    path: Path,
+    weights: Vector,
+    layout: Layout,
+    meta: Mapping[str, str],
+    extra: Mapping[str, Vector] | None = None,
 ) -> None:
-    """Write the peer's model and its metadata atomically."""
+    """Write the peer's model, its metadata and ``extra`` tensors (CHOCO's copies) atomically."""
     tensors = {k: np.ascontiguousarray(v) for k, v in layout.unflatten(weights).items()}
-    save_tensors_atomically(path, tensors, meta)
+    save_tensors_atomically(path, {**tensors, **(extra or {})}, meta)
 
 
-def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Vector] | None:
-    """The metadata and model of a checkpoint written by ``save_peer_checkpoint``, if any.
+def read_peer_checkpoint(
+    path: Path, layout: Layout
+) -> tuple[dict[str, str], Vector, dict[str, Vector]] | None:
+    """Metadata, model and every tensor of a checkpoint from ``save_peer_checkpoint``, if any.
 
     ``CheckpointError`` if the file is cut off, differs from its content digest or does not
     hold this model.
@@ -119,7 +136,7 @@ def load_peer_checkpoint(path: Path, layout: Layout) -> tuple[dict[str, str], Ve
         return None
     tensors, meta = load_tensors_verified(path)
     try:
-        return meta, layout.flatten(tensors)
+        return meta, layout.flatten(tensors), tensors
     except ValueError as exc:
         raise CheckpointError(f"{path} does not hold this model: {exc}") from None
 
@@ -158,6 +175,8 @@ class Peer:
         self.choco = choco
         """CHOCO-gossip's public copies (``[compression] uplink``); None: float32 models."""
         self.stale: set[int] = set()
+        self.sent_q = b""
+        """CHOCO-gossip: the framed ``q_i`` of the last round (checkpointed, served again)."""
         """CHOCO-gossip: neighbours whose copy missed a ``q_j``; never mixed again."""
 
     def _tag(self, round_: int) -> str:
@@ -173,7 +192,7 @@ class Peer:
         for tmp in remove_orphan_temps([self.s.state_dir]):
             log.warning("%s: removed %s, a temporary file left by a crash", self._tag(0), tmp)
         try:
-            got = load_peer_checkpoint(path, self.layout)
+            got = read_peer_checkpoint(path, self.layout)
         except CheckpointError as exc:
             os.replace(path, path.with_name(path.name + ".damaged"))
             log.warning(
@@ -184,10 +203,17 @@ class Peer:
             return 0
         if got is None:
             return 0
-        meta, weights = got
+        meta, weights, tensors = got
         if meta.get("run_id") != self.s.run_id or meta.get("node") != self.s.name:
             log.warning("%s: checkpoint of another run or node ignored", self._tag(0))
             return 0
+        if self.choco is not None:  # the copies of the same round as the model
+            try:
+                self.choco.restore(tensors, str(path))
+                self.sent_q = tensors.get(SENT_Q, np.zeros(0, np.uint8)).tobytes()
+                self.stale = {int(j) for j in json.loads(meta.get(STALE, "[]"))}
+            except (ValueError, TypeError) as exc:
+                raise CheckpointError(f"{exc}: start the run afresh") from None
         self.weights = weights
         done = int(meta.get("round", "0"))
         log.info("%s: resumed from own checkpoint", self._tag(done))
@@ -197,11 +223,6 @@ class Peer:
         """Serve and run rounds until ``rounds``; then serve until neighbours have our last."""
         s = self.s
         done = self.done = self._resume()
-        if done and self.choco is not None:
-            raise CheckpointError(
-                f"{checkpoint_file(s.state_dir)}: a CHOCO-gossip peer cannot resume (its "
-                "neighbours' public copies are not in the checkpoint); start the run afresh"
-            )
         host, port = s.addresses[s.index].rsplit(":", 1)
         opts = ServerOptions(
             host=host,
@@ -212,6 +233,9 @@ class Peer:
             chunk_size=s.chunk_size,
         )
         server, self.port = await start_peer_server(self.store, opts)
+        if self.choco is not None and done and self.sent_q:  # for whoever has not fetched it
+            mine = self.choco.public[s.index]
+            await self.store.publish_compressed(done, self.sent_q, spec(self.choco.codec), mine)
         progress.listening(s.name, f"{host}:{self.port}", s.credentials is not None, s.run_id)
         progress.run_opened(s.name, s.run_id, done, s.rounds, resumed=done > 0)
         self.links = {
@@ -245,8 +269,9 @@ class Peer:
         trained, loss = await asyncio.to_thread(local_step, self.learner, self.weights, round_)
         wire = b""
         if self.choco is not None:
-            wire = self.choco.encode(round_, trained)
-            await self.store.publish_compressed(round_, wire, spec(self.choco.codec))
+            wire = self.sent_q = self.choco.encode(round_, trained)
+            mine = self.choco.public[self.s.index]  # what a neighbour resyncs to
+            await self.store.publish_compressed(round_, wire, spec(self.choco.codec), mine)
         else:
             sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
             await self.store.publish(round_, sent)
@@ -263,9 +288,14 @@ class Peer:
             spread, mixed = None, self._choco_mix(round_, trained, received)
         self.weights = np.asarray(mixed, dtype=np.float32)
         meta = {"run_id": self.s.run_id, "node": self.s.name, "round": str(round_)}
+        copies = None
+        if self.choco is not None:
+            meta[STALE] = json.dumps(sorted(self.stale))
+            copies = {**self.choco.tensors(), SENT_Q: np.frombuffer(wire, dtype=np.uint8)}
         await asyncio.to_thread(
-            save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout, meta
-        )
+            save_peer_checkpoint, checkpoint_file(self.s.state_dir), self.weights, self.layout,
+            meta, copies,
+        )  # fmt: skip
         self.done = round_
         if missing:
             result.missing[round_] = missing
@@ -282,16 +312,24 @@ class Peer:
         return self._next_round(round_, answers)
 
     def _choco_mix(self, round_: int, trained: Vector, received: Mapping[int, Vector]) -> Vector:
-        """Apply the neighbours' ``q_j``; mix with those whose copies are whole."""
+        """Apply the neighbours' ``q_j`` (or resync a stale copy); mix the whole copies.
+
+        ``received[j]`` is ``q_j``, or for a stale neighbour its public copy itself.
+        """
         assert self.choco is not None
         for j in self.neighbours:
-            if j in received and j not in self.stale:
+            name = self.s.names[j]
+            if j in received and j in self.stale:
+                self.choco.public[j] = np.array(received[j], dtype=np.float32)
+                self.stale.discard(j)
+                log.info("%s: resynced %s's public copy (float32)", self._tag(round_), name)
+            elif j in received:
                 self.choco.receive(j, received[j])
             elif j not in self.stale:
                 self.stale.add(j)
                 log.warning(
-                    "%s: missed %s's CHOCO difference: its public copy is stale, it is not "
-                    "mixed again this run", self._tag(round_), self.s.names[j],
+                    "%s: missed %s's CHOCO difference: its public copy is stale and not mixed "
+                    "until it is resynced", self._tag(round_), name,
                 )  # fmt: skip
         present = [j for j in self.neighbours if j not in self.stale]
         return self.choco.mix(trained, present)
@@ -338,7 +376,7 @@ class Peer:
         while (left := deadline - time.monotonic()) > 0:
             attempt += 1
             try:
-                last = await link.fetch(round_, left)
+                last = await link.fetch(round_, left, copy=j in self.stale)
             except (grpc.aio.AioRpcError, Unreachable) as exc:
                 code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else "UNREACHABLE"
                 if code == grpc.StatusCode.UNAVAILABLE:

@@ -15,10 +15,11 @@ server`` and ``murmura edge`` (they aggregate what the attackers send), omniscie
 all three; local DP and DP-SGD at ``murmura client --config`` (it wraps its learner as the
 simulation wraps client ``i``), at ``murmura server`` (it spends the same budgets), at ``murmura
 edge`` (they are the clients' part) and at ``murmura peer`` (it builds the simulation's privatised
-learners and budgets); CHOCO-gossip (``[compression] uplink`` in P2P) at ``murmura peer``
-(``murmura.compress.choco.PeerCopies``); the server-side sections (central DP, ``[secagg]``,
-``[anomaly]``) at ``murmura client --config``, which reads only the task, partition, seed, hold-out
-and ``[privacy]``'s client part from it.
+learners and budgets); ``[compression] downlink`` at ``murmura server``, ``murmura client
+--config`` and ``murmura edge`` (``murmura.node.downlink``); CHOCO-gossip (``[compression] uplink``
+in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the server-side sections
+(central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client --config``, which reads only the
+task, partition, seed, hold-out and ``[privacy]``'s client part from it.
 """
 
 from __future__ import annotations
@@ -90,11 +91,10 @@ _ATTACK_UPLINK = Limit(
     "the corrupted one; set compression.uplink = 'none' or run the attack in simulation",
 )
 _DOWNLINK = Limit(
-    "[compression] downlink != 'none'",
-    lambda cfg: cfg.compression.downlink != "none",
-    "deployed nodes send and receive the float32 model (a compressed downlink needs the "
-    "model each node holds, per node); set compression.downlink = 'none' or run it in "
-    "simulation",
+    "[compression] downlink != 'none' with [secagg] enabled = true",
+    lambda cfg: cfg.compression.downlink != "none" and cfg.secagg.enabled,
+    "the deployed secure rounds send every client the float32 model; set "
+    "compression.downlink = 'none' or run it in simulation",
 )
 _CLOCK = Limit(
     "[clock] enabled = true",
@@ -130,6 +130,13 @@ _SIMULATED_CLOCK = Limit(
     "clock's speeds, availability, bandwidths and synchronous deadlines run in simulation "
     "only; leave those keys out, or set clock.enabled = false",
 )
+_ASYNC_DOWNLINK = Limit(
+    "[compression] downlink != 'none' with [clock] mode = 'async'",
+    lambda cfg: cfg.compression.downlink != "none" and cfg.clock.enabled
+    and cfg.clock.mode == "async",
+    "the asynchronous coordinator hands out the float32 model (a compressed downlink is "
+    "built per synchronous round); set compression.downlink = 'none'",
+)
 _ASYNC_FEDERATED_EVAL = Limit(
     "[evaluation] federated = true with [clock] mode = 'async'",
     lambda cfg: cfg.clock.enabled and cfg.clock.mode == "async" and cfg.evaluation.federated,
@@ -159,8 +166,9 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         _DOWNLINK,
         _SIMULATED_CLOCK,
         _ASYNC_FEDERATED_EVAL,
+        _ASYNC_DOWNLINK,
     ),
-    "client": (_STANDARDISE, _ATTACK_FILES, _ATTACK_UPLINK, _DOWNLINK, _SIMULATED_CLOCK),
+    "client": (_STANDARDISE, _ATTACK_FILES, _ATTACK_UPLINK, _SIMULATED_CLOCK),
     "edge": (
         Limit(
             "[anomaly] enabled = true",
@@ -169,7 +177,6 @@ LIMITS: dict[Role, tuple[Limit, ...]] = {
         ),
         _STATS,
         _TRACKING,
-        _DOWNLINK,
         _CLOCK,
     ),
     # [anomaly] and [attack] are refused for every peer-to-peer run when the config loads

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.compress.uplink import uplink_codec
 from murmura.errors import ConfigError
+from murmura.node.downlink import downlink_plan
 from murmura.node.peer import Peer, PeerSettings
 from murmura.node.role_limits import check_role
 from murmura.transport import keys
@@ -383,6 +384,7 @@ def build_edge(
         evaluate_every=0,
         shutdown_grace_s=1.0,
         max_weight_share=cfg.strategy.max_weight_share,
+        downlink=downlink_plan(cfg),  # [compression]: deltas to the leaves, as in simulation
     )
     server = ServerOptions(
         host=sec.host,

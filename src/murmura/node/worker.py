@@ -33,6 +33,7 @@ from murmura.compress.base import spec
 from murmura.compress.uplink import Uplink
 from murmura.errors import InstructionRejected, MurmuraError, ProtocolError
 from murmura.node import progress
+from murmura.node.downlink import HeldModel
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
 from murmura.transport.dial_check import Unreachable
@@ -76,10 +77,13 @@ class Worker:
         layout: Layout | None = None,
         limits: InstructionLimits | None = None,
         uplink: Uplink | None = None,
+        downlink: HeldModel | None = None,
     ) -> None:
         self.link, self.client = link, client
         self.uplink = uplink
         """Encodes each update with the [compression] codec (None: float32)."""
+        self.downlink = downlink
+        """The model this worker holds, for deltas in the [compression] downlink codec."""
         self.layout = layout if layout is not None else client_layout(client)
         """The task's model: every instruction's model must have this layout (None: unknown)."""
         self.limits = limits if limits is not None else InstructionLimits()
@@ -151,7 +155,11 @@ class Worker:
         """Pull and handle instructions; True once the coordinator said SHUTDOWN."""
         while not self._stop.is_set():
             try:
-                ins = self.link.pull(self.after_round)
+                if self.downlink is None:
+                    ins = self.link.pull(self.after_round)
+                else:  # names the model it holds; a delta against it becomes the model
+                    held = self.downlink
+                    ins = held.receive(self.link.pull(self.after_round, held.digest, held.codec))
             except ProtocolError as exc:
                 log.warning(
                     "node=%s round=%d: bad instruction: %s", self.node, self.after_round, exc

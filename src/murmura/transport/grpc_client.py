@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from murmura import console
+from murmura.compress.base import Codec
 from murmura.errors import ConfigError, ProtocolError
 from murmura.transport import codec, dial_check, keys
 from murmura.transport.digests import UPDATE_DIGEST
@@ -235,8 +236,13 @@ class CoordinatorLink:
         codec.check_version(reply.version)
         return reply
 
-    def pull(self, after_round: int) -> DecodedInstruction:
-        """Long-poll for the next instruction (with retries); ``after_round`` is informational."""
+    def pull(
+        self, after_round: int, held: bytes = b"", downlink: Codec | None = None
+    ) -> DecodedInstruction:
+        """Long-poll for the next instruction (with retries); ``after_round`` is informational.
+
+        ``held``: SHA-256 of the model this worker holds, for a delta in ``downlink``.
+        """
         self._ensure_open()
         req = pb.PullRequest(
             version=codec.PROTOCOL_VERSION,
@@ -244,12 +250,14 @@ class CoordinatorLink:
             node=self.node,
             after_round=after_round,
             wait_ms=int(self.opts.pull_wait_s * 1000),
+            held_sha256=held,
         ).SerializeToString()
         timeout = self.opts.pull_wait_s + self.opts.transfer_timeout_s
 
         def call() -> DecodedInstruction:
             stream = self._pull(req, timeout=timeout, metadata=self._metadata)
-            return decode_instruction((bytes(m) for m in stream), self.opts.max_model_bytes)
+            parts = (bytes(m) for m in stream)
+            return decode_instruction(parts, self.opts.max_model_bytes, downlink)
 
         ins = self.retrying("pull", call)
         if ins.node != self.node:

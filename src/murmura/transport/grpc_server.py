@@ -278,14 +278,17 @@ class CoordinatorService:
             header.config[key].CopyFrom(value)
         kind = pb.Kind.Name(out.kind)
         log.info("node=%s round=%d: sending %s", node, out.round, kind)
-        for frame in instruction_frames(header, out.blob, self.opts.chunk_size):
+        blob = out.blob
+        if out.personal is not None:  # a compressed downlink: against what the node holds
+            blob, header.base_sha256 = out.personal(node, bytes(req.held_sha256))
+        for frame in instruction_frames(header, blob, self.opts.chunk_size):
             yield frame
-        if out.blob is None:
+        if blob is None:
             return
         # every frame handed to gRPC: the model was served; once per node, round and phase
         sent: dict[str, Scalar] = {
-            "sha256": bytes(out.blob.header.sha256).hex(),
-            "bytes": len(out.blob.data),
+            "sha256": bytes(blob.header.sha256).hex(),
+            "bytes": len(blob.data),
             "kind": kind,
         }
         if self.hub.pulls.sent(node, out.round, out.kind):

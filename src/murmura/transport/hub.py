@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, int, DecodedResult], None]
 """Takes a decoded result as it arrives (validate + accumulate); raising rejects it."""
 
+Personal = Callable[[str, bytes], tuple[codec.Blob, bytes]]
+"""``(node, digest of the model it holds) -> (its blob, the base digest of a delta or b"")``."""
+
 Events = Callable[[str, str, int, Mapping[str, Scalar]], None]
 """Takes ``(event, node, round, details)``: ``join``, ``refuse``, ``model_sent``, ..."""
 
@@ -68,6 +71,8 @@ class Outgoing:
     blob: codec.Blob | None
     layout: Layout | None = None
     """The layout every returned update must have (None: not checked here)."""
+    personal: Personal | None = None
+    """Each node's own model blob (a compressed downlink), instead of ``blob``."""
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc import aio
 
 from murmura.compress.base import Codec
@@ -52,6 +53,8 @@ class ModelStore:
         self.run_id, self.node, self.layout, self.keep = run_id, node, layout, keep
         self.latest = 0
         self.blobs: dict[int, codec.Blob] = {}
+        self.copies: dict[int, codec.Blob] = {}
+        """CHOCO-gossip: the public copy after each round's ``q_i`` (a neighbour's resync)."""
         self.fetched: dict[str, int] = {}
         """Newest round each neighbour fetched from us (to know when we may leave)."""
         self._changed = asyncio.Condition()
@@ -60,10 +63,17 @@ class ModelStore:
         """Make ``weights`` the model served for ``round_``."""
         await self.publish_blob(round_, codec.encode_blob(weights, self.layout))
 
-    async def publish_compressed(self, round_: int, wire: bytes, codec_spec: str) -> None:
-        """Serve a codec's framed bytes (CHOCO-gossip's ``q_i``) for ``round_``."""
+    async def publish_compressed(
+        self, round_: int, wire: bytes, codec_spec: str, copy: Vector
+    ) -> None:
+        """Serve a codec's framed bytes (CHOCO-gossip's ``q_i``) for ``round_``.
+
+        ``copy`` (the public copy ``q_i`` made) is served instead to a neighbour that asks
+        for it to resync.
+        """
         blob = codec.compressed_blob(wire, codec_spec, self.layout)
         blob.header.sha256 = hashlib.sha256(wire).digest()
+        self.copies[round_] = codec.encode_blob(np.array(copy, dtype=np.float32), self.layout)
         await self.publish_blob(round_, blob)
 
     async def publish_blob(self, round_: int, blob: codec.Blob) -> None:
@@ -73,10 +83,14 @@ class ModelStore:
             self.latest = max(self.latest, round_)
             for old in [r for r in self.blobs if r <= self.latest - self.keep]:
                 del self.blobs[old]
+                self.copies.pop(old, None)
             self._changed.notify_all()
 
-    async def wait_for(self, round_: int, wait_s: float) -> codec.Blob | None:
-        """The model of ``round_`` once published, within ``wait_s``; None if not (any more)."""
+    async def wait_for(self, round_: int, wait_s: float, copy: bool = False) -> codec.Blob | None:
+        """The model of ``round_`` once published, within ``wait_s``; None if not (any more).
+
+        ``copy``: CHOCO-gossip's public copy of that round instead (None without CHOCO).
+        """
         deadline = time.monotonic() + wait_s
         async with self._changed:
             while self.latest < round_:
@@ -88,7 +102,7 @@ class ModelStore:
                         await self._changed.wait()
                 except TimeoutError:
                     return None
-            return self.blobs.get(round_)
+            return (self.copies if copy else self.blobs).get(round_)
 
     async def note_fetched(self, node: str, round_: int) -> None:
         """Record that ``node`` received our model of ``round_``."""
@@ -165,7 +179,7 @@ class PeerService:
         caller = await self._identify(context)
         req = await self._request(raw, caller, context)
         wait = min(req.wait_ms / 1000, self.opts.max_wait_s)
-        blob = await self.store.wait_for(int(req.round), wait)
+        blob = await self.store.wait_for(int(req.round), wait, req.public_copy)
         header = ppb.ModelHeader(
             version=codec.PROTOCOL_VERSION,
             run_id=self.store.run_id,
@@ -285,20 +299,26 @@ class NeighbourLink:
         """Close the channel."""
         await self.channel.close()
 
-    async def fetch(self, round_: int, wait_s: float) -> Fetched:
-        """Ask for the neighbour's model of ``round_``; the call ends within ``wait_s`` + 1 s."""
+    async def fetch(self, round_: int, wait_s: float, copy: bool = False) -> Fetched:
+        """Ask for the neighbour's model of ``round_``; the call ends within ``wait_s`` + 1 s.
+
+        ``copy``: its CHOCO-gossip public copy of that round, float32 (a resync).
+        """
         req = ppb.ModelRequest(
             version=codec.PROTOCOL_VERSION,
             run_id=self.run_id,
             node=self.me,
             round=round_,
             wait_ms=max(int(wait_s * 1000), 0),
+            public_copy=copy,
         ).SerializeToString()
         await self.check(wait_s + 1.0)
         call = self._get(req, timeout=wait_s + 1.0, metadata=self._metadata)
-        return await self._decode(round_, aiter(call))
+        return await self._decode(round_, aiter(call), None if copy else self.compression)
 
-    async def _decode(self, round_: int, parts: AsyncIterator[Any]) -> Fetched:
+    async def _decode(
+        self, round_: int, parts: AsyncIterator[Any], agreed: Codec | None
+    ) -> Fetched:
         first = await anext(parts, None)
         if first is None:
             raise MalformedMessage("empty model stream")
@@ -316,9 +336,7 @@ class NeighbourLink:
             raise MalformedMessage("a model reply has weights if and only if it is available")
         weights = None
         if h.available:
-            blob = BlobAssembler(
-                h.weights, self.max_model_bytes, self.layout, codec=self.compression
-            )
+            blob = BlobAssembler(h.weights, self.max_model_bytes, self.layout, codec=agreed)
             async for raw in parts:
                 fast = parse_chunk_frame(bytes(raw))
                 if fast is not None:

@@ -73,6 +73,9 @@ class DecodedInstruction:
     config: dict[str, Scalar]
     weights: Vector | None
     layout: Layout | None
+    base_sha256: bytes = b""
+    """Set when ``weights`` is a delta against the model of this digest (a compressed
+    downlink: ``murmura.node.downlink``); empty when they are the model."""
 
 
 MAX_STATS = 400_002
@@ -229,9 +232,15 @@ def decode_result(
 
 
 def decode_instruction(
-    parts: Iterable[pb.Instruction | bytes], max_bytes: int = codec.DEFAULT_MAX_BYTES
+    parts: Iterable[pb.Instruction | bytes],
+    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+    downlink: Codec | None = None,
 ) -> DecodedInstruction:
-    """Decode a Pull stream: one header, then the weight chunks it announced."""
+    """Decode a Pull stream: one header, then the weight chunks it announced.
+
+    Weights announced as a delta (``base_sha256``) must be in ``downlink``, the codec this
+    node agreed to, and must come with a 32-byte base digest; the delta is returned decoded.
+    """
     it = iter(parts)
     first = _instruction(next(it, None))
     if first.WhichOneof("part") != "header":
@@ -240,7 +249,14 @@ def decode_instruction(
     codec.check_version(h.version)
     codec.check_kind(h.kind)
     config = codec.config_from_proto(h.config)
-    blob = BlobAssembler(h.weights, max_bytes) if h.HasField("weights") else None
+    delta = bool(h.base_sha256)
+    if delta and (downlink is None or len(h.base_sha256) != 32 or not h.HasField("weights")):
+        raise MalformedMessage(
+            "a model sent as a delta needs weights, a 32-byte base digest and a downlink "
+            "codec this node agreed to"
+        )
+    agreed = downlink if delta else None
+    blob = BlobAssembler(h.weights, max_bytes, codec=agreed) if h.HasField("weights") else None
     for item in it:
         fast = parse_chunk_frame(item) if isinstance(item, bytes) else None
         if fast is not None and blob is not None:
@@ -254,7 +270,9 @@ def decode_instruction(
         raise MalformedMessage(f"{pb.Kind.Name(h.kind)} instruction without weights")
     weights = blob.finish() if blob is not None else None
     layout = blob.layout if blob is not None else None
-    return DecodedInstruction(h.run_id, int(h.round), h.node, int(h.kind), config, weights, layout)
+    return DecodedInstruction(
+        h.run_id, int(h.round), h.node, int(h.kind), config, weights, layout, bytes(h.base_sha256)
+    )
 
 
 def _instruction(item: pb.Instruction | bytes | None) -> pb.Instruction:

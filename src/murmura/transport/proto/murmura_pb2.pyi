@@ -95,21 +95,23 @@ class RegisterReply(_message.Message):
     def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., round: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("version", "run_id", "node", "after_round", "wait_ms")
+    __slots__ = ("version", "run_id", "node", "after_round", "wait_ms", "held_sha256")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    HELD_SHA256_FIELD_NUMBER: _ClassVar[int]
     version: int
     run_id: str
     node: str
     after_round: int
     wait_ms: int
-    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., after_round: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    held_sha256: bytes
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., after_round: _Optional[int] = ..., wait_ms: _Optional[int] = ..., held_sha256: _Optional[bytes] = ...) -> None: ...
 
 class InstructionHeader(_message.Message):
-    __slots__ = ("version", "run_id", "round", "node", "kind", "config", "weights")
+    __slots__ = ("version", "run_id", "round", "node", "kind", "config", "weights", "base_sha256")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,7 @@ class InstructionHeader(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
     version: int
     run_id: str
     round: int
@@ -131,7 +134,8 @@ class InstructionHeader(_message.Message):
     kind: Kind
     config: _containers.MessageMap[str, ConfigValue]
     weights: BlobHeader
-    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., weights: _Optional[_Union[BlobHeader, _Mapping]] = ...) -> None: ...
+    base_sha256: bytes
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., node: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., weights: _Optional[_Union[BlobHeader, _Mapping]] = ..., base_sha256: _Optional[bytes] = ...) -> None: ...
 
 class Instruction(_message.Message):
     __slots__ = ("header", "chunk")

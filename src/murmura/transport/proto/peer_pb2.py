@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from murmura.transport.proto import murmura_pb2 as murmura_dot_transport_dot_proto_dot_murmura__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"murmura/transport/proto/peer.proto\x12\nmurmura.v1\x1a%murmura/transport/proto/murmura.proto\"]\n\x0cModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\"\x9d\x01\n\x0bModelHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\x08\x12\x14\n\x0clatest_round\x18\x06 \x01(\x03\x12\'\n\x07weights\x18\x07 \x01(\x0b\x32\x16.murmura.v1.BlobHeader\"b\n\tModelPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.murmura.v1.ModelHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part2E\n\x04Peer\x12=\n\x08GetModel\x12\x18.murmura.v1.ModelRequest\x1a\x15.murmura.v1.ModelPart0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"murmura/transport/proto/peer.proto\x12\nmurmura.v1\x1a%murmura/transport/proto/murmura.proto\"r\n\x0cModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\x12\x13\n\x0bpublic_copy\x18\x06 \x01(\x08\"\x9d\x01\n\x0bModelHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\x08\x12\x14\n\x0clatest_round\x18\x06 \x01(\x03\x12\'\n\x07weights\x18\x07 \x01(\x0b\x32\x16.murmura.v1.BlobHeader\"b\n\tModelPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.murmura.v1.ModelHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part2E\n\x04Peer\x12=\n\x08GetModel\x12\x18.murmura.v1.ModelRequest\x1a\x15.murmura.v1.ModelPart0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'murmura.transport.proto.pee
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELREQUEST']._serialized_start=89
-  _globals['_MODELREQUEST']._serialized_end=182
-  _globals['_MODELHEADER']._serialized_start=185
-  _globals['_MODELHEADER']._serialized_end=342
-  _globals['_MODELPART']._serialized_start=344
-  _globals['_MODELPART']._serialized_end=442
-  _globals['_PEER']._serialized_start=444
-  _globals['_PEER']._serialized_end=513
+  _globals['_MODELREQUEST']._serialized_end=203
+  _globals['_MODELHEADER']._serialized_start=206
+  _globals['_MODELHEADER']._serialized_end=363
+  _globals['_MODELPART']._serialized_start=365
+  _globals['_MODELPART']._serialized_end=463
+  _globals['_PEER']._serialized_start=465
+  _globals['_PEER']._serialized_end=534
 # @@protoc_insertion_point(module_scope)

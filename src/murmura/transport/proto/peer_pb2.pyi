@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelRequest(_message.Message):
-    __slots__ = ("version", "run_id", "node", "round", "wait_ms")
+    __slots__ = ("version", "run_id", "node", "round", "wait_ms", "public_copy")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_COPY_FIELD_NUMBER: _ClassVar[int]
     version: int
     run_id: str
     node: str
     round: int
     wait_ms: int
-    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., round: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    public_copy: bool
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., round: _Optional[int] = ..., wait_ms: _Optional[int] = ..., public_copy: _Optional[bool] = ...) -> None: ...
 
 class ModelHeader(_message.Message):
     __slots__ = ("version", "run_id", "round", "node", "available", "latest_round", "weights")
