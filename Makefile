@@ -18,11 +18,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/murmura run examples/digits-fedavg.toml
 
+# Tests run on TEST_WORKERS pytest-xdist workers, a file at a time (module fixtures run once):
+# most of the suite waits on node processes and sockets, so more workers than cores pays.
+TEST_WORKERS ?= 4
+
 # The dashboard test drives Debian's chromium (CI runs as root); it fails, not skips, without it.
 test: $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update && apt-get install -y chromium chromium-driver)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
