@@ -18,11 +18,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/murmura run examples/digits-fedavg.toml
 
+# Tests run on TEST_WORKERS pytest-xdist workers, a file at a time (module fixtures run once),
+# in collection order (tests/conftest.py puts the files with process-level tests first): most
+# of the suite waits on node processes and sockets, so more workers than cores pays.
+TEST_WORKERS ?= 3
+
 # The dashboard test drives Debian's chromium (CI runs as root); it fails, not skips, without it.
 test: $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update && apt-get install -y chromium chromium-driver)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -7,6 +7,10 @@ Hypothesis draws the same examples on every run (profile "repro"), so `make test
 fails the same way on every machine; `HYPOTHESIS_PROFILE=explore` draws fresh random examples
 to hunt for new counterexamples.
 
+Under ``pytest -n`` (``make test``: ``--dist loadfile --no-loadscope-reorder``) the files with
+process-level tests (marked ``slow``) are handed out first, so the long ones overlap from the
+start and the short ones fill in behind them, instead of a few long ones running alone at the end.
+
 ``mlflow_store``: an MLflow store set up once for the tracking tests.
 """
 
@@ -22,6 +26,12 @@ torch.set_num_threads(1)
 settings.register_profile("repro", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a ``slow`` test first, each file's tests and the rest in their order."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -8,23 +8,16 @@ per-site label counts included, and the run must then train its round as usual.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 SITES = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_deployed_statistics_equal_the_simulated_ones(tmp_path: Path) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -36,12 +36,6 @@ name = "fedavg"
 fraction = 1.0
 min_clients = 2
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]

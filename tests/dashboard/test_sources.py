@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -15,6 +14,7 @@ import pytest
 import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
+from portpool import free_port
 
 from murmura.dashboard import sources
 from murmura.dashboard.app import create_app
@@ -93,9 +93,7 @@ def test_a_live_coordinator_from_its_state(tmp_path: Path) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     make_run(tmp_path / "runs", "r-1", 2, None)
     (tmp_path / "secret.txt").write_text("no")
     config = uvicorn.Config(create_app(tmp_path / "runs"), port=port, log_level="error")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,28 +11,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
+from portpool import free_port, free_ports
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from murmura.transport import keys
 
 PROCS = Path(__file__).with_name("procs.py")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 
 from murmura.compress import framed_size, make_codec
 
@@ -34,7 +35,7 @@ def _example():  # type: ignore[no-untyped-def]
 
 def test_workers_send_topk_updates_and_metrics_count_the_wire(tmp_path: Path) -> None:
     ex = _example()
-    port = ex.free_port()
+    port = free_port()
     cfg_path = ex.write_setup(tmp_path, WORKERS, ROUNDS, port)
     with open(cfg_path, "a") as fh:
         fh.write(

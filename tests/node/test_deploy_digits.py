@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -29,7 +30,7 @@ def _example():  # type: ignore[no-untyped-def]
 
 def test_five_workers_train_digits_like_the_simulation(tmp_path: Path) -> None:
     ex = _example()
-    port = ex.free_port()
+    port = free_port()
     cfg_path = ex.write_setup(tmp_path, WORKERS, ROUNDS, port)
     procs = ex.launch(tmp_path, cfg_path, WORKERS, port)
     try:

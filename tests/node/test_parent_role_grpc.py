@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 
 from murmura.ops.audit import LEDGER_FILE, read_records
 from murmura.transport import keys
@@ -35,7 +36,7 @@ def _example():  # type: ignore[no-untyped-def]
 
 def test_worker_refuses_a_coordinator_with_a_worker_certificate(tmp_path: Path) -> None:
     ex = _example()
-    port = ex.free_port()
+    port = free_port()
     cfg = ex.write_setup(tmp_path, 1, 1, port)  # worker-0, allowlisted, 1 round
     key_dir = tmp_path / "keys"
     keys.issue(key_dir, "worker-9", "worker")

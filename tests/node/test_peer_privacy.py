@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tomli_w
+from portpool import free_ports
 
 from murmura.config import config_from_dict
 from murmura.node.topology_deploy import build_peer
@@ -39,16 +39,6 @@ def _run_config(privacy: dict[str, object]) -> dict[str, object]:
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 async def _deploy(path: Path) -> list[np.ndarray]:
     peers = [build_peer(path, i, insecure=True) for i in range(PEERS)]
     results = await asyncio.gather(*(p.run() for p in peers))
@@ -70,7 +60,7 @@ def test_deployed_peers_train_privately_like_the_simulated_ones(
     run = _run_config(privacy)
     state = tmp_path / "state"
     peers = {
-        "addresses": [f"127.0.0.1:{p}" for p in _free_ports(PEERS)],
+        "addresses": [f"127.0.0.1:{p}" for p in free_ports(PEERS)],
         "state_dir": str(state),
         "round_timeout": 20.0,
         "join_timeout": 20.0,

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from portpool import free_port
 
 from murmura.analytics.fit_scaling import deployed_scaling
 from murmura.analytics.standardise import STANDARDISE_KEY, scaling_from_json
@@ -38,7 +39,7 @@ def _module(name: str) -> ModuleType:
 def test_a_site_with_a_broken_file_is_refused_and_the_others_finish(tmp_path: Path) -> None:
     data, sites = tmp_path / "data", _module("run_sites")
     _module("make_data").write(data, 0, broken="plant-c")
-    port = sites.free_port()
+    port = free_port()
     procs = sites.launch(tmp_path, sites.setup(tmp_path, port, data), port, rounds=ROUNDS)
     try:
         assert procs[0].wait(240) == 0, (tmp_path / "coordinator.log").read_text()

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from portpool import free_port
 
 from murmura.errors import LineageError
 from murmura.ops.model_registry import verify
@@ -41,7 +42,7 @@ def test_deployed_run_is_tracked_and_registered_with_its_ledger(
     from mlflow import MlflowClient
 
     ex = _example()
-    port = ex.free_port()
+    port = free_port()
     cfg_path = ex.write_setup(tmp_path, WORKERS, ROUNDS, port)
     (tmp_path / "state" / "runs").mkdir(parents=True)
     shutil.copyfile(mlflow_store, tmp_path / "state" / "runs" / "mlflow.db")  # set up already

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from portpool import free_port
 from typer.testing import CliRunner
 
 from murmura.cli import app
@@ -258,12 +258,6 @@ def test_round_values_keeps_every_number_of_a_line(extra: dict[str, Any]) -> Non
             assert key not in got or value in ("inf", "-inf", "nan")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.network
 def test_run_is_tracked_to_an_mlflow_server(mlflow_store: Path, tmp_path: Path) -> None:
@@ -273,7 +267,7 @@ def test_run_is_tracked_to_an_mlflow_server(mlflow_store: Path, tmp_path: Path) 
 
     db = tmp_path / "server.db"
     shutil.copyfile(mlflow_store, db)  # a store already set up: no migration
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{db}", "--workers", "1",

@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,33 +24,12 @@ from typing import Any
 
 import numpy as np
 import tomli_w
+from portpool import free_ports  # tests/ is on PYTHONPATH (test_parity_matrix)
 
 from murmura.errors import ConfigError
 from murmura.types import RoundMetrics
 
 EDGES = {"edge-1": [0, 1], "edge-2": [2, 3]}  # the simulated tree's contiguous blocks
-
-
-_TAKEN: set[int] = set()
-"""Ports handed out so far: gRPC binds with SO_REUSEPORT, so two cells given one port would
-share it and their nodes would reach each other's servers."""
-
-
-def _ports(n: int) -> list[int]:
-    """``n`` free loopback ports, none handed to another cell of this run."""
-    socks: list[socket.socket] = []
-    ports: list[int] = []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)  # held open until all are chosen, so the OS gives distinct ports
-        port = int(s.getsockname()[1])
-        if port not in _TAKEN:
-            _TAKEN.add(port)
-            ports.append(port)
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _compared(key: str) -> bool:
@@ -111,7 +89,7 @@ def _server_table(tmp: Path, port: int, nodes: list[str]) -> dict[str, Any]:
 async def star(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, Any]]:
     from murmura.node.deploy import build_coordinator, split_config
 
-    (port,) = _ports(1)
+    (port,) = free_ports(1)
     n = run["partition"]["num_clients"]
     path = tmp / "deploy.toml"
     nodes = [f"client-{i}" for i in range(n)]
@@ -127,7 +105,7 @@ async def tree(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, An
     from murmura.node.deploy import build_coordinator, split_config
     from murmura.node.topology_deploy import build_edge
 
-    root_port, *edge_ports = _ports(1 + len(EDGES))
+    root_port, *edge_ports = free_ports(1 + len(EDGES))
     path = tmp / "root.toml"
     path.write_text(tomli_w.dumps({**run, "server": _server_table(tmp, root_port, list(EDGES))}))
     cfg, server = split_config(path)
@@ -160,7 +138,7 @@ async def ring(run: dict[str, Any], tmp: Path) -> tuple[np.ndarray, dict[str, An
 
     n = run["topology"]["args"]["n"]
     peers = {
-        "addresses": [f"127.0.0.1:{p}" for p in _ports(n)],
+        "addresses": [f"127.0.0.1:{p}" for p in free_ports(n)],
         "state_dir": str(tmp / "peers"),
         "round_timeout": 30.0,
         "join_timeout": 30.0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,11 +151,13 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     matrix = {t: {c: run_config(t, c) for c in CAPABILITIES} for t in TOPOLOGIES}
     cells.write_text(json.dumps(matrix))
     log = out / "deployed.log"
+    tests, pythonpath = str(DEPLOYED.parents[1]), os.environ.get("PYTHONPATH")  # for portpool
     with log.open("wb") as fh:
         done = subprocess.run(
             [sys.executable, str(DEPLOYED), str(cells), str(out)],
             stdout=fh,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (tests, pythonpath)))},
             timeout=240,
             check=False,
         )

@@ -6,13 +6,13 @@ presents a certificate issued by ``murmura keys``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
+from portpool import free_port
 
 from murmura.errors import IdentityError
 from murmura.transport import dial_check, keys
@@ -108,9 +108,7 @@ def test_a_foreign_ca_is_an_identity_error(key_dir: Path, tmp_path: Path, serve:
 
 
 def test_nothing_listening_is_unreachable(key_dir: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again before the dial
+    port = free_port()  # binds, but nobody listens on it
     with pytest.raises(dial_check.Unreachable, match="no TLS handshake"):
         dial_check.peer_identity(f"127.0.0.1:{port}", creds(key_dir, "w1"))
     with pytest.raises(IdentityError, match="expected HOST:PORT"):
