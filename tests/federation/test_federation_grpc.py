@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from portpool import free_port
 from safetensors.numpy import load_file
 
 from murmura.federation.link import FederationError, FederationLink
@@ -54,12 +54,6 @@ round_timeout = 60
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -72,7 +66,7 @@ class Federation:
     """The processes of one federation in ``root``, and an admin's link to it."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.port = root, _port()
+        self.root, self.port = root, free_port()
         self.keys = root / "keys"
         keys.init_ca(self.keys)
         for name, role in [("coordinator", "coordinator"), ("site-a", "worker"),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import tomli_w
+from portpool import free_port
 
 from murmura.federation.budget import SiteBudget
 from murmura.transport import keys
@@ -50,12 +50,6 @@ JOB = {
 }
 # epsilon (rdp, delta 1e-5) of z = 3, q = 1: 2 rounds 2.029, 4 rounds 2.985: room for one job
 POLICY = {"allowed_tasks": ["tabular"], "max_rounds": 5, "lifetime_epsilon": 2.5}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _murmura(args: list[str], cwd: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -96,7 +90,7 @@ def test_a_site_refuses_by_policy_and_spends_its_lifetime_budget(tmp_path: Path)
         (tmp_path / f"{plant}.toml").write_text(tomli_w.dumps(site))
     job = tmp_path / "job.toml"
     job.write_text(tomli_w.dumps(JOB))
-    port = _port()
+    port = free_port()
 
     # 1. a job past max_rounds: refused before any data is read (plant-c's file is missing)
     long_job = tmp_path / "long.toml"

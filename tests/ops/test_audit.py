@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -37,10 +38,15 @@ def _fill(ledger: AuditLedger, n: int, run_id: str = "run-1") -> None:
         ledger.append(run_id, i // 4, f"w{i % 3}", event, sha256=f"{i:064x}", num_examples=i)
 
 
+def _scratch_ledger(key: Ed25519PrivateKey) -> AuditLedger:
+    """A ledger in a fresh temporary folder (a path ':memory:' would be a file of that name)."""
+    return AuditLedger(Path(tempfile.mkdtemp(prefix="murmura-audit-")) / "audit.sqlite", key)
+
+
 @cache
 def _chain() -> tuple[Record, ...]:
     """N signed records, made once (tuples: every test mutates its own copy)."""
-    ledger = AuditLedger(":memory:", _key())
+    ledger = _scratch_ledger(_key())
     _fill(ledger, N)
     rows = ledger.db.execute(f"SELECT {audit._COLUMNS} FROM ledger ORDER BY seq").fetchall()
     ledger.close()
@@ -122,7 +128,7 @@ def test_a_pinned_head_of_another_ledger_is_detected() -> None:
 
 def test_a_rewritten_chain_without_the_key_is_detected() -> None:
     """A forger edits record 3, recomputes every hash after it, and signs with its own key."""
-    forger = AuditLedger(":memory:", Ed25519PrivateKey.generate())
+    forger = _scratch_ledger(Ed25519PrivateKey.generate())
     for r in _chain():
         node = "evil" if r.seq == 3 else r.node
         forger.append(r.run_id, r.round, node, r.event, **r.details())
@@ -135,7 +141,7 @@ def test_payload_is_canonical_and_long_text_is_cut() -> None:
     text = audit.canonical_payload({"b": 1, "a": "x" * 1000, "c": True})
     assert text == json.dumps({"a": "x" * audit.MAX_TEXT, "b": 1, "c": True}).replace(" ", "")
     with pytest.raises(ValueError, match="unknown audit event"):
-        AuditLedger(":memory:", _key()).append("r", 1, "w0", "joined")
+        _scratch_ledger(_key()).append("r", 1, "w0", "joined")
 
 
 # -- the ledger file ----------------------------------------------------------------------
