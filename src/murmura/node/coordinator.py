@@ -56,6 +56,7 @@ from murmura.aggregate.buffer import UpdateBuffer
 from murmura.analytics.federation import StatsPlan
 from murmura.analytics.grpc_round import statistics_phase, wait_for_nodes
 from murmura.compress.accounting import BYTES_UP, dense_bytes, round_bytes, uplink_counts
+from murmura.engine.run_loop import checkpoint_due, evaluates, is_final, planned_rounds
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node import progress
 from murmura.node.checkpoint import (
@@ -152,6 +153,14 @@ class CoordinatorResult:
     summary: dict[str, object] = field(default_factory=dict)
 
 
+def _budget_spent(round_: int) -> None:
+    log.warning(
+        "node=coordinator round=%d: would exceed the privacy budget; the run ends after round %d",
+        round_,
+        round_ - 1,
+    )
+
+
 def run_dir(state_dir: Path, run_id: str) -> Path:
     """A run's folder: ``checkpoints/``, ``metrics.jsonl``; ``state_dir/latest`` names it."""
     return state_dir / "runs" / run_id
@@ -244,15 +253,7 @@ class Coordinator:
             if s.standardise is not None and start <= s.rounds:  # the same scaling to every site
                 fitted = await asyncio.to_thread(s.standardise, self.run_path)
                 self.settings = replace(s, client_config={**s.client_config, **fitted})
-            for r in range(start, s.rounds + 1):
-                if budget_stops(self.strategy, r):
-                    log.warning(
-                        "node=coordinator round=%d: would exceed the privacy budget; "
-                        "the run ends after round %d",
-                        r,
-                        r - 1,
-                    )
-                    break
+            for r, _ in planned_rounds(start, s.rounds, self._stops, _budget_spent):
                 done.append(await self.run_round(rec.run_id, r, first=r == start))
             summary = self._write_outputs(rec.run_id)
             self.state.finish_run(rec.run_id)
@@ -271,6 +272,10 @@ class Coordinator:
                 self.state.close()
                 self.ledger.close()
         return CoordinatorResult(rec.run_id, self.weights, done, summary)
+
+    def _stops(self, round_: int) -> bool:
+        """Whether running ``round_`` would exceed the strategy's privacy budget."""
+        return budget_stops(self.strategy, round_)
 
     def _open_run(self) -> RunRecord:
         """Open or resume the run: restore the model and strategy state, or save round 0."""
@@ -397,10 +402,8 @@ class Coordinator:
         if new is not None:
             self.weights = np.asarray(new, dtype=np.float32)
         metrics.extra.update(budget_metrics(self.strategy, round_))
-        final = round_ == self.settings.rounds or budget_stops(self.strategy, round_ + 1)
-        if final or (
-            self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
-        ):
+        final = is_final(round_, round_ == self.settings.rounds, self._stops)
+        if evaluates(round_, self.settings.evaluate_every, final):
             ev = await asyncio.to_thread(self.strategy.evaluate, round_, self.weights)
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
@@ -493,8 +496,8 @@ class Coordinator:
         zero times.
         """
         path: Path | None = checkpoint_path(self.run_path, round_)
-        every, final = self.settings.checkpoint_every, round_ == self.settings.rounds
-        if every > 1 and round_ % every and not (final or budget_stops(self.strategy, round_ + 1)):
+        final = is_final(round_, round_ == self.settings.rounds, self._stops)
+        if not checkpoint_due(round_, self.settings.checkpoint_every, final):
             path = None  # recorded without a checkpoint: a restart runs it again
             digest = weights_sha256(self.weights)
         else:

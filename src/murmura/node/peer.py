@@ -39,6 +39,7 @@ from murmura import console
 from murmura.attacks.peer_sender import RoundSender
 from murmura.compress.base import spec
 from murmura.compress.choco import PeerCopies
+from murmura.engine.run_loop import evaluates
 from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
 from murmura.learner import Learner
 from murmura.node import progress
@@ -408,8 +409,7 @@ class Peer:
         for budget in self.budgets:
             line.update(budget.metrics())
         last = round_ == self.s.rounds or any(b.would_exceed() for b in self.budgets)
-        every = self.s.evaluate_every
-        if self.evaluate_fn is not None and (last or (every > 0 and round_ % every == 0)):
+        if self.evaluate_fn is not None and evaluates(round_, self.s.evaluate_every, last):
             ev = self.evaluate_fn(self.weights)
             line["test_loss"], line["test_accuracy"] = ev.loss, ev.metrics.get("accuracy")
         with open(self.s.state_dir / "metrics.jsonl", "a") as fh:
