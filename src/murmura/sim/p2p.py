@@ -30,6 +30,7 @@ from murmura.compress.accounting import dense_bytes, round_bytes
 from murmura.compress.choco import ChocoGossip, gossip_bytes
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
+from murmura.engine.peer_round import Mixer, local_step, message, mix
 from murmura.engine.run_loop import History, RoundCallback, evaluates, is_final, run_simulation
 from murmura.errors import ConfigError
 from murmura.learner import Learner
@@ -38,14 +39,7 @@ from murmura.privacy.local import PEER_NOISE
 from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
-from murmura.sim.peer import (
-    LocalWork,
-    Mixer,
-    PeerLearner,
-    local_step,
-    make_mixer,
-    weighted_mix,
-)
+from murmura.sim.peer import LocalWork, PeerLearner, make_mixer, weighted_mix
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.tasks.base import Task
 from murmura.topology import (
@@ -203,8 +197,7 @@ class P2PSimulation:
         for i in range(self.num_peers):
             if i in missing:
                 continue
-            attack = self.options.byzantine.get(i)
-            msg = trained[i] if attack is None else attack(round_, self.x[i], trained[i])
+            msg = message(round_, self.x[i], trained[i], self.options.byzantine.get(i))
             if np.isfinite(msg).all():
                 out[i] = np.asarray(msg, dtype=np.float32)
         return out
@@ -217,8 +210,7 @@ class P2PSimulation:
             if i in missing:
                 continue
             row = {int(j): float(w[i, j]) for j in np.flatnonzero(w[i])} | {i: float(w[i, i])}
-            received = {j: sent[j] for j in row if j != i and j in sent}
-            out[i] = self.options.mixer(i, trained[i], received, row)
+            out[i] = mix(self.options.mixer, i, trained[i], sent, row)
         return out
 
     def _evaluate(self, metrics: RoundMetrics) -> None:

@@ -267,10 +267,7 @@ class _Loop:
         metrics.extra.update(budget_metrics(sim.strategy, r))
         metrics.train_loss = buffer.mean_metric("train_loss")
         if evaluates(r, sim.evaluate_every, is_final(r, final, sim.stops)):
-            ev = sim.strategy.evaluate(r, sim.weights)
-            if ev is not None:
-                metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
-            sim._evaluate_federated(r, list(sim.clients), metrics)
+            sim.evaluate_round(r, list(sim.clients), metrics)  # the star's, central then federated
         metrics.seconds = time.perf_counter() - self.wall
         self.entries, self.failures, self.started = [], [], sim.clock.now
         self.wall = time.perf_counter()
