@@ -32,7 +32,7 @@ from murmura.errors import ConfigError
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 if TYPE_CHECKING:  # the round loops hand attackers this view; a type, not an import cycle
-    from murmura.sim.runtime import HonestView
+    from murmura.engine.server_round import HonestView
 
 log = logging.getLogger(__name__)
 

@@ -63,6 +63,7 @@ from murmura.compress.accounting import (
     round_bytes,
     uplink_counts,
 )
+from murmura.engine.run_loop import checkpoint_due, evaluates, is_final, planned_rounds
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node import progress
 from murmura.node.checkpoint import (
@@ -162,6 +163,14 @@ class CoordinatorResult:
     summary: dict[str, object] = field(default_factory=dict)
 
 
+def _budget_spent(round_: int) -> None:
+    log.warning(
+        "node=coordinator round=%d: would exceed the privacy budget; the run ends after round %d",
+        round_,
+        round_ - 1,
+    )
+
+
 def run_dir(state_dir: Path, run_id: str) -> Path:
     """A run's folder: ``checkpoints/``, ``metrics.jsonl``; ``state_dir/latest`` names it."""
     return state_dir / "runs" / run_id
@@ -257,15 +266,7 @@ class Coordinator:
             if s.standardise is not None and start <= s.rounds:  # the same scaling to every site
                 fitted = await asyncio.to_thread(s.standardise, self.run_path)
                 self.settings = replace(s, client_config={**s.client_config, **fitted})
-            for r in range(start, s.rounds + 1):
-                if budget_stops(self.strategy, r):
-                    log.warning(
-                        "node=coordinator round=%d: would exceed the privacy budget; "
-                        "the run ends after round %d",
-                        r,
-                        r - 1,
-                    )
-                    break
+            for r, _ in planned_rounds(start, s.rounds, self._stops, _budget_spent):
                 done.append(await self.run_round(rec.run_id, r, first=r == start))
             summary = self._write_outputs(rec.run_id)
             self.state.finish_run(rec.run_id)
@@ -288,6 +289,10 @@ class Coordinator:
     def _new_hub(self, run_id: str, events: Events) -> Hub:
         """The gRPC endpoint's round state (the async coordinator hands out per-worker models)."""
         return Hub(run_id, self.settings.heartbeat_s, self.settings.lost_after_s, events)
+
+    def _stops(self, round_: int) -> bool:
+        """Whether running ``round_`` would exceed the strategy's privacy budget."""
+        return budget_stops(self.strategy, round_)
 
     def _open_run(self) -> RunRecord:
         """Open or resume the run: restore the model and strategy state, or save round 0."""
@@ -416,10 +421,8 @@ class Coordinator:
         if new is not None:
             self.weights = np.asarray(new, dtype=np.float32)
         metrics.extra.update(budget_metrics(self.strategy, round_))
-        final = round_ == self.settings.rounds or budget_stops(self.strategy, round_ + 1)
-        if final or (
-            self.settings.evaluate_every > 0 and round_ % self.settings.evaluate_every == 0
-        ):
+        final = is_final(round_, round_ == self.settings.rounds, self._stops)
+        if evaluates(round_, self.settings.evaluate_every, final):
             ev = await asyncio.to_thread(self.strategy.evaluate, round_, self.weights)
             if ev is not None:
                 metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
@@ -526,8 +529,8 @@ class Coordinator:
         zero times.
         """
         path: Path | None = checkpoint_path(self.run_path, round_)
-        every, final = self.settings.checkpoint_every, round_ == self.settings.rounds
-        if every > 1 and round_ % every and not (final or budget_stops(self.strategy, round_ + 1)):
+        final = is_final(round_, round_ == self.settings.rounds, self._stops)
+        if not checkpoint_due(round_, self.settings.checkpoint_every, final):
             path = None  # recorded without a checkpoint: a restart runs it again
             digest = weights_sha256(self.weights)
         else:

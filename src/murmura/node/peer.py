@@ -44,12 +44,13 @@ from murmura import console
 from murmura.attacks.peer_sender import RoundSender
 from murmura.compress.base import spec
 from murmura.compress.choco import PeerCopies
+from murmura.engine.peer_round import Mixer, local_step, message, mix
+from murmura.engine.run_loop import evaluates
 from murmura.errors import CheckpointError, IdentityError, InstructionRejected, ProtocolError
 from murmura.learner import Learner
 from murmura.node import progress
 from murmura.node.instructions import check_model
 from murmura.privacy.budget import PrivacyBudget, charge_through
-from murmura.sim.peer import Mixer, local_step
 from murmura.storage import load_tensors_verified, remove_orphan_temps, save_tensors_atomically
 from murmura.topology import consensus_distance
 from murmura.transport import codec, keys
@@ -273,8 +274,7 @@ class Peer:
             mine = self.choco.public[self.s.index]  # what a neighbour resyncs to
             await self.store.publish_compressed(round_, wire, spec(self.choco.codec), mine)
         else:
-            sent = trained if self.sender is None else self.sender(round_, self.weights, trained)
-            await self.store.publish(round_, sent)
+            await self.store.publish(round_, message(round_, self.weights, trained, self.sender))
         timeout = self.s.join_timeout_s if first else self.s.round_timeout_s
         answers = await self.gather(round_, time.monotonic() + timeout)
         received = {j: f.weights for j, f in answers.items() if f.weights is not None}
@@ -283,7 +283,7 @@ class Peer:
             spread = (
                 consensus_distance(np.stack([trained, *received.values()])) if received else None
             )
-            mixed = self.mixer(self.s.index, trained, received, self.row)
+            mixed = mix(self.mixer, self.s.index, trained, received, self.row)
         else:
             spread, mixed = None, self._choco_mix(round_, trained, received)
         self.weights = np.asarray(mixed, dtype=np.float32)
@@ -446,8 +446,7 @@ class Peer:
         for budget in self.budgets:
             line.update(budget.metrics())
         last = round_ == self.s.rounds or any(b.would_exceed() for b in self.budgets)
-        every = self.s.evaluate_every
-        if self.evaluate_fn is not None and (last or (every > 0 and round_ % every == 0)):
+        if self.evaluate_fn is not None and evaluates(round_, self.s.evaluate_every, last):
             ev = self.evaluate_fn(self.weights)
             line["test_loss"], line["test_accuracy"] = ev.loss, ev.metrics.get("accuracy")
         with open(self.s.state_dir / "metrics.jsonl", "a") as fh:

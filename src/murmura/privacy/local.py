@@ -6,7 +6,7 @@ client half of McMahan et al. 2018): noise ``N(0, (z C)^2)`` drawn from a stream
 (seed, round, client), so runs are reproducible and no two clients or rounds share noise.
 Only the noised delta leaves: the example count is reported as 1 (the server then averages
 releases uniformly) and the training metrics, computed on private data, are dropped. A peer
-keeps and shares its start model plus this release (``murmura.sim.peer.local_step``).
+keeps and shares its start model plus this release (``murmura.engine.peer_round.local_step``).
 """
 
 from __future__ import annotations

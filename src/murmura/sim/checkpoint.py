@@ -71,7 +71,7 @@ def state_holders(sim: AnySimulation) -> dict[str, Stateful]:
 
 def model_of(sim: AnySimulation) -> Vector:
     """The run's model: the global one, or the honest peers' average."""
-    return sim.weights if isinstance(sim, Simulation) else sim.average()
+    return sim.model()
 
 
 def simulation_state(

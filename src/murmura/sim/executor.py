@@ -11,10 +11,11 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from murmura.client import Client
-from murmura.types import EvaluateRes, FitIns, FitRes, Vector
+from murmura.engine.server_round import Outcome
+from murmura.types import EvaluateRes, FitIns, Vector
 
 log = logging.getLogger(__name__)
-Outcome = tuple[str, FitRes | BaseException]
+__all__ = ["EvaluateOutcome", "Executor", "Outcome", "SequentialExecutor", "evaluate_each"]
 EvaluateOutcome = tuple[str, EvaluateRes | BaseException]
 
 

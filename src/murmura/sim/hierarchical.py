@@ -1,7 +1,8 @@
 """Hierarchical aggregation: edge aggregators between the root and the clients.
 
-An ``EdgeAggregator`` is a ``Client`` to its parent and runs a round over its own children
-with its own ``Strategy`` (so each edge may use its own robust rule). It reports its delta
+An ``EdgeAggregator`` is a Learner to its parent whose ``fit`` is a server round over its own
+children (``murmura.engine.server_round``, the star's) with its own ``Strategy`` (so each
+edge may use its own robust rule). It reports its delta
 with the total example count of the children that contributed, so the parent's weighted
 mean of edge deltas equals the flat weighted mean of client deltas (hierarchical FL as in
 Liu et al. 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). With
@@ -37,21 +38,22 @@ from murmura.attacks.wiring import with_attack_success, wrap_attackers
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.compress.uplink import apply_compression
 from murmura.config import Config
-from murmura.errors import MurmuraError, UpdateRejected
+from murmura.engine.server_round import collect, plan_round
+from murmura.errors import MurmuraError
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
 from murmura.sim.choose import choose_executor
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
 from murmura.sim.experiment import Experiment, server_strategy
-from murmura.sim.runtime import HonestView, OmniscientClient, RoundReporter, Simulation
+from murmura.sim.runtime import RoundReporter, Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.strategy.hooks import Stateful
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Scalar, Vector
-from murmura.validation import Check, default_checks, validate
+from murmura.validation import Check, default_checks
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +146,10 @@ class EdgeAggregator:
         one executor call, then hands each edge its children's outcomes (``finish``).
         """
         weights = np.asarray(ins.weights, dtype=np.float32)
-        sampled = self.strategy.sample(ins.round, list(self.children))
-        self.last_sampled = list(sampled)
-        config = {**ins.config, **self.strategy.configure(ins.round, weights)}
-        cohort = [self.children[n] for n in sampled]
-        return EdgeRound(ins, FitIns(ins.round, weights, config), cohort)
+        nodes = list(self.children)
+        plan = plan_round(self.strategy, ins.round, self.children, nodes, weights, ins.config)
+        self.last_sampled = [c.node_id for c in plan.cohort]
+        return EdgeRound(ins, plan.ins, plan.cohort)
 
     def finish(self, round_: EdgeRound, outcomes: Iterable[Outcome]) -> FitRes:
         """The second half of ``fit``: validate the children's outcomes and aggregate them."""
@@ -157,28 +158,7 @@ class EdgeAggregator:
             len(round_.cohort), weights.size, self.strategy.keep_rows, self.max_weight_share
         )
         checks = self.checks if self.checks is not None else default_checks(weights.size)
-        failures: list[Failure] = []
-        omniscient = {c.node_id for c in round_.cohort if isinstance(c, OmniscientClient)}
-        held: list[tuple[str, FitRes]] = []
-        honest: list[FitRes] = []
-        for node, outcome in outcomes:
-            if node in omniscient and isinstance(outcome, FitRes):
-                held.append((node, outcome))  # crafted below, from this edge's honest updates
-                continue
-            reason = _accept(ins.round, node, outcome, buffer, checks)
-            if reason is not None:
-                failures.append(Failure(node, reason))
-            elif isinstance(outcome, FitRes):
-                honest.append(outcome)
-        view = HonestView(
-            ins.round, [r.update for r in honest], [r.num_examples for r in honest], len(held)
-        )
-        for node, own in held:
-            reason = _accept(
-                ins.round, node, _craft(self.children[node], view, own), buffer, checks
-            )
-            if reason is not None:
-                failures.append(Failure(node, reason))
+        failures = collect(ins.round, round_.cohort, outcomes, buffer, checks, who="child")
         self.last_failures = failures
         metrics = {"clients": float(len(buffer)), "child_failures": float(len(failures))}
         if isinstance(self.strategy, PartialSum):
@@ -222,15 +202,6 @@ class EdgeAggregator:
         return EvaluateRes(loss=loss, num_examples=total, metrics={"accuracy": acc})
 
 
-def _craft(child: Client, view: HonestView, own: FitRes) -> FitRes | BaseException:
-    """An omniscient child's crafted result, or what it raised (a failure of the round)."""
-    assert isinstance(child, OmniscientClient)
-    try:
-        return child.craft(view, own)
-    except Exception as exc:  # noqa: BLE001 - a failing attacker must not end the round
-        return exc
-
-
 def edge_examples(buffer: UpdateBuffer) -> int:
     """The example count an edge reports: its children's, each capped at its share if set.
 
@@ -239,26 +210,6 @@ def edge_examples(buffer: UpdateBuffer) -> int:
     its capped weight, and cannot make its edge dominate the parent either.
     """
     return int(round(buffer.total_weight()))
-
-
-def _accept(
-    round_: int,
-    node: str,
-    outcome: FitRes | BaseException,
-    buffer: UpdateBuffer,
-    checks: Sequence[Check],
-) -> str | None:
-    """Validate one child outcome into ``buffer``, or return why it was left out."""
-    if isinstance(outcome, BaseException):
-        log.warning("round %d node %s: child raised %r", round_, node, outcome)
-        return f"child raised {type(outcome).__name__}: {outcome}"
-    try:
-        validate(node, round_, outcome, checks)
-    except UpdateRejected as exc:
-        log.warning("%s", exc)
-        return f"rejected: {exc.reason}"
-    buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
-    return None
 
 
 def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:

@@ -30,6 +30,8 @@ from murmura.compress.accounting import dense_bytes, round_bytes
 from murmura.compress.choco import ChocoGossip, gossip_bytes
 from murmura.config import Config, TopologySection
 from murmura.data.federated import Batch, FederatedDataset
+from murmura.engine.peer_round import Mixer, local_step, message, mix
+from murmura.engine.run_loop import History, RoundCallback, evaluates, is_final, run_simulation
 from murmura.errors import ConfigError
 from murmura.learner import Learner
 from murmura.privacy.budget import PrivacyBudget
@@ -37,15 +39,7 @@ from murmura.privacy.local import PEER_NOISE
 from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
-from murmura.sim.peer import (
-    LocalWork,
-    Mixer,
-    PeerLearner,
-    local_step,
-    make_mixer,
-    weighted_mix,
-)
-from murmura.sim.runtime import History, RoundCallback
+from murmura.sim.peer import LocalWork, PeerLearner, make_mixer, weighted_mix
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.tasks.base import Task
 from murmura.topology import (
@@ -129,17 +123,15 @@ class P2PSimulation:
 
     def run(self, rounds: int, on_round: RoundCallback | None = None, start: int = 1) -> History:
         """Run rounds ``start..rounds``; ``on_round`` sees the metrics and the average model."""
-        history = History(self.average())
-        for r in range(start, rounds + 1):
-            if self._budget_stops():
-                log.warning("round %d would exceed the budget: stopping after round %d", r, r - 1)
-                break
-            metrics = self.run_round(r, final=r == rounds)
-            history.rounds.append(metrics)
-            if on_round is not None:
-                on_round(metrics, self.average())
-        history.weights = self.average()
-        return history
+        return run_simulation(self, rounds, on_round, start)
+
+    def stops(self, round_: int) -> bool:
+        """Whether one more round would take a privacy budget past its target."""
+        return any(b.would_exceed() for b in self.options.budgets)
+
+    def model(self) -> Vector:
+        """The honest peers' average model."""
+        return self.average()
 
     def run_round(self, round_: int, final: bool = False) -> RoundMetrics:
         """Train every peer, exchange along this round's graph, mix; report the metrics."""
@@ -170,11 +162,9 @@ class P2PSimulation:
         for budget in self.options.budgets:
             budget.spend()
             metrics.extra.update(budget.metrics())
-        final = final or self._budget_stops()  # the last round run is evaluated
         if round_ == 1:  # the graph, its degrees and spectral gap, reported once at the start
             metrics.extra["topology"] = describe(self.graph)
-        every = self.options.evaluate_every
-        if final or (every > 0 and round_ % every == 0):
+        if evaluates(round_, self.options.evaluate_every, is_final(round_, final, self.stops)):
             self._evaluate(metrics)
         metrics.seconds = time.perf_counter() - t0
         log.info(
@@ -185,10 +175,6 @@ class P2PSimulation:
             len(missing),
         )
         return metrics
-
-    def _budget_stops(self) -> bool:
-        """Whether one more round would take a privacy budget past its target."""
-        return any(b.would_exceed() for b in self.options.budgets)
 
     def _draw_missing(self, rng: np.random.Generator) -> set[int]:
         if self.options.dropout == 0:
@@ -211,8 +197,7 @@ class P2PSimulation:
         for i in range(self.num_peers):
             if i in missing:
                 continue
-            attack = self.options.byzantine.get(i)
-            msg = trained[i] if attack is None else attack(round_, self.x[i], trained[i])
+            msg = message(round_, self.x[i], trained[i], self.options.byzantine.get(i))
             if np.isfinite(msg).all():
                 out[i] = np.asarray(msg, dtype=np.float32)
         return out
@@ -225,8 +210,7 @@ class P2PSimulation:
             if i in missing:
                 continue
             row = {int(j): float(w[i, j]) for j in np.flatnonzero(w[i])} | {i: float(w[i, i])}
-            received = {j: sent[j] for j in row if j != i and j in sent}
-            out[i] = self.options.mixer(i, trained[i], received, row)
+            out[i] = mix(self.options.mixer, i, trained[i], sent, row)
         return out
 
     def _evaluate(self, metrics: RoundMetrics) -> None:

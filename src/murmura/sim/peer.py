@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,24 +21,14 @@ from murmura.aggregate.base import ClientAware
 from murmura.aggregate.preaggregation import make_rule
 from murmura.aggregate.rule_checks import P2P_HISTORY
 from murmura.client import FlatModel, LocalSGD, train_local_sgd, with_overrides
+from murmura.engine.peer_round import Mixer
 from murmura.errors import ConfigError
-from murmura.learner import Learner
 from murmura.seeding import client_generator, derive_seed
 from murmura.tasks.base import Task
 from murmura.topology import adaptive_tau, clipped_mix, renormalize, robust_neighbourhood_mix
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 
 Algorithm = Literal["dpsgd", "gossip"]
-
-
-class Mixer(Protocol):
-    """Combines a peer's own model with the models its neighbours sent this round."""
-
-    def __call__(
-        self, node: int, own: Vector, received: Mapping[int, Vector], weights: Mapping[int, float]
-    ) -> Vector:
-        """The peer's next model; ``weights`` is its mixing row (self included)."""
-        ...
 
 
 def present_weights(
@@ -257,16 +247,3 @@ class PeerLearner:
             self._queue = torch.cat([self._queue, perm])
         out, self._queue = self._queue[:count], self._queue[count:]
         return out
-
-
-def local_step(learner: Learner, weights: Vector, round_: int) -> tuple[Vector, float]:
-    """A peer's training in a round: its model after ``learner.fit`` and the training loss.
-
-    The model is ``weights + update``; the loss is NaN when the learner reports none (local
-    DP drops it: it was computed on private data). The simulation and ``murmura peer`` both
-    train through here.
-    """
-    start = np.asarray(weights, dtype=np.float32)
-    res = learner.fit(FitIns(round_, start))
-    loss = float(res.metrics.get("train_loss", float("nan")))
-    return (start + np.asarray(res.update, dtype=np.float32)).astype(np.float32), loss

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from murmura.config import Config, load_config
+from murmura.engine.run_loop import checkpoint_due
 from murmura.errors import ConfigError
 from murmura.node.checkpoint import prune_checkpoints
 from murmura.ops.run_dir import (
@@ -127,7 +128,7 @@ class Session:
             if on_round is not None:
                 on_round(m)
             stop = self.stop_requested and m.round < self.cfg.run.rounds
-            if self.checkpoints and (m.round % every == 0 or stop):
+            if self.checkpoints and checkpoint_due(m.round, every, stop):
                 self._checkpoint(sim, m.round)
             if stop:
                 raise _Stop

@@ -27,14 +27,15 @@ import numpy as np
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.client import Client
 from murmura.compress.accounting import downlink_counts, round_bytes, uplink_counts
+from murmura.engine.run_loop import History, RoundCallback, evaluates, is_final, run_simulation
 from murmura.errors import ConfigError, UpdateRejected
 from murmura.sim.executor import Executor
-from murmura.sim.runtime import History, RoundCallback, Simulation
+from murmura.sim.runtime import Simulation
 from murmura.simtime.arrival import AsyncRule, stale_reason, weighted_update
 from murmura.simtime.availability import INF, next_start
 from murmura.simtime.clock import SimClock
 from murmura.strategy.base import Strategy
-from murmura.strategy.hooks import budget_metrics, budget_stops
+from murmura.strategy.hooks import budget_metrics
 from murmura.types import Failure, FitIns, FitRes, RoundMetrics, Vector
 from murmura.validation import Check, validate
 
@@ -80,21 +81,22 @@ class AsyncSimulation(Simulation):
         )
         self.clock, self.rule = clock, rule
         self.rng = np.random.default_rng([seed, DISPATCH_STREAM])
+        self._loop: _Loop | None = None
 
     def run(self, rounds: int, on_round: RoundCallback | None = None, start: int = 1) -> History:
         """Aggregations ``start..rounds``; ``on_round`` sees each one's metrics and weights."""
-        history = History(self.weights)
-        loop = _Loop(self, start - 1)
-        while loop.version < rounds:
-            if budget_stops(self.strategy, loop.version + 1):
-                log.warning("aggregation %d would exceed the budget: stopping", loop.version + 1)
-                break
-            metrics = loop.next_aggregation(final=loop.version + 1 == rounds)
-            history.rounds.append(metrics)
-            if on_round is not None:
-                on_round(metrics, self.weights)
-        history.weights = self.weights
-        return history
+        self._loop = _Loop(self, start - 1)
+        return run_simulation(self, rounds, on_round, start, _budget_spent)
+
+    def run_round(self, round_: int, final: bool = False) -> RoundMetrics:
+        """Aggregation ``round_``: events until the buffer is full, then the strategy's rule."""
+        if self._loop is None or self._loop.version + 1 != round_:
+            raise ValueError(f"aggregation {round_} is not the next of this run")
+        return self._loop.next_aggregation(final)
+
+
+def _budget_spent(round_: int) -> None:
+    log.warning("aggregation %d would exceed the budget: stopping", round_)
 
 
 class _Loop:
@@ -251,12 +253,8 @@ class _Loop:
         )
         metrics.extra.update(budget_metrics(sim.strategy, r))
         metrics.train_loss = buffer.mean_metric("train_loss")
-        final = final or budget_stops(sim.strategy, r + 1)
-        if final or (sim.evaluate_every > 0 and r % sim.evaluate_every == 0):
-            ev = sim.strategy.evaluate(r, sim.weights)
-            if ev is not None:
-                metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
-            sim._evaluate_federated(r, list(sim.clients), metrics)
+        if evaluates(r, sim.evaluate_every, is_final(r, final, sim.stops)):
+            sim.evaluate_round(r, list(sim.clients), metrics)  # the star's, central then federated
         metrics.seconds = time.perf_counter() - self.wall
         self.entries, self.failures, self.started = [], [], sim.clock.now
         self.wall = time.perf_counter()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from murmura.config import Config
+from murmura.engine.server_round import OmniscientClient
 from murmura.errors import ConfigError
-from murmura.sim.runtime import OmniscientClient, Simulation
+from murmura.sim.runtime import Simulation
 from murmura.simtime.arrival import async_rule
 from murmura.simtime.asynchronous import AsyncSimulation
 from murmura.simtime.availability import Always, Availability, Diurnal, Trace

@@ -1,0 +1,141 @@
+"""One server round over in-process learners: sample, configure, fit, validate into a buffer.
+
+Written once for the simulated star's server (``murmura.sim.runtime.Simulation``) and every
+edge of a simulated tree (``murmura.sim.hierarchical.EdgeAggregator``, a Learner to its parent
+whose ``fit`` is this round over its children); each then aggregates the buffer with its own
+strategy. ``plan_round`` is the first half (the cohort and its ``FitIns``), ``collect`` the
+second (every outcome validated into an ``UpdateBuffer``); an executor trains the cohort in
+between, so a tree's root can train every edge's children in one call
+(``murmura.sim.tree_executor``).
+
+Omniscient attacker hook (simulation only): a learner that implements ``OmniscientClient``
+(an attack such as ALIE or IPM, see ``murmura.attacks``) trains like any other, but its result
+is held back until every other result of the round has been validated; ``collect`` then calls
+``learner.craft(view, own)`` with a ``HonestView`` of the accepted honest updates, and
+validates what it returns like any update. Strategies never see the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from murmura.aggregate.buffer import UpdateBuffer
+from murmura.errors import UpdateRejected
+from murmura.learner import Learner
+from murmura.strategy.base import Strategy
+from murmura.types import Failure, FitIns, FitRes, Scalar, Vector
+from murmura.validation import Check, validate
+
+log = logging.getLogger(__name__)
+Outcome = tuple[str, FitRes | BaseException]
+"""A learner's id and its result, or what its ``fit`` raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class HonestView:
+    """What an omniscient attacker sees: this round's validated honest results."""
+
+    round: int
+    updates: Sequence[Vector]
+    num_examples: Sequence[int]
+    num_byzantine: int
+
+
+@runtime_checkable
+class OmniscientClient(Protocol):
+    """A simulated attacker that crafts its update from the round's honest updates."""
+
+    node_id: str
+
+    def craft(self, view: HonestView, own: FitRes) -> FitRes:
+        """The update to send, given the honest view and this client's own honest result."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """A round's cohort, in the strategy's order, and the instructions they all get."""
+
+    ins: FitIns
+    cohort: list[Learner]
+
+
+def plan_round(
+    strategy: Strategy,
+    round_: int,
+    learners: Mapping[str, Learner],
+    nodes: Sequence[str],
+    weights: Vector,
+    config: Mapping[str, Scalar] | None = None,
+) -> RoundPlan:
+    """Sample ``nodes`` and configure the round; ``config`` (a parent's) goes under the own."""
+    sampled = strategy.sample(round_, list(nodes))
+    own = strategy.configure(round_, weights)
+    merged = own if config is None else {**config, **own}
+    return RoundPlan(FitIns(round_, weights, merged), [learners[n] for n in sampled])
+
+
+def collect(
+    round_: int,
+    cohort: Sequence[Learner],
+    outcomes: Iterable[Outcome],
+    buffer: UpdateBuffer,
+    checks: Sequence[Check],
+    who: str = "client",
+) -> list[Failure]:
+    """Validate every outcome into ``buffer``; omniscient attackers craft theirs last.
+
+    Returns the round's failures, each with its node and reason (``who`` raised, rejected).
+    """
+    members = {c.node_id: c for c in cohort}
+    omniscient = {n for n, c in members.items() if isinstance(c, OmniscientClient)}
+    failures: list[Failure] = []
+    held: list[tuple[str, FitRes]] = []
+    honest: list[FitRes] = []
+    for node, outcome in outcomes:
+        if node in omniscient and isinstance(outcome, FitRes):
+            held.append((node, outcome))
+            continue
+        reason = accept(round_, node, outcome, buffer, checks, who)
+        if reason is not None:
+            failures.append(Failure(node, reason))
+        elif omniscient and isinstance(outcome, FitRes):
+            honest.append(outcome)
+    view = HonestView(
+        round_, [r.update for r in honest], [r.num_examples for r in honest], len(omniscient)
+    )
+    for node, own in held:
+        attacker = members[node]
+        assert isinstance(attacker, OmniscientClient)
+        try:
+            crafted: FitRes | BaseException = attacker.craft(view, own)
+        except Exception as exc:  # noqa: BLE001 - a failing attacker must not end the round
+            crafted = exc
+        reason = accept(round_, node, crafted, buffer, checks, who)
+        if reason is not None:
+            failures.append(Failure(node, reason))
+    return failures
+
+
+def accept(
+    round_: int,
+    node: str,
+    outcome: FitRes | BaseException,
+    buffer: UpdateBuffer,
+    checks: Sequence[Check],
+    who: str = "client",
+) -> str | None:
+    """Validate one outcome into ``buffer``, or return why it was left out."""
+    if isinstance(outcome, BaseException):
+        log.warning("round %d node %s: %s raised %r", round_, node, who, outcome)
+        return f"{who} raised {type(outcome).__name__}: {outcome}"
+    try:
+        validate(node, round_, outcome, checks)
+    except UpdateRejected as exc:
+        log.warning("%s", exc)
+        return f"rejected: {exc.reason}"
+    buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
+    return None
