@@ -34,6 +34,7 @@ def run(rounds: int, clip: float, levels: bool) -> dict[str, Any]:
     last = history.rounds[-1].to_json()
     return {
         "accuracy": last["test_accuracy"],
+        "loss": last["test_loss"],
         "bytes_up": last["bytes_up_mean"],
         "secagg_bytes": last["secagg_bytes_per_client"],
         "seconds": time.perf_counter() - t0,
@@ -48,9 +49,10 @@ def main() -> None:
     plain = run(args.rounds, args.clip, levels=False)
     quant = run(args.rounds, args.clip, levels=True)
     print(f"W1 under SecAgg+, {args.rounds} rounds, secagg.clip = {args.clip}")
-    print(f"{'setting':<22}{'accuracy':>10}{'masked B/client':>17}{'all SecAgg B':>14}{'s':>8}")
+    print(f"{'setting':<22}{'accuracy':>10}{'loss':>8}{'masked B/client':>17}"
+          f"{'all SecAgg B':>14}{'s':>8}")  # fmt: skip
     for name, r in (("secagg (mod 2^32)", plain), ("secagg + 8-bit levels", quant)):
-        print(f"{name:<22}{r['accuracy']:>10.4f}{r['bytes_up']:>17.0f}"
+        print(f"{name:<22}{r['accuracy']:>10.4f}{r['loss']:>8.4f}{r['bytes_up']:>17.0f}"
               f"{r['secagg_bytes']:>14.0f}{r['seconds']:>8.1f}")  # fmt: skip
     print(f"masked input ratio {plain['bytes_up'] / quant['bytes_up']:.2f}x, all SecAgg+ "
           f"messages {plain['secagg_bytes'] / quant['secagg_bytes']:.2f}x, accuracy "

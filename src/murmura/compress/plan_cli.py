@@ -65,8 +65,11 @@ def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
 
 
 def _secure_ups(cfg: object, d: int, down: int) -> list[tuple[str, int, int]]:
-    """Under [secagg] the update travels as its masked input: 4 bytes a word mod 2^32, 2 with
-    8-bit levels mod 2^16 (the key exchange's messages, O(neighbours), are not counted)."""
+    """Uplinks under [secagg]: the update travels as its masked input.
+
+    4 bytes a word mod 2^32, 2 with 8-bit levels mod 2^16; the key exchange's messages
+    (O(neighbours) each) are not counted.
+    """
     from murmura.config import Config
     from murmura.privacy.secagg.messages import masked_input_size
 
