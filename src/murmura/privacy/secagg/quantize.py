@@ -12,6 +12,9 @@ of rounding error per client, ``|sum| <= n (c W s + 1)``; the scale is therefore
 
 and the sum of any subset of the n clients cannot wrap. The resolution is ``1 / s``, e.g.
 about 5e-8 for n = 100, c = W = 1, well below float32 precision of typical updates.
+
+:class:`LevelQuantizer` is the compressed alternative (``compression.uplink = "quantize"``):
+8-bit levels on a public grid, summed in the ring 2^16, 2 bytes a word instead of 4.
 """
 
 from __future__ import annotations
