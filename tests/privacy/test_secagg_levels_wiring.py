@@ -98,3 +98,21 @@ def test_a_quantised_secure_run_sends_two_bytes_a_word_and_trains() -> None:
     assert cos > 0.9
     again, _ = _run({"uplink": "quantize"})
     np.testing.assert_array_equal(again.weights, sim.weights)  # same seed, same model
+
+
+def test_per_edge_secure_aggregation_masks_levels_too() -> None:
+    base = _config({"uplink": "quantize"}, clients=12)
+    base["topology"] = {"kind": "tree", "edges": 2}
+    exp = build_experiment(config_from_dict(base))
+    start = exp.simulation.weights.copy()
+    exp.simulation.run(1)
+    edges = list(exp.simulation.clients.values())
+    assert [e.strategy.params.level_bits for e in edges] == [8, 8]  # type: ignore[attr-defined]
+    assert not any(
+        isinstance(c, CompressedLearner) for e in edges for c in e.children.values()  # type: ignore[attr-defined]
+    )
+    plain = build_experiment(config_from_dict({**base, "compression": {}}))
+    plain.simulation.run(1)
+    moved, moved_plain = exp.simulation.weights - start, plain.simulation.weights - start
+    cos = moved @ moved_plain / (np.linalg.norm(moved) * np.linalg.norm(moved_plain))
+    assert 0.9 < cos < 1.0
