@@ -109,7 +109,9 @@ def test_per_edge_secure_aggregation_masks_levels_too() -> None:
     edges = list(exp.simulation.clients.values())
     assert [e.strategy.params.level_bits for e in edges] == [8, 8]  # type: ignore[attr-defined]
     assert not any(
-        isinstance(c, CompressedLearner) for e in edges for c in e.children.values()  # type: ignore[attr-defined]
+        isinstance(c, CompressedLearner)
+        for e in edges
+        for c in e.children.values()  # type: ignore[attr-defined]
     )
     plain = build_experiment(config_from_dict({**base, "compression": {}}))
     plain.simulation.run(1)
