@@ -64,7 +64,7 @@ def test_too_many_clients_for_the_16_bit_ring_are_refused_naming_the_numbers() -
     config_from_dict(_config({"uplink": "quantize"}, clients=258))
     with pytest.raises(
         ConfigError,
-        match="259 clients per round: their summed levels need 17 bits, the 16-bit ring holds "
+        match="up to 259 clients per round: their summed levels need 17 bits, the 16-bit ring holds "
         "at most 258 clients at 8 bits",
     ):
         config_from_dict(_config({"uplink": "quantize"}, clients=259))
@@ -118,3 +118,17 @@ def test_per_edge_secure_aggregation_masks_levels_too() -> None:
     moved, moved_plain = exp.simulation.weights - start, plain.simulation.weights - start
     cos = moved @ moved_plain / (np.linalg.norm(moved) * np.linalg.norm(moved_plain))
     assert 0.9 < cos < 1.0
+
+
+def test_central_dp_adds_its_noise_after_decoding_the_levels() -> None:
+    privacy = {"mode": "central", "clip_norm": 0.5, "noise_multiplier": 1.0}
+    data = _config({"uplink": "quantize"}, clip=None)
+    sim = build_experiment(config_from_dict({**data, "privacy": privacy})).simulation
+    rounds = [r.to_json() for r in sim.run(2).rounds]  # type: ignore[union-attr]
+    for r in rounds:
+        assert r["dp_clip_norm"] == 0.5 and r["epsilon"] > 0
+        assert r["bytes_up_mean"] == masked_input_size(sim.weights.size + 1, 2)
+    # Poisson cohorts may hold every client: the ring must hold all of them
+    with pytest.raises(ConfigError, match="up to 300 clients per round"):
+        config_from_dict({**_config({"uplink": "quantize"}, clients=300), "privacy": privacy,
+                          "strategy": {"fraction": 0.1, "min_clients": 2}})  # fmt: skip

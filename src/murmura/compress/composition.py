@@ -99,10 +99,11 @@ def _check_secagg(cfg: Config) -> None:
             f"secagg.rounding = {cfg.secagg.rounding!r} with {head}: rounding to {bits}-bit "
             "levels must be stochastic to stay unbiased"
         )
-    n = cfg.cohort_size()
+    # central DP samples each client independently (Poisson): any round may hold all of them
+    n = cfg.partition.num_clients if cfg.privacy.mode == "central" else cfg.cohort_size()
     if n > max_clients(bits):
         raise ValueError(
-            f"{head} (bits = {bits}) with secagg.enabled = true and {n} clients per round: "
+            f"{head} (bits = {bits}) with secagg.enabled = true and up to {n} clients per round: "
             f"their summed levels need {ring_bits_needed(bits, n)} bits, the {RING_BITS}-bit "
             f"ring holds at most {max_clients(bits)} clients at {bits} bits; use fewer bits "
             "or fewer clients per round"
