@@ -64,8 +64,8 @@ def test_too_many_clients_for_the_16_bit_ring_are_refused_naming_the_numbers() -
     config_from_dict(_config({"uplink": "quantize"}, clients=258))
     with pytest.raises(
         ConfigError,
-        match="up to 259 clients per round: their summed levels need 17 bits, the 16-bit ring holds "
-        "at most 258 clients at 8 bits",
+        match="up to 259 clients per round: their summed levels need 17 bits, the 16-bit ring "
+        "holds at most 258 clients at 8 bits",
     ):
         config_from_dict(_config({"uplink": "quantize"}, clients=259))
 
