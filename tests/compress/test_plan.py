@@ -93,3 +93,12 @@ def test_command_refuses_a_bad_rate_in_one_line(tmp_path: Path) -> None:
         app, ["plan", "bandwidth", str(cfg), "--uplink", "x", "--downlink", "1"]
     )
     assert out.exit_code == 2 and "rate 'x'" in out.output
+
+
+def test_command_plans_secagg_masked_inputs_in_both_rings(tmp_path: Path) -> None:
+    from murmura.privacy.secagg.messages import masked_input_size
+
+    output = _plan(tmp_path, 'uplink = "quantize"\n[secagg]\nenabled = true')
+    wide, narrow = masked_input_size(4811, 4), masked_input_size(4811, 2)
+    assert "secagg + 8-bit levels" in output
+    assert human(wide) in output and human(narrow) in output and human(narrow) != human(wide)

@@ -57,7 +57,7 @@ def coordinator(a: argparse.Namespace) -> None:
         credentials=keys.Credentials.load(f.cert, f.key, f.ca),
         allowlist=frozenset(a.names.split(",")),
     )
-    params = SecAggParams(clip=1.0, max_weight=MAX_WEIGHT, seed=0)
+    params = SecAggParams(clip=1.0, max_weight=MAX_WEIGHT, seed=0, level_bits=a.levels or None)
     strategy = SecureAggregation(FedAvg(min_clients=2, seed=0), params)
     weights, layout = (big_weights(), BIG_LAYOUT) if a.big else (initial_weights(), LAYOUT)
     asyncio.run(Coordinator(strategy, weights, layout, settings, server).run())
@@ -92,6 +92,7 @@ def main() -> None:
     p.add_argument("--out", default="")
     p.add_argument("--die-after-masked-input", action="store_true")
     p.add_argument("--big", action="store_true")
+    p.add_argument("--levels", type=int, default=0)  # 8: quantised SecAgg, mod 2^16
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     coordinator(a) if a.role == "coordinator" else worker(a)

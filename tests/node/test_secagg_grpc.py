@@ -129,3 +129,51 @@ def test_secagg_round_carries_masked_inputs_over_the_message_limit(procs, tmp_pa
     np.testing.assert_allclose(w1 - w0, expected, atol=2e-6, rtol=0)
     assert np.abs(w1 - w0).max() > 1e-2
     print(f"secure round over gRPC, 1.5M parameters, 4 workers: {elapsed:.1f} s")
+
+
+def test_quantised_secagg_sends_two_bytes_a_word_as_simulated(procs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from murmura.aggregate.buffer import UpdateBuffer
+    from murmura.privacy.secagg.messages import masked_input_size
+    from murmura.strategy import FedAvg
+    from murmura.strategy.secure import SecAggParams, SecureAggregation
+    from murmura.types import RoundMetrics
+
+    names = ["q0", "q1", "q2", "q3"]
+    coord, state = _launch(procs, tmp_path, names, set(), "--levels", "8")
+    assert coord.wait(80) == 0, procs.log("coordinator")
+    assert "SECAGG_UNMASK closed, 4 of 4 answered" in procs.log("coordinator")
+    w0, w1 = procs.checkpoint(state, 0), procs.checkpoint(state, 1)
+    words = w0.size + 1
+    for name in names:
+        sent = re.search(r"SECAGG_MASKED_INPUT sent \((\d+) bytes\)", procs.log(name))
+        assert sent is not None, procs.log(name)
+        assert int(sent.group(1)) == masked_input_size(words, 2)  # 2 bytes a word on the wire
+    db = sqlite3.connect(state / "state.sqlite")
+    ((metrics,),) = db.execute("SELECT metrics FROM rounds WHERE round = 1").fetchall()
+    deployed = json.loads(metrics)
+
+    # the same round in simulation: the same secure strategy over the same updates
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from procs import FakeClient
+    finally:
+        sys.path.pop(0)
+    params = SecAggParams(clip=1.0, max_weight=16.0, seed=0, level_bits=8)
+    sim = SecureAggregation(FedAvg(min_clients=2, seed=0), params)
+    buffer = UpdateBuffer(len(names), w0.size, keep_rows=True)
+    for n in names:
+        fit = FakeClient(n, tmp_path / "out", -1).fit(FitIns(1, w0.copy()))
+        buffer.add(n, fit.update, fit.num_examples, {})
+    w_sim = sim.aggregate(1, w0.copy(), buffer, [])
+    simulated = RoundMetrics(1, participants=0)
+    sim.report(1, simulated)
+    up = {k: v for k, v in deployed.items() if k.startswith("bytes_up")}
+    assert up == {k: v for k, v in simulated.extra.items() if k.startswith("bytes_up")}
+    assert up["bytes_up_mean"] == masked_input_size(words, 2)
+    # unbiased 8-bit levels on the grid clip * max_weight / 127: within 4 steps per client
+    expected = _expected_mean(w0, tmp_path, names)
+    step = 16.0 / 127 * len(names) / 40  # sum error over 4 clients / total weight >= 40
+    assert w_sim is not None
+    np.testing.assert_allclose(w1 - w0, expected, atol=step, rtol=0)
+    np.testing.assert_allclose(w_sim - w0, expected, atol=step, rtol=0)
+    assert np.abs(expected).max() > 10 * step  # the tolerance is well below the step taken

@@ -36,3 +36,11 @@ def test_the_config_binds_the_run_and_round() -> None:
     assert (c.num_clients, c.dim, c.neighbours, c.threshold) == (5, 3, 4, 3)
     assert c.rounding == "deterministic" and c.round_ == 4 and c.context == b"run-x"
     assert c.binding() != setup_config(_setup(), "run-y", 4).binding()
+
+
+def test_level_bits_in_the_setup_select_the_16_bit_ring() -> None:
+    plain = setup_config(_setup(), "run-x", 4)
+    assert plain.level_bits is None and plain.word_bytes == 4
+    levels = setup_config(_setup(level_bits=8), "run-x", 4)
+    assert levels.level_bits == 8 and levels.word_bytes == 2
+    assert levels.binding() != plain.binding()  # keys of one ring never serve the other

@@ -40,7 +40,9 @@ def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
     assert isinstance(cfg, Config)
     codec, back = uplink_codec(cfg), downlink_codec(cfg)
     ups = [("float32", 4 * d, 4 * d)]
-    if codec is not None or back is not None:
+    if cfg.secagg.enabled:
+        ups = _secure_ups(cfg, d, 4 * d if back is None else framed_size(back, d))
+    elif codec is not None or back is not None:
         c = cfg.compression
         label = " / ".join(
             f"{side} {name}" for side, name in (("up", c.uplink), ("down", c.downlink))
@@ -60,6 +62,22 @@ def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
     n = graph.number_of_nodes()
     degree = 2 * graph.number_of_edges() / max(n, 1)
     return [(name, p2p(up, n, degree, links)) for name, up, _ in ups]
+
+
+def _secure_ups(cfg: object, d: int, down: int) -> list[tuple[str, int, int]]:
+    """Uplinks under [secagg]: the update travels as its masked input.
+
+    4 bytes a word mod 2^32, 2 with 8-bit levels mod 2^16; the key exchange's messages
+    (O(neighbours) each) are not counted.
+    """
+    from murmura.config import Config
+    from murmura.privacy.secagg.messages import masked_input_size
+
+    assert isinstance(cfg, Config)
+    ups = [("secagg", masked_input_size(d + 1, 4), down)]
+    if cfg.compression.uplink == "quantize":
+        ups.append(("secagg + 8-bit levels", masked_input_size(d + 1, 2), down))
+    return ups
 
 
 def human(nbytes: float) -> str:

@@ -77,9 +77,15 @@ class CompressedLearner:
 
 
 def uplink_codec(cfg: Config) -> Codec | None:
-    """The [compression] uplink codec, or None for float32."""
+    """The [compression] uplink codec, or None for float32.
+
+    None under ``[secagg]`` too: secure aggregation quantises inside the protocol
+    (``murmura.privacy.secagg.quantize.LevelQuantizer``), the update goes in unencoded.
+    """
     c = cfg.compression
-    return None if c.uplink == "none" else make_codec(c.uplink, **c.args)
+    if c.uplink == "none" or cfg.secagg.enabled:
+        return None
+    return make_codec(c.uplink, **c.args)
 
 
 def make_uplink(cfg: Config, node: str) -> Uplink | None:

@@ -16,7 +16,9 @@ class CompressionSection(Section):
     randk and sign, off for the unbiased ones). ``shared_mask`` (randk only) draws one index
     set per round for every client instead of one per client. Local DP noise is added before
     encoding, central DP noise after decoding and aggregating. Star and tree (the clients'
-    uplink to their edge), simulated and deployed; secure aggregation refuses it.
+    uplink to their edge), simulated and deployed. With ``[secagg]`` only ``quantize`` (8 bits)
+    composes: SecAgg+ masks 8-bit levels on a public grid mod 2^16 (2 bytes a word instead
+    of 4), at most 258 clients per round; the other codecs are refused with the reason.
 
     In P2P, peers exchange ``uplink``-compressed differences by CHOCO-gossip with consensus
     step ``gossip_step`` (required there, refused elsewhere; ``murmura.compress.choco``),

@@ -19,7 +19,9 @@ learners and budgets); ``[compression] downlink`` at ``murmura server``, ``murmu
 --config`` and ``murmura edge`` (``murmura.node.downlink``); CHOCO-gossip (``[compression] uplink``
 in P2P) at ``murmura peer`` (``murmura.compress.choco.PeerCopies``); the server-side sections
 (central DP, ``[secagg]``, ``[anomaly]``) at ``murmura client --config``, which reads only the
-task, partition, seed, hold-out and ``[privacy]``'s client part from it.
+task, partition, seed, hold-out and ``[privacy]``'s client part from it; ``[compression] uplink
+= 'quantize'`` with ``[secagg]`` wherever ``[secagg]`` runs (the coordinator or edge puts the
+level width in ``SecAggSetup``, the worker masks as told).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from murmura.privacy.secagg.messages import (
     UnmaskResponse,
     decode_as,
     encode,
+    masked_input_size,
 )
 from murmura.seeding import derive_seed
 from murmura.strategy.secure import SecureAggregation
@@ -78,13 +79,13 @@ def secagg_config(strategy: SecureAggregation, run_id: str, round_: int, n: int,
         num_clients=n, dim=dim, neighbours=k, threshold=t, clip=p.clip,
         max_weight=1.0 if strategy.clip is not None else p.max_weight, round_=round_,
         graph_seed=derive_seed(p.seed, round_, _GRAPH), rounding=p.rounding,
-        context=run_id.encode(),
+        context=run_id.encode(), level_bits=p.level_bits,
     )  # fmt: skip
 
 
 def answer_limit(config: SecAggConfig) -> int:
     """The largest answer a node may send in a round: its masked input plus a small margin."""
-    masked = len(encode(MaskedInput(0, b""))) + 4 * config.length
+    masked = masked_input_size(config.length, config.word_bytes)
     return masked + ANSWER_MARGIN + PER_NEIGHBOUR * config.neighbours
 
 
@@ -132,6 +133,7 @@ class _ServerSide:
             graph_seed=c.graph_seed, rounding=c.rounding, cohort=self.cohort, index=u,
             dp_clip_norm=dp.clip_norm if dp is not None else 0.0,
             dp_weight_cap=(dp.weight_cap or 0.0) if dp is not None else 0.0,
+            level_bits=c.level_bits or 0,
         ).SerializeToString()  # fmt: skip
         return bytes(setup)
 

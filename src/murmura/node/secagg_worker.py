@@ -57,7 +57,7 @@ def setup_config(setup: spb.SecAggSetup, run_id: str, round_: int) -> SecAggConf
         num_clients=setup.num_clients, dim=setup.dim, neighbours=setup.neighbours,
         threshold=setup.threshold, clip=setup.clip, max_weight=setup.max_weight,
         round_=round_, graph_seed=setup.graph_seed, rounding=rounding,
-        context=run_id.encode(),
+        context=run_id.encode(), level_bits=setup.level_bits or None,
     )  # fmt: skip
 
 

@@ -107,6 +107,15 @@ def apply_secagg(cfg: Config, strategy: Strategy, max_client_examples: int) -> S
         rounding=a.rounding,
         dropout={Stage[name.upper()]: f for name, f in a.dropout.items()},
         seed=cfg.run.seed,
+        level_bits=_level_bits(cfg),
     )
-    log.info("secure aggregation on: clip %.4g, max_weight %s", clip, params.max_weight)
+    log.info("secure aggregation on: clip %.4g, max_weight %s, %s", clip, params.max_weight,
+             "fixed point mod 2**32" if params.level_bits is None
+             else f"{params.level_bits}-bit levels mod 2**16")  # fmt: skip
     return SecureAggregation(strategy, params)
+
+
+def _level_bits(cfg: Config) -> int | None:
+    """Bits of the quantised ring (``compression.uplink = 'quantize'``; checked at load time)."""
+    c = cfg.compression
+    return int(c.args.get("bits", 8)) if c.uplink == "quantize" else None

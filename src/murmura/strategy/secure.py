@@ -37,6 +37,7 @@ from murmura.privacy.secagg import (
     default_threshold,
     run_secagg_round,
 )
+from murmura.privacy.secagg.messages import masked_input_size
 from murmura.seeding import derive_seed
 from murmura.strategy.base import Strategy, Wrapper
 from murmura.strategy.dp import check_linear, client_weights
@@ -60,6 +61,8 @@ class SecAggParams:
     ``[-clip, clip]`` and each weight to ``[0, max_weight]`` before quantisation
     (``max_weight=None``: the round's largest weight, for simulation only).
     ``dropout[stage]`` is the fraction of the cohort that stops answering at that stage.
+    ``level_bits`` quantises each update to that many bits on the public grid and masks in
+    the ring 2^16 (``compression.uplink = 'quantize'``; None: fixed point mod 2^32).
     """
 
     neighbours: int | None = None
@@ -69,6 +72,7 @@ class SecAggParams:
     rounding: Literal["stochastic", "deterministic"] = "stochastic"
     dropout: Mapping[Stage, float] = field(default_factory=dict)
     seed: int = 0
+    level_bits: int | None = None
 
     def graph(self, n: int) -> tuple[int, int]:
         """(k, t) for a cohort of ``n`` clients."""
@@ -184,7 +188,7 @@ class SecureAggregation(Wrapper):
         return run_secagg_round(
             rows, w, threshold=t, neighbours=k, dropouts=dropouts,
             seed=derive_seed(p.seed, round_, _ROUNDING), clip=p.clip,
-            max_weight=max_weight, rounding=p.rounding, round_=round_,
+            max_weight=max_weight, rounding=p.rounding, round_=round_, level_bits=p.level_bits,
         )  # fmt: skip
 
     def _record(
@@ -198,6 +202,12 @@ class SecureAggregation(Wrapper):
         sent = [result.bytes_sent.get(u, 0) for u in result.survivors]
         spent = [result.client_seconds.get(u, 0.0) for u in result.survivors]
         self._report.participants = len(survivors)
+        masked = float(masked_input_size(result.raw_sum.size, result.raw_sum.itemsize))
+        self._report.extra.update(  # the update's bytes: the masked input in the config's ring
+            bytes_up_mean=masked if survivors else 0.0,
+            bytes_up_max=masked if survivors else 0.0,
+            bytes_up_total=masked * len(survivors),
+        )
         self._report.extra.update(
             secagg_aborted=False,
             secagg_survivors=len(survivors),

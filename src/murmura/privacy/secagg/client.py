@@ -196,7 +196,7 @@ class SecAggClient:
 
     def masked_input(self, request: MaskRequest, update: NDArray[np.floating], weight: float,
                      rng: np.random.Generator | None = None) -> MaskedInput:  # fmt: skip
-        """Stage 2b: ``q(w * update, w) + PRG(b_u) + sum_v +-PRG(s_uv)`` mod 2^32.
+        """Stage 2b: ``q(w * update, w) + PRG(b_u) + sum_v +-PRG(s_uv)`` in the config's ring.
 
         ``active`` must be neighbours whose bundles this client accepted; the pairwise mask is
         added when this client's id is the smaller of the pair and subtracted otherwise, so the
@@ -216,16 +216,17 @@ class SecAggClient:
         if quantizer.stochastic and rng is None:
             rng = np.random.default_rng()
         total = quantizer.encode(update, weight, rng)
-        total += crypto.prg(self._seed, self.config.length)
+        length, word = self.config.length, self.config.word_bytes
+        total += crypto.prg(self._seed, length, word)
         for v in active:
             binding = self.config.binding() + crypto.pair_id(self.id, v)
             seed = crypto.agree(self._mask_key, self._peers[v].mask_public, MASK_PURPOSE, binding)
             if self.id < v:
-                total += crypto.prg(seed, self.config.length)
+                total += crypto.prg(seed, length, word)
             else:
-                total -= crypto.prg(seed, self.config.length)
+                total -= crypto.prg(seed, length, word)
         self._masked_with = active
-        return MaskedInput(self.id, total.astype("<u4", copy=False).tobytes())
+        return MaskedInput(self.id, total.astype(f"<u{word}", copy=False).tobytes())
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Stage 3: seed shares of survivors (itself included), key shares of dropped ones, once."""

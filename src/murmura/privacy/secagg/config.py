@@ -8,7 +8,7 @@ from enum import IntEnum
 from typing import Literal
 
 from murmura.errors import ConfigError
-from murmura.privacy.secagg.quantize import Quantizer
+from murmura.privacy.secagg.quantize import LevelQuantizer, Quantizer
 
 
 class Stage(IntEnum):
@@ -53,7 +53,9 @@ class SecAggConfig:
     its contribution. With the complete graph, up to n - t clients may drop after sending
     their masked input. Each
     update coordinate is clipped to [-clip, clip] and each weight to [0, max_weight].
-    ``graph_seed`` is public: it fixes the neighbour graph, not any secret.
+    ``graph_seed`` is public: it fixes the neighbour graph, not any secret. ``level_bits``
+    (8) quantises the update to that many bits on a public grid and masks in the
+    ring 2^16 (:class:`LevelQuantizer`); None keeps the fixed-point ring 2^32.
     """
 
     num_clients: int
@@ -66,6 +68,7 @@ class SecAggConfig:
     graph_seed: int = 0
     rounding: Literal["stochastic", "deterministic"] = "stochastic"
     context: bytes = b""
+    level_bits: int | None = None
 
     def __post_init__(self) -> None:
         n, k, t = self.num_clients, self.neighbours, self.threshold
@@ -89,6 +92,7 @@ class SecAggConfig:
             )
         if self.round_ < 0 or self.graph_seed < 0:
             raise ConfigError("round_ and graph_seed must be non-negative")
+        self.quantizer()  # a quantised round whose sum would wrap fails here, with the numbers
 
     @property
     def length(self) -> int:
@@ -97,9 +101,19 @@ class SecAggConfig:
 
     def binding(self) -> bytes:
         """Bytes that tie keys, signatures and ciphertexts to this round and run."""
-        return b"murmura-secagg/v1|" + self.round_.to_bytes(8, "little") + b"|" + self.context
+        ring = b"" if self.level_bits is None else b"q%d|" % self.level_bits
+        head = b"murmura-secagg/v1|" + ring
+        return head + self.round_.to_bytes(8, "little") + b"|" + self.context
 
-    def quantizer(self) -> Quantizer:
+    @property
+    def word_bytes(self) -> int:
+        """Bytes of one masked word: 4 in the ring 2^32, 2 in the quantised ring 2^16."""
+        return 4 if self.level_bits is None else 2
+
+    def quantizer(self) -> Quantizer | LevelQuantizer:
         """Return the quantiser every party derives from these public parameters."""
         stochastic = self.rounding == "stochastic"
-        return Quantizer(self.num_clients, self.clip, self.max_weight, stochastic)
+        n, c, w = self.num_clients, self.clip, self.max_weight
+        if self.level_bits is None:
+            return Quantizer(n, c, w, stochastic)
+        return LevelQuantizer(n, c, w, self.level_bits, stochastic)

@@ -91,11 +91,14 @@ def verify(identity_public: Ed25519PublicKey, signature: bytes, message: bytes) 
     return True
 
 
-def prg(seed: bytes, length: int) -> NDArray[np.uint32]:
-    """Expand a 16- or 32-byte seed into ``length`` pseudorandom uint32 words (AES-CTR)."""
+def prg(seed: bytes, length: int, word_bytes: int = 4) -> NDArray[np.unsignedinteger]:
+    """Expand a 16- or 32-byte seed into ``length`` pseudorandom words (AES-CTR).
+
+    ``word_bytes`` 4 gives uint32 words (masks mod 2^32), 2 gives uint16 (mod 2^16).
+    """
     if len(seed) not in (16, KEY_BYTES):
         raise ValueError(f"PRG seed must be 16 or {KEY_BYTES} bytes, got {len(seed)}")
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
-    stream = encryptor.update(bytes(4 * length))
+    stream = encryptor.update(bytes(word_bytes * length))
     encryptor.finalize()  # CTR keeps no tail; finalising only releases the context
-    return np.frombuffer(stream, dtype="<u4")
+    return np.frombuffer(stream, dtype=f"<u{word_bytes}")

@@ -229,3 +229,11 @@ def decode_as(data: bytes, kind: type[M]) -> M:
     if not isinstance(msg, kind):
         raise ProtocolError(f"expected a {kind.__name__}, got a {type(msg).__name__}")
     return msg
+
+
+def masked_input_size(length: int, word_bytes: int) -> int:
+    """Bytes of an encoded :class:`MaskedInput` of ``length`` words of ``word_bytes`` each.
+
+    The update's cost on the wire in a secure round, counted alike in simulation and over gRPC.
+    """
+    return len(encode(MaskedInput(0, b""))) + length * word_bytes

@@ -41,7 +41,7 @@ from murmura.privacy.secagg.messages import (
 )
 
 logger = logging.getLogger(__name__)
-U32 = NDArray[np.uint32]
+Ring = NDArray[np.unsignedinteger]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class SecAggResult:
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     excluded: Mapping[int, str]
-    raw_sum: U32
+    raw_sum: Ring
     bytes_sent: Mapping[int, int] = field(default_factory=dict)
     client_seconds: Mapping[int, float] = field(default_factory=dict)
     server_seconds: float = 0.0
@@ -78,7 +78,7 @@ class SecAggServer:
         self._sharers: frozenset[int] = frozenset()
         self._receipts: set[int] = set()
         self._active: dict[int, frozenset[int]] = {}
-        self._total = np.zeros(config.length, dtype=np.uint32)
+        self._total: Ring = np.zeros(config.length, dtype=f"<u{config.word_bytes}")
         self._inputs: set[int] = set()
         self._seed_shares: dict[int, dict[int, bytes]] = {}
         self._key_shares: dict[int, dict[int, bytes]] = {}
@@ -239,15 +239,15 @@ class SecAggServer:
         return MaskRequest(client, tuple(sorted(self._active[client])))
 
     def receive_masked_input(self, msg: MaskedInput) -> None:
-        """Add a masked vector to the running sum (mod 2^32)."""
+        """Add a masked vector to the running sum (mod 2^32, or 2^16 when quantised)."""
         u = msg.client
         if u not in self._active or u in self._inputs or u in self.excluded:
             self.exclude(u, "masked input from a client not asked for one, or sent twice")
             return
-        if len(msg.masked) != 4 * self.config.length:
+        if len(msg.masked) != self.config.word_bytes * self.config.length:
             self.exclude(u, f"masked input of {len(msg.masked)} bytes")
             return
-        self._total += np.frombuffer(msg.masked, dtype="<u4")
+        self._total += np.frombuffer(msg.masked, dtype=self._total.dtype)
         self._inputs.add(u)
 
     def _needed(self) -> tuple[frozenset[int], frozenset[int]]:
@@ -312,9 +312,9 @@ class SecAggServer:
         key_holders = {u: set(self._key_shares.get(u, {})) for u in dropped}
         self._require(Stage.UNMASK, seed_holders | key_holders)
         total = self._total.copy()
-        t, length = self.config.threshold, self.config.length
+        t, length, word = self.config.threshold, self.config.length, self.config.word_bytes
         for u in sorted(survivors):
-            total -= crypto.prg(shamir.combine(self._seed_shares[u], t), length)
+            total -= crypto.prg(shamir.combine(self._seed_shares[u], t), length, word)
         for u in sorted(dropped):
             self._remove_pair_masks(total, u, shamir.combine(self._key_shares[u], t), survivors)
         weighted_sum, total_weight = self.config.quantizer().decode(total)
@@ -325,7 +325,7 @@ class SecAggServer:
         )  # fmt: skip
 
     def _remove_pair_masks(
-        self, total: U32, dropped: int, key_seed: bytes, survivors: frozenset[int]
+        self, total: Ring, dropped: int, key_seed: bytes, survivors: frozenset[int]
     ) -> None:
         """Cancel the masks survivors added for a neighbour that dropped before sending input."""
         key = crypto.mask_key_from_seed(key_seed, self.config.binding())
@@ -336,7 +336,7 @@ class SecAggServer:
         for v in sorted(self._active[dropped] & survivors):
             binding = self.config.binding() + crypto.pair_id(dropped, v)
             seed = crypto.agree(key, self._keys[v].mask_public, MASK_PURPOSE, binding)
-            mask = crypto.prg(seed, self.config.length)
+            mask = crypto.prg(seed, self.config.length, self.config.word_bytes)
             # v added +mask if v < dropped, -mask otherwise; undo it.
             if v < dropped:
                 total -= mask

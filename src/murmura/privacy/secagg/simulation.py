@@ -145,6 +145,7 @@ def run_secagg_round(
     rounding: Literal["stochastic", "deterministic"] = "stochastic",
     round_: int = 0,
     intercept: Intercept | None = None,
+    level_bits: int | None = None,
 ) -> SecAggResult:
     """Run one SecAgg+ round over ``updates`` (n, d) with per-client ``weights``, in memory.
 
@@ -157,7 +158,8 @@ def run_secagg_round(
     the largest weight; a deployment must fix it in advance. ``seed`` fixes the public graph
     and the rounding noise, never key material. ``neighbours`` and ``threshold`` default to
     :func:`default_neighbours` and :func:`default_threshold`. Raises :class:`SecAggAbort`
-    when some closed neighbourhood keeps fewer than ``threshold`` members.
+    when some closed neighbourhood keeps fewer than ``threshold`` members. ``level_bits``
+    quantises to that many bits on the public grid and masks mod 2^16 (``LevelQuantizer``).
     """
     n, d = np.shape(updates)
     w = np.asarray(weights, dtype=np.float64)
@@ -168,7 +170,7 @@ def run_secagg_round(
         num_clients=n, dim=d, neighbours=k,
         threshold=default_threshold(k) if threshold is None else threshold,
         clip=clip, max_weight=float(max_weight or w.max() or 1.0),
-        round_=round_, graph_seed=seed, rounding=rounding,
+        round_=round_, graph_seed=seed, rounding=rounding, level_bits=level_bits,
     )  # fmt: skip
     gone: set[int] = set()
     present: dict[Stage, Set[int]] = {}

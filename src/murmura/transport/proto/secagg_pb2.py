@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from murmura.transport.proto import murmura_pb2 as murmura_dot_transport_dot_proto_dot_murmura__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$murmura/transport/proto/secagg.proto\x12\nmurmura.v1\x1a%murmura/transport/proto/murmura.proto\"\x89\x01\n\x12SecAggFetchRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0f\n\x07wait_ms\x18\x06 \x01(\r\"\xc1\x01\n\x10SecAggFetchReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.murmura.v1.SecAggStatus\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x88\x01\n\x11SecAggSendRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"W\n\x0fSecAggSendReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xea\x01\n\x0bSecAggSetup\x12\x13\n\x0bnum_clients\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\x04\x12\x12\n\nneighbours\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x0c\n\x04\x63lip\x18\x05 \x01(\x01\x12\x12\n\nmax_weight\x18\x06 \x01(\x01\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04\x12\x10\n\x08rounding\x18\x08 \x01(\t\x12\x0e\n\x06\x63ohort\x18\t \x03(\t\x12\r\n\x05index\x18\n \x01(\r\x12\x14\n\x0c\x64p_clip_norm\x18\x0b \x01(\x01\x12\x15\n\rdp_weight_cap\x18\x0c \x01(\x01\":\n\x0cSecAggAdvert\x12\x11\n\tadvertise\x18\x01 \x01(\x0c\x12\x17\n\x0fidentity_public\x18\x02 \x01(\x0c\"0\n\x0eSecAggIdentity\x12\x0e\n\x06\x63lient\x18\x01 \x01(\r\x12\x0e\n\x06public\x18\x02 \x01(\x0c\"X\n\x0fSecAggDirectory\x12\x15\n\rkey_directory\x18\x01 \x01(\x0c\x12.\n\nidentities\x18\x02 \x03(\x0b\x32\x1a.murmura.v1.SecAggIdentity\"\x98\x01\n\x12SecAggStreamHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0e\n\x06length\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"n\n\x0eSecAggSendPart\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.murmura.v1.SecAggStreamHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part*\x91\x01\n\nSecAggStep\x12\x1b\n\x17SECAGG_STEP_UNSPECIFIED\x10\x00\x12\x14\n\x10SECAGG_ADVERTISE\x10\x01\x12\x10\n\x0cSECAGG_SHARE\x10\x02\x12\x12\n\x0eSECAGG_RECEIPT\x10\x03\x12\x17\n\x13SECAGG_MASKED_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05*s\n\x0cSecAggStatus\x12\x1d\n\x19SECAGG_STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSECAGG_READY\x10\x01\x12\x0f\n\x0bSECAGG_WAIT\x10\x02\x12\x0f\n\x0bSECAGG_LEFT\x10\x03\x12\x10\n\x0cSECAGG_ENDED\x10\x04\x32\xdc\x01\n\x06SecAgg\x12\x45\n\x05\x46\x65tch\x12\x1e.murmura.v1.SecAggFetchRequest\x1a\x1c.murmura.v1.SecAggFetchReply\x12\x42\n\x04Send\x12\x1d.murmura.v1.SecAggSendRequest\x1a\x1b.murmura.v1.SecAggSendReply\x12G\n\nSendStream\x12\x1a.murmura.v1.SecAggSendPart\x1a\x1b.murmura.v1.SecAggSendReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$murmura/transport/proto/secagg.proto\x12\nmurmura.v1\x1a%murmura/transport/proto/murmura.proto\"\x89\x01\n\x12SecAggFetchRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0f\n\x07wait_ms\x18\x06 \x01(\r\"\xc1\x01\n\x10SecAggFetchReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.murmura.v1.SecAggStatus\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x88\x01\n\x11SecAggSendRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"W\n\x0fSecAggSendReply\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xfe\x01\n\x0bSecAggSetup\x12\x13\n\x0bnum_clients\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\x04\x12\x12\n\nneighbours\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x0c\n\x04\x63lip\x18\x05 \x01(\x01\x12\x12\n\nmax_weight\x18\x06 \x01(\x01\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04\x12\x10\n\x08rounding\x18\x08 \x01(\t\x12\x0e\n\x06\x63ohort\x18\t \x03(\t\x12\r\n\x05index\x18\n \x01(\r\x12\x14\n\x0c\x64p_clip_norm\x18\x0b \x01(\x01\x12\x15\n\rdp_weight_cap\x18\x0c \x01(\x01\x12\x12\n\nlevel_bits\x18\r \x01(\r\":\n\x0cSecAggAdvert\x12\x11\n\tadvertise\x18\x01 \x01(\x0c\x12\x17\n\x0fidentity_public\x18\x02 \x01(\x0c\"0\n\x0eSecAggIdentity\x12\x0e\n\x06\x63lient\x18\x01 \x01(\r\x12\x0e\n\x06public\x18\x02 \x01(\x0c\"X\n\x0fSecAggDirectory\x12\x15\n\rkey_directory\x18\x01 \x01(\x0c\x12.\n\nidentities\x18\x02 \x03(\x0b\x32\x1a.murmura.v1.SecAggIdentity\"\x98\x01\n\x12SecAggStreamHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0c\n\x04node\x18\x04 \x01(\t\x12$\n\x04step\x18\x05 \x01(\x0e\x32\x16.murmura.v1.SecAggStep\x12\x0e\n\x06length\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"n\n\x0eSecAggSendPart\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.murmura.v1.SecAggStreamHeaderH\x00\x12\"\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x11.murmura.v1.ChunkH\x00\x42\x06\n\x04part*\x91\x01\n\nSecAggStep\x12\x1b\n\x17SECAGG_STEP_UNSPECIFIED\x10\x00\x12\x14\n\x10SECAGG_ADVERTISE\x10\x01\x12\x10\n\x0cSECAGG_SHARE\x10\x02\x12\x12\n\x0eSECAGG_RECEIPT\x10\x03\x12\x17\n\x13SECAGG_MASKED_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05*s\n\x0cSecAggStatus\x12\x1d\n\x19SECAGG_STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSECAGG_READY\x10\x01\x12\x0f\n\x0bSECAGG_WAIT\x10\x02\x12\x0f\n\x0bSECAGG_LEFT\x10\x03\x12\x10\n\x0cSECAGG_ENDED\x10\x04\x32\xdc\x01\n\x06SecAgg\x12\x45\n\x05\x46\x65tch\x12\x1e.murmura.v1.SecAggFetchRequest\x1a\x1c.murmura.v1.SecAggFetchReply\x12\x42\n\x04Send\x12\x1d.murmura.v1.SecAggSendRequest\x1a\x1b.murmura.v1.SecAggSendReply\x12G\n\nSendStream\x12\x1a.murmura.v1.SecAggSendPart\x1a\x1b.murmura.v1.SecAggSendReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'murmura.transport.proto.secagg_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SECAGGSTEP']._serialized_start=1360
-  _globals['_SECAGGSTEP']._serialized_end=1505
-  _globals['_SECAGGSTATUS']._serialized_start=1507
-  _globals['_SECAGGSTATUS']._serialized_end=1622
+  _globals['_SECAGGSTEP']._serialized_start=1380
+  _globals['_SECAGGSTEP']._serialized_end=1525
+  _globals['_SECAGGSTATUS']._serialized_start=1527
+  _globals['_SECAGGSTATUS']._serialized_end=1642
   _globals['_SECAGGFETCHREQUEST']._serialized_start=92
   _globals['_SECAGGFETCHREQUEST']._serialized_end=229
   _globals['_SECAGGFETCHREPLY']._serialized_start=232
@@ -45,17 +45,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECAGGSENDREPLY']._serialized_start=566
   _globals['_SECAGGSENDREPLY']._serialized_end=653
   _globals['_SECAGGSETUP']._serialized_start=656
-  _globals['_SECAGGSETUP']._serialized_end=890
-  _globals['_SECAGGADVERT']._serialized_start=892
-  _globals['_SECAGGADVERT']._serialized_end=950
-  _globals['_SECAGGIDENTITY']._serialized_start=952
-  _globals['_SECAGGIDENTITY']._serialized_end=1000
-  _globals['_SECAGGDIRECTORY']._serialized_start=1002
-  _globals['_SECAGGDIRECTORY']._serialized_end=1090
-  _globals['_SECAGGSTREAMHEADER']._serialized_start=1093
-  _globals['_SECAGGSTREAMHEADER']._serialized_end=1245
-  _globals['_SECAGGSENDPART']._serialized_start=1247
-  _globals['_SECAGGSENDPART']._serialized_end=1357
-  _globals['_SECAGG']._serialized_start=1625
-  _globals['_SECAGG']._serialized_end=1845
+  _globals['_SECAGGSETUP']._serialized_end=910
+  _globals['_SECAGGADVERT']._serialized_start=912
+  _globals['_SECAGGADVERT']._serialized_end=970
+  _globals['_SECAGGIDENTITY']._serialized_start=972
+  _globals['_SECAGGIDENTITY']._serialized_end=1020
+  _globals['_SECAGGDIRECTORY']._serialized_start=1022
+  _globals['_SECAGGDIRECTORY']._serialized_end=1110
+  _globals['_SECAGGSTREAMHEADER']._serialized_start=1113
+  _globals['_SECAGGSTREAMHEADER']._serialized_end=1265
+  _globals['_SECAGGSENDPART']._serialized_start=1267
+  _globals['_SECAGGSENDPART']._serialized_end=1377
+  _globals['_SECAGG']._serialized_start=1645
+  _globals['_SECAGG']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)

@@ -101,7 +101,7 @@ class SecAggSendReply(_message.Message):
     def __init__(self, version: _Optional[int] = ..., accepted: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SecAggSetup(_message.Message):
-    __slots__ = ("num_clients", "dim", "neighbours", "threshold", "clip", "max_weight", "graph_seed", "rounding", "cohort", "index", "dp_clip_norm", "dp_weight_cap")
+    __slots__ = ("num_clients", "dim", "neighbours", "threshold", "clip", "max_weight", "graph_seed", "rounding", "cohort", "index", "dp_clip_norm", "dp_weight_cap", "level_bits")
     NUM_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class SecAggSetup(_message.Message):
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DP_CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     DP_WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_BITS_FIELD_NUMBER: _ClassVar[int]
     num_clients: int
     dim: int
     neighbours: int
@@ -126,7 +127,8 @@ class SecAggSetup(_message.Message):
     index: int
     dp_clip_norm: float
     dp_weight_cap: float
-    def __init__(self, num_clients: _Optional[int] = ..., dim: _Optional[int] = ..., neighbours: _Optional[int] = ..., threshold: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[float] = ..., graph_seed: _Optional[int] = ..., rounding: _Optional[str] = ..., cohort: _Optional[_Iterable[str]] = ..., index: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_weight_cap: _Optional[float] = ...) -> None: ...
+    level_bits: int
+    def __init__(self, num_clients: _Optional[int] = ..., dim: _Optional[int] = ..., neighbours: _Optional[int] = ..., threshold: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[float] = ..., graph_seed: _Optional[int] = ..., rounding: _Optional[str] = ..., cohort: _Optional[_Iterable[str]] = ..., index: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_weight_cap: _Optional[float] = ..., level_bits: _Optional[int] = ...) -> None: ...
 
 class SecAggAdvert(_message.Message):
     __slots__ = ("advertise", "identity_public")
