@@ -96,7 +96,7 @@ def test_a_federation_config_holds_only_server_and_federation(tmp_path: Path) ->
     assert fed.federation.max_concurrent_jobs == 1 and fed.state_dir == Path("st")
 
 
-def test_the_policy_decides_before_the_data_is_read_and_the_charge_follows_it() -> None:
+def test_the_policy_decides_before_the_data_is_read_and_the_first_fit_is_charged() -> None:
     seen: list[tuple[str, ...]] = []
 
     def admission(cfg: object, submitter: str) -> object:
@@ -105,9 +105,14 @@ def test_the_policy_decides_before_the_data_is_read_and_the_charge_follows_it() 
             return "max_rounds = 1 < the job's 2"
         return lambda job_id: seen.append(("charge", job_id))
 
+    class Learner:
+        def fit(self, ins: object) -> str:
+            seen.append(("fit",))
+            return "trained"
+
     def make(cfg: object) -> object:
         seen.append(("data",))
-        return object()
+        return Learner()
 
     site = StandingSite("127.0.0.1:1", "site-a", None, make, admission)  # type: ignore[arg-type]
     offer = {"id": "job-1", "address": "127.0.0.1:2", "submitter": "alice", "config": JOB}
@@ -117,4 +122,6 @@ def test_the_policy_decides_before_the_data_is_read_and_the_charge_follows_it() 
     one_round = {**offer, "id": "job-2", "config": JOB.replace("rounds = 2", "rounds = 1")}
     worker = site._prepare(one_round)
     worker.close()
-    assert seen[1:] == [("policy", "alice"), ("data",), ("charge", "job-2")]
+    assert seen[1:] == [("policy", "alice"), ("data",)]  # accepted: nothing released yet
+    assert worker.client.fit(None) == "trained" and worker.client.fit(None) == "trained"
+    assert seen[3:] == [("charge", "job-2"), ("fit",), ("fit",)]  # charged once, first

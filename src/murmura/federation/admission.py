@@ -2,9 +2,9 @@
 
 The rules and the budget are ``murmura.federation.policy`` and ``murmura.federation.budget``
 (``site_guard.admit``): a job the policy refuses gets the site's reason; an accepted job
-with differential privacy is charged to the site's ledger once the site's client is built,
-before it answers, under the federation's job id (idempotent: a site restarted mid-job that
-accepts the job again is not charged twice).
+with differential privacy is charged to the site's ledger when the site first trains for
+it, under the federation's job id (idempotent: a site restarted mid-job that accepts the
+job again is not charged twice).
 """
 
 from __future__ import annotations

@@ -169,6 +169,10 @@ class JobRunner:
 
         cfg, timing = parse_job(job.config, job.id)
         section = job_server(self.fed, timing, job_dir(self.fed.state_dir, job.id))
+        need = max(section.min_nodes, cfg.strategy.min_clients)
+        # the statistics phase waits for min_nodes: as many sites as the first round, not
+        # whichever site joined first (its figures alone would scale every site's features)
+        section = section.model_copy(update={"min_nodes": need})
         async with self._building:  # one at a time: the model init seeds torch's global RNG
             coordinator = await asyncio.to_thread(build_coordinator, cfg, section, self.insecure)
         task = asyncio.create_task(coordinator.run())
@@ -178,7 +182,6 @@ class JobRunner:
             if not task.done():
                 assert coordinator.run_id is not None
                 self.store.set_run(job.id, coordinator.run_id)
-                need = max(section.min_nodes, cfg.strategy.min_clients)
                 address = f"{section.host}:{coordinator.port}"
                 self.active[job.id] = ActiveJob(job, address, need, time.monotonic())
                 self.notify()

@@ -57,18 +57,22 @@ def admit(policy: SitePolicy, site_file: Path, job: Config, submitter: str | Non
 class ChargedClient:
     """A site's client that charges the job to the ledger before its first training round.
 
-    Everything but ``fit`` is the wrapped client's (its model, evaluation, local data).
+    ``charge`` is ``Admitted.charge`` (or a standing site's ``Charge``): a site that accepted
+    a job but never trained for it (it joined after the last round) has released nothing and
+    is charged nothing. Everything but ``fit`` is the wrapped client's.
     """
 
-    def __init__(self, inner: Any, admitted: Admitted, job_id: Callable[[], str]) -> None:
-        self.inner, self.admitted, self.job_id = inner, admitted, job_id
+    def __init__(
+        self, inner: Any, charge: Callable[[str], None], job_id: Callable[[], str]
+    ) -> None:
+        self.inner, self.charge, self.job_id = inner, charge, job_id
         self._charged: str | None = None
 
     def fit(self, ins: FitIns) -> FitRes:
         """Charge the job (once per job id), then train."""
         job_id = self.job_id()
         if self._charged != job_id:
-            self.admitted.charge(job_id)
+            self.charge(job_id)
             self._charged = job_id
         res: FitRes = self.inner.fit(ins)
         return res

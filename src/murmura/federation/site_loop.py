@@ -6,8 +6,9 @@ The site asks the federation's coordinator for jobs (a long poll), and for each 
 2. checks it against the site's ``[policy]`` and privacy budget before touching any data
    (``admission``);
 3. builds its client on the local data, exactly as ``murmura client --site --config`` does,
-   charges a job with differential privacy to the site's budget, and answers: accepted, or
-   refused with the reason (the admin sees it in ``job status``);
+   and answers: accepted, or refused with the reason (the admin sees it in ``job status``);
+   a job with differential privacy is charged to the site's budget when the site first
+   trains for it (a site that joins after the last round released nothing);
 4. runs the job's worker in a thread against the job's own coordinator address.
 
 It stays up after each job. When the coordinator goes away it retries with exponential
@@ -173,8 +174,12 @@ class StandingSite:
         verdict = self.admission(cfg, str(offer.get("submitter", "")))  # before any data
         if isinstance(verdict, str):
             raise MurmuraError(verdict)
+        from murmura.federation.site_guard import ChargedClient
+        from murmura.node.site import RefusedSite
+
         client = self.make_client(cfg)  # reads the local data
-        verdict(job_id)  # charged once the site can take part (BudgetExceeded: refused)
+        if not isinstance(client, RefusedSite):  # it releases nothing
+            client = ChargedClient(client, verdict, lambda: job_id)  # charged when it trains
         link = CoordinatorLink(str(offer["address"]), self.node, self.credentials)
         return Worker(link, client, limits=self.limits, uplink=make_uplink(cfg, self.node))
 

@@ -393,7 +393,7 @@ def _worker(
         from murmura.node.site import RefusedSite
 
         if not isinstance(local, RefusedSite):  # it releases nothing
-            local = ChargedClient(local, admitted, lambda: link.run_id)
+            local = ChargedClient(local, admitted.charge, lambda: link.run_id)
     return Worker(link, local, limits=limits, uplink=uplink, downlink=downlink)
 
 
