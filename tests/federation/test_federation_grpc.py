@@ -259,6 +259,9 @@ def test_a_site_whose_policy_refuses_a_job_gives_its_reason(federation: Federati
         ["client", "--server", fed.target, "--site", "site-b.toml", "--cert", "keys/site-b.pem",
          "--key", "keys/site-b.key", "--ca", "keys/ca.pem"], "site-b.log"))  # fmt: skip
     _wait(lambda: (fed.root / "state" / "address").exists(), 60, "the federation to listen")
+    for name in ("site-a", "site-b"):  # both connected: a refusal with nobody pending fails fast
+        log = fed.root / f"{name}.log"
+        _wait(lambda log=log: "waiting for jobs" in log.read_text(), 120, f"{name} to connect")
     job = fed.call("Submit", config=JOB.format(name="two", rounds=2, epochs=1), name="two")
     got = fed.wait_status(job["job"]["id"], "failed")
     assert got["reason"].startswith("too few sites accepted (1, needs 2): site-b refused: ")
