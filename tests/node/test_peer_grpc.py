@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
-PEERS, ROUNDS, KILLED = 8, 24, 3
+PEERS, ROUNDS, KILLED = 8, 40, 3  # rounds enough for a restart under load to find its neighbours
 
 CONFIG = """
 [run]
