@@ -53,6 +53,10 @@ class FederationSection(BaseModel):
     """Where each job's rounds are served (default: ``[server] host``), on a port of its own."""
     admins: list[str] | None = None
     """Admin certificate names allowed to use the job API; None: every admin certificate."""
+    max_requests_per_minute: float = Field(60.0, gt=0)
+    """Submit, Abort and Download calls one admin may make per minute (RESOURCE_EXHAUSTED after)."""
+    request_burst: int = Field(10, ge=1)
+    """Of those, how many may come at once (a token bucket this deep, refilled at that rate)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,8 @@ async def serve(fed: FederationConfig, insecure: bool = False) -> None:
     capture = JobLogHandler(fed.state_dir)
     logging.getLogger("murmura").addHandler(capture)
     server = aio.server(options=server_channel_options(opts))
-    server.add_generic_rpc_handlers((handlers(FederationService(fed, store, runner, ledger)),))
+    service = FederationService(fed, store, runner, ledger)
+    server.add_generic_rpc_handlers((handlers(service),))
     address = f"{opts.host}:{opts.port}"
     try:
         if opts.credentials is None:
@@ -61,6 +62,7 @@ async def serve(fed: FederationConfig, insecure: bool = False) -> None:
     finally:
         runner.notify()  # waiting sites get their answer before the server stops
         await server.stop(grace=1.0)
+        service.flush_repeats()  # the counts of refusals still in a window
         logging.getLogger("murmura").removeHandler(capture)
         store.close()
         ledger.close()

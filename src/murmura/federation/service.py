@@ -8,6 +8,10 @@ naming the admin. ``Offer`` and ``Answer`` are the sites' (worker certificates, 
 ``[server] allowlist`` when set): a site long-polls ``Offer`` for a running job it has not
 answered (or, restarted, is no longer running), checks it against its policy and tells
 ``Answer``; ``Offer`` also tells a site to stop a job that has ended.
+
+Refusals are logged through a ``RepeatLimiter`` (one line per identity and code a window, then
+one count), and each admin's Submit, Abort and Download pass a token bucket (``rate``) first:
+over ``[federation] max_requests_per_minute`` a call gets RESOURCE_EXHAUSTED and writes nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from murmura.console import say
 from murmura.errors import ConfigError, MurmuraError, ProtocolError
 from murmura.federation import wire
 from murmura.federation.config import FederationConfig, parse_job
+from murmura.federation.rate import RequestLimiter
 from murmura.federation.runner import JobRunner, job_dir
 from murmura.federation.store import JobStore
 from murmura.ops.audit import AuditLedger, read_records
 from murmura.transport import keys
 from murmura.transport.grpc_server import NODE_HEADER
+from murmura.transport.repeats import Repeat, RepeatLimiter
 
 log = logging.getLogger(__name__)
 CHUNK = 512 * 1024
@@ -49,6 +55,36 @@ class FederationService:
     ) -> None:
         self.fed, self.store, self.runner, self.ledger = fed, store, runner, ledger
         self.tls = fed.server.cert is not None
+        self.repeats = RepeatLimiter()
+        f = fed.federation
+        self.requests = RequestLimiter(f.max_requests_per_minute, f.request_burst)
+
+    # -- refusals ----------------------------------------------------------------------
+    async def _refuse(self, context: Context, name: str, code: str, why: str) -> None:
+        """Log a refusal (only the first of its identity and code a window), then abort."""
+        self._report_repeats(self.repeats.closed())
+        who = name or "-"
+        if self.repeats.first(who, code, {"repeat_of": "refused", "code": code, "reason": why}):
+            log.warning("job API refused %s (%s): %s", who, code, why)
+        await context.abort(grpc.StatusCode[code], why)
+
+    def flush_repeats(self) -> None:
+        """Log the counts of refusals still in a window (at shutdown)."""
+        self._report_repeats(self.repeats.drain())
+
+    @staticmethod
+    def _report_repeats(repeats: list[Repeat]) -> None:
+        for rep in repeats:
+            log.warning("job API refused %s: %s", rep.identity, rep)
+
+    async def _admit(self, context: Context, admin: str, method: str) -> None:
+        """Refuse a write call (RESOURCE_EXHAUSTED) over the admin's request rate."""
+        wait = self.requests.admit(admin)
+        if wait > 0:
+            limit = self.fed.federation.max_requests_per_minute
+            why = (f"{method}: admin {admin!r} is over [federation] max_requests_per_minute "
+                   f"= {limit:g}; retry in {wait:.1f} s")  # fmt: skip
+            await self._refuse(context, admin, "RESOURCE_EXHAUSTED", why)
 
     # -- identity ----------------------------------------------------------------------
     async def _caller(self, context: Context) -> tuple[str, str]:
@@ -58,7 +94,7 @@ class FederationService:
             return str(md.get(NODE_HEADER, "")), "worker"
         pems = context.auth_context().get("x509_pem_cert") or []
         if not pems:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+            await self._refuse(context, "", "UNAUTHENTICATED", "no client certificate")
         return keys.identity_of(bytes(pems[0]))
 
     async def _admin(self, context: Context) -> str:
@@ -70,12 +106,10 @@ class FederationService:
                 if not self.tls
                 else (f"certificate {name!r} has role {role!r}; the job API needs an admin's")
             )
-            log.warning("job API refused %s: %s", name or "-", why)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            await self._refuse(context, name, "PERMISSION_DENIED", why)
         if admins is not None and name not in admins:
             why = f"admin {name!r} is not in [federation] admins"
-            log.warning("job API refused %s: %s", name, why)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            await self._refuse(context, name, "PERMISSION_DENIED", why)
         return name
 
     async def _site(self, context: Context) -> str:
@@ -83,7 +117,7 @@ class FederationService:
         allow = self.fed.server.allowlist
         if not name or role not in keys.CHILD_ROLES or (allow is not None and name not in allow):
             why = f"{name or '-'!r} (role {role!r}) may not take jobs here"
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            await self._refuse(context, name, "PERMISSION_DENIED", why)
         return name
 
     # -- admin calls -------------------------------------------------------------------
@@ -136,10 +170,11 @@ class FederationService:
     async def download(self, req: dict[str, Any], context: Context) -> AsyncIterator[bytes]:
         """Stream the job's outputs: final model, metrics, summary, plots, ledger extract."""
         admin = await self._admin(context)
+        await self._admit(context, admin, "Download")
         try:
             job = self.store.get(wire.text(wire.decode(req["raw"]), "id", 64))
         except (MurmuraError, ProtocolError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._refuse(context, admin, "INVALID_ARGUMENT", str(exc))
             raise
         files = job_outputs(self.fed.state_dir, job.id, job.run_id)
         self.ledger.append(job.id, 0, admin, "job_download", files=len(files))
@@ -219,9 +254,11 @@ Handler = Callable[[dict[str, Any], Context, str], Awaitable[dict[str, Any]]]
 def handlers(svc: FederationService) -> grpc.GenericRpcHandler:
     """The gRPC handlers: each checks its caller, decodes, runs, and encodes the reply."""
 
-    def unary(fn: Handler, who: Callable[[Context], Awaitable[str]]) -> Any:
+    def unary(fn: Handler, who: Callable[[Context], Awaitable[str]], write: str = "") -> Any:
         async def call(raw: bytes, context: Context) -> bytes:
             caller = await who(context)
+            if write:  # a ledger record (and a job row) per call: rate-limited
+                await svc._admit(context, caller, write)
             try:
                 reply = await fn(wire.decode(raw), context, caller)
             except ConfigError as exc:  # the job's config, or an unknown job: the caller's
@@ -229,7 +266,7 @@ def handlers(svc: FederationService) -> grpc.GenericRpcHandler:
                 await context.abort(grpc.StatusCode[code], str(exc))
             except (ProtocolError, ValueError, TypeError, KeyError) as exc:  # a malformed request
                 why = f"{type(exc).__name__}: {exc}"
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+                await svc._refuse(context, caller, "INVALID_ARGUMENT", why)
             return wire.encode(reply)
 
         return grpc.unary_unary_rpc_method_handler(call, None, None)
@@ -242,10 +279,10 @@ def handlers(svc: FederationService) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         wire.SERVICE,
         {
-            "Submit": unary(svc.submit, admin),
+            "Submit": unary(svc.submit, admin, "Submit"),
             "List": unary(svc.list_jobs, admin),
             "Status": unary(svc.status, admin),
-            "Abort": unary(svc.abort, admin),
+            "Abort": unary(svc.abort, admin, "Abort"),
             "Logs": unary(svc.logs, admin),
             "Download": grpc.unary_stream_rpc_method_handler(download, None, None),
             "Offer": unary(svc.offer, site),
