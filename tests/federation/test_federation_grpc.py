@@ -5,7 +5,8 @@ sites (``--partition``) run both, one after the other; the coordinator is SIGKIL
 the first runs and the second waits, and comes back with the queue intact and the first
 resumed from its checkpoint (its final model equals an uninterrupted run's); an abort stops
 a running job and the next job still runs; a worker certificate gets PERMISSION_DENIED on
-the job API; the sites stay up throughout; every admin action is a signed ledger record.
+the job API; the job after the abort runs under secure aggregation (SecAgg+); the sites
+stay up throughout; every admin action is a signed ledger record.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ min_clients = 2
 min_nodes = 2
 round_timeout = 60
 """
+
+SECAGG = "[secagg]\nenabled = true\nmax_weight = 1000\n"  # a site's ~900 digits
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -184,6 +187,11 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
     with pytest.raises(FederationError) as err:
         fed.call("Status", id="job-99")
     assert err.value.code == "NOT_FOUND"
+    tree = JOB.format(name="tree", rounds=2, epochs=1) + '[topology]\nkind = "tree"\n'
+    with pytest.raises(FederationError) as err:  # refused at submission, with the reason
+        fed.call("Submit", config=tree, name="tree")
+    assert err.value.code == "FAILED_PRECONDITION", err.value.reason
+    assert "kind = 'tree'" in err.value.reason and "murmura edge --standing" in err.value.reason
 
     long = JOB.format(name="long", rounds=8, epochs=4)
     first = fed.call("Submit", config=long, name="long")["job"]["id"]
@@ -214,9 +222,12 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
     assert fed.wait_status(doomed, "aborted", 60)["reason"] == "aborted by alice"
     shown = _job_cli(fed, "status", doomed)
     assert "aborted" in shown and "site site-a: accepted" in shown
-    last = fed.call("Submit", config=JOB.format(name="after", rounds=2, epochs=1),
-                    name="after")["job"]["id"]  # fmt: skip
+    secure = JOB.format(name="after", rounds=2, epochs=1) + SECAGG  # the next job: SecAgg+
+    last = fed.call("Submit", config=secure, name="after")["job"]["id"]
     assert fed.wait_status(last, "done")["reason"].startswith("2 rounds")
+    metrics = (fed.root / "state" / "jobs" / last / "runs").glob("*/metrics.jsonl")
+    rounds = [json.loads(line) for f in metrics for line in f.read_text().splitlines()]
+    assert [(r["secagg_survivors"], r["secagg_aborted"]) for r in rounds] == [(2, False)] * 2
     assert all(p.poll() is None for p in fed.sites)
 
     listed = fed.call("List")["jobs"]

@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 CHUNK = 512 * 1024
 OUTPUTS = ("model.safetensors", "metrics.jsonl", "summary.json", "config.toml", "stats.json")
 MAX_LOG_BYTES = 1 << 20
+_NOT_STAR = (
+    "a standing federation runs star jobs only: its sites are workers under the job's own "
+    "coordinator; a tree job would need standing edges (no `murmura edge --standing` waits "
+    "for jobs) and a job section naming each edge's sites (a tree's children are named only "
+    "in each `murmura edge` config's [edge] allowlist); deploy a tree with `murmura server`, "
+    "`murmura edge` and `murmura client` instead"
+)
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
 
@@ -126,11 +133,8 @@ class FederationService:
         config = wire.text(req, "config", wire.MAX_REQUEST_BYTES)
         name = wire.text(req, "name", 200) or "job"
         cfg, _ = parse_job(config, name)  # a config error is the admin's reason
-        if cfg.topology.kind != "star":  # a tree's edges are not standing nodes (yet)
-            raise ConfigError(
-                f"{name}: [topology] kind = {cfg.topology.kind!r}: a job of a standing "
-                f"federation runs a star (its sites are workers, not edges or peers)"
-            )
+        if cfg.topology.kind != "star":
+            raise ConfigError(f"{name}: [topology] kind = {cfg.topology.kind!r}: {_NOT_STAR}")
         job = self.store.submit(name, admin, config)
         digest = hashlib.sha256(config.encode()).hexdigest()
         self.ledger.append(job.id, 0, admin, "job_submit", name=name, config_sha256=digest)
