@@ -36,7 +36,9 @@ def test_five_workers_train_digits_like_the_simulation(tmp_path: Path) -> None:
     try:
         simulated = _simulate(cfg_path)  # while the nodes start up
         assert procs[0].wait(240) == 0, (tmp_path / "coordinator.log").read_text()
-        assert all(p.wait(30) == 0 for p in procs[1:])
+        for i, p in enumerate(procs[1:]):
+            log = tmp_path / f"worker-{i}.log"
+            assert p.wait(30) == 0, log.read_text() if log.exists() else f"worker-{i}: no log"
     finally:
         for p in procs:
             if p.poll() is None:

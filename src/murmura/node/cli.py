@@ -253,6 +253,7 @@ def client(
             )  # fmt: skip
             node = worker.node
             stats = worker.run()
+            worker.close()  # no gRPC channel or heartbeat thread left for interpreter teardown
     except MurmuraError as exc:
         raise fail(exc, node) from None
     except Interrupted as exc:
