@@ -180,7 +180,8 @@ def test_partitioned_ring_runs_on_and_converges_again_after_it_heals(
     cut: dict[int, list[int]] = {}
     for i in OTHERS:
         assert [m["round"] for m in lines[i]] == list(range(1, ROUNDS + 1))
-        cut[i] = cut_rounds(lines[i])
+        # a neighbour that missed a deadline under load before the freeze is not the cut
+        cut[i] = [r for r in cut_rounds(lines[i]) if r >= began[i]]
         assert len(cut[i]) >= CUT_ROUNDS and cut[i] == list(range(cut[i][0], cut[i][-1] + 1))
         mate = next(f"peer-{j}" for half in HALVES for j in half if i in half and j != i)
         for m in lines[i]:
