@@ -69,20 +69,7 @@ class Quantizer:
 
         Stochastic rounding (unbiased) needs ``rng``; deterministic rounding rounds to nearest.
         """
-        w = float(np.clip(weight, 0.0, self.max_weight))
-        x = np.asarray(update).reshape(-1)
-        # float64 throughout: integers up to 2^31 must be exact before rounding.
-        scaled = np.empty(x.size + 1, dtype=np.float64)
-        np.clip(x, -self.clip, self.clip, out=scaled[:-1])
-        scaled[:-1] *= w * self.value_scale
-        scaled[-1] = w * self.weight_scale
-        if self.stochastic:
-            if rng is None:
-                raise ValueError("stochastic rounding needs an rng")
-            scaled += rng.random(scaled.size)
-            np.floor(scaled, out=scaled)
-        else:
-            np.rint(scaled, out=scaled)
+        scaled = _rounded(self, update, weight, rng)
         # |scaled| < 2^31, so the int32 cast is exact; the view reinterprets it mod 2^32.
         return scaled.astype(np.int32).view(np.uint32)
 
@@ -161,19 +148,7 @@ class LevelQuantizer:
         self, update: NDArray[np.floating], weight: float, rng: np.random.Generator | None = None
     ) -> Ring:
         """Quantise ``[w * clip(update), w]`` to ``len(update) + 1`` uint16 words."""
-        w = float(np.clip(weight, 0.0, self.max_weight))
-        x = np.asarray(update).reshape(-1)
-        scaled = np.empty(x.size + 1, dtype=np.float64)
-        np.clip(x, -self.clip, self.clip, out=scaled[:-1])
-        scaled[:-1] *= w * self.value_scale
-        scaled[-1] = w * self.weight_scale
-        if self.stochastic:
-            if rng is None:
-                raise ValueError("stochastic rounding needs an rng")
-            scaled += rng.random(scaled.size)
-            np.floor(scaled, out=scaled)
-        else:
-            np.rint(scaled, out=scaled)
+        scaled = _rounded(self, update, weight, rng)
         np.clip(scaled[:-1], -self.levels, self.levels, out=scaled[:-1])  # float64 edge cases
         return scaled.astype(np.int16).view(np.uint16)
 
@@ -181,3 +156,29 @@ class LevelQuantizer:
         """Turn a sum of encoded vectors back into ``(sum of w * x, sum of w)``."""
         signed = total.astype(np.uint16).view(np.int16).astype(np.float64)
         return signed[:-1] / self.value_scale, float(signed[-1] / self.weight_scale)
+
+
+def _rounded(
+    q: Quantizer | LevelQuantizer,
+    update: NDArray[np.floating],
+    weight: float,
+    rng: np.random.Generator | None,
+) -> NDArray[np.float64]:
+    """``[w * clip(update), w]`` on ``q``'s grid, rounded (stochastically when ``q`` says so).
+
+    float64 throughout: integers up to 2^31 must be exact before rounding.
+    """
+    w = float(np.clip(weight, 0.0, q.max_weight))
+    x = np.asarray(update).reshape(-1)
+    scaled = np.empty(x.size + 1, dtype=np.float64)
+    np.clip(x, -q.clip, q.clip, out=scaled[:-1])
+    scaled[:-1] *= w * q.value_scale
+    scaled[-1] = w * q.weight_scale
+    if q.stochastic:
+        if rng is None:
+            raise ValueError("stochastic rounding needs an rng")
+        scaled += rng.random(scaled.size)
+        np.floor(scaled, out=scaled)
+    else:
+        np.rint(scaled, out=scaled)
+    return scaled
