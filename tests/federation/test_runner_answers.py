@@ -53,3 +53,16 @@ def test_a_silent_site_counts_as_not_accepting_after_the_answer_timeout(tmp_path
     assert runner._too_few(job) == "too few sites accepted (0, needs 2): site-b refused: no"
     store.close()
     runner.ledger.close()
+
+
+def test_a_site_offered_the_job_stays_pending_while_it_reads_its_data(tmp_path: Path) -> None:
+    """A site reading its data does not poll; it must not be taken for gone (a CI race)."""
+    runner, store, job = _runner(tmp_path, answer_timeout=0.2)
+    runner.active[job].offered.add("site-a")  # offered, then silent for longer than SITE_SEEN_S
+    runner.seen("site-b")
+    store.answer(job, "site-b", False, "no")
+    assert runner._too_few(job) is None  # site-a may still accept
+    time.sleep(0.25)
+    assert runner._too_few(job) == "too few sites accepted (0, needs 2): site-b refused: no"
+    store.close()
+    runner.ledger.close()

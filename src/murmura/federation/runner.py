@@ -22,7 +22,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class ActiveJob:
     need: int
     """Sites that must accept it: ``max([server] min_nodes, [strategy] min_clients)``."""
     started: float
+    offered: set[str] = field(default_factory=set)
+    """Sites the job was offered to: pending until they answer or ``answer_timeout`` passes,
+    even while one reads its data for longer than ``SITE_SEEN_S`` without polling."""
 
 
 class JobLogHandler(logging.Handler):
@@ -226,7 +229,7 @@ class JobRunner:
         accepted = [a.site for a in answers if a.accepted]
         refused = [a for a in answers if not a.accepted]
         answered = {a.site for a in answers}
-        pending = [s for s in self.connected() if s not in answered]
+        pending = [s for s in {*self.connected(), *active.offered} if s not in answered]
         late = time.monotonic() - active.started > self.fed.federation.answer_timeout
         if not refused or len(accepted) >= active.need or (pending and not late):
             return None

@@ -211,6 +211,7 @@ class FederationService:
             if running.get(job_id) == active.address or answered.get(site) is False:
                 continue
             job = active.job
+            active.offered.add(site)
             return {"job": {"id": job_id, "name": job.name, "submitter": job.submitter,
                             "config": job.config, "address": active.address}}  # fmt: skip
         return {}
