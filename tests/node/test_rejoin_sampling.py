@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from murmura.engine.edge_round import EdgeRoundFailed
 from murmura.errors import RejoinTimeout
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.deploy import ServerSection
 from murmura.node.edge import Edge, EdgeClient, EdgeSettings
-from murmura.sim.hierarchical import EdgeRoundFailed
 from murmura.strategy import FedAvg
 from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.hub import Hub

@@ -12,8 +12,9 @@ import torch
 
 from murmura.client import FlatModel, LocalSGD, TorchClient
 from murmura.config import config_from_dict
+from murmura.engine.edge_round import EdgeRoundFailed
 from murmura.privacy.secure_wiring import apply_secagg
-from murmura.sim.hierarchical import EdgeAggregator, EdgeRoundFailed
+from murmura.sim.hierarchical import EdgeAggregator
 from murmura.strategy import FedAvg
 from murmura.tasks import DigitsTask
 from murmura.types import FitIns

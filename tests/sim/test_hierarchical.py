@@ -8,9 +8,10 @@ import torch
 from murmura.aggregate import make_aggregator
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.config import config_from_dict
+from murmura.engine.edge_round import EdgeRoundFailed
 from murmura.sim.builder import build_experiment
 from murmura.sim.executor import Outcome, SequentialExecutor
-from murmura.sim.hierarchical import EdgeAggregator, EdgeRoundFailed, build_edges, split_clients
+from murmura.sim.hierarchical import EdgeAggregator, build_edges, split_clients
 from murmura.sim.runtime import Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.sim.vectorized import VectorizedExecutor

@@ -8,7 +8,7 @@ loop. It reports the aggregate delta with the summed example count of the childr
 contributed, so the parent's weighted mean equals the flat one over all children (Liu et al.
 2020, "Client-Edge-Cloud Hierarchical Federated Learning"). The parent sees only edge
 aggregates. ``[strategy] max_weight_share`` caps each child's weight in the edge's round and
-in the count it reports (``murmura.sim.hierarchical.edge_examples``), as in the simulation.
+in the count it reports (``murmura.engine.edge_round.edge_examples``), as in the simulation.
 
 It runs the simulated edge's rule (``murmura.node.topology_deploy.edge_strategy``). Under
 central DP that is ``EdgeSum`` (``PartialRound`` here): the edge clips every child's update
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.engine.edge_round import EdgeRoundFailed, PartialSum, edge_examples, nothing_to_report
 from murmura.errors import RejoinTimeout
 from murmura.node import progress
 from murmura.node.coordinator import Coordinator, CoordinatorSettings, run_dir
 from murmura.node.secagg_coordinator import SecureRounds, SecureTiming
 from murmura.node.worker import Worker, WorkerStats
 from murmura.privacy.secagg import SecAggAbort, SecAggResult
-from murmura.sim.hierarchical import EdgeRoundFailed, PartialSum, edge_examples, nothing_to_report
 from murmura.strategy.base import Strategy, Wrapper
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import keys

@@ -26,7 +26,7 @@ import logging
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +38,8 @@ from murmura.attacks.wiring import with_attack_success, wrap_attackers
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
 from murmura.compress.uplink import apply_compression
 from murmura.config import Config
+from murmura.engine.edge_round import PartialSum, edge_examples, nothing_to_report
 from murmura.engine.server_round import collect, plan_round
-from murmura.errors import MurmuraError
 from murmura.privacy.secure_wiring import apply_secagg
 from murmura.privacy.wiring import apply_privacy, edge_sum
 from murmura.seeding import derive_seed
@@ -52,37 +52,10 @@ from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.strategy.hooks import Stateful
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
-from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Scalar, Vector
+from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Vector
 from murmura.validation import Check, default_checks
 
 log = logging.getLogger(__name__)
-
-
-class EdgeRoundFailed(MurmuraError):
-    """An edge aggregator had too few valid child updates to report one of its own."""
-
-
-def nothing_to_report(edge: str, round_: int, valid: int, failures: int) -> EdgeRoundFailed:
-    """The failure of an edge's round that released no model (simulated and deployed alike).
-
-    ``valid`` counts the child updates in the edge's aggregate: under secure aggregation the
-    survivors of the protocol, as the edge's strategy reports them.
-    """
-    return EdgeRoundFailed(
-        f"edge {edge!r} round {round_}: {valid} valid child updates, {failures} failures; "
-        "nothing to report"
-    )
-
-
-@runtime_checkable
-class PartialSum(Protocol):
-    """An edge rule that reports a sum (and counts) to its parent instead of a mean."""
-
-    def partial_sum(
-        self, round_: int, config: Mapping[str, Scalar], updates: UpdateBuffer
-    ) -> tuple[Vector, dict[str, float]]:
-        """The update to report and the metrics that go with it."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,16 +173,6 @@ class EdgeAggregator:
         loss = sum(r.loss * r.num_examples for r in results) / total
         acc = sum(r.metrics.get("accuracy", 0.0) * r.num_examples for r in results) / total
         return EvaluateRes(loss=loss, num_examples=total, metrics={"accuracy": acc})
-
-
-def edge_examples(buffer: UpdateBuffer) -> int:
-    """The example count an edge reports: its children's, each capped at its share if set.
-
-    Without ``max_weight_share`` this is the children's total, so the parent's weighted mean
-    of edge deltas is the flat one; with it, a child that claims 2^31 - 1 examples adds only
-    its capped weight, and cannot make its edge dominate the parent either.
-    """
-    return int(round(buffer.total_weight()))
 
 
 def split_clients(clients: Sequence[Client], edges: int) -> list[list[Client]]:
