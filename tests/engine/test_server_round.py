@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.engine.server_round import HonestView, collect, plan_round
-from murmura.strategy import FedAvg
+from murmura.engine.server_round import (
+    HonestView,
+    admit,
+    collect,
+    plan_cohort,
+    plan_round,
+)
+from murmura.errors import UpdateRejected
+from murmura.strategy import FedAvg, Strategy
+from murmura.strategy.scaffold import Scaffold
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 from murmura.validation import default_checks
 
@@ -85,3 +94,37 @@ def test_an_omniscient_learner_crafts_from_the_accepted_honest_updates_last() ->
     new = FedAvg().aggregate(1, np.zeros(D, dtype=np.float32), buffer, failures)
     assert new is not None
     np.testing.assert_allclose(new, [1 / 6, 1 / 6, 0], atol=1e-7)
+
+
+def test_the_coordinators_plan_is_the_simulations_by_node_id() -> None:
+    nodes = [f"n{i}" for i in range(10)]
+    w = np.arange(D, dtype=np.float32)
+    plan = plan_cohort(FedAvg(fraction=0.3, seed=4), 2, nodes, w, {"lr": 0.1})
+    members = {n: Shift(n, [0, 0, 0]) for n in nodes}
+    sim = plan_round(FedAvg(fraction=0.3, seed=4), 2, members, nodes, w, {"lr": 0.1})  # type: ignore[arg-type]
+    assert len(plan.cohort) == 3 and plan.cohort == [c.node_id for c in sim.cohort]
+    assert plan.ins.round == 2 and plan.ins.config == sim.ins.config == {"lr": 0.1}
+    assert plan.ins.weights is w
+
+
+def test_the_strategys_config_goes_over_the_given_one() -> None:
+    nodes = ["a", "b"]
+    w = np.ones(D, dtype=np.float32)
+    strategy: Strategy = Scaffold(seed=1)
+    own = strategy.configure(1, w)
+    (key,) = own
+    plan = plan_cohort(strategy, 1, nodes, w, {key: "parent's", "lr": 0.5})
+    assert plan.ins.config == {key: own[key], "lr": 0.5}
+    assert plan_cohort(strategy, 1, nodes, w).ins.config == own  # no config: the strategy's
+
+
+def test_admit_keeps_the_given_metrics_and_rejects_with_the_reason() -> None:
+    buffer = UpdateBuffer(2, D)
+    fit = FitRes(np.array([1, 2, 3], dtype=np.float32), 5, {"train_loss": 0.5})
+    admit(1, "a", fit, buffer, default_checks(D), {"train_loss": 0.5, "bytes_up": 12.0})
+    assert buffer.nodes == ["a"] and buffer.metrics == [{"train_loss": 0.5, "bytes_up": 12.0}]
+    bad = FitRes(np.array([1, np.nan, 3], dtype=np.float32), 5)
+    with pytest.raises(UpdateRejected) as err:
+        admit(1, "b", bad, buffer, default_checks(D))
+    assert "non-finite" in err.value.reason and err.value.node == "b"
+    assert buffer.nodes == ["a"] and buffer.total_weight() == 5

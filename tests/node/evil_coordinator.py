@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
+from murmura.engine.server_round import CohortPlan, instructions
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.transport import keys
 from murmura.transport.grpc_server import ServerOptions
@@ -63,18 +63,19 @@ class EvilCoordinator(Coordinator):
 
     plan: list[str] = list(ATTACKS)
 
-    async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
+    async def _collect(self, round_plan: CohortPlan, buffer: UpdateBuffer) -> RoundOutcome:
+        round_ = round_plan.ins.round
         attack = ATTACKS[self.plan[round_ - 1]] if round_ <= len(self.plan) else None
         if attack is None:
-            return await super()._collect(round_, cohort, buffer)
-        saved = self.weights, self.layout, self.settings
+            return await super()._collect(round_plan, buffer)
+        saved = self.layout
         weights, layout, config = attack(self.weights, self.layout)
-        self.weights, self.layout = weights, layout
-        self.settings = dataclasses.replace(self.settings, client_config=config)
+        self.layout = layout
+        evil = CohortPlan(instructions(self.strategy, round_, weights, config), round_plan.cohort)
         try:
-            return await super()._collect(round_, cohort, buffer)
+            return await super()._collect(evil, buffer)
         finally:
-            self.weights, self.layout, self.settings = saved
+            self.layout = saved
 
 
 def main() -> None:

@@ -79,8 +79,8 @@ def test_sampling_wakes_when_a_node_comes_back(tmp_path: Path) -> None:
         asyncio.get_running_loop().call_later(0.3, hub.touch, "w0")
         asyncio.get_running_loop().call_later(0.5, hub.touch, "w1")
         t0 = time.monotonic()
-        nodes, cohort = await c._sample(run_id, 1, first=False)
-        return nodes, cohort, time.monotonic() - t0
+        nodes, plan = await c._sample(run_id, 1, first=False)
+        return nodes, plan.cohort, time.monotonic() - t0
 
     try:
         nodes, cohort, waited = asyncio.run(go())

@@ -6,7 +6,9 @@ whose ``fit`` is this round over its children); each then aggregates the buffer 
 strategy. ``plan_round`` is the first half (the cohort and its ``FitIns``), ``collect`` the
 second (every outcome validated into an ``UpdateBuffer``); an executor trains the cohort in
 between, so a tree's root can train every edge's children in one call
-(``murmura.sim.tree_executor``).
+(``murmura.sim.tree_executor``). The deployed coordinator (``murmura.node.coordinator``) plans
+its round with ``plan_cohort`` once enough nodes joined, and ``admit``s each update as it
+arrives over gRPC.
 
 Omniscient attacker hook (simulation only): a learner that implements ``OmniscientClient``
 (an attack such as ALIE or IPM, see ``murmura.attacks``) trains like any other, but its result
@@ -63,6 +65,37 @@ class RoundPlan:
     cohort: list[Learner]
 
 
+@dataclass(frozen=True, slots=True)
+class CohortPlan:
+    """A round's cohort by node id, in the strategy's order, and their instructions."""
+
+    ins: FitIns
+    cohort: list[str]
+
+
+def instructions(
+    strategy: Strategy, round_: int, weights: Vector, config: Mapping[str, Scalar] | None = None
+) -> FitIns:
+    """The round's ``FitIns``: ``weights``, the strategy's config over ``config`` (a parent's)."""
+    own = strategy.configure(round_, weights)
+    return FitIns(round_, weights, own if config is None else {**config, **own})
+
+
+def plan_cohort(
+    strategy: Strategy,
+    round_: int,
+    nodes: Sequence[str],
+    weights: Vector,
+    config: Mapping[str, Scalar] | None = None,
+) -> CohortPlan:
+    """Sample ``nodes``, then configure the round (``instructions``).
+
+    The deployed coordinator plans its round so, given the nodes that joined.
+    """
+    sampled = strategy.sample(round_, list(nodes))
+    return CohortPlan(instructions(strategy, round_, weights, config), sampled)
+
+
 def plan_round(
     strategy: Strategy,
     round_: int,
@@ -71,11 +104,9 @@ def plan_round(
     weights: Vector,
     config: Mapping[str, Scalar] | None = None,
 ) -> RoundPlan:
-    """Sample ``nodes`` and configure the round; ``config`` (a parent's) goes under the own."""
-    sampled = strategy.sample(round_, list(nodes))
-    own = strategy.configure(round_, weights)
-    merged = own if config is None else {**config, **own}
-    return RoundPlan(FitIns(round_, weights, merged), [learners[n] for n in sampled])
+    """``plan_cohort`` over in-process ``learners``: the cohort is the sampled learners."""
+    plan = plan_cohort(strategy, round_, nodes, weights, config)
+    return RoundPlan(plan.ins, [learners[n] for n in plan.cohort])
 
 
 def collect(
@@ -133,9 +164,26 @@ def accept(
         log.warning("round %d node %s: %s raised %r", round_, node, who, outcome)
         return f"{who} raised {type(outcome).__name__}: {outcome}"
     try:
-        validate(node, round_, outcome, checks)
+        admit(round_, node, outcome, buffer, checks)
     except UpdateRejected as exc:
         log.warning("%s", exc)
         return f"rejected: {exc.reason}"
-    buffer.add(node, outcome.update, outcome.num_examples, outcome.metrics)
     return None
+
+
+def admit(
+    round_: int,
+    node: str,
+    fit: FitRes,
+    buffer: UpdateBuffer,
+    checks: Sequence[Check],
+    metrics: Mapping[str, float] | None = None,
+) -> None:
+    """Validate ``fit`` and add it to ``buffer``; raises ``UpdateRejected`` with the reason.
+
+    ``metrics`` is what the buffer keeps with the update instead of ``fit.metrics`` (the
+    coordinator adds the bytes it counted on the wire). ``accept`` turns the rejection into
+    a failure; the deployed coordinator's hub refuses the upload with it, as it arrives.
+    """
+    validate(node, round_, fit, checks)
+    buffer.add(node, fit.update, fit.num_examples, fit.metrics if metrics is None else metrics)

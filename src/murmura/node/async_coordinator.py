@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.analytics.grpc_round import wait_for_nodes
 from murmura.compress.accounting import dense_bytes, round_bytes, uplink_counts
+from murmura.engine.server_round import CohortPlan, instructions
 from murmura.errors import ConfigError, RejoinTimeout
 from murmura.node.arrivals import ArrivalLog, take
 from murmura.node.coordinator import (
@@ -47,8 +48,8 @@ from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.hub import Events, Hub, Outgoing, Sink
 from murmura.transport.proto import murmura_pb2 as pb
 from murmura.transport.streams import DecodedResult
-from murmura.types import Failure, Layout, RoundMetrics, Vector
-from murmura.validation import Check
+from murmura.types import Failure, Layout, RoundMetrics, Scalar, Vector
+from murmura.validation import Check, validate
 
 log = logging.getLogger(__name__)
 SETTLE_WAIT_S = 0.25
@@ -114,16 +115,22 @@ class AsyncCoordinator(Coordinator):
         self.models = {rec.last_round: self.weights}
         return rec
 
-    async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], list[str]]:
-        """No cohort: any idle worker gets the model; before the first round, wait for joins."""
+    async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], CohortPlan]:
+        """No sampled cohort: any idle worker gets the model; before the first round, wait.
+
+        The plan's cohort is the live nodes; its instructions go with every dispatch.
+        """
         assert self.hub is not None
+        s = self.settings
         if first:
-            await wait_for_nodes(self.hub, self.settings.min_nodes, self.settings.join_timeout_s)
+            await wait_for_nodes(self.hub, s.min_nodes, s.join_timeout_s)
         nodes = self.hub.alive()
-        return nodes, nodes
+        return nodes, CohortPlan(
+            instructions(self.strategy, round_, self.weights, s.client_config), nodes
+        )
 
     async def _plain_round(
-        self, round_: int, cohort: list[str]
+        self, round_: int, plan: CohortPlan
     ) -> tuple[Vector | None, RoundMetrics, list[str]]:
         """Hand out models and take arrivals until the buffer is full; aggregate it."""
         assert isinstance(self.hub, AsyncHub) and self.arrivals is not None
@@ -132,7 +139,7 @@ class AsyncCoordinator(Coordinator):
         have = self._take(round_, have)
         alone_since: float | None = None
         while have < rule.buffer_size:
-            await self._dispatch_idle(round_)
+            await self._dispatch_idle(round_, plan.ins.config)
             for settled in await hub.settle(SETTLE_WAIT_S):
                 self._settled(settled)
             have = self._take(round_, have)
@@ -169,7 +176,7 @@ class AsyncCoordinator(Coordinator):
             log.warning("node=%s round=%d: failed: %s", a.arrival.node, round_, a.reason)
         return have
 
-    async def _dispatch_idle(self, round_: int) -> None:
+    async def _dispatch_idle(self, round_: int, config: Mapping[str, Scalar]) -> None:
         """Send the current model to idle live workers while fewer than ``concurrency`` train."""
         assert isinstance(self.hub, AsyncHub) and self.arrivals is not None
         hub, version = self.hub, round_ - 1
@@ -177,10 +184,6 @@ class AsyncCoordinator(Coordinator):
         idle = [n for n in hub.alive() if n not in busy]
         for node in idle[: max(self.rule.concurrency - len(hub.dispatches), 0)]:
             ticket = self.arrivals.next_ticket()
-            config = {
-                **self.settings.client_config,
-                **self.strategy.configure(round_, self.weights),
-            }
             outgoing = Outgoing(ticket, pb.FIT, dict(config), self._model(version), self.layout)
             self.flights[ticket] = version
             await hub.dispatch(
@@ -199,7 +202,8 @@ class AsyncCoordinator(Coordinator):
 
         def sink(node: str, _: int, res: DecodedResult) -> None:
             assert self.arrivals is not None
-            fit, counted = self._checked(node, self.round_done + 1, res)
+            fit, counted = self._received(res)
+            validate(node, self.round_done + 1, fit, self.checks)  # before it is written down
             payload = fit.update
             if self.rule.algorithm == "fedasync":  # the local model: the base may be gone later
                 payload = self.models[base] + fit.update

@@ -64,6 +64,7 @@ from murmura.compress.accounting import (
     uplink_counts,
 )
 from murmura.engine.run_loop import checkpoint_due, evaluates, is_final, planned_rounds
+from murmura.engine.server_round import CohortPlan, admit, plan_cohort
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node import progress
 from murmura.node.checkpoint import (
@@ -102,7 +103,7 @@ from murmura.transport.secagg_exchange import SecAggExchange
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
 from murmura.transport.streams import DecodedResult
 from murmura.types import Failure, FitRes, Layout, RoundMetrics, Scalar, Vector
-from murmura.validation import Check, default_checks, validate
+from murmura.validation import Check, default_checks
 
 log = logging.getLogger(__name__)
 
@@ -351,8 +352,11 @@ class Coordinator:
         write_outputs(self.run_path, self.weights, self.layout, history, summary, meta)
         return summary
 
-    async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], list[str]]:
-        """(connected nodes, cohort) of a round, once the strategy can sample the live nodes.
+    async def _sample(self, run_id: str, round_: int, first: bool) -> tuple[list[str], CohortPlan]:
+        """(connected nodes, the round's plan), once the strategy can sample the live nodes.
+
+        The plan is the engine's (``plan_cohort``: sample, then configure, the run's client
+        config under the strategy's own).
 
         Before this process's first round, waits up to ``join_timeout_s`` for ``min_nodes``.
         Then, while there is no live node or the strategy cannot sample them (fewer than its
@@ -376,14 +380,14 @@ class Coordinator:
             try:
                 if not nodes:
                     raise MurmuraError("no live nodes")
-                cohort = self.strategy.sample(round_, nodes)
+                plan = plan_cohort(self.strategy, round_, nodes, self.weights, s.client_config)
             except (MurmuraError, ValueError) as exc:
                 why = str(exc)
             else:
                 log.info("node=coordinator round=%d: %d nodes connected", round_, len(nodes))
                 if waiting:
                     log.warning("node=coordinator round=%d: nodes are back: %s", round_, nodes)
-                return nodes, cohort
+                return nodes, plan
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RejoinTimeout(
@@ -407,17 +411,18 @@ class Coordinator:
         Raises ``RejoinTimeout`` (nothing recorded) when the round cannot be sampled in time.
         """
         assert self.hub is not None
-        nodes, cohort = await self._sample(run_id, round_, first)  # nothing recorded before
+        nodes, plan = await self._sample(run_id, round_, first)  # nothing recorded before
         t0 = time.perf_counter()
         self.state.start_round(run_id, round_)
         self.monitor.metrics.round_started(round_)
         self.ledger.append(
-            run_id, round_, "coordinator", "round_start", connected=len(nodes), cohort=len(cohort)
-        )
+            run_id, round_, "coordinator", "round_start", connected=len(nodes),
+            cohort=len(plan.cohort),
+        )  # fmt: skip
         if self.secure is not None:
-            new, metrics, included = await self._secure_round(round_, cohort)
+            new, metrics, included = await self._secure_round(round_, plan)
         else:
-            new, metrics, included = await self._plain_round(round_, cohort)
+            new, metrics, included = await self._plain_round(round_, plan)
         if new is not None:
             self.weights = np.asarray(new, dtype=np.float32)
         metrics.extra.update(budget_metrics(self.strategy, round_))
@@ -445,13 +450,14 @@ class Coordinator:
         return metrics
 
     async def _plain_round(
-        self, round_: int, cohort: list[str]
+        self, round_: int, plan: CohortPlan
     ) -> tuple[Vector | None, RoundMetrics, list[str]]:
         """Collect plaintext updates and aggregate: (new model or None, metrics, contributors)."""
+        cohort = plan.cohort
         buffer = UpdateBuffer(
             len(cohort), self.layout.size, self.strategy.keep_rows, self.settings.max_weight_share
         )
-        outcome = await self._collect(round_, cohort, buffer)
+        outcome = await self._collect(plan, buffer)
         failures = [Failure(n, why) for n, why in sorted(outcome.failures.items())]
         for f in failures:
             log.warning("node=%s round=%d: failed: %s", f.node, round_, f.reason)
@@ -466,13 +472,12 @@ class Coordinator:
         return new, metrics, list(buffer.nodes)
 
     async def _secure_round(
-        self, round_: int, cohort: list[str]
+        self, round_: int, plan: CohortPlan
     ) -> tuple[Vector | None, RoundMetrics, list[str]]:
         """SecAgg+ over the cohort; the strategy's server update applies the unmasked mean."""
         assert self.secure is not None
-        cohort = sorted(cohort)
-        config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
-        config[SECAGG_CONFIG_KEY] = True
+        cohort = sorted(plan.cohort)
+        config = {**plan.ins.config, SECAGG_CONFIG_KEY: True}
         blob = codec.encode_blob(self.weights, self.layout)
         outgoing = Outgoing(round_, pb.FIT, config, blob, self.layout)
         log.info("node=coordinator round=%d: secure round sent to %d nodes", round_, len(cohort))
@@ -487,13 +492,14 @@ class Coordinator:
             return new, metrics, []
         return new, metrics, [cohort[u] for u in outcome.survivors]
 
-    async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
+    async def _collect(self, plan: CohortPlan, buffer: UpdateBuffer) -> RoundOutcome:
+        """Send the plan's model and config; ``admit`` each update into ``buffer`` on arrival."""
         assert self.hub is not None
+        round_, cohort, config = plan.ins.round, plan.cohort, plan.ins.config
         if not cohort:
             return RoundOutcome(round_, {}, {})
-        config = {**self.settings.client_config, **self.strategy.configure(round_, self.weights)}
-        blob = codec.encode_blob(self.weights, self.layout)
-        held, weights, layout = self.downlink, self.weights, self.layout
+        blob = codec.encode_blob(plan.ins.weights, self.layout)
+        held, weights, layout = self.downlink, plan.ins.weights, self.layout
 
         def personal(node: str, digest: bytes) -> tuple[codec.Blob, bytes]:
             assert held is not None
@@ -505,21 +511,20 @@ class Coordinator:
         dense = float(dense_bytes(self.layout.size))
 
         def sink(node: str, r: int, res: DecodedResult) -> None:
-            fit, counted = self._checked(node, r, res)
+            fit, counted = self._received(res)
             counted[BYTES_DOWN] = dense if held is None else float(held.sent.get((node, r), dense))
-            buffer.add(node, fit.update, fit.num_examples, counted)
+            admit(r, node, fit, buffer, self.checks, counted)  # a rejection: the hub's failure
 
         log.info("node=coordinator round=%d: sent to %d nodes", round_, len(cohort))
         await self.hub.open_round(outgoing, frozenset(cohort), sink)
         return await self.hub.collect(self.settings.round_timeout_s)
 
-    def _checked(self, node: str, r: int, res: DecodedResult) -> tuple[FitRes, dict[str, float]]:
-        """A FIT result validated for round ``r``, and its metrics with the bytes counted here."""
+    def _received(self, res: DecodedResult) -> tuple[FitRes, dict[str, float]]:
+        """A FIT result as received (not yet validated), and its metrics with the bytes counted."""
         if res.update is None:
             raise ValueError("FIT result without an update")
         self.monitor.metrics.update_received(res.update.nbytes)  # read in full, then checked
         fit = FitRes(res.update, res.num_examples, res.metrics)
-        validate(node, r, fit, self.checks)
         return fit, {**fit.metrics, BYTES_UP: float(res.wire_bytes)}  # ours, not the worker's
 
     def _record(self, run_id: str, round_: int, nodes: Sequence[str], m: RoundMetrics) -> None:

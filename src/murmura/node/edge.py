@@ -37,6 +37,7 @@ import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
 from murmura.engine.edge_round import EdgeRoundFailed, PartialSum, edge_examples, nothing_to_report
+from murmura.engine.server_round import CohortPlan
 from murmura.errors import RejoinTimeout
 from murmura.node import progress
 from murmura.node.coordinator import Coordinator, CoordinatorSettings, run_dir
@@ -63,9 +64,9 @@ class EdgeCoordinator(Coordinator):
     last_buffer: UpdateBuffer | None = None
     last_secure: SecAggResult | SecAggAbort | None = None
 
-    async def _collect(self, round_: int, cohort: list[str], buffer: UpdateBuffer) -> RoundOutcome:
+    async def _collect(self, plan: CohortPlan, buffer: UpdateBuffer) -> RoundOutcome:
         self.last_buffer = buffer
-        return await super()._collect(round_, cohort, buffer)
+        return await super()._collect(plan, buffer)
 
 
 class RecordedSecureRounds(SecureRounds):
