@@ -131,3 +131,22 @@ def test_the_coordinator_over_in_process_learners_ends_with_the_simulations_mode
     )
     result = asyncio.run(coordinator.run(LocalChannel.of_learners(sim.clients)))
     np.testing.assert_allclose(result.weights, simulated.weights, rtol=0, atol=1e-6)
+
+
+def test_every_central_evaluation_metric_reaches_the_rounds_line(tmp_path: Path) -> None:
+    """A backdoor's attack success rate is recorded by the coordinator as by the simulation."""
+
+    def central(weights: Vector) -> EvaluateRes:
+        return EvaluateRes(
+            float(weights.sum()), 7, {"accuracy": 0.75, "attack_success_rate": 0.125}
+        )
+
+    channel = LocalChannel(["a", "b"], _handler)
+    coordinator = Coordinator(
+        FedAvg(min_clients=2, evaluate_fn=central), START, LAYOUT,
+        _settings(tmp_path, 1, client_config={"lr": 0.1}), ServerOptions(port=0, insecure=True),
+    )  # fmt: skip
+    result = asyncio.run(coordinator.run(channel))
+    line = json.loads((coordinator.run_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert (line["test_accuracy"], line["attack_success_rate"]) == (0.75, 0.125)
+    assert line["test_loss"] == pytest.approx(float(result.weights.sum()))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from murmura.types import RoundMetrics, Vector
+from murmura.types import EvaluateRes, RoundMetrics, Vector
 
 log = logging.getLogger(__name__)
 StopRule = Callable[[int], bool]
@@ -45,6 +45,16 @@ def is_final(round_: int, last: bool, stops: StopRule) -> bool:
 def evaluates(round_: int, every: int, final: bool) -> bool:
     """Whether ``round_`` is evaluated: every ``every`` rounds (0: none) and the final one."""
     return final or (every > 0 and round_ % every == 0)
+
+
+def record_evaluation(metrics: RoundMetrics, ev: EvaluateRes) -> None:
+    """Put a central evaluation into the round's metrics.
+
+    Loss, accuracy and every other metric (a backdoor's ``attack_success_rate``), the same in the
+    simulation and the coordinator.
+    """
+    metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+    metrics.extra.update({k: v for k, v in ev.metrics.items() if k != "accuracy"})
 
 
 def checkpoint_due(round_: int, every: int, also: bool = False) -> bool:

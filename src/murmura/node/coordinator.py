@@ -63,7 +63,13 @@ from murmura.compress.accounting import (
     round_bytes,
     uplink_counts,
 )
-from murmura.engine.run_loop import checkpoint_due, evaluates, is_final, planned_rounds
+from murmura.engine.run_loop import (
+    checkpoint_due,
+    evaluates,
+    is_final,
+    planned_rounds,
+    record_evaluation,
+)
 from murmura.engine.server_round import CohortPlan, admit, plan_cohort
 from murmura.errors import ConfigError, MurmuraError, RejoinTimeout
 from murmura.node import progress
@@ -430,7 +436,7 @@ class Coordinator:
         if evaluates(round_, self.settings.evaluate_every, final):
             ev = await asyncio.to_thread(self.strategy.evaluate, round_, self.weights)
             if ev is not None:
-                metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
+                record_evaluation(metrics, ev)
             await evaluate_round(
                 self.hub, self.strategy, round_, self.weights, self.layout,
                 self.settings.round_timeout_s, metrics,

@@ -41,6 +41,7 @@ from murmura.engine.run_loop import (
     RoundCallback,
     evaluates,
     is_final,
+    record_evaluation,
     run_simulation,
 )
 from murmura.engine.server_round import collect, plan_round
@@ -154,8 +155,7 @@ class Simulation:
         """Central evaluation of the model (if the strategy has a test set), then federated."""
         ev = self.strategy.evaluate(round_, self.weights)
         if ev is not None:
-            metrics.test_loss, metrics.test_accuracy = ev.loss, ev.metrics.get("accuracy")
-            metrics.extra.update({k: v for k, v in ev.metrics.items() if k != "accuracy"})
+            record_evaluation(metrics, ev)
         self._evaluate_federated(round_, nodes, metrics)
 
     def _evaluate_federated(self, round_: int, nodes: Sequence[str], metrics: RoundMetrics) -> None:
