@@ -125,6 +125,32 @@ def test_mimic_copies_the_honest_update_furthest_along_the_top_direction() -> No
     np.testing.assert_array_equal(mimic_update(same), same[0])
 
 
+def test_mimic_keeps_copying_the_worker_it_chose_in_the_warm_up() -> None:
+    # round 0: c lies furthest along the top direction; round 1: a does, but c is kept
+    first = np.array([[0.0, 0.0], [1.0, 0.1], [5.0, 0.2], [-1.0, 0.0]], np.float32)
+    second = np.array([[9.0, 0.0], [1.0, 0.1], [0.5, 0.2], [-1.0, 0.0]], np.float32)
+    nodes = ("a", "b", "c", "d")
+
+    def sent(attack: object, round_: int, honest: np.ndarray, k: int = 4) -> np.ndarray:
+        view = RoundView(round_, honest[:k], honest[0], 2, nodes[:k])
+        out: np.ndarray = attack.forge(view)  # type: ignore[attr-defined]
+        return out
+
+    mimic = make_attack("mimic", AttackContext(6, 6, 1.0, 0), {})
+    np.testing.assert_array_equal(sent(mimic, 0, first), first[2])
+    np.testing.assert_array_equal(sent(mimic, 1, second), second[2])
+    # the target gone from a round: that round's most outlying worker, the target kept
+    np.testing.assert_array_equal(sent(mimic, 2, second, k=2), second[0])
+    np.testing.assert_array_equal(sent(mimic, 3, second), second[2])
+    # a warm-up of two rounds keeps the second round's choice
+    longer = make_attack("mimic", AttackContext(6, 6, 1.0, 0), {"warmup": 2})
+    sent(longer, 0, first)
+    sent(longer, 1, second)
+    np.testing.assert_array_equal(sent(longer, 2, first), first[0])
+    with pytest.raises(ConfigError, match="warmup"):
+        make_attack("mimic", AttackContext(6, 6, 1.0, 0), {"warmup": 0})
+
+
 def test_optimised_alie_and_ipm_pick_the_most_damaging_scale_on_the_grid() -> None:
     honest = np.random.default_rng(2).normal(size=(9, 6)).astype(np.float32)
     mu = honest.mean(0)

@@ -67,6 +67,8 @@ class RoundView:
     """The update this attacker trained itself (on its own, possibly poisoned, data)."""
     num_byzantine: int
     """Attackers in the round (they all send what ``forge`` returns)."""
+    nodes: tuple[str, ...] = ()
+    """The node ids of the ``honest`` rows, in order (empty: not known)."""
 
 
 @runtime_checkable

@@ -146,7 +146,7 @@ class OmniscientAttacker(AttackingClient):
             return own
         assert isinstance(self.attack, OmniscientAttack)
         honest = np.stack([np.asarray(u, dtype=np.float32) for u in view.updates])
-        rv = RoundView(view.round, honest, own.update, view.num_byzantine)
+        rv = RoundView(view.round, honest, own.update, view.num_byzantine, tuple(view.nodes))
         return FitRes(self.cache.forge(self.attack, rv), own.num_examples, own.metrics)
 
 
