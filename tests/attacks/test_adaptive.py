@@ -171,6 +171,29 @@ def test_optimised_alie_and_ipm_pick_the_most_damaging_scale_on_the_grid() -> No
     np.testing.assert_allclose(ipm.forge(view), ipm_update(honest, SCALES[-1]), rtol=1e-6)  # type: ignore[attr-defined]
 
 
+def test_the_line_search_weighs_the_rows_as_the_rule_in_use_does() -> None:
+    honest = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    weights = np.array([1, 1, 1, 1, 1, 1, 1, 9, 9], np.float32)  # two heavy attackers
+    rule = make_aggregator("coordinate_median", weighted=True)
+    mu = honest.mean(0)
+
+    def gap(z: float, w: np.ndarray) -> float:
+        v = alie_update(honest, z)
+        return float(np.linalg.norm(rule(np.vstack([honest, v, v]), w) - mu))
+
+    def craft(z: float) -> np.ndarray:
+        return alie_update(honest, z)
+
+    weighed = line_search(honest, 2, craft, rule, weights=weights)
+    equal = line_search(honest, 2, craft, rule)
+    best = max(SCALES, key=lambda z: gap(z, weights))
+    np.testing.assert_array_equal(weighed, alie_update(honest, best))
+    assert not np.allclose(weighed, equal)  # equal weights would have picked another scale
+    ctx = AttackContext(10, 10, 1.0, 0, "coordinate_median", {"weighted": True})
+    view = RoundView(1, honest, honest[0], 2, weights=weights)
+    np.testing.assert_array_equal(make_attack("alie_opt", ctx, {}).forge(view), weighed)  # type: ignore[attr-defined]
+
+
 def test_fang_krum_takes_f_from_the_rule_in_use() -> None:
     ctx = AttackContext(100, 100, 1.0, 0, aggregator="krum", aggregator_args={"f": 7})
     assert make_attack("fang_krum", ctx, {}).f == 7  # type: ignore[attr-defined]

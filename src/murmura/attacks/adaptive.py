@@ -169,19 +169,31 @@ def mimic_update(honest: np.ndarray) -> Vector:
     return out
 
 
+def rule_weights(honest: np.ndarray, num_byzantine: int, weights: np.ndarray | None) -> Vector:
+    """The weights the rule gives the honest rows and the attackers' copies (None: equal)."""
+    n = len(honest) + num_byzantine
+    if weights is None or len(weights) != n:
+        return np.ones(n, dtype=np.float32)
+    out: Vector = np.asarray(weights, dtype=np.float32)
+    return out
+
+
 def line_search(
     honest: np.ndarray,
     num_byzantine: int,
     craft: Callable[[float], Vector],
     rule: Callable[[np.ndarray, np.ndarray], Vector],
     scales: tuple[float, ...] = SCALES,
+    weights: np.ndarray | None = None,
 ) -> Vector:
     """``craft(scale)`` for the scale that moves ``rule``'s output furthest from the honest mean.
 
-    Every attacker sends the crafted vector; the rule weighs every row equally.
+    Every attacker sends the crafted vector; the rule weighs the rows by ``weights`` (the
+    honest rows' example counts, then the attackers' claimed ones), as the rule in use does
+    (geometric median weighs by examples); None: equally.
     """
     mu = honest.mean(axis=0, dtype=np.float64)
-    weights = np.ones(len(honest) + num_byzantine, dtype=np.float32)
+    weights = rule_weights(honest, num_byzantine, weights)
     best, best_gap = craft(scales[0]), -1.0
     for scale in scales:
         crafted = craft(scale)
@@ -197,16 +209,17 @@ def strongest(
     num_byzantine: int,
     candidates: list[Vector],
     rule: Callable[[np.ndarray, np.ndarray], Vector],
+    weights: np.ndarray | None = None,
 ) -> Vector:
     """The candidate that, sent by every attacker, moves ``rule``'s output furthest.
 
     Shejwalkar and Houmansadr's AGR-tailored objective: the distance from what ``rule`` makes
     of the honest updates alone (not from their mean: a median already sits away from the
     mean on non-IID data, and pushing it further that way is no attack). The first one wins
-    a tie (and is kept if no gap is finite).
+    a tie (and is kept if no gap is finite). ``weights``: as in ``line_search``.
     """
-    mu = np.asarray(rule(honest.astype(np.float32), np.ones(len(honest), np.float32)))
-    weights = np.ones(len(honest) + num_byzantine, dtype=np.float32)
+    weights = rule_weights(honest, num_byzantine, weights)
+    mu = np.asarray(rule(honest.astype(np.float32), weights[: len(honest)]))
     best, best_gap = candidates[0], -1.0
     for crafted in candidates:
         rows = np.vstack([honest, np.repeat(crafted[None, :], num_byzantine, axis=0)])
@@ -265,7 +278,8 @@ class ShejwalkarHoumansadr:
         if self.kind != "strongest":
             return attack(view.honest, self.kind)
         candidates = [attack(view.honest, k) for k in DEVIATIONS]
-        return strongest(view.honest, max(view.num_byzantine, 1), candidates, self.rule.build())
+        n_byz = max(view.num_byzantine, 1)
+        return strongest(view.honest, n_byz, candidates, self.rule.build(), view.weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +353,7 @@ class Optimised:
             if self.attack == "alie"
             else (lambda eps: ipm_update(honest, eps))
         )
-        return line_search(honest, max(view.num_byzantine, 1), craft, rule)
+        return line_search(honest, max(view.num_byzantine, 1), craft, rule, weights=view.weights)
 
 
 def _krum_f(ctx: AttackContext) -> int:

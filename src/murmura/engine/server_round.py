@@ -44,6 +44,8 @@ class HonestView:
     num_byzantine: int
     nodes: Sequence[str] = ()
     """The node ids of ``updates``, in order (an attack that follows one worker across rounds)."""
+    byzantine_examples: Sequence[int] = ()
+    """The example counts the round's attackers claim (a weighted rule weighs them so)."""
 
 
 @runtime_checkable
@@ -112,6 +114,7 @@ def collect(
         [r.num_examples for _, r in honest],
         len(omniscient),
         [n for n, _ in honest],
+        [own.num_examples for _, own in held],
     )
     for node, own in held:
         attacker = members[node]
