@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.attacks.base import RoundView
-from murmura.attacks.clients import ForgeCache, OmniscientAttacker
 from murmura.engine.server_round import HonestView, collect, plan_round
 from murmura.strategy import FedAvg
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
@@ -89,31 +87,3 @@ def test_an_omniscient_learner_crafts_from_the_accepted_honest_updates_last() ->
     new = FedAvg().aggregate(1, np.zeros(D, dtype=np.float32), buffer, failures)
     assert new is not None
     np.testing.assert_allclose(new, [1 / 6, 1 / 6, 0], atol=1e-7)
-
-
-class Recorder:
-    """An omniscient attack that sends the first honest update and keeps what it was shown."""
-
-    def __init__(self) -> None:
-        self.views: list[RoundView] = []
-
-    def forge(self, view: RoundView) -> Vector:
-        self.views.append(view)
-        first: Vector = view.honest[0]
-        return first
-
-
-def test_an_attacker_sees_the_honest_nodes_and_the_weights_the_rule_will_use() -> None:
-    attack = Recorder()
-    cache = ForgeCache()
-    learners = [
-        OmniscientAttacker(Shift("m", [9, 9, 9], examples=4), attack, cache),
-        OmniscientAttacker(Shift("n", [9, 9, 9], examples=6), attack, cache),
-        Shift("a", [1, 0, 0], examples=30),
-        Shift("b", [0, 1, 0], examples=20),
-    ]
-    _, buffer, _ = _round(learners)  # type: ignore[arg-type]
-    (view,) = attack.views  # forged once for both attackers
-    assert view.nodes == ("a", "b") and view.num_byzantine == 2
-    np.testing.assert_array_equal(view.weights, [30, 20, 4, 6])  # honest, then the claims
-    np.testing.assert_array_equal(buffer.weights(), [30, 20, 4, 6])  # what the rule gets
