@@ -125,6 +125,32 @@ def test_mimic_copies_the_honest_update_furthest_along_the_top_direction() -> No
     np.testing.assert_array_equal(mimic_update(same), same[0])
 
 
+def test_mimic_keeps_copying_the_worker_it_chose_in_the_warm_up() -> None:
+    # round 0: c lies furthest along the top direction; round 1: a does, but c is kept
+    first = np.array([[0.0, 0.0], [1.0, 0.1], [5.0, 0.2], [-1.0, 0.0]], np.float32)
+    second = np.array([[9.0, 0.0], [1.0, 0.1], [0.5, 0.2], [-1.0, 0.0]], np.float32)
+    nodes = ("a", "b", "c", "d")
+
+    def sent(attack: object, round_: int, honest: np.ndarray, k: int = 4) -> np.ndarray:
+        view = RoundView(round_, honest[:k], honest[0], 2, nodes[:k])
+        out: np.ndarray = attack.forge(view)  # type: ignore[attr-defined]
+        return out
+
+    mimic = make_attack("mimic", AttackContext(6, 6, 1.0, 0), {})
+    np.testing.assert_array_equal(sent(mimic, 0, first), first[2])
+    np.testing.assert_array_equal(sent(mimic, 1, second), second[2])
+    # the target gone from a round: that round's most outlying worker, the target kept
+    np.testing.assert_array_equal(sent(mimic, 2, second, k=2), second[0])
+    np.testing.assert_array_equal(sent(mimic, 3, second), second[2])
+    # a warm-up of two rounds keeps the second round's choice
+    longer = make_attack("mimic", AttackContext(6, 6, 1.0, 0), {"warmup": 2})
+    sent(longer, 0, first)
+    sent(longer, 1, second)
+    np.testing.assert_array_equal(sent(longer, 2, first), first[0])
+    with pytest.raises(ConfigError, match="warmup"):
+        make_attack("mimic", AttackContext(6, 6, 1.0, 0), {"warmup": 0})
+
+
 def test_optimised_alie_and_ipm_pick_the_most_damaging_scale_on_the_grid() -> None:
     honest = np.random.default_rng(2).normal(size=(9, 6)).astype(np.float32)
     mu = honest.mean(0)
@@ -143,6 +169,29 @@ def test_optimised_alie_and_ipm_pick_the_most_damaging_scale_on_the_grid() -> No
     ipm = make_attack("ipm_opt", ctx, {})
     # against the mean more is always worse: the largest epsilon on the grid
     np.testing.assert_allclose(ipm.forge(view), ipm_update(honest, SCALES[-1]), rtol=1e-6)  # type: ignore[attr-defined]
+
+
+def test_the_line_search_weighs_the_rows_as_the_rule_in_use_does() -> None:
+    honest = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    weights = np.array([1, 1, 1, 1, 1, 1, 1, 9, 9], np.float32)  # two heavy attackers
+    rule = make_aggregator("coordinate_median", weighted=True)
+    mu = honest.mean(0)
+
+    def gap(z: float, w: np.ndarray) -> float:
+        v = alie_update(honest, z)
+        return float(np.linalg.norm(rule(np.vstack([honest, v, v]), w) - mu))
+
+    def craft(z: float) -> np.ndarray:
+        return alie_update(honest, z)
+
+    weighed = line_search(honest, 2, craft, rule, weights=weights)
+    equal = line_search(honest, 2, craft, rule)
+    best = max(SCALES, key=lambda z: gap(z, weights))
+    np.testing.assert_array_equal(weighed, alie_update(honest, best))
+    assert not np.allclose(weighed, equal)  # equal weights would have picked another scale
+    ctx = AttackContext(10, 10, 1.0, 0, "coordinate_median", {"weighted": True})
+    view = RoundView(1, honest, honest[0], 2, weights=weights)
+    np.testing.assert_array_equal(make_attack("alie_opt", ctx, {}).forge(view), weighed)  # type: ignore[attr-defined]
 
 
 def test_fang_krum_takes_f_from_the_rule_in_use() -> None:

@@ -12,6 +12,7 @@ from murmura.ops.bench_cli import bench_app
 from murmura.ops.robustness import (
     DEFENCES,
     attack_spec,
+    attacker_presence,
     cell_config,
     load_cells,
     markdown_table,
@@ -52,8 +53,15 @@ def test_grid_writes_outputs_and_resumes(tmp_path: Path) -> None:
     assert (out / "robustness.png").stat().st_size > 0
     table = (out / "robustness.md").read_text()
     assert "| sign_flip |" in table and "krum" in table
+    assert "Cohort: all 5 clients every round, so 1 attackers in every round." in table
     again = CliRunner().invoke(bench_app, [*args, "--rules", "weighted_mean,krum"])
     assert again.exit_code == 0 and "x weighted_mean" not in again.output  # nothing rerun
+
+
+def test_the_header_says_how_the_attackers_sit_in_each_round() -> None:
+    assert attacker_presence(100, 100, 0.2).endswith("so 20 attackers in every round")
+    sampled = attacker_presence(100, 10, 0.2)
+    assert sampled.startswith("10 of 100 clients sampled") and sampled.endswith("2.0 on average")
 
 
 def test_failed_cells_show_as_err() -> None:

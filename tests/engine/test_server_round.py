@@ -89,6 +89,8 @@ def test_an_omniscient_learner_crafts_from_the_accepted_honest_updates_last() ->
     assert buffer.nodes == ["a", "b", "m"]  # the attacker's update goes in after the honest
     (view,) = mirror.views
     assert view.num_byzantine == 1 and view.num_examples == [10, 10]
+    assert list(view.nodes) == ["a", "b"]  # the rejected "c" is not in the view
+    assert list(view.byzantine_examples) == [10]  # the count the attacker claims
     np.testing.assert_array_equal(np.stack(view.updates), [[1, 0, 0], [0, 1, 0]])
     assert [f.node for f in failures] == ["c"]
     new = FedAvg().aggregate(1, np.zeros(D, dtype=np.float32), buffer, failures)

@@ -12,8 +12,9 @@
   Byzantine-Robust Federated Learning", USENIX Security), full-knowledge attacks on trimmed
   mean (and median) and on Krum;
 - ``mimic``: Karimireddy, He and Jaggi 2022 ("Byzantine-Robust Learning on Heterogeneous
-  Datasets via Bucketing", ICLR): every attacker copies the honest worker that lies furthest
-  along the honest updates' top principal direction, over-weighting it;
+  Datasets via Bucketing", ICLR): every attacker copies one honest worker, the one that lies
+  furthest along the honest updates' top principal direction over a warm-up, and keeps
+  copying that same worker (a consistent bias towards its data);
 - ``alie_opt``, ``ipm_opt``: ALIE and IPM with their scale chosen by line search against
   the rule in use, maximising the distance of its output from the honest mean (the
   "optimised" variants of Allouah et al. 2023, "Fixing by Mixing").
@@ -153,14 +154,27 @@ def fang_krum_update(honest: np.ndarray, num_byzantine: int, f: int, tol: float 
     return out
 
 
-def mimic_update(honest: np.ndarray) -> Vector:
-    """The honest update furthest along the honest updates' top principal direction."""
+def mimic_target(honest: np.ndarray) -> int:
+    """The row of ``honest`` furthest along the honest updates' top principal direction."""
     centred = honest.astype(np.float64) - honest.mean(axis=0, dtype=np.float64)
     if not np.any(centred):
-        first: Vector = honest[0].astype(np.float32)
-        return first
+        return 0
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    out: Vector = honest[int(np.argmax(np.abs(centred @ vt[0])))].astype(np.float32)
+    return int(np.argmax(np.abs(centred @ vt[0])))
+
+
+def mimic_update(honest: np.ndarray) -> Vector:
+    """The honest update furthest along the honest updates' top principal direction."""
+    out: Vector = honest[mimic_target(honest)].astype(np.float32)
+    return out
+
+
+def rule_weights(honest: np.ndarray, num_byzantine: int, weights: np.ndarray | None) -> Vector:
+    """The weights the rule gives the honest rows and the attackers' copies (None: equal)."""
+    n = len(honest) + num_byzantine
+    if weights is None or len(weights) != n:
+        return np.ones(n, dtype=np.float32)
+    out: Vector = np.asarray(weights, dtype=np.float32)
     return out
 
 
@@ -170,13 +184,16 @@ def line_search(
     craft: Callable[[float], Vector],
     rule: Callable[[np.ndarray, np.ndarray], Vector],
     scales: tuple[float, ...] = SCALES,
+    weights: np.ndarray | None = None,
 ) -> Vector:
     """``craft(scale)`` for the scale that moves ``rule``'s output furthest from the honest mean.
 
-    Every attacker sends the crafted vector; the rule weighs every row equally.
+    Every attacker sends the crafted vector; the rule weighs the rows by ``weights`` (the
+    honest rows' example counts, then the attackers' claimed ones), as the rule in use does
+    (geometric median weighs by examples); None: equally.
     """
     mu = honest.mean(axis=0, dtype=np.float64)
-    weights = np.ones(len(honest) + num_byzantine, dtype=np.float32)
+    weights = rule_weights(honest, num_byzantine, weights)
     best, best_gap = craft(scales[0]), -1.0
     for scale in scales:
         crafted = craft(scale)
@@ -192,16 +209,17 @@ def strongest(
     num_byzantine: int,
     candidates: list[Vector],
     rule: Callable[[np.ndarray, np.ndarray], Vector],
+    weights: np.ndarray | None = None,
 ) -> Vector:
     """The candidate that, sent by every attacker, moves ``rule``'s output furthest.
 
     Shejwalkar and Houmansadr's AGR-tailored objective: the distance from what ``rule`` makes
     of the honest updates alone (not from their mean: a median already sits away from the
     mean on non-IID data, and pushing it further that way is no attack). The first one wins
-    a tie (and is kept if no gap is finite).
+    a tie (and is kept if no gap is finite). ``weights``: as in ``line_search``.
     """
-    mu = np.asarray(rule(honest.astype(np.float32), np.ones(len(honest), np.float32)))
-    weights = np.ones(len(honest) + num_byzantine, dtype=np.float32)
+    weights = rule_weights(honest, num_byzantine, weights)
+    mu = np.asarray(rule(honest.astype(np.float32), weights[: len(honest)]))
     best, best_gap = candidates[0], -1.0
     for crafted in candidates:
         rows = np.vstack([honest, np.repeat(crafted[None, :], num_byzantine, axis=0)])
@@ -260,7 +278,8 @@ class ShejwalkarHoumansadr:
         if self.kind != "strongest":
             return attack(view.honest, self.kind)
         candidates = [attack(view.honest, k) for k in DEVIATIONS]
-        return strongest(view.honest, max(view.num_byzantine, 1), candidates, self.rule.build())
+        n_byz = max(view.num_byzantine, 1)
+        return strongest(view.honest, n_byz, candidates, self.rule.build(), view.weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,13 +307,34 @@ class FangKrum:
         return fang_krum_update(view.honest, max(view.num_byzantine, 1), self.f)
 
 
-@dataclass(frozen=True, slots=True)
 class Mimic:
-    """Karimireddy et al.'s mimic: copy the most outlying honest worker."""
+    """Karimireddy et al.'s mimic: copy one honest worker, the same one every round.
+
+    For the first ``warmup`` rounds it takes part in, the attacker copies the round's most
+    outlying honest worker (``mimic_target``); from then on it copies the last one so chosen,
+    by node id, as the paper's attack does after its warm-up ("mimic a fixed honest worker",
+    their Appendix; a bias that adds up over rounds instead of averaging out). A round
+    without that worker, or without node ids, falls back to the round's most outlying one.
+    Each attacker keeps its own choice; attackers that took part in the same rounds agree.
+    """
+
+    def __init__(self, warmup: int = 1) -> None:
+        self.warmup = warmup
+        self.seen = 0
+        self.target: str | None = None
 
     def forge(self, view: RoundView) -> Vector:
-        """That worker's update."""
-        return mimic_update(view.honest)
+        """The target worker's update (the round's most outlying one in the warm-up)."""
+        honest, nodes = view.honest, view.nodes
+        if self.seen >= self.warmup and self.target in nodes:
+            row = nodes.index(self.target)
+        else:
+            row = mimic_target(honest)
+            if self.seen < self.warmup and len(nodes) == len(honest):
+                self.target = nodes[row]
+        self.seen += 1
+        out: Vector = honest[row].astype(np.float32)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +353,7 @@ class Optimised:
             if self.attack == "alie"
             else (lambda eps: ipm_update(honest, eps))
         )
-        return line_search(honest, max(view.num_byzantine, 1), craft, rule)
+        return line_search(honest, max(view.num_byzantine, 1), craft, rule, weights=view.weights)
 
 
 def _krum_f(ctx: AttackContext) -> int:
@@ -356,8 +396,10 @@ def _fang_krum(ctx: AttackContext, f: int | None = None) -> FangKrum:
 
 
 @ATTACKS.register("mimic")
-def _mimic(ctx: AttackContext) -> Mimic:
-    return Mimic()
+def _mimic(ctx: AttackContext, warmup: int = 1) -> Mimic:
+    if not (isinstance(warmup, int) and warmup >= 1):
+        raise ConfigError(f"mimic: warmup = {warmup!r} must be a whole number of rounds >= 1")
+    return Mimic(warmup)
 
 
 @ATTACKS.register("alie_opt")

@@ -67,6 +67,11 @@ class RoundView:
     """The update this attacker trained itself (on its own, possibly poisoned, data)."""
     num_byzantine: int
     """Attackers in the round (they all send what ``forge`` returns)."""
+    nodes: tuple[str, ...] = ()
+    """The node ids of the ``honest`` rows, in order (empty: not known)."""
+    weights: np.ndarray | None = None
+    """The rule's weights: the honest rows' example counts, then each attacker's claimed
+    one (``num_byzantine`` more); None: every row weighs the same."""
 
 
 @runtime_checkable

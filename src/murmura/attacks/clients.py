@@ -124,6 +124,8 @@ class ForgeCache:
             self._round, self._forged = view.round, {}
         own = view.own if isinstance(attack, DataAttack) else None  # only then does own count
         digest = hashlib.blake2b(view.honest.tobytes(), digest_size=16)
+        if view.weights is not None:
+            digest.update(np.ascontiguousarray(view.weights).tobytes())
         if own is not None:
             digest.update(np.ascontiguousarray(own).tobytes())
         key = (attack, view.num_byzantine, view.honest.shape, digest.hexdigest())
@@ -146,7 +148,13 @@ class OmniscientAttacker(AttackingClient):
             return own
         assert isinstance(self.attack, OmniscientAttack)
         honest = np.stack([np.asarray(u, dtype=np.float32) for u in view.updates])
-        rv = RoundView(view.round, honest, own.update, view.num_byzantine)
+        counts = [*view.num_examples, *view.byzantine_examples]
+        weights = None
+        if len(counts) == len(honest) + view.num_byzantine:
+            weights = np.asarray(counts, dtype=np.float32)
+        rv = RoundView(
+            view.round, honest, own.update, view.num_byzantine, tuple(view.nodes), weights
+        )
         return FitRes(self.cache.forge(self.attack, rv), own.num_examples, own.metrics)
 
 

@@ -44,6 +44,10 @@ class HonestView:
     updates: Sequence[Vector]
     num_examples: Sequence[int]
     num_byzantine: int
+    nodes: Sequence[str] = ()
+    """The node ids of ``updates``, in order (an attack that follows one worker across rounds)."""
+    byzantine_examples: Sequence[int] = ()
+    """The example counts the round's attackers claim (a weighted rule weighs them so)."""
 
 
 @runtime_checkable
@@ -125,7 +129,7 @@ def collect(
     omniscient = {n for n, c in members.items() if isinstance(c, OmniscientClient)}
     failures: list[Failure] = []
     held: list[tuple[str, FitRes]] = []
-    honest: list[FitRes] = []
+    honest: list[tuple[str, FitRes]] = []
     for node, outcome in outcomes:
         if node in omniscient and isinstance(outcome, FitRes):
             held.append((node, outcome))
@@ -134,9 +138,14 @@ def collect(
         if reason is not None:
             failures.append(Failure(node, reason))
         elif omniscient and isinstance(outcome, FitRes):
-            honest.append(outcome)
+            honest.append((node, outcome))
     view = HonestView(
-        round_, [r.update for r in honest], [r.num_examples for r in honest], len(omniscient)
+        round_,
+        [r.update for _, r in honest],
+        [r.num_examples for _, r in honest],
+        len(omniscient),
+        [n for n, _ in honest],
+        [own.num_examples for _, own in held],
     )
     for node, own in held:
         attacker = members[node]

@@ -233,6 +233,22 @@ def rule_args(rule: str, fraction: float, cohort: int) -> dict[str, Any]:
     return {}
 
 
+def attacker_presence(num_clients: int, cohort: int, fraction: float) -> str:
+    """How the grid's attackers sit in each round, for the report's header.
+
+    The papers' attacks assume every attacker takes part in every round; a cohort sampled
+    from the clients holds a varying number of them (on average ``fraction`` of it).
+    """
+    k = math.floor(fraction * num_clients + 0.5)
+    if cohort >= num_clients:
+        return f"all {num_clients} clients every round, so {k} attackers in every round"
+    mean = k * cohort / num_clients
+    return (
+        f"{cohort} of {num_clients} clients sampled per round: a round holds a varying "
+        f"number of the {k} attackers, {mean:.1f} on average"
+    )
+
+
 def cell_config(
     base: Mapping[str, Any], attack: str, defence: str | Defence, fraction: float
 ) -> Config:
@@ -496,9 +512,12 @@ def robustness(
         save_cells(store, cells)
         if on_cell is not None:
             on_cell(cell)
+    cfg = config_from_dict(base)
+    presence = attacker_presence(cfg.partition.num_clients, cfg.cohort_size(), fraction)
     header = (
         f"# Robustness: {config_path.name}, {round(fraction * 100)}% Byzantine clients, "
-        f"{base['run']['rounds']} rounds, final test accuracy (/ attack success rate)"
+        f"{base['run']['rounds']} rounds, final test accuracy (/ attack success rate)\n\n"
+        f"Cohort: {presence}."
     )
     names = [d.name for d in defences]
     write_report(out, cells, attacks, names, header, missing)
