@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tomli_w
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from murmura.client import LocalSGD
 from murmura.config import Config
@@ -28,7 +30,12 @@ from murmura.errors import ConfigError, InstructionRejected
 from murmura.federation.budget import JOB, STATS, BudgetExceeded, SiteBudget
 from murmura.federation.policy import JobRefused, SitePolicy
 from murmura.federation.site_guard import ChargedClient, admit, release_digest, site_learner
-from murmura.federation.spend import dp_sgd_worst_case, job_releases
+from murmura.federation.spend import (
+    composed_epsilon,
+    dp_sgd_round,
+    dp_sgd_worst_case,
+    job_releases,
+)
 from murmura.types import FitIns, FitRes
 
 Job = Callable[..., Config]
@@ -103,6 +110,26 @@ def test_a_dp_sgd_job_is_admitted_on_its_worst_case_over_every_data_size(
     assert worst.epsilon(1e-5) == pytest.approx(each[most], rel=1e-9)
     (release,) = job_releases(cfg, 1e-5, "rdp")
     assert (release.key, release.history) == ("privacy.dp_sgd_noise_multiplier", worst.history)
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    z=st.sampled_from([0.8, 1.5, 3.0]),
+    batch=st.integers(1, 64),
+    epochs=st.integers(1, 3),
+    rows=st.integers(1, 5000),
+)
+def test_no_site_spends_more_than_the_worst_case_it_was_admitted_on(
+    z: float, batch: int, epochs: int, rows: int, job: Job
+) -> None:
+    cfg = job(
+        run={"rounds": 2},
+        privacy={**SGD, "dp_sgd_noise_multiplier": z},
+        client={"batch_size": batch, "epochs": epochs},
+    )
+    worst = dp_sgd_worst_case(cfg, 1e-5, "rdp").epsilon(1e-5)
+    one = dp_sgd_round(z, rows, batch, epochs)
+    assert composed_epsilon([[one, one]], 1e-5, "rdp") <= worst
 
 
 def test_the_third_dp_sgd_job_past_lifetime_epsilon_is_refused_with_the_numbers(

@@ -61,7 +61,8 @@ class SitePolicy:
     """The data owner's rules (``[policy]``); unset limits do not apply.
 
     ``max_epsilon`` (one job) and ``lifetime_epsilon`` (every job this site has taken, composed
-    from its ledger) are epsilons at ``delta``, computed with ``accountant``. Any of
+    from its ledger) are epsilons at ``delta``, computed with ``accountant`` over every release
+    of the job; ``min_noise_multiplier`` applies to each release's noise. Any of
     ``require_dp``, ``min_noise_multiplier``, ``max_epsilon`` and ``lifetime_epsilon`` refuses
     a job that releases anything of the site's data without DP noise (``spend.unprotected``):
     its spend is unbounded.

@@ -7,29 +7,28 @@ site whose policy requires DP refuse the job with the reason (``unprotected``):
 =====================  ==========================================  ===========================
 mode (job config)      charged to the site, as ``(z, q, steps)``    why this way
 =====================  ==========================================  ===========================
-``privacy.mode =       the whole job, ``(z, fraction, rounds)``,    the server adds the noise
-"central"``            before the site's first training round       and samples the clients:
-                                                                    the site trusts it (a files
+central DP             the whole job, ``(z, fraction, rounds)``,    the server adds the noise
+                       before the site's first training round       and samples the clients:
+                       (``privacy.mode = "central"``)               the site trusts it (a files
                                                                     job's coordinator refuses
                                                                     the mode, so it never runs)
-``privacy.mode =       the whole job, ``(z, 1, rounds)``, before     the site clips and noises
-"local"``              the site's first training round              its own update (client-
-                                                                    level: covers every record)
-``privacy.dp_sgd``     each round the site trains, before its        example-level: ``q`` and the
-(mode ``"none"``)      update leaves: ``(z_sgd, B / n, E *          steps depend on the site's
+local DP               the whole job, ``(z, 1, rounds)``, before     the site clips and noises
+                       the site's first training round              its own update (client-
+                       (``privacy.mode = "local"``)                 level: covers every record)
+DP-SGD alone           each round the site trains, before its        example-level: ``q`` and the
+                       update leaves: ``(z_sgd, B / n, E *          steps depend on the site's
                        round(n / B))`` on its own ``n`` examples     own ``n``, and the server
                        and the round's batch size and epochs;       may override ``B`` and ``E``
-                       admitted on the worst case over every ``n``  per round; ``n`` is unknown
-                                                                    before the data is read
-``privacy.dp_sgd``     as ``mode`` local or central: the            a client-level guarantee
-with mode local or     client-level charge covers it                bounds every record's too
-central
-``[stats]`` with       ``(z_stats, 1, 1)`` once per job, when the   the coordinator noises the
-``noise_multiplier``   site answers the statistics phase            sums (central DP, trusted);
-``> 0``                                                             every row is in them
-``[stats]`` without    nothing: a site whose policy requires DP     the sums are exact (secure
-noise                  refuses the job                              aggregation hides a site's
-                                                                    own, not the total)
+                       admitted on the worst case over all ``n``    per round; ``n`` is unknown
+                       (``privacy.dp_sgd``, ``mode = "none"``)      before the data is read
+DP-SGD with local or   as local or central DP: the client-level     a client-level guarantee
+central DP             charge covers it                             bounds every record's too
+noised statistics      ``(z_stats, 1, 1)`` once per job, when the   the coordinator noises the
+                       site answers the statistics phase            sums (central DP, trusted);
+                       (``[stats] noise_multiplier > 0``)           every row is in them
+exact statistics       nothing: a site whose policy requires DP     the sums are exact (secure
+                       refuses the job (``[stats] enabled``,        aggregation hides a site's
+                       ``noise_multiplier = 0``)                    own, not the total)
 training without DP    nothing: a site whose policy requires DP     its updates are exact
                        refuses the job
 =====================  ==========================================  ===========================
