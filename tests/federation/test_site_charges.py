@@ -42,6 +42,7 @@ Job = Callable[..., Config]
 Eps = Callable[[list[tuple[float, float, int]], float], float]
 SGD = {"dp_sgd": True, "dp_sgd_noise_multiplier": 1.5}
 CLIENT = {"epochs": 1, "batch_size": 8, "lr": 0.1}  # what the coordinator sends every round
+LOCAL = {"mode": "local", "noise_multiplier": 2.0}
 NOISED_STATS = {"enabled": True, "minmax": False, "noise_multiplier": 4.0}
 
 
@@ -177,8 +178,8 @@ def test_the_statistics_phase_is_charged_its_noise_once_and_refused_without_it(
     from murmura.analytics.grpc_round import STATS_KEY, site_answer
     from murmura.analytics.query import query_from_config
 
-    cfg = job(stats=NOISED_STATS)  # training without DP: a site without a DP policy takes it
-    client = _charged(_site(tmp_path, 30, {}), cfg)
+    cfg = job(privacy=LOCAL, stats=NOISED_STATS)  # the rows are read under local DP's wrapper
+    client = _charged(_site(tmp_path, 30, {"require_dp": True}), cfg)
     config = {STATS_KEY: query_from_config(cfg.stats, 2).to_json()}
     _, rows = site_answer(client, config)
     site_answer(client, config)  # asked again (a restarted coordinator): charged once
@@ -187,9 +188,9 @@ def test_the_statistics_phase_is_charged_its_noise_once_and_refused_without_it(
         (STATS, ((4.0, 1.0, 1),))
     ]
     assert book.spent()[0] == statistics_epsilon(4.0, 1e-5)  # what stats.json reports
-    plain = _charged(
-        _site(tmp_path, 30, {}), job(privacy={"mode": "local", "noise_multiplier": 2.0})
-    )
+    client.fit(FitIns(1, client.inner.inner.model.flat.detach().numpy().copy(), CLIENT))
+    assert [c.part for c in book.entries()] == [STATS, JOB]  # and the training, whole
+    plain = _charged(_site(tmp_path, 30, {}), job(privacy=LOCAL))
     with pytest.raises(InstructionRejected, match=r"no statistics phase \(\[stats\] enabled"):
         site_answer(plain, config)  # a phase the accepted job does not have
 

@@ -88,20 +88,22 @@ def admit(policy: SitePolicy, site_file: Path, job: Config, submitter: str | Non
 
 
 def site_learner(client: Any) -> LocalLearner | None:
-    """The murmura learner whose data a site's DP-SGD client trains on (None: not DP-SGD).
+    """The murmura learner under a site's wrappers: its rows, size and hyper-parameters.
 
-    ``DPSGDClient`` wraps it; a ``[stats] standardise`` site builds its DP-SGD learner on the
-    first round from the same rows as its raw learner (same size and hyper-parameters).
+    Local DP and DP-SGD wrap it; a ``[stats] standardise`` site builds its learner on the
+    first round from the same rows as its raw learner (same size and hyper-parameters). None
+    for the operator's own ``[site] client``.
     """
+    from murmura.client import TorchClient
     from murmura.node.standardised_site import StandardisedSite
     from murmura.privacy.dp_client import DPSGDClient
+    from murmura.privacy.local import LocalDPClient
 
     if isinstance(client, StandardisedSite):
-        raw: LocalLearner = client.raw
-        return raw
-    if isinstance(client, DPSGDClient):
-        return client.inner
-    return None
+        return site_learner(client.raw)
+    if isinstance(client, DPSGDClient | LocalDPClient):
+        return site_learner(client.inner)
+    return client if isinstance(client, TorchClient) else None
 
 
 def release_digest(ins: FitIns) -> str:
@@ -123,8 +125,8 @@ class ChargedClient:
     before the first round the site trains (a site that joined after the last round released
     nothing and is charged nothing); a DP-SGD job each round, ``(z, B / n, steps)`` of the
     round as ``learner`` trains it, with the batch size and epochs the instruction sets; the
-    statistics phase when ``local_data`` is read for it. Everything else is the wrapped
-    client's.
+    statistics phase when ``local_data`` (the learner's rows, under any DP wrapper) is read
+    for it. Everything else is the wrapped client's.
     """
 
     def __init__(
@@ -169,7 +171,8 @@ class ChargedClient:
             raise InstructionRejected(
                 "the job this site accepted has no statistics phase ([stats] enabled = false)"
             )
-        local_data = getattr(self.inner, "local_data", None)
+        source = self.inner if self.learner is None else self.learner  # under local DP too
+        local_data = getattr(source, "local_data", None)
         if not callable(local_data):
             raise InstructionRejected("this worker's client has no local_data() to summarise")
         if (entry := stats_release(self.job)) is not None:
