@@ -244,6 +244,16 @@ def test_every_privacy_mode_is_charged_or_refused(tmp_path: Path, job: Job, mode
     assert part in parts and book.spent()[0] > 0
 
 
+def test_a_job_without_dp_is_charged_nothing_by_a_site_without_a_dp_policy(job: Job) -> None:
+    charged: list[tuple[str, str]] = []
+    cfg = job(stats={"enabled": True})  # exact training and statistics: nothing accountable
+    client = ChargedClient(_Learner(), lambda j, p, h: charged.append((j, p)), lambda: "j", cfg,
+                           _Learner())  # fmt: skip
+    client.local_data()
+    client.fit(FitIns(1, np.zeros(3, dtype=np.float32), {}))
+    assert charged == []
+
+
 KILLED = """
 import os, signal, sys
 from pathlib import Path

@@ -151,7 +151,7 @@ class ChargedClient:
             if self._charged != job_id:
                 self.charge(job_id, JOB, self.whole.history)
                 self._charged = job_id
-        elif self.learner is not None:
+        elif self.job.privacy.dp_sgd:
             self.charge(job_id, f"round {ins.round} {release_digest(ins)}", (self._round(ins),))
         res: FitRes = self.inner.fit(ins)
         return res
