@@ -144,7 +144,7 @@ def test_a_site_is_charged_before_its_first_round_once_per_run_id(tmp_path: Path
         admit(policy, site, job(), None)  # no DP: unbounded spend
     admitted = admit(policy, site, job(privacy=DP), None)
     run_id = ["run-1"]
-    client = ChargedClient(_Learner(), admitted.charge, lambda: run_id[0])
+    client = ChargedClient(_Learner(), admitted.charge, lambda: run_id[0], job(privacy=DP))
     assert client.model == "the wrapped client's model"
     book = SiteBudget.open(tmp_path / "privacy-ledger.db")
     assert book.entries() == []

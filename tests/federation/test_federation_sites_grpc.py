@@ -4,10 +4,11 @@ Real processes over mutual TLS on 127.0.0.1, certificates from ``murmura keys``,
 predictive-maintenance plants' CSVs, local-DP jobs of two rounds. Alice and Bob each queue
 a job; plant-a allows only Alice's jobs, so Bob's job runs on plant-b and plant-c (the job
 needs 2 of 3) and ``murmura job status`` shows plant-a's reason. plant-c's lifetime epsilon
-leaves room for two such jobs (epsilon composed by the accountant, never read from the job):
-it refuses the third, which runs on the two others, one of them restarted between jobs.
-Each job's statistics phase (the federation's mean and std) waits for its first round's
-sites. The ledger's signed ``job_submit`` records name each admin; plant-c's ledger holds its two.
+leaves room for two such jobs (epsilon composed by the accountant, never read from the job,
+over the training and the noised statistics phase): it refuses the third, which runs on the
+two others, one of them restarted between jobs. Each job's statistics phase (the
+federation's mean and std, noised) waits for its first round's sites. The ledger's signed
+``job_submit`` records name each admin; plant-c's ledger holds its two.
 """
 
 from __future__ import annotations
@@ -54,15 +55,16 @@ JOB = {
     "privacy": {"mode": "local", "clip_norm": 1.0, "noise_multiplier": 3.0},
     "server": {"round_timeout": 60},  # min_nodes 1: the job waits for min_clients sites
     "stats": {"enabled": True, "standardise": True, "bins": 10,  # the federation's mean, std
+              "minmax": False, "noise_multiplier": 5.0,  # noised: plant-c requires DP
               "low": [0.0, 0.0, 0.0, 290.0, 300.0, 1000.0, 0.0, 0.0],
               "high": [1.0, 1.0, 1.0, 310.0, 320.0, 2200.0, 80.0, 260.0]},
 }  # fmt: skip
-# rdp epsilon at delta 1e-5 of z = 3, q = 1 (local DP): 2 rounds 2.029, 4 rounds 2.985,
-# 6 rounds 3.752: plant-c has room for two of these jobs, not three
+# rdp epsilon at delta 1e-5 of z = 3, q = 1 (local DP) 2 rounds and the statistics' z = 5
+# once: one job 2.224, two 3.276, three 4.122: plant-c has room for two of these, not three
 POLICIES = {
     "plant-a": {"allowed_submitters": ["alice"]},
     "plant-b": {"allowed_tasks": ["tabular"], "max_rounds": 5},
-    "plant-c": {"max_epsilon": 2.5, "lifetime_epsilon": 3.2},
+    "plant-c": {"max_epsilon": 2.5, "lifetime_epsilon": 3.6},
 }
 
 
@@ -172,13 +174,14 @@ def test_two_admins_three_sites_policies_and_a_lifetime_budget(
         fed.site("plant-b")
         third = fed.job("alice", "submit", "job.toml").split()[1]
         said = fed.status("alice", third)
-        spent, after = (reference_epsilon([(3.0, 1.0, n)], 1e-5) for n in (4, 6))
+        spent, after = (reference_epsilon([(3.0, 1.0, 2 * k), (5.0, 1.0, k)], 1e-5) for k in (2, 3))
         assert said.startswith("job-3 job done (by alice,") and "2 rounds" in said, fed.logs()
         assert "site plant-a: accepted" in said and "site plant-b: accepted" in said, said
         assert (
             "site plant-c: refused: plant-c.toml: the site refuses the job: "
-            f"policy.lifetime_epsilon = 3.2: this site has spent epsilon {spent:.4g} and the "
-            f"job would take it to {after:.4g} (delta 1e-05)"
+            f"policy.lifetime_epsilon = 3.6: this site has spent epsilon {spent:.4g} and the "
+            f"job would take it to {after:.4g} (delta 1e-05; privacy.noise_multiplier 3, q 1, "
+            "2 steps; stats.noise_multiplier 5, q 1, 1 steps)"
         ) in said
         assert all(p.poll() is None for p in fed.procs.values()), fed.logs()
     finally:
@@ -186,8 +189,9 @@ def test_two_admins_three_sites_policies_and_a_lifetime_budget(
 
     for job, n in [(first, 3), (second, 2), (third, 2)]:  # not whichever site came first
         assert f"statistics asked of {n} nodes" in (state / "jobs" / job / "job.log").read_text()
-    charged = {p: [c.job_id for c in SiteBudget.open(tmp_path / f"{p}-ledger.db").entries()]
-               for p in PLANTS}  # fmt: skip
+    charged = {p: list(SiteBudget.open(tmp_path / f"{p}-ledger.db").jobs()) for p in PLANTS}
+    parts = [c.part for c in SiteBudget.open(tmp_path / "plant-c-ledger.db").entries()]
+    assert sorted(parts) == ["job", "job", "stats", "stats"]  # training and statistics
     assert charged == {"plant-a": [first, third], "plant-b": [first, second, third],
                        "plant-c": [first, second]}  # fmt: skip
     submits = [(r.node, r.run_id) for r in read_records(state / "audit.sqlite")

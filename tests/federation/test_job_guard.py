@@ -103,7 +103,7 @@ def test_the_policy_decides_before_the_data_is_read_and_the_first_fit_is_charged
         seen.append(("policy", submitter))
         if getattr(cfg, "run").rounds > 1:  # noqa: B009 - any config object
             return "max_rounds = 1 < the job's 2"
-        return lambda job_id: seen.append(("charge", job_id))
+        return lambda job_id, part, history: seen.append(("charge", job_id, part))
 
     class Learner:
         def fit(self, ins: object) -> str:
@@ -119,9 +119,10 @@ def test_the_policy_decides_before_the_data_is_read_and_the_first_fit_is_charged
     with pytest.raises(MurmuraError, match="max_rounds = 1 < the job's 2"):
         site._prepare(offer)
     assert seen == [("policy", "alice")]  # refused: the data was never read
-    one_round = {**offer, "id": "job-2", "config": JOB.replace("rounds = 2", "rounds = 1")}
+    dp = '[privacy]\nmode = "local"\nnoise_multiplier = 2.0\n'
+    one_round = {**offer, "id": "job-2", "config": JOB.replace("rounds = 2", "rounds = 1") + dp}
     worker = site._prepare(one_round)
     worker.close()
     assert seen[1:] == [("policy", "alice"), ("data",)]  # accepted: nothing released yet
     assert worker.client.fit(None) == "trained" and worker.client.fit(None) == "trained"
-    assert seen[3:] == [("charge", "job-2"), ("fit",), ("fit",)]  # charged once, first
+    assert seen[3:] == [("charge", "job-2", "job"), ("fit",), ("fit",)]  # charged once, first

@@ -120,23 +120,40 @@ def test_required_secure_aggregation(job: Job) -> None:
     assert check_job(rule, secure, "a", None) is None
 
 
-def test_required_dp_refuses_a_job_without_client_level_dp(job: Job) -> None:
+def test_required_dp_refuses_a_job_that_releases_anything_without_noise(job: Job) -> None:
     rule = policy(require_dp=True)
     assert check_job(rule, job(privacy=DP), "a", None) is None
-    reason = check_job(rule, job(), "a", None)
-    assert reason is not None and reason.startswith("policy.require_dp: the job has no client")
-    sgd = check_job(rule, job(privacy={"dp_sgd": True}), "a", None)
-    assert sgd is not None and "dp_sgd alone is not client-level DP" in sgd
+    assert check_job(rule, job(privacy={"dp_sgd": True}), "a", None) is None  # example-level
+    assert check_job(rule, job(), "a", None) == (
+        "policy.require_dp: the site requires differential privacy, but its training has no "
+        "differential privacy (privacy.mode = 'none', dp_sgd = false)"
+    )
+    silent = job(privacy={"dp_sgd": True, "dp_sgd_noise_multiplier": 0.0})
+    assert check_job(rule, silent, "a", None) == (
+        "policy.require_dp: the site requires differential privacy, but its DP-SGD adds no "
+        "noise (privacy.dp_sgd_noise_multiplier = 0)"
+    )
+    exact = job(privacy=DP, stats={"enabled": True, "minmax": False})  # the stats are exact
+    assert check_job(rule, exact, "a", None) == (
+        "policy.require_dp: the site requires differential privacy, but its statistics phase "
+        "releases this site's exact sums ([stats] enabled, stats.noise_multiplier = 0)"
+    )
+    noised = job(privacy=DP, stats={"enabled": True, "minmax": False, "noise_multiplier": 4.0})
+    assert check_job(rule, noised, "a", None) is None
     # an epsilon limit requires DP too: a job without it spends without bound
     reason = check_job(policy(max_epsilon=100.0), job(), "a", None)
-    assert reason is not None and reason.startswith("policy.max_epsilon: the job has no client")
+    assert reason is not None and reason.startswith("policy.max_epsilon: the site requires")
 
 
 def test_min_noise_multiplier_uses_the_noise_planned_for_a_target(job: Job) -> None:
     assert check_job(policy(min_noise_multiplier=2.0), job(privacy=DP), "a", None) is None
     low = job(privacy={"mode": "local", "noise_multiplier": 1.5})
     assert check_job(policy(min_noise_multiplier=2.0), low, "a", None) == (
-        "policy.min_noise_multiplier = 2: the job's noise multiplier is 1.5"
+        "policy.min_noise_multiplier = 2: the job's privacy.noise_multiplier is 1.5"
+    )
+    stats = {"enabled": True, "minmax": False, "noise_multiplier": 1.0}  # every release
+    assert check_job(policy(min_noise_multiplier=2.0), job(privacy=DP, stats=stats), "a", None) == (
+        "policy.min_noise_multiplier = 2: the job's stats.noise_multiplier is 1"
     )
     planned = job(privacy={"mode": "local", "target_epsilon": 50.0})  # no z: planned (< 2)
     reason = check_job(policy(min_noise_multiplier=2.0), planned, "a", None)
@@ -170,7 +187,8 @@ def test_lifetime_epsilon_composes_the_ledger_with_the_job(
     reason = check_job(rule, job(privacy=DP), "a", book)
     assert reason == (
         f"policy.lifetime_epsilon = {(one + two) / 2:g}: this site has spent epsilon "
-        f"{one:.4g} and the job would take it to {two:.4g} (delta 1e-05)"
+        f"{one:.4g} and the job would take it to {two:.4g} (delta 1e-05; "
+        "privacy.noise_multiplier 2, q 1, 5 steps)"
     )
     with pytest.raises(ValueError, match="budget"):
         check_job(rule, job(privacy=DP), "a", None)

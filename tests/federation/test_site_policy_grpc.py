@@ -2,7 +2,8 @@
 
 Real processes over mutual TLS on 127.0.0.1, the predictive-maintenance plants' CSVs: a site
 refuses a job that breaks its policy before it reads any data (exit 2, one line); two sites
-run a local-DP job and each charges its ledger under the coordinator's run id;
+run a local-DP job and each charges its ledger under the coordinator's run id (then a
+DP-SGD job, charged round by round at each site's own sample rate);
 ``murmura site budget`` shows the spend, equal to the epsilon the coordinator reports; the
 same job submitted again would pass the sites' ``lifetime_epsilon`` and is refused.
 """
@@ -20,6 +21,7 @@ import tomli_w
 from portpool import free_port
 
 from murmura.federation.budget import SiteBudget
+from murmura.federation.spend import composed_epsilon
 from murmura.transport import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -48,6 +50,8 @@ JOB = {
     "evaluation": {"central": False, "federated": False},
     "privacy": {"mode": "local", "clip_norm": 1.0, "noise_multiplier": 3.0},
 }
+SGD = {"dp_sgd": True, "dp_sgd_clip_norm": 1.0, "dp_sgd_noise_multiplier": 1.2}
+ROWS = {"plant-a": 3000, "plant-b": 2400}  # each plant's training rows (make_data.PLANTS)
 # epsilon (rdp, delta 1e-5) of z = 3, q = 1: 2 rounds 2.029, 4 rounds 2.985: room for one job
 POLICY = {"allowed_tasks": ["tabular"], "max_rounds": 5, "lifetime_epsilon": 2.5}
 
@@ -132,7 +136,7 @@ def test_a_site_refuses_by_policy_and_spends_its_lifetime_budget(tmp_path: Path)
     for plant in PLANTS:
         code, said = _say(_murmura(["site", "budget", f"{plant}.toml"], tmp_path))
         assert code == 0, said
-        assert f"{run_id} " in said and "z 3, q 1, 2 rounds" in said
+        assert f"{run_id} " in said and "client-level z 3, q 1: 2 rounds" in said
         assert f"{summary['epsilon']:.4f}" in said  # what the coordinator reported
         assert (
             f"total: epsilon {summary['epsilon']:.4f} at delta 1e-05 over 1 DP jobs "
@@ -145,7 +149,40 @@ def test_a_site_refuses_by_policy_and_spends_its_lifetime_budget(tmp_path: Path)
     assert "the site refuses the job: policy.lifetime_epsilon = 2.5: this site has spent " in said
     assert f"epsilon {summary['epsilon']:.4g} and the job would take it to 2.985" in said
 
-    # 4. a bad site file: one line, no traceback
+    # 4. a DP-SGD job: each site charges every round it trains, at its own data's sample rate
+    sgd = {**JOB, "run": {**JOB["run"], "rounds": 1}, "privacy": SGD}
+    (tmp_path / "sgd.toml").write_text(tomli_w.dumps(sgd))
+    port = free_port()
+    server = {**server, "port": port, "state_dir": str(tmp_path / "state-sgd")}
+    (tmp_path / "server.toml").write_text(tomli_w.dumps({**sgd, "server": server}))
+    for plant in PLANTS:  # a fresh ledger, and a policy that requires DP
+        site = {"data": {"path": f"data/{plant}.csv"}, "site": {"name": plant},
+                "policy": {"require_dp": True, "ledger": f"{plant}-sgd.db"}}  # fmt: skip
+        (tmp_path / f"{plant}.toml").write_text(tomli_w.dumps(site))
+    procs = [_murmura(["server", "server.toml"], tmp_path, tmp_path / "coordinator.log")]
+    for plant in PLANTS:
+        log = tmp_path / f"{plant}.log"
+        procs.append(_murmura(_client(tmp_path, plant, tmp_path / "sgd.toml", port), tmp_path, log))
+    try:
+        assert procs[0].wait(240) == 0, (tmp_path / "coordinator.log").read_text()
+        assert all(p.wait(60) == 0 for p in procs[1:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    run_id = (tmp_path / "state-sgd" / "latest").read_text().strip()
+    for plant, rows in ROWS.items():
+        book = SiteBudget.open(tmp_path / f"{plant}-sgd.db")
+        (charge,) = book.entries()
+        assert (charge.job_id, charge.part.split()[:2]) == (run_id, ["round", "1"])
+        q, steps = 64 / rows, round(rows / 64)  # the site's own rows, the job's batch of 64
+        assert charge.history == ((SGD["dp_sgd_noise_multiplier"], q, steps),)
+        eps = composed_epsilon([charge.history], 1e-5, "rdp")
+        code, said = _say(_murmura(["site", "budget", f"{plant}.toml"], tmp_path))
+        assert code == 0 and f"DP-SGD z 1.2, q {q:g}: {steps} steps in 1 rounds" in said, said
+        assert f"total: epsilon {eps:.4f} at delta 1e-05 over 1 DP jobs" in said
+
+    # 5. a bad site file: one line, no traceback
     (tmp_path / "bad.toml").write_text('[data]\npath = "x.csv"\n[policy]\nmax_epoch = 2\n')
     code, said = _say(_murmura(["site", "budget", "bad.toml"], tmp_path))
     assert code == 2 and said.startswith("error: bad.toml: [policy] max_epoch: unknown key")

@@ -2,9 +2,9 @@
 
 The rules and the budget are ``murmura.federation.policy`` and ``murmura.federation.budget``
 (``site_guard.admit``): a job the policy refuses gets the site's reason; an accepted job
-with differential privacy is charged to the site's ledger when the site first trains for
-it, under the federation's job id (idempotent: a site restarted mid-job that accepts the
-job again is not charged twice).
+with differential privacy is charged to the site's ledger as the site releases its data,
+under the federation's job id (idempotent: a site restarted mid-job that accepts the job
+again is not charged twice for the same release).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from murmura.errors import MurmuraError
+from murmura.federation.site_guard import Charge
 from murmura.federation.site_guard import admit as guard_admit
-from murmura.federation.site_loop import Admission, Charge
+from murmura.federation.site_loop import Admission
 from murmura.node.site import site_policy
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError, MurmuraError
-from murmura.federation.spend import job_spend
+from murmura.federation.spend import Release, composed_epsilon, job_releases, unprotected
 from murmura.privacy.accountant import AccountantName
 
 if TYPE_CHECKING:
@@ -61,9 +61,11 @@ class SitePolicy:
     """The data owner's rules (``[policy]``); unset limits do not apply.
 
     ``max_epsilon`` (one job) and ``lifetime_epsilon`` (every job this site has taken, composed
-    from its ledger) are epsilons at ``delta``, computed with ``accountant``. Any of
+    from its ledger) are epsilons at ``delta``, computed with ``accountant`` over every release
+    of the job; ``min_noise_multiplier`` applies to each release's noise. Any of
     ``require_dp``, ``min_noise_multiplier``, ``max_epsilon`` and ``lifetime_epsilon`` refuses
-    a job without client-level DP (``[privacy] mode`` local or central): its spend is unbounded.
+    a job that releases anything of the site's data without DP noise (``spend.unprotected``):
+    its spend is unbounded.
     """
 
     allowed_tasks: tuple[str, ...] | None = None
@@ -109,7 +111,7 @@ class SitePolicy:
 
     @property
     def wants_dp(self) -> bool:
-        """Whether a job must have client-level DP to be accepted."""
+        """Whether every release of a job must have DP noise for it to be accepted."""
         limits = (self.min_noise_multiplier, self.max_epsilon, self.lifetime_epsilon)
         return self.require_dp or any(v is not None for v in limits)
 
@@ -128,11 +130,17 @@ def check_job(
     ``allowed_submitters`` does not restrict. ``budget`` is the site's ledger; a policy with
     ``lifetime_epsilon`` needs it.
     """
-    for check in (_people, _shape, _privacy):
+    for check in (_people, _shape):
         if (reason := check(policy, job, submitter)) is not None:
             return reason
-    if (reason := _lifetime(policy, job, budget)) is not None:
-        return reason
+    if policy.wants_dp:
+        if (reason := _privacy(policy, job)) is not None:
+            return reason
+        releases = job_releases(job, policy.delta, policy.accountant)
+        if (reason := _noise(policy, releases)) is not None:
+            return reason
+        if (reason := _lifetime(policy, releases, budget)) is not None:
+            return reason
     return _model(policy, job)
 
 
@@ -157,49 +165,52 @@ def _shape(policy: SitePolicy, job: Config, submitter: str | None) -> str | None
     return None
 
 
-def _privacy(policy: SitePolicy, job: Config, submitter: str | None) -> str | None:
-    if not policy.wants_dp:
+def _privacy(policy: SitePolicy, job: Config) -> str | None:
+    """The site's reason if the job releases anything of its data without DP noise."""
+    what = unprotected(job)
+    if what is None:
         return None
-    spend = job_spend(job)
-    if spend is None:
-        key = next(
-            k
-            for k in ("require_dp", "min_noise_multiplier", "max_epsilon", "lifetime_epsilon")
-            if getattr(policy, k) not in (None, False)
-        )
-        sgd = " (dp_sgd alone is not client-level DP)" if job.privacy.dp_sgd else ""
-        return (
-            f"policy.{key}: the job has no client-level differential privacy "
-            f"(privacy.mode = 'none'{sgd}): set privacy.mode = 'local' or 'central'"
-        )
-    z, least = spend.noise_multiplier, policy.min_noise_multiplier
-    if least is not None and z < least:
-        return f"policy.min_noise_multiplier = {least:g}: the job's noise multiplier is {z:.4g}"
+    key = next(
+        k
+        for k in ("require_dp", "min_noise_multiplier", "max_epsilon", "lifetime_epsilon")
+        if getattr(policy, k) not in (None, False)
+    )
+    return f"policy.{key}: the site requires differential privacy, but {what}"
+
+
+def _mechanisms(releases: list[Release]) -> str:
+    return "; ".join(
+        f"{r.key} {z:.4g}, q {q:g}, {n} steps" for r in releases for z, q, n in r.history
+    )
+
+
+def _noise(policy: SitePolicy, releases: list[Release]) -> str | None:
+    least = policy.min_noise_multiplier
+    for r in releases:
+        if least is not None and (z := r.noise_multiplier) < least:
+            return f"policy.min_noise_multiplier = {least:g}: the job's {r.key} is {z:.4g}"
     if policy.max_epsilon is not None:
-        eps = spend.epsilon(policy.delta, policy.accountant)
+        eps = composed_epsilon([r.history for r in releases], policy.delta, policy.accountant)
         if eps > policy.max_epsilon:
             return (
                 f"policy.max_epsilon = {policy.max_epsilon:g}: the job spends epsilon {eps:.4g} "
-                f"at delta {policy.delta:g} (z {z:.4g}, q {spend.sample_rate:g}, "
-                f"{spend.steps} rounds)"
+                f"at delta {policy.delta:g} ({_mechanisms(releases)})"
             )
     return None
 
 
-def _lifetime(policy: SitePolicy, job: Config, budget: SiteBudget | None) -> str | None:
+def _lifetime(policy: SitePolicy, releases: list[Release], budget: SiteBudget | None) -> str | None:
     if policy.lifetime_epsilon is None:
         return None
     if budget is None:
         raise ValueError("a policy with lifetime_epsilon is checked against the site's budget")
-    spend = job_spend(job)
-    assert spend is not None  # _privacy refused a job without DP
     spent, _ = budget.spent()
-    after = budget.epsilon_after(spend)
+    after = budget.epsilon_after(e for r in releases for e in r.history)
     if after > policy.lifetime_epsilon:
         return (
             f"policy.lifetime_epsilon = {policy.lifetime_epsilon:g}: this site has spent "
             f"epsilon {spent:.4g} and the job would take it to {after:.4g} "
-            f"(delta {budget.delta:g})"
+            f"(delta {budget.delta:g}; {_mechanisms(releases)})"
         )
     return None
 

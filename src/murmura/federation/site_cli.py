@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from murmura.errors import MurmuraError
+
+if TYPE_CHECKING:
+    from murmura.federation.budget import Charge
 
 site_app = typer.Typer(no_args_is_help=True, help="A site's own records: its privacy budget.")
 console = Console()
@@ -47,15 +50,14 @@ def _show(site_file: Path) -> None:
         return
     book = open_budget(policy, site_file)
     try:
-        charges = book.entries()
+        jobs = book.jobs()
         table = Table(title=f"site {name}: privacy spent ({ledger})")
         for col in ("job", "charged (UTC)", "mechanism", "epsilon"):
             table.add_column(col, justify="right" if col == "epsilon" else "left")
-        for c in charges:
-            when = datetime.datetime.fromtimestamp(c.charged, datetime.UTC)
-            steps = "; ".join(f"z {z:.4g}, q {q:g}, {n} rounds" for z, q, n in c.history)
-            eps = book.epsilon([c])
-            table.add_row(c.job_id, f"{when:%Y-%m-%d %H:%M:%S}", steps, f"{eps:.4f}")
+        for job_id, parts in jobs.items():
+            when = datetime.datetime.fromtimestamp(parts[0].charged, datetime.UTC)
+            eps = book.epsilon(parts)
+            table.add_row(job_id, f"{when:%Y-%m-%d %H:%M:%S}", mechanism(parts), f"{eps:.4f}")
         console.print(table)
         total, delta = book.spent()
     finally:
@@ -63,7 +65,24 @@ def _show(site_file: Path) -> None:
     limit = policy.lifetime_epsilon
     left = f"; lifetime_epsilon {limit:g}, {max(limit - total, 0.0):.4f} left" if limit else ""
     console.print(
-        f"total: epsilon {total:.4f} at delta {delta:g} over {len(charges)} DP jobs "
+        f"total: epsilon {total:.4f} at delta {delta:g} over {len(jobs)} DP jobs "
         f"({policy.accountant} accountant, composed){left}",
         soft_wrap=True,
     )
+
+
+def mechanism(parts: list[Charge]) -> str:
+    """A job's charged parts in a line: each kind's ``(z, q)`` with its steps (and rounds)."""
+    from murmura.federation.budget import JOB, STATS
+
+    steps: dict[tuple[str, float, float], list[int]] = {}
+    for c in parts:
+        kind = {JOB: "client-level", STATS: "stats"}.get(c.part, "DP-SGD")
+        for z, q, n in c.history:
+            steps.setdefault((kind, z, q), []).append(n)
+    out = []
+    for (kind, z, q), ns in steps.items():
+        rounds = f" in {len(ns)} rounds" if kind == "DP-SGD" else ""
+        unit = "rounds" if kind == "client-level" else "steps"
+        out.append(f"{kind} z {z:.4g}, q {q:g}: {sum(ns)} {unit}{rounds}")
+    return "; ".join(out)

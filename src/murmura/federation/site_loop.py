@@ -7,8 +7,8 @@ The site asks the federation's coordinator for jobs (a long poll), and for each 
    (``admission``);
 3. builds its client on the local data, exactly as ``murmura client --site --config`` does,
    and answers: accepted, or refused with the reason (the admin sees it in ``job status``);
-   a job with differential privacy is charged to the site's budget when the site first
-   trains for it (a site that joins after the last round released nothing);
+   a job with differential privacy is charged to the site's budget as the site releases
+   (``site_guard.ChargedClient``: a site that joins after the last round released nothing);
 4. runs the job's worker in a thread against the job's own coordinator address.
 
 It stays up after each job. When the coordinator goes away it retries with exponential
@@ -30,6 +30,7 @@ from murmura.console import say
 from murmura.errors import IdentityError, MurmuraError
 from murmura.federation.config import parse_job
 from murmura.federation.link import FederationError, FederationLink
+from murmura.federation.site_guard import Charge, free
 from murmura.node import progress
 from murmura.node.instructions import InstructionLimits
 from murmura.node.worker import FitClient, Worker
@@ -38,8 +39,6 @@ from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 
 log = logging.getLogger(__name__)
-Charge = Callable[[str], None]
-"""Charges an accepted job, by id, to the site's privacy budget (idempotent per id)."""
 Admission = Callable[[Any, str], str | Charge]
 """(job config, submitter) -> the site's reason to refuse, or how to charge the job."""
 RETRY = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
@@ -48,10 +47,6 @@ RETRY = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
 def accept_all(cfg: Any, submitter: str) -> str | Charge:
     """The admission of a site without a policy: every job whose names pass the guard."""
     return free
-
-
-def free(job_id: str) -> None:
-    """The charge of a job to a site that keeps no budget: nothing."""
 
 
 @dataclass(slots=True)
@@ -174,12 +169,12 @@ class StandingSite:
         verdict = self.admission(cfg, str(offer.get("submitter", "")))  # before any data
         if isinstance(verdict, str):
             raise MurmuraError(verdict)
-        from murmura.federation.site_guard import ChargedClient
+        from murmura.federation.site_guard import ChargedClient, site_learner
         from murmura.node.site import RefusedSite
 
         client = self.make_client(cfg)  # reads the local data
-        if not isinstance(client, RefusedSite):  # it releases nothing
-            client = ChargedClient(client, verdict, lambda: job_id)  # charged when it trains
+        if not isinstance(client, RefusedSite):  # it releases nothing; charged as it releases
+            client = ChargedClient(client, verdict, lambda: job_id, cfg, site_learner(client))
         link = CoordinatorLink(str(offer["address"]), self.node, self.credentials)
         return Worker(link, client, limits=self.limits, uplink=make_uplink(cfg, self.node))
 

@@ -390,11 +390,12 @@ def _worker(
         )
     link = CoordinatorLink(server_address, node, creds)
     if admitted is not None and admitted.budget is not None:  # a DP job: charged under the
-        from murmura.federation.site_guard import ChargedClient  # coordinator's run id
+        from murmura.federation.site_guard import ChargedClient, site_learner  # run id
         from murmura.node.site import RefusedSite
 
         if not isinstance(local, RefusedSite):  # it releases nothing
-            local = ChargedClient(local, admitted.charge, lambda: link.run_id)
+            learner = site_learner(local)
+            local = ChargedClient(local, admitted.charge, lambda: link.run_id, run_cfg, learner)
     return Worker(link, local, limits=limits, uplink=uplink, downlink=downlink)
 
 

@@ -267,6 +267,13 @@ def coordinator_parts(cfg: Any) -> tuple[Any, Vector, Any]:
             "[privacy] mode = 'central' needs every client's size at the coordinator, which "
             "a files job's coordinator does not hold"
         )
+    p = cfg.privacy
+    if p.dp_sgd and p.mode == "none" and p.target_epsilon is not None:
+        raise ConfigError(
+            "[privacy] target_epsilon with dp_sgd alone stops a run by its clients' sizes, "
+            "which a files job's coordinator does not hold (each site charges its own DP-SGD "
+            "epsilon to its ledger): drop target_epsilon"
+        )
     if cfg.secagg.enabled and cfg.secagg.max_weight is None:
         raise ConfigError("[secagg] max_weight must be set for a files job (no sizes are known)")
     task = load_task(cfg.task.name, **cfg.task.args)

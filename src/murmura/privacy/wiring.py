@@ -145,12 +145,13 @@ def private_learners(
     if p.dp_sgd:
         dp = DPSGDParams(p.dp_sgd_clip_norm, p.dp_sgd_noise_multiplier)
         out = [DPSGDClient(learner, dp) for learner in learners]
-        # the smallest learner: its batches are the largest share of its data
-        small = min(learners, key=lambda learner: learner.num_examples)
-        schedule = dp_sgd_schedule(
-            small.num_examples, small.hp.batch_size, small.hp.epochs, small.local_steps
-        )
-        budgets.append(sample_budget(cfg, *schedule))
+        if learners:  # none: a files job's coordinator; each site accounts its own data
+            # the smallest learner: its batches are the largest share of its data
+            small = min(learners, key=lambda learner: learner.num_examples)
+            schedule = dp_sgd_schedule(
+                small.num_examples, small.hp.batch_size, small.hp.epochs, small.local_steps
+            )
+            budgets.append(sample_budget(cfg, *schedule))
     if p.mode == "local":
         z = resolve_noise_multiplier(cfg)
         out = [
