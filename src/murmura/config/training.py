@@ -97,6 +97,10 @@ class StrategySection(Section):
     # No client's weight may exceed this share of the round's total (an inflated example count
     # is capped, not trusted); unset: weights are the reported example counts.
     max_weight_share: float | None = Field(None, gt=0, le=1)
+    # FedNova (Wang et al. 2020): each update rescaled to tau_eff local steps before the rule
+    # (tau_eff: FedNova's weighted mean of the reported counts, with a robust rule each count
+    # clamped to within 2x of their median); at the star's server and at every tree edge.
+    normalize_steps: bool = False
 
     @model_validator(mode="before")
     @classmethod
