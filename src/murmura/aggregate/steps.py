@@ -14,15 +14,16 @@ rule (median, trimmed mean, Krum, geometric median, NNM, bucketing) it equals ru
 on ``d_i`` and scaling back by ``tau_eff``; a rule with a fixed threshold (norm bounding,
 centered clipping) keeps its threshold in the units of one round's update.
 
-``tau_i`` is what the client says, and so is the weight ``w_i``. Under the paper's
-``tau_eff`` one client claiming 2^31 steps (or examples) would multiply the round's step, so
-with a robust rule each count is first clamped to ``[m / SPREAD, SPREAD * m]``, ``m`` the
-(unweighted) median of the counts: while fewer than half the clients lie, ``m`` lies within
-the honest counts' range, and lies about counts or weights can move ``tau_eff`` (the server's
-step) by at most ``SPREAD`` times either way. When every count is within that spread of the
-median this is FedNova's value exactly. A liar's own row only shrinks (a large claim) or grows (a small one), where the
-robust rule judges it anyway. The plain median of the counts would be as safe but shrinks the
-step of every round under quantity skew (on W1 the median is 5 steps, FedNova's value 7.5).
+``tau_i`` is what the client says, and so is the weight ``w_i``. Under the paper's ``tau_eff``
+one client claiming 2^31 steps (or examples) would multiply the round's step, so with a robust
+rule each count is first clamped to ``[m / SPREAD, SPREAD * m]``, ``m`` the (unweighted) median
+of the counts: while fewer than half the clients lie, ``m`` lies within the honest counts'
+range, and lies about counts or weights can move ``tau_eff`` (the server's step) by at most
+``SPREAD`` times either way. When every count is within that spread of the median this is
+FedNova's value exactly. A liar's own row only shrinks (a large claim) or grows (a small one),
+where the robust rule judges it anyway. The plain median of the counts would be as safe but
+shrinks the step of every round under quantity skew (on W1 the median is 5 steps, FedNova's
+value 7.5).
 """
 
 from __future__ import annotations
