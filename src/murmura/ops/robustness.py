@@ -15,6 +15,7 @@ Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta 
 (unless the defence sets ``aggregator_args``); other parameters are the rules', the
 pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack. The
 ``w:`` columns are the example-weighted forms (``weighted = true`` on the rule and on NNM).
+The ``+fednova`` columns add FedNova's step normalisation (``[strategy] normalize_steps``).
 A row ``attack@key=VALUE`` sets one attack parameter: min-max and min-sum run once per
 perturbation of Shejwalkar and Houmansadr, who report the strongest of the three.
 """
