@@ -57,6 +57,7 @@ def test_a_one_edge_tree_normalises_as_the_star_does() -> None:
         ),
         ({"privacy": {"mode": "local", "noise_multiplier": 0.5, "clip_norm": 1.0}}, "local"),
         ({"strategy": {"name": "scaffold"}}, "scaffold"),
+        ({"clock": {"enabled": True, "mode": "async", "buffer_size": 2}}, "async"),
     ],
 )
 def test_normalize_steps_is_refused_where_no_role_can_honour_it(
