@@ -78,6 +78,8 @@ class StrategySection(Section):
     ``pre_aggregation`` ("nnm", "bucketing" or "arc", with ``pre_aggregation_args``) transforms
     the rows before ``aggregator`` wherever it runs: the star's server, each tree edge over its
     children, each P2P peer over its neighbourhood (``topology.robust`` a rule or "none").
+    ``normalize_steps`` (FedNova) rescales every update to ``tau_eff`` local steps before the
+    rule, at a star's server and at each tree edge (refused for peers, SecAgg+ and DP).
     """
 
     name: str = "fedavg"
