@@ -50,6 +50,8 @@ class StepNormalised(Wrapper):
         super().__init__(inner)
         self.max_weight_share = max_weight_share
         self.last_tau_eff: float | None = None
+        self._last: tuple[UpdateBuffer, UpdateBuffer] | None = None
+        """This round's buffer and its rescaled copy, for ``combine`` after ``aggregate``."""
 
     @property
     def robust(self) -> bool:
@@ -106,12 +108,16 @@ class StepNormalised(Wrapper):
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
         """The inner strategy's aggregate of the rescaled rows."""
-        return self.inner.aggregate(round_, weights, self.normalised(round_, updates), failures)
+        rescaled = self.normalised(round_, updates)
+        self._last = (updates, rescaled)
+        return self.inner.aggregate(round_, weights, rescaled, failures)
 
     def combine(self, updates: UpdateBuffer) -> Vector:
         """The inner rule's delta of the rescaled rows (what anomaly scores compare against)."""
+        last = self._last
+        rescaled = last[1] if last is not None and last[0] is updates else None
         combine = getattr(self.inner, "combine")  # noqa: B009 - FedAvg's, checked at load
-        out: Vector = combine(self.normalised(-1, updates))
+        out: Vector = combine(rescaled if rescaled is not None else self.normalised(0, updates))
         return out
 
     def round_metrics(self, round_: int) -> dict[str, object]:
