@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from murmura.aggregate.steps import LOCAL_STEPS
 from murmura.data.federated import FederatedDataset
 from murmura.data.holdout import HeldOutData
 from murmura.learner import Learner
@@ -87,6 +88,11 @@ def train_local_sgd(
     return loss_sum / max(steps, 1)
 
 
+def sgd_steps(n: int, hp: LocalSGD) -> int:
+    """The minibatch steps ``train_local_sgd`` takes on ``n`` examples: FedNova's ``tau_i``."""
+    return hp.epochs * -(-n // hp.batch_size)
+
+
 def sgd_step(
     model: FlatModel, hp: LocalSGD, start: torch.Tensor | None, buf: torch.Tensor | None
 ) -> None:
@@ -148,7 +154,8 @@ class TorchClient:
         hp = with_overrides(self.hp, ins.config)
         loss = train_local_sgd(self.model, self.task, x, y, hp, self.generator(ins.round))
         delta = (self.model.flat - global_w).numpy()
-        return FitRes(update=delta, num_examples=len(x), metrics={"train_loss": loss})
+        metrics = {"train_loss": loss, LOCAL_STEPS: float(sgd_steps(len(x), hp))}
+        return FitRes(update=delta, num_examples=len(x), metrics=metrics)
 
     def evaluate(self, weights: Vector) -> EvaluateRes:
         """Loss and accuracy of ``weights`` on this client's held-out data, never its training data.

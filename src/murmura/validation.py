@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from murmura.aggregate.steps import LOCAL_STEPS, MAX_LOCAL_STEPS
 from murmura.errors import UpdateRejected
 from murmura.types import EvaluateRes, FitRes
 
@@ -79,6 +80,27 @@ def num_examples_between(low: int, high: int) -> Check:
     return check
 
 
+def local_steps_valid() -> Check:
+    """A reported step count (``local_steps``, FedNova's ``tau_i``) is an integer in range.
+
+    ``[0, MAX_LOCAL_STEPS]``: a client with no examples takes no step. Absent is allowed
+    (``murmura.strategy.steps`` leaves such an update out when it normalises).
+    """
+
+    def check(node: str, round_: int, res: FitRes) -> None:
+        if LOCAL_STEPS not in res.metrics:
+            return
+        v = res.metrics[LOCAL_STEPS]
+        if not _finite_number(v) or float(v) != int(v) or not 0 <= v <= MAX_LOCAL_STEPS:
+            raise UpdateRejected(
+                node,
+                round_,
+                f"{LOCAL_STEPS} {v!r} is not an integer in [0, {MAX_LOCAL_STEPS}]",
+            )
+
+    return check
+
+
 def default_checks(dim: int, max_examples: int = 2**31 - 1) -> list[Check]:
     """The checks every update passes: type, shape, finiteness, a sane example count."""
     return [
@@ -86,6 +108,7 @@ def default_checks(dim: int, max_examples: int = 2**31 - 1) -> list[Check]:
         shape_matches(dim),
         finite(),
         num_examples_between(0, max_examples),
+        local_steps_valid(),
     ]
 
 

@@ -68,6 +68,8 @@ _CAPABILITY: dict[str, dict[str, Any]] = {
         }
     },
     "attack": {"attack": {"kind": "sign_flip", "fraction": 0.25}},
+    # FedNova's step normalisation behind a robust rule: the clamped tau_eff (issue 17)
+    "fednova": {"strategy": {"aggregator": "coordinate_median", "normalize_steps": True}},
 }
 CAPABILITIES = tuple(_CAPABILITY)
 
@@ -80,6 +82,7 @@ REFUSED: dict[tuple[str, str], str] = {
     ("ring", "anomaly"): "anomaly",
     ("ring", "attack"): "attack",
     ("tree", "anomaly"): "anomaly",
+    ("ring", "fednova"): "normalize_steps",  # peers mix models, not updates with step counts
 }
 # Cells where deployment and simulation differ today: each is a defect of issue 12.
 DEFECTS: dict[tuple[str, str], str] = {}
@@ -94,7 +97,7 @@ def run_config(topology: str, capability: str) -> dict[str, Any]:
         cfg["topology"] = dict(_TOPOLOGY[topology])
     if topology == "tree":  # SecAgg+ needs 2 children in an edge's round: both take part
         cfg["strategy"]["fraction"] = 1.0 if capability == "secagg" else 0.5
-    if topology == "ring" and capability == "robust":  # a peer's robust rule is [topology]'s
+    if topology == "ring" and capability in ("robust", "fednova"):  # a peer's rule: [topology]
         cfg["strategy"].pop("aggregator")
         cfg["topology"]["robust"] = "coordinate_median"
     return cfg

@@ -119,6 +119,7 @@ def _check_plugins(cfg: Config, source: str) -> None:
         ("privacy", lambda: _check_privacy(cfg)),
         ("secagg", lambda: _check_secagg(cfg)),
         ("strategy.max_weight_share", lambda: _check_weight_share(cfg)),
+        ("strategy.normalize_steps", lambda: _check_normalize_steps(cfg)),
         ("attack", lambda: _check_not_p2p(cfg, "attack", cfg.attack.kind != "none")),
         ("anomaly", lambda: _check_star_only(cfg, "anomaly", cfg.anomaly.enabled)),
         ("strategy", lambda: _check_peer_strategy(cfg)),
@@ -201,6 +202,14 @@ def _check_weight_share(cfg: Config) -> None:
             "clients' clipped updates, and a share of the round's total needs every client's "
             "count, which no edge has; use privacy.weight_cap (a client weighs at most 1)"
         )
+
+
+def _check_normalize_steps(cfg: Config) -> None:
+    """FedNova's normalisation only where an aggregator sees every update and its step count."""
+    if cfg.strategy.normalize_steps:
+        from murmura.strategy.steps import check_normalize_steps
+
+        check_normalize_steps(cfg)
 
 
 def _check_not_p2p(cfg: Config, section: str, on: bool) -> None:

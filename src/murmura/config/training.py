@@ -78,6 +78,8 @@ class StrategySection(Section):
     ``pre_aggregation`` ("nnm", "bucketing" or "arc", with ``pre_aggregation_args``) transforms
     the rows before ``aggregator`` wherever it runs: the star's server, each tree edge over its
     children, each P2P peer over its neighbourhood (``topology.robust`` a rule or "none").
+    ``normalize_steps`` (FedNova) rescales every update to ``tau_eff`` local steps before the
+    rule, at a star's server and at each tree edge (refused for peers, SecAgg+ and DP).
     """
 
     name: str = "fedavg"
@@ -97,6 +99,10 @@ class StrategySection(Section):
     # No client's weight may exceed this share of the round's total (an inflated example count
     # is capped, not trusted); unset: weights are the reported example counts.
     max_weight_share: float | None = Field(None, gt=0, le=1)
+    # FedNova (Wang et al. 2020): each update rescaled to tau_eff local steps before the rule
+    # (tau_eff: FedNova's weighted mean of the reported counts, with a robust rule each count
+    # clamped to within 2x of their median); at the star's server and at every tree edge.
+    normalize_steps: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -278,6 +278,7 @@ def edge_strategy(cfg: Any, sec: EdgeSection, children: int) -> Any:
     from murmura.seeding import derive_seed
     from murmura.strategy import STRATEGIES
     from murmura.strategy.dp import EdgeSum
+    from murmura.strategy.steps import with_step_normalisation
 
     s = cfg.strategy
     if cfg.privacy.mode == "central":
@@ -289,6 +290,7 @@ def edge_strategy(cfg: Any, sec: EdgeSection, children: int) -> Any:
         aggregator=strategy_rule(s),
         seed=derive_seed(cfg.run.seed, zlib.crc32(sec.name.encode())),
     )
+    rule = with_step_normalisation(rule, s.normalize_steps, s.max_weight_share)
     if not cfg.secagg.enabled:
         return rule
     return apply_secagg(cfg, rule, largest_client(cfg) if cfg.secagg.max_weight is None else 0)

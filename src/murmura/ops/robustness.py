@@ -15,6 +15,7 @@ Rules that take ``f`` get ``f = round(fraction * cohort)``, trimmed mean ``beta 
 (unless the defence sets ``aggregator_args``); other parameters are the rules', the
 pre-aggregations' and the attacks' defaults, not tuned to this task or to any attack. The
 ``w:`` columns are the example-weighted forms (``weighted = true`` on the rule and on NNM).
+The ``+fednova`` columns add FedNova's step normalisation (``[strategy] normalize_steps``).
 A row ``attack@key=VALUE`` sets one attack parameter: min-max and min-sum run once per
 perturbation of Shejwalkar and Houmansadr, who report the strongest of the three.
 """
@@ -119,6 +120,20 @@ def weighted(rule: str, nnm: bool = False) -> Defence:
     return Defence(f"w:{'nnm+' if nnm else ''}{rule}", {"strategy": strategy}, args)
 
 
+def fednova(d: Defence) -> Defence:
+    """``d`` with FedNova's step normalisation (``[strategy] normalize_steps``), ``<d>+fednova``."""
+    strategy = {**d.overrides.get("strategy", {}), "normalize_steps": True}
+    return Defence(f"{d.name}+fednova", {**d.overrides, "strategy": strategy}, d.rule_args)
+
+
+FEDNOVA_BASES = (
+    "weighted_mean",
+    *(f"nnm+{r}" for r in PRE_AGGREGATED_RULES),
+    *(f"w:nnm+{r}" for r in (*WEIGHTED_RULES, "geometric_median")),
+)
+"""The defences also run with step normalisation: the mean, and NNM before each rule."""
+
+
 DEFENCES: dict[str, Defence] = {
     d.name: d
     for d in (
@@ -129,6 +144,7 @@ DEFENCES: dict[str, Defence] = {
         *(rule_defence(r) for r in BACKDOOR_DEFENCES),
     )
 }
+DEFENCES |= {d.name: d for d in (fednova(DEFENCES[b]) for b in FEDNOVA_BASES)}
 """Every named defence; ``--defences`` picks among them, ``--defence`` adds others."""
 
 

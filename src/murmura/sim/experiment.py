@@ -16,6 +16,7 @@ from murmura.config import Config
 from murmura.data.federated import FederatedDataset
 from murmura.data.holdout import hold_out
 from murmura.strategy import STRATEGIES, Strategy
+from murmura.strategy.steps import with_step_normalisation
 from murmura.tasks import Task
 from murmura.types import EvaluateRes, Vector
 
@@ -62,7 +63,7 @@ def server_strategy(
         beta2=s.beta2,
         tau=s.tau,
     )
-    return strategy
+    return with_step_normalisation(strategy, s.normalize_steps, s.max_weight_share)
 
 
 def federate(cfg: Config, task: Task) -> tuple[str, FederatedDataset]:

@@ -50,6 +50,7 @@ from murmura.sim.runtime import RoundReporter, Simulation
 from murmura.sim.tree_executor import TreeExecutor
 from murmura.strategy import STRATEGIES, FedAvg, Strategy
 from murmura.strategy.hooks import Stateful
+from murmura.strategy.steps import with_step_normalisation
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Vector
@@ -252,6 +253,7 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
             # seeded by the edge's name, as `murmura edge` NAME samples its children
             seed=derive_seed(cfg.run.seed, zlib.crc32(f"edge-{edge}".encode())),
         )
+        rule = with_step_normalisation(rule, s.normalize_steps, s.max_weight_share)
         # per-edge secure aggregation: the edge learns only its children's weighted sum
         return apply_secagg(cfg, rule, largest)
 

@@ -20,6 +20,7 @@ import torch
 from torch.func import functional_call, vmap
 from torch.nn import functional
 
+from murmura.aggregate.steps import LOCAL_STEPS
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient, sgd_step, with_overrides
 from murmura.seeding import client_generator
 from murmura.sim.executor import Outcome
@@ -319,7 +320,10 @@ def fit_vectorized(
             out[clients[i].node_id] = FitRes(
                 update=delta[row],
                 num_examples=sizes[row],
-                metrics={"train_loss": float(res.loss[row])},
+                metrics={
+                    "train_loss": float(res.loss[row]),
+                    LOCAL_STEPS: float(len(tables[i])),
+                },
             )
     log.debug("round %d: vectorised %d clients", ins.round, len(clients))
     return out
