@@ -196,8 +196,8 @@ def build_peer(
     import torch
 
     from murmura.client import FlatModel
+    from murmura.peer_learner import make_mixer
     from murmura.sim.p2p import build_peer_learners, topology_graph
-    from murmura.sim.peer import make_mixer
     from murmura.tasks import evaluate_classifier, load_task
     from murmura.topology import neighbour_weights
 

@@ -1,7 +1,7 @@
 """Peer-to-peer learning simulated in one process: every peer trains, sends, and mixes.
 
 Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronous: each peer
-trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
+trains from its row (``murmura.peer_learner``), sends a model (honest, or a Byzantine
 ``RoundSender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
 (Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
 With ``[privacy]`` every peer is wrapped by ``murmura.privacy.wiring.private_learners``
@@ -34,12 +34,12 @@ from murmura.engine.peer_round import Mixer, local_step, message, mix
 from murmura.engine.run_loop import History, RoundCallback, evaluates, is_final, run_simulation
 from murmura.errors import ConfigError
 from murmura.learner import Learner
+from murmura.peer_learner import LocalWork, PeerLearner, make_mixer, weighted_mix
 from murmura.privacy.budget import PrivacyBudget
 from murmura.privacy.local import PEER_NOISE
 from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
-from murmura.sim.peer import LocalWork, PeerLearner, make_mixer, weighted_mix
 from murmura.tasks import evaluate_classifier, load_task
 from murmura.tasks.base import Task
 from murmura.topology import (
