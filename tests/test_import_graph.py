@@ -172,7 +172,7 @@ def test_the_deployed_roles_never_import_the_simulation() -> None:
     """Deployment and simulation build from one composition root (``murmura.compose``)."""
     graph = import_graph(deferred=True)
     assert _imports_of(graph, "murmura.node", "murmura.sim") <= _PENDING
-    assert "murmura.compose.server" in graph["murmura.node.deploy"]
+    assert "murmura.compose.kinds" in graph["murmura.node.deploy"]
 
 
 def test_the_composition_root_imports_neither_runtime() -> None:
