@@ -1,8 +1,10 @@
 """A client's learner (a star client, a tree leaf, a deployed worker) with its wrappers.
 
 The order is the same wherever a learner is built: privacy (local DP, DP-SGD) around the
-plain learner, then the uplink codec (it encodes what privacy released), then the strategy's
-per-client state (SCAFFOLD), then ``[attack]`` (an attacker keeps DP-SGD).
+plain learner, then the uplink codec (it encodes what privacy released; a deployed worker
+encodes at the wire), then the strategy's per-client state (SCAFFOLD, a star's clients),
+then ``[attack]`` (an attacker keeps DP-SGD). ``compose.server`` assembles a simulated
+server's clients in this order; ``worker_learner`` is one deployed worker's.
 """
 
 from __future__ import annotations
