@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from murmura.client import FlatModel, LocalSGD
+from murmura.compose.kinds import topology_kind
 from murmura.compress import make_codec
 from murmura.compress.base import Codec
 from murmura.config import Config, TopologySection
@@ -31,7 +32,7 @@ from murmura.topology import TOPOLOGIES, build_topology
 
 def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
     """The P2P graph of ``[topology]``; ``n`` defaults to the number of clients."""
-    if t.kind in ("star", "tree"):
+    if topology_kind(t.kind).server is not None:
         raise ConfigError(f"topology.kind {t.kind!r} is not a peer-to-peer graph")
     args = dict(t.args)
     if "n" in inspect.signature(TOPOLOGIES.get(t.kind)).parameters and args.get("n") is None:
