@@ -158,6 +158,27 @@ def test_no_import_cycle_through_deferred_imports() -> None:
     assert found == [], "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+def _imports_of(graph: dict[str, set[str]], below: str, above: str) -> set[tuple[str, str]]:
+    """The edges from a module of package ``below`` into package ``above``."""
+    inside = lambda m, p: m == p or m.startswith(p + ".")  # noqa: E731
+    return {(a, b) for a, bs in graph.items() if inside(a, below) for b in bs if inside(b, above)}
+
+
+# node/edge.py's edge-report helpers move from sim/hierarchical to engine/ on another branch
+def test_the_deployed_roles_never_import_the_simulation() -> None:
+    """Deployment and simulation build from one composition root (``murmura.compose``)."""
+    graph = import_graph(deferred=True)
+    assert _imports_of(graph, "murmura.node", "murmura.sim") == set()
+    assert "murmura.compose.kinds" in graph["murmura.node.deploy"]
+
+
+def test_the_composition_root_imports_neither_runtime() -> None:
+    graph = import_graph(deferred=True)
+    assert _imports_of(graph, "murmura.compose", "murmura.sim") == set()
+    assert _imports_of(graph, "murmura.compose", "murmura.node") == set()
+    assert "murmura.compose.server" in graph["murmura.sim.builder"]
+
+
 if __name__ == "__main__":
     for deferred in (False, True):
         print("with imports inside functions:" if deferred else "module-level imports:")

@@ -13,8 +13,8 @@ from murmura.aggregate.preaggregation import make_rule
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
 from murmura.node.topology_deploy import EdgeSection, edge_strategy
+from murmura.peer_learner import AggregatorMixer, make_mixer
 from murmura.sim.builder import build_experiment
-from murmura.sim.peer import AggregatorMixer, make_mixer
 
 PRE = {"pre_aggregation": "nnm", "pre_aggregation_args": {"fraction": 0.25}}
 

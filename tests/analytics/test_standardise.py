@@ -22,6 +22,7 @@ from murmura.analytics.grpc_round import STATS_KEY, site_answer
 from murmura.analytics.report import write_stats
 from murmura.analytics.standardise import STANDARDISE_KEY, scaling_from_json, scaling_to_json
 from murmura.analytics.summary import merge_all
+from murmura.compose.workload import federate
 from murmura.config import Config, load_config
 from murmura.errors import ConfigError, InstructionRejected
 from murmura.node.instructions import STANDARDISE_KEY as WIRE_KEY
@@ -30,7 +31,6 @@ from murmura.node.role_limits import check_role
 from murmura.node.site import SiteConfig, site_client
 from murmura.node.standardised_site import StandardisedSite
 from murmura.sim.builder import build_experiment
-from murmura.sim.experiment import federate
 from murmura.tasks import load_task
 from murmura.types import FitIns
 

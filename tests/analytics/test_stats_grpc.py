@@ -22,8 +22,8 @@ SITES = 2
 
 def test_deployed_statistics_equal_the_simulated_ones(tmp_path: Path) -> None:
     from murmura.analytics.cli import run_statistics
+    from murmura.compose.workload import federate
     from murmura.node.deploy import split_config
-    from murmura.sim.experiment import federate
     from murmura.tasks import load_task
 
     port, state = free_port(), tmp_path / "state"

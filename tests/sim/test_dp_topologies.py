@@ -17,11 +17,11 @@ from murmura.cli import app
 from murmura.config import config_from_dict
 from murmura.engine.peer_round import local_step
 from murmura.errors import ConfigError
+from murmura.peer_learner import PeerLearner
 from murmura.privacy.dp_client import dp_sgd_schedule
 from murmura.privacy.local import PEER_NOISE, LocalDPClient
 from murmura.sim.builder import build_experiment
 from murmura.sim.p2p import P2POptions, P2PSimulation
-from murmura.sim.peer import PeerLearner
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector
 

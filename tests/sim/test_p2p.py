@@ -11,9 +11,7 @@ from murmura.attacks.peer_sender import peer_attack
 from murmura.client import FlatModel, LocalSGD
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
-from murmura.sim.builder import build_experiment
-from murmura.sim.p2p import P2POptions, P2PSimulation, run_p2p
-from murmura.sim.peer import (
+from murmura.peer_learner import (
     ClippedMixer,
     LocalWork,
     PeerLearner,
@@ -21,6 +19,8 @@ from murmura.sim.peer import (
     present_weights,
     weighted_mix,
 )
+from murmura.sim.builder import build_experiment
+from murmura.sim.p2p import P2POptions, P2PSimulation, run_p2p
 from murmura.tasks import DigitsTask
 from murmura.topology import build_topology, metropolis_hastings, spectral_gap
 from murmura.types import EvaluateRes, FitIns, FitRes, Vector

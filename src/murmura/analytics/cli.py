@@ -66,9 +66,9 @@ def stats(
 ) -> None:
     r"""Federated statistics of CONFIG's clients (\[stats]); print them, write stats.json."""
     from murmura.analytics.report import labels_table, stats_table, write_stats
+    from murmura.compose.workload import federate
     from murmura.config import load_config
     from murmura.ops.run_dir import RunDirectory
-    from murmura.sim.experiment import federate
     from murmura.tasks import load_task
 
     try:

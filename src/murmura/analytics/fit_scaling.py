@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def fit_simulated(cfg: Config) -> tuple[Config, FederatedStats]:
     """``cfg`` with the task's scaling fitted by a statistics round over its clients, and it."""
     from murmura.analytics.cli import run_statistics
-    from murmura.sim.experiment import federate
+    from murmura.compose.workload import federate
     from murmura.tasks import load_task
 
     _, data = federate(cfg, load_task(cfg.task.name, **cfg.task.args))

@@ -56,7 +56,7 @@ def plans(cfg: object, d: int, links: Links) -> list[tuple[str, RoundPlan]]:
     if kind == "tree":
         clients, edges = cfg.partition.num_clients, cfg.topology.edges
         return [(n, tree(d, clients, edges, up, links, down)) for n, up, down in ups]
-    from murmura.sim.p2p import topology_graph
+    from murmura.compose.peer import topology_graph
 
     graph = topology_graph(cfg.topology, cfg.partition.num_clients)
     n = graph.number_of_nodes()

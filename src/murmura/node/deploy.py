@@ -143,10 +143,10 @@ def build_coordinator(
 
     ``new_run``/``run_id``: start a new run / resume that run (``StateStore.open_run``).
     """
-    from murmura.sim.builder import build_experiment
-    from murmura.sim.runtime import Simulation
+    from murmura.compose.kinds import topology_kind
 
-    if cfg.topology.kind not in ("star", "tree"):
+    kind = topology_kind(cfg.topology.kind)
+    if kind.server is None:
         raise ConfigError(
             f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
@@ -164,17 +164,16 @@ def build_coordinator(
         strategy, weights, layout = coordinator_parts(cfg)
         statistics = deployed_statistics(cfg, lambda: _schema_classes(cfg))
     else:
-        exp = build_experiment(cfg)
-        sim = exp.simulation
-        if not isinstance(sim, Simulation):
-            raise ConfigError("murmura server needs a server-client (star) run config")
-        strategy, weights, layout = sim.strategy, sim.weights, exp.model.layout
+        # the simulated server's own builder; its clients' learners are the workers' to build
+        parts = kind.server(cfg)
+        w = parts.workload
+        strategy, weights, layout = parts.strategy, w.model.get(), w.model.layout
         if cfg.attack.kind != "none":  # the workers attack; an omniscient kind cannot
             from murmura.attacks.wiring import deployed_attack
             from murmura.node.role_limits import COMMANDS
 
-            deployed_attack(cfg, exp.data, COMMANDS["server"])
-        statistics = deployed_statistics(cfg, lambda: classes_of(exp.data))
+            deployed_attack(cfg, w.data, COMMANDS["server"])
+        statistics = deployed_statistics(cfg, lambda: classes_of(w.data))
     settings = CoordinatorSettings(
         state_dir=Path(s.state_dir),
         rounds=cfg.run.rounds,
@@ -280,32 +279,14 @@ def local_client(
 def client_from_config(cfg: Any, partition: str) -> FitClient:
     """Client ``i``'s learner on partition ``i/n`` of the task, partition and hold-out of ``cfg``.
 
-    ``[privacy]``'s local DP and DP-SGD wrap it exactly as they wrap simulated client ``i``
-    (same wrappers, same noise stream); the coordinator keeps the budgets. ``[attack]`` then
-    makes it the simulation's attacker when the simulation's seeded choice picks client ``i``.
+    Built as simulated client ``i`` is (``murmura.compose.learner.worker_learner``): the same
+    privacy wrappers and noise stream, the same attacker choice; the coordinator keeps the
+    budgets.
     """
     i, n = parse_partition(partition)
     if n != cfg.partition.num_clients:
         raise ConfigError(f"--partition {partition}: the config has {cfg.partition.num_clients}")
     check_role("client", cfg)
-    from murmura.privacy.wiring import private_learners
-    from murmura.tasks import load_task
+    from murmura.compose.learner import worker_learner
 
-    task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    local = local_client(
-        cfg.task.name,
-        partition,
-        kind,
-        cfg.run.seed,
-        cfg.task.args,
-        cfg.partition.args(kind),
-        local_fraction=cfg.evaluation.held_out(),
-    )
-    (learner,), _ = private_learners(cfg, [local], first_index=i)  # type: ignore[list-item]
-    if cfg.attack.kind == "none":
-        return learner
-    from murmura.attacks.wiring import attacking_learner
-
-    # [attack]: worker i is the simulation's client i, attacker when the same choice picks it
-    return attacking_learner(cfg, learner, i, local.data)  # type: ignore[attr-defined]
+    return worker_learner(cfg, i)

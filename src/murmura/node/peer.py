@@ -1,6 +1,6 @@
 """A networked peer: trains locally, serves its model, dials its neighbours, and mixes.
 
-The per-peer math is ``murmura.sim.peer`` (the same as the in-process P2P simulation); this
+The per-peer math is ``murmura.peer_learner`` (the same as the in-process P2P simulation); this
 module adds rounds over gRPC. Rounds are synchronous with a deadline: in round r a peer
 trains from its model, publishes what it sends for r, asks every neighbour for its round-r
 model (long-poll until the deadline), mixes with the neighbours that answered (the others are

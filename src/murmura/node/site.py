@@ -251,9 +251,9 @@ def coordinator_parts(cfg: Any) -> tuple[Any, Vector, Any]:
     import torch
 
     from murmura.client import FlatModel
+    from murmura.compose.server import server_strategy
     from murmura.privacy.secure_wiring import apply_secagg
     from murmura.privacy.wiring import apply_privacy
-    from murmura.sim.experiment import server_strategy
     from murmura.tasks import load_task
 
     e = cfg.evaluation

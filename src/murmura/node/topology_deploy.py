@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import tomllib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,12 +192,9 @@ def build_peer(
 
     ``attack`` (red-teaming only) makes it send what that attack produces instead of its model.
     """
-    import torch
-
-    from murmura.client import FlatModel
-    from murmura.sim.p2p import build_peer_learners, topology_graph
-    from murmura.sim.peer import make_mixer
-    from murmura.tasks import evaluate_classifier, load_task
+    from murmura.compose.peer import gossip_codec, peer_learners, peer_mixer, topology_graph
+    from murmura.compose.workload import central_test, workload
+    from murmura.compress.choco import PeerCopies
     from murmura.topology import neighbour_weights
 
     cfg, tables = load_tables(path, overrides)
@@ -221,130 +217,48 @@ def build_peer(
     if attack is not None:  # before any data is loaded: a bad attack fails fast
         name = sec.peer_names()[index]
         sender = red_team_sender(attack, name, len(row) - (index in row), cfg.run.seed)
-    torch.set_num_threads(1)
-    task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
-    torch.manual_seed(cfg.run.seed)
-    model = FlatModel(task.build_model())
-    learners, budgets = build_peer_learners(cfg, task, data, n, model)  # as the simulation
-    test_x, test_y = data.test()
-
-    def evaluate(weights: Any) -> Any:
-        model.set(weights)
-        return evaluate_classifier(model.module, task, test_x, test_y)
-
+    w = workload(cfg, held_out=False, threads=1)
+    learners, budgets = peer_learners(cfg, w.task, w.data, n, w.model)  # as the simulation
     settings = peer_settings(cfg, sec, index, insecure)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    mixer = make_mixer(
-        t.robust,
-        tau=t.tau,
-        clip_weight=t.clip_weight,
-        params=t.robust_args,
-        pre=cfg.strategy.pre_aggregation,
-        pre_params=cfg.strategy.pre_aggregation_args,
-    )
-    choco = peer_copies(cfg, model.get(), index, row)
+    start, gossip = w.model.get(), gossip_codec(cfg)  # [compression] uplink: CHOCO's copies
+    choco = None
+    if gossip is not None:
+        choco = PeerCopies(gossip[0], start, gossip[1], cfg.run.seed, index, row)
     return Peer(
-        settings, learners[index], model.get(), model.layout, row, mixer, evaluate, sender, budgets,
-        choco,
+        settings, learners[index], start, w.model.layout, row, peer_mixer(cfg), central_test(w),
+        sender, budgets, choco,
     )  # fmt: skip
 
 
-def peer_copies(cfg: Any, start: Any, index: int, row: Mapping[int, float]) -> Any:
-    """CHOCO-gossip's copies of peer ``index`` (``[compression] uplink``), as the simulation's."""
-    from murmura.compress import make_codec
-    from murmura.compress.choco import PeerCopies
-
-    c = cfg.compression
-    if c.uplink == "none":
-        return None
-    assert c.gossip_step is not None  # checked when the config was loaded
-    codec = make_codec(c.uplink, **c.args)
-    return PeerCopies(codec, start, c.gossip_step, cfg.run.seed, index, row)
-
-
 def edge_strategy(cfg: Any, sec: EdgeSection, children: int) -> Any:
-    """The edge's rule over its children, as the simulated tree's edges run it.
+    """The edge's rule over its children, as the simulated tree's edge of that name runs it.
 
-    ``[strategy]`` with ``min_clients`` capped at the children's number, inside SecAgg+ with
-    ``[secagg]`` (per edge; ``max_weight`` unset: the run's largest client, as simulated);
-    under central DP the trusted edge's ``EdgeSum`` over the run's population instead.
+    Under central DP the trusted edge's ``EdgeSum`` over its allowlisted children, each at
+    its client index of the run (``murmura.compose.edge``).
     """
-    from murmura.aggregate.preaggregation import strategy_rule
-    from murmura.privacy.secure_wiring import apply_secagg
-    from murmura.seeding import derive_seed
-    from murmura.strategy import STRATEGIES
-    from murmura.strategy.dp import EdgeSum
-    from murmura.strategy.steps import with_step_normalisation
+    from murmura.compose.edge import edge_strategy as rule
+    from murmura.compose.workload import largest_client
 
-    s = cfg.strategy
-    if cfg.privacy.mode == "central":
-        population = edge_population(cfg, sec)
-        return EdgeSum(population, s.fraction, cfg.run.seed, cfg.privacy.weight_cap, nested=False)
-    rule = STRATEGIES.get(s.name)(
-        fraction=s.fraction,
-        min_clients=min(s.min_clients, children),
-        aggregator=strategy_rule(s),
-        seed=derive_seed(cfg.run.seed, zlib.crc32(sec.name.encode())),
-    )
-    rule = with_step_normalisation(rule, s.normalize_steps, s.max_weight_share)
-    if not cfg.secagg.enabled:
-        return rule
-    return apply_secagg(cfg, rule, largest_client(cfg) if cfg.secagg.max_weight is None else 0)
-
-
-def largest_client(cfg: Any) -> int:
-    """The run's largest client's example count (SecAgg+'s default ``max_weight``)."""
-    data = _federated(cfg)
-    return int(max(data.client_size(c) for c in range(data.num_clients)))
-
-
-def _federated(cfg: Any) -> Any:
-    """The run's clients' data, as the simulation splits it."""
-    from murmura.tasks import load_task
-
-    task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    return task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
+    needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
+    largest = largest_client(cfg, _federated(cfg)) if needs_largest else 0
+    population = edge_population(cfg, sec) if cfg.privacy.mode == "central" else []
+    return rule(cfg, sec.name, children, largest, population, nested=False)
 
 
 def edge_population(cfg: Any, sec: EdgeSection) -> list[str | None]:
-    """Central DP's population at this edge: its child at each client index, else None.
+    """Central DP's population at this edge: its child at each client index, else None."""
+    from murmura.compose.edge import edge_population as population
 
-    The edge clips and sums only clients of the run, each at its own index of the run's one
-    Poisson stream (the simulated tree's sample); what it cannot map is refused here.
-    """
-    n = cfg.partition.num_clients
-    where = f"edge {sec.name!r}: [privacy] mode = 'central' is applied by murmura edge"
-    if sec.allowlist is None:
-        raise ConfigError(
-            f"{where} only over known children: set [edge] allowlist to its clients' node ids"
-        )
-    index = dict(sec.client_index or {})
-    out: list[str | None] = [None] * n
-    for child in sec.allowlist:
-        i = index.get(child, _client_number(child))
-        if i is None or not 0 <= i < n:
-            raise ConfigError(
-                f"{where} to the run's clients 0..{n - 1} only: child {child!r} is none of "
-                "them (name it client-I, or map it with [edge] client_index); an unknown "
-                "child's update would enter the sum without the run's sampling"
-            )
-        if out[i] is not None:
-            raise ConfigError(f"{where}: children {out[i]!r} and {child!r} are both client {i}")
-        out[i] = child
-    return out
+    return population(cfg, sec.name, sec.allowlist, dict(sec.client_index or {}))
 
 
-def _client_number(name: str) -> int | None:
-    """``I`` of a node named ``client-I`` (the simulated client's node id), else None."""
-    head, _, tail = name.partition("-")
-    return int(tail) if head == "client" and tail.isdigit() else None
+def _federated(cfg: Any) -> Any:
+    """The run's clients' data, as the simulated tree splits it."""
+    from murmura.compose.workload import federate
+    from murmura.tasks import load_task
+
+    return federate(cfg, load_task(cfg.task.name, **cfg.task.args), held_out=False)[1]
 
 
 def build_edge(

@@ -50,7 +50,7 @@ from murmura.privacy.dp_client import DPSGDClient, DPSGDParams, dp_sgd_schedule
 from murmura.privacy.local import CLIENT_NOISE, LocalDPClient
 from murmura.privacy.mechanisms import CentralDP
 from murmura.strategy.base import Strategy
-from murmura.strategy.dp import Accounted, DifferentiallyPrivate, EdgeSum, client_weights
+from murmura.strategy.dp import Accounted, DifferentiallyPrivate, client_weights
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,6 @@ def _central(
         seed=cfg.run.seed,
         from_edges=cfg.topology.kind == "tree",
     )
-
-
-def edge_sum(cfg: Config, clients: Sequence[Client]) -> EdgeSum:
-    """A tree edge's part of central DP: the star's Poisson stream over all ``clients``."""
-    population = [c.node_id for c in clients]
-    return EdgeSum(population, cfg.strategy.fraction, cfg.run.seed, cfg.privacy.weight_cap)
 
 
 def sample_budget(cfg: Config, rate: float, steps: int) -> PrivacyBudget:

@@ -23,35 +23,27 @@ sums and adds the noise once, as the star's server does: same sample, noise and 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.aggregate.preaggregation import strategy_rule
-from murmura.attacks.breakdown import round_size
-from murmura.attacks.wiring import with_attack_success, wrap_attackers
-from murmura.client import Client, FlatModel, LocalSGD, TorchClient
-from murmura.compress.uplink import apply_compression
+from murmura.client import Client
+from murmura.compose.edge import edge_strategy
+from murmura.compose.server import tree_root
+from murmura.compose.workload import largest_client
 from murmura.config import Config
 from murmura.engine.edge_round import PartialSum, edge_examples, nothing_to_report
 from murmura.engine.server_round import collect, plan_round
-from murmura.privacy.secure_wiring import apply_secagg
-from murmura.privacy.wiring import apply_privacy, edge_sum
-from murmura.seeding import derive_seed
 from murmura.sim.choose import choose_executor
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
-from murmura.sim.experiment import Experiment, server_strategy
+from murmura.sim.experiment import Experiment
 from murmura.sim.runtime import RoundReporter, Simulation
 from murmura.sim.tree_executor import TreeExecutor
-from murmura.strategy import STRATEGIES, FedAvg, Strategy
+from murmura.strategy import Strategy
 from murmura.strategy.hooks import Stateful
-from murmura.strategy.steps import with_step_normalisation
-from murmura.tasks import evaluate_classifier, load_task
 from murmura.topology import build_topology
 from murmura.types import EvaluateRes, Failure, FitIns, FitRes, RoundMetrics, Vector
 from murmura.validation import Check, default_checks
@@ -205,68 +197,28 @@ def build_hierarchical_experiment(cfg: Config) -> Experiment:
 
     Each edge samples its own children with ``strategy.fraction`` and aggregates them with
     ``strategy.aggregator``; the root takes every edge and applies ``strategy.server_lr``.
+    The root's and the edges' rules are the deployed roles' (``murmura.compose``).
     """
-    task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
-    if cfg.simulation.threads:
-        torch.set_num_threads(cfg.simulation.threads)
-    torch.manual_seed(cfg.run.seed)
-    model = FlatModel(task.build_model())
-    hp = LocalSGD(**cfg.client.model_dump())
-    plain = [
-        TorchClient(cid, data, task, model, hp, seed=cfg.run.seed)
-        for cid in range(data.num_clients)
-    ]
-    test_x, test_y = data.test()
-
-    def evaluate_plain(weights: Vector) -> EvaluateRes:
-        model.set(weights)
-        return evaluate_classifier(model.module, task, test_x, test_y)
-
-    evaluate = with_attack_success(cfg, evaluate_plain, model, data)  # and a backdoor's ASR
-    s = cfg.strategy
-    central = cfg.privacy.mode == "central"
-    # central DP wraps the configured server rule, as in the star; else the root is FedAvg
-    root: Strategy = (
-        server_strategy(cfg, evaluate)
-        if central
-        else FedAvg(server_lr=s.server_lr, seed=cfg.run.seed, evaluate_fn=evaluate)
-    )
-    root, clients = apply_privacy(cfg, root, plain)
-    clients = apply_compression(cfg, clients)  # as in the star: encode, then attack
-    # [attack] after privacy, as in the star (attackers keep DP-SGD); sized by an edge's round
-    clients, byzantine = wrap_attackers(cfg, clients, round_size(cfg), data)
+    root = tree_root(cfg)
+    w, clients = root.workload, root.learners
     groups = split_clients(clients, cfg.topology.edges)
-    needs_largest = cfg.secagg.enabled and cfg.secagg.max_weight is None
-    largest = max(data.client_size(c) for c in range(data.num_clients)) if needs_largest else 0
+    largest = largest_client(cfg, w.data)
+    population = [c.node_id for c in clients]  # central DP: the star's Poisson stream
 
-    def edge_strategy(edge: int, size: int) -> Strategy:
-        if central:  # trusted edges sum clipped updates; the root adds the noise
-            return edge_sum(cfg, clients)
-        rule: Strategy = STRATEGIES.get(s.name)(
-            fraction=s.fraction,
-            min_clients=min(s.min_clients, size),
-            aggregator=strategy_rule(s),
-            # seeded by the edge's name, as `murmura edge` NAME samples its children
-            seed=derive_seed(cfg.run.seed, zlib.crc32(f"edge-{edge}".encode())),
-        )
-        rule = with_step_normalisation(rule, s.normalize_steps, s.max_weight_share)
-        # per-edge secure aggregation: the edge learns only its children's weighted sum
-        return apply_secagg(cfg, rule, largest)
+    def rule(edge: int, size: int) -> Strategy:
+        return edge_strategy(cfg, f"edge-{edge}", size, largest, population)
 
     # the share cap applies wherever updates are weighted: each edge over its children, the
     # root over its edges (as a deployed root, a star coordinator, applies its [strategy])
-    edges = build_edges(groups, edge_strategy, s.max_weight_share)
-    log.info("hierarchical: %d edges over %d clients", len(edges), data.num_clients)
+    s = cfg.strategy
+    edges = build_edges(groups, rule, s.max_weight_share)
+    log.info("hierarchical: %d edges over %d clients", len(edges), w.data.num_clients)
     sim = Simulation(
-        root,
+        root.strategy,
         edges,
-        model.get(),
-        executor=TreeExecutor(choose_executor(cfg, model, task, clients)),  # as a star would
+        w.model.get(),
+        executor=TreeExecutor(choose_executor(cfg, w.model, w.task, clients)),  # as a star would
         evaluate_every=cfg.evaluation.every,
         max_weight_share=s.max_weight_share,
     )
-    return Experiment(cfg, task, data, model, sim, tuple(byzantine))
+    return Experiment(cfg, w.task, w.data, w.model, sim, root.byzantine)

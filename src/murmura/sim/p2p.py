@@ -1,18 +1,18 @@
 """Peer-to-peer learning simulated in one process: every peer trains, sends, and mixes.
 
 Peer models are the rows of one ``(n, d)`` float32 matrix. A round is synchronous: each peer
-trains from its row (``murmura.sim.peer``), sends a model (honest, or a Byzantine
+trains from its row (``murmura.peer_learner``), sends a model (honest, or a Byzantine
 ``RoundSender``'s), and mixes what its neighbours sent with its mixing row; D-PSGD
 (Lian et al. 2017) and gossip learning differ only in the local work between exchanges.
 With ``[privacy]`` every peer is wrapped by ``murmura.privacy.wiring.private_learners``
 (local DP, DP-SGD; the wrappers of the star) and the run spends the budgets once per round,
-stopping before a ``target_epsilon`` would be passed. ``build_peer_learners`` is shared with
-the deployed peer (``murmura peer``), so both train and privatise identically.
+stopping before a ``target_epsilon`` would be passed. Every peer is built by
+``murmura.compose.peer``, as the deployed peer (``murmura peer``) is, so both train and
+privatise identically.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,31 +20,23 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-import torch
 
 from murmura.attacks.base import choose_byzantine
 from murmura.attacks.peer_sender import RoundSender, peer_attack
-from murmura.client import FlatModel, LocalSGD
-from murmura.compress import make_codec
+from murmura.compose.peer import gossip_codec, peer_learners, peer_mixer, topology_graph
+from murmura.compose.workload import central_test, workload
 from murmura.compress.accounting import dense_bytes, round_bytes
 from murmura.compress.choco import ChocoGossip, gossip_bytes
 from murmura.config import Config, TopologySection
-from murmura.data.federated import Batch, FederatedDataset
 from murmura.engine.peer_round import Mixer, local_step, message, mix
 from murmura.engine.run_loop import History, RoundCallback, evaluates, is_final, run_simulation
 from murmura.errors import ConfigError
 from murmura.learner import Learner
+from murmura.peer_learner import weighted_mix
 from murmura.privacy.budget import PrivacyBudget
-from murmura.privacy.local import PEER_NOISE
-from murmura.privacy.wiring import private_learners
 from murmura.seeding import round_rng
 from murmura.sim.experiment import Experiment
-from murmura.sim.peer import LocalWork, PeerLearner, make_mixer, weighted_mix
-from murmura.tasks import evaluate_classifier, load_task
-from murmura.tasks.base import Task
 from murmura.topology import (
-    TOPOLOGIES,
-    build_topology,
     consensus_distance,
     describe,
     metropolis_hastings,
@@ -229,28 +221,6 @@ class P2PSimulation:
         )
 
 
-def peer_data(data: FederatedDataset, peers: int) -> list[Batch]:
-    """Each peer's training data: the union of a contiguous block of the dataset's clients."""
-    if not 1 <= peers <= data.num_clients:
-        raise ConfigError(f"{peers} peers cannot share {data.num_clients} clients' data")
-    blocks = np.array_split(np.arange(data.num_clients), peers)
-    out = []
-    for block in blocks:
-        parts = [data.client_train(int(c)) for c in block]
-        out.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
-    return out
-
-
-def topology_graph(t: TopologySection, default_n: int) -> nx.Graph:
-    """The P2P graph of ``[topology]``; ``n`` defaults to the number of clients."""
-    if t.kind in ("star", "tree"):
-        raise ConfigError(f"topology.kind {t.kind!r} is not a peer-to-peer graph")
-    args = dict(t.args)
-    if "n" in inspect.signature(TOPOLOGIES.get(t.kind)).parameters and args.get("n") is None:
-        args["n"] = default_n
-    return build_topology(t.kind, **args)
-
-
 def byzantine_senders(t: TopologySection, graph: nx.Graph, seed: int) -> dict[int, RoundSender]:
     """Peers ``byzantine_peers``, else those ``choose_byzantine`` picks, get the attack.
 
@@ -277,75 +247,35 @@ def byzantine_senders(t: TopologySection, graph: nx.Graph, seed: int) -> dict[in
         raise ConfigError(f"topology.attack = {t.attack!r}, attack_args: {exc}") from None
 
 
-def build_peer_learners(
-    cfg: Config, task: Task, data: FederatedDataset, n: int, model: FlatModel
-) -> tuple[list[Learner], list[PrivacyBudget]]:
-    """All ``n`` peers' learners, privatised as ``[privacy]`` asks, and the budgets they spend.
-
-    Shared by the simulation and ``murmura peer`` (which keeps its own learner and all the
-    budgets: the DP-SGD budget is the smallest peer's, as in the simulation).
-    """
-    t = cfg.topology
-    work = LocalWork(t.algorithm, LocalSGD(**cfg.client.model_dump()), t.local_steps)
-    plain = [
-        PeerLearner(p, x, y, task, model, work, cfg.run.seed)
-        for p, (x, y) in enumerate(peer_data(data, n))
-    ]
-    return private_learners(cfg, plain, noise_stream=PEER_NOISE)  # as is when [privacy] is off
-
-
 def build_p2p_experiment(cfg: Config) -> Experiment:
-    """The P2P run ``cfg`` describes, as an ``Experiment`` whose simulation is peer-to-peer."""
+    """The P2P run ``cfg`` describes, as an ``Experiment`` whose simulation is peer-to-peer.
+
+    Every peer is the deployed peer's (``murmura.compose.peer``): graph, learner, mixer, codec.
+    """
     t = cfg.topology  # [attack] is refused for peer-to-peer when the config loads
-    task = load_task(cfg.task.name, **cfg.task.args)
-    kind = str(cfg.partition.kind or getattr(task, "default_partitioner", "iid"))
-    data = task.federate(
-        cfg.partition.num_clients, kind, cfg.partition.args(kind), seed=cfg.run.seed
-    )
-    graph = topology_graph(t, data.num_clients)
+    w = workload(cfg, held_out=False)
+    graph = topology_graph(t, w.data.num_clients)
     n = graph.number_of_nodes()
-    mixer = make_mixer(
-        t.robust,
-        tau=t.tau,
-        clip_weight=t.clip_weight,
-        params=t.robust_args,
-        pre=cfg.strategy.pre_aggregation,
-        pre_params=cfg.strategy.pre_aggregation_args,
-    )
-    torch.manual_seed(cfg.run.seed)
-    model = FlatModel(task.build_model())
-    learners, budgets = build_peer_learners(cfg, task, data, n, model)
+    learners, budgets = peer_learners(cfg, w.task, w.data, n, w.model)
+    gossip, choco = gossip_codec(cfg), None  # [compression] uplink: CHOCO-gossip
+    if gossip is not None:
+        codec, step = gossip
+        choco = ChocoGossip(codec, np.tile(w.model.get(), (n, 1)), step, cfg.run.seed)
     options = P2POptions(
-        mixer=mixer,
+        mixer=peer_mixer(cfg),
         byzantine=byzantine_senders(t, graph, cfg.run.seed),
         time_varying=t.time_varying,
         dropout=t.dropout,
         seed=cfg.run.seed,
         evaluate_every=cfg.evaluation.every,
         budgets=budgets,
-        choco=_choco(cfg, np.tile(model.get(), (n, 1))),
+        choco=choco,
     )
-    test_x, test_y = data.test()
-
-    def evaluate(weights: Vector) -> EvaluateRes:
-        model.set(weights)
-        return evaluate_classifier(model.module, task, test_x, test_y)
-
     log.info("topology %s (%s, robust %s): %s", t.kind, t.algorithm, t.robust, describe(graph))
     if options.byzantine:
         log.info("Byzantine peers (%s): %s", t.attack, sorted(options.byzantine))
-    sim = P2PSimulation(graph, learners, model.get(), options, evaluate)
-    return Experiment(cfg, task, data, model, sim)
-
-
-def _choco(cfg: Config, start: np.ndarray) -> ChocoGossip | None:
-    """CHOCO-gossip with the [compression] uplink codec, or None for float32 models."""
-    c = cfg.compression
-    if c.uplink == "none":
-        return None
-    assert c.gossip_step is not None  # checked when the config was loaded
-    codec = make_codec(c.uplink, **c.args)
-    return ChocoGossip(codec, start, c.gossip_step, cfg.run.seed)
+    sim = P2PSimulation(graph, learners, w.model.get(), options, central_test(w))
+    return Experiment(cfg, w.task, w.data, w.model, sim)
 
 
 def run_p2p(cfg: Config, on_round: RoundCallback | None = None) -> History:

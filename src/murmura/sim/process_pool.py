@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 from murmura.client import Client, FlatModel, LocalSGD, TorchClient
+from murmura.compose.workload import federate
 from murmura.config import Config, config_from_dict
 from murmura.data.federated import FederatedDataset
 from murmura.errors import MurmuraError
 from murmura.sim.executor import Executor, Outcome, SequentialExecutor
-from murmura.sim.experiment import federate
 from murmura.sim.vectorized import VectorizedExecutor, is_plain
 from murmura.tasks import Task, load_task
 from murmura.types import FitIns, FitRes, Scalar, Vector
