@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from murmura.errors import ConfigError
+from murmura.errors import ConfigError, MurmuraError
 from murmura.federation.config import FederationConfig, FederationSection, parse_job_tree
+from murmura.federation.edge_loop import StandingEdge, edge_policy
 from murmura.federation.runner import ActiveJob, JobRunner
 from murmura.federation.store import JobStore
 from murmura.node.deploy import ServerSection
@@ -178,3 +179,21 @@ def test_too_few_sites_under_one_edge_fail_the_job(tmp_path: Path) -> None:
     )
     store.close()
     runner.ledger.close()
+
+
+def test_a_standing_edge_refuses_a_job_that_does_not_name_it_or_its_policy_refuses(
+    tmp_path: Path,
+) -> None:
+    offer = {"id": "job-1", "config": TREE, "address": "127.0.0.1:1", "submitter": "bob"}
+    edge = StandingEdge("127.0.0.1:1", "edge-3", None, state_dir=tmp_path)
+    with pytest.raises(MurmuraError, match=r"job job-1 names no \[edge.edge-3\]"):
+        edge._build("job-1", offer)
+    (tmp_path / "policy.toml").write_text('[policy]\nallowed_submitters = ["alice"]\n')
+    strict = StandingEdge(
+        "127.0.0.1:1", "edge-1", None, policy=edge_policy(tmp_path / "policy.toml")
+    )
+    with pytest.raises(MurmuraError, match="edge edge-1 refuses the job: .*bob"):
+        strict._build("job-1", offer)
+    (tmp_path / "budget.toml").write_text("[policy]\nlifetime_epsilon = 5.0\n")
+    with pytest.raises(ConfigError, match="lifetime_epsilon is a site's budget"):
+        edge_policy(tmp_path / "budget.toml")
