@@ -4,9 +4,10 @@ Over mutual TLS on 127.0.0.1 (certificates from ``murmura.transport.keys``): the
 queues a tree job naming which sites sit under which edge; the federation offers it to
 ``murmura edge --standing`` edge-1 and edge-2 first, then each site the address of its own
 edge; the job runs to ``done`` and its final model comes back with ``murmura job download``.
-The edges stay up, and a star job of the same run then runs on the same four sites. With
-FedAvg and every client in every round, each edge reports its sites' weighted mean with their
-example total, so the tree's model equals the star's (Liu et al. 2020) to float rounding.
+The edges stay up and, the federation killed and restarted, reconnect like the sites; a star
+job of the same run then runs on the same four sites. With FedAvg and every client in every
+round, each edge reports its sites' weighted mean with their example total, so the tree's
+model equals the star's (Liu et al. 2020) to float rounding.
 """
 
 from __future__ import annotations
@@ -173,6 +174,14 @@ def test_a_tree_job_runs_on_standing_edges_and_the_edges_stay_up(federation: Fed
     tree_model = fed.download(tree["id"], "tree-out")
 
     assert all(fed.procs[n].poll() is None for n in [*EDGES, *SITES])  # all stay up
+    fed.procs["federation"].kill()  # the federation restarts: edges and sites reconnect
+    fed.procs["federation"].wait(10)
+    (fed.root / "state" / "address").unlink()
+    fed.spawn("federation", ["server", "federation.toml"])
+    for name in [*EDGES, *SITES]:
+        log = fed.root / f"{name}.log"
+        _wait(lambda log=log: log.read_text().count("waiting for jobs") == 2, 120,
+              f"{name} to reconnect", fed.logs)  # fmt: skip
     star = fed.run_job(RUN + "min_nodes = 4\n", "star")  # the same 4 sites, at the root
     assert {a["site"] for a in star["sites"]} == set(SITES)  # edges take no star job
     star_model = fed.download(star["id"], "star-out")
