@@ -162,6 +162,17 @@ def test_a_tree_job_fails_with_the_reason_of_its_missing_or_refusing_edge(tmp_pa
     runner.ledger.close()
 
 
+def test_a_standing_edge_is_not_a_pending_site_of_a_star_job(tmp_path: Path) -> None:
+    runner, store, job = _runner(tmp_path, 30.0)
+    runner.active[job].tree = None  # the same job as a star
+    runner.seen("edge-1", "edge")  # never offered a star job: it will not answer
+    runner.seen("site-a")
+    store.answer(job, "site-a", False, "no")
+    assert runner._too_few(job) == "too few sites accepted (0, needs 2): site-a refused: no"
+    store.close()
+    runner.ledger.close()
+
+
 def test_too_few_sites_under_one_edge_fail_the_job(tmp_path: Path) -> None:
     runner, store, job = _runner(tmp_path, 30.0)
     active = runner.active[job]

@@ -25,7 +25,7 @@ import pytest
 from portpool import free_port
 from safetensors.numpy import load_file
 
-from murmura.federation.link import FederationLink
+from murmura.federation.link import FederationError, FederationLink
 from murmura.transport import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -104,11 +104,14 @@ class Federation:
         return "\n".join(f"--- {n}\n{(self.root / f'{n}.log').read_text()[-2500:]}"
                          for n in self.procs)  # fmt: skip
 
-    def call(self, method: str, **msg: Any) -> Any:
+    def link(self, name: str) -> FederationLink:
         creds = keys.Credentials.load(
-            self.keys / "alice.pem", self.keys / "alice.key", self.keys / "ca.pem"
+            self.keys / f"{name}.pem", self.keys / f"{name}.key", self.keys / "ca.pem"
         )
-        link = FederationLink(self.target, creds, timeout_s=30)
+        return FederationLink(self.target, creds, timeout_s=30)
+
+    def call(self, method: str, **msg: Any) -> Any:
+        link = self.link("alice")
         try:
             return link.call(method, msg)
         finally:
@@ -160,6 +163,11 @@ def test_a_tree_job_runs_on_standing_edges_and_the_edges_stay_up(federation: Fed
         log = fed.root / f"{name}.log"
         _wait(lambda log=log: log.exists() and "waiting for jobs" in log.read_text(), 120,
               f"{name} to connect", fed.logs)  # fmt: skip
+
+    site = fed.link("site-a")  # a site's certificate cannot ask for jobs as an edge
+    with pytest.raises(FederationError, match="PERMISSION_DENIED: 'site-a' has a worker cert"):
+        site.call("Offer", {"as": "edge", "wait_ms": 0, "running": {}})
+    site.close()
 
     tree = fed.run_job(TREE, "tree")
     assert tree["reason"].startswith("2 rounds")

@@ -263,7 +263,8 @@ class JobRunner:
         accepted = [a.site for a in answers if a.accepted]
         refused = [a for a in answers if not a.accepted]
         answered = {a.site for a in answers}
-        pending = [s for s in {*self.connected(), *active.offered} if s not in answered]
+        sites = [s for s in self.connected() if self.roles.get(s) != "edge"]  # edges: tree jobs
+        pending = [s for s in {*sites, *active.offered} if s not in answered]
         late = time.monotonic() - active.started > self.fed.federation.answer_timeout
         if not refused or len(accepted) >= active.need or (pending and not late):
             return None
