@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from murmura.cli import app
 from murmura.errors import ConfigError, MurmuraError
 from murmura.federation.config import FederationConfig, FederationSection, parse_job_tree
 from murmura.federation.edge_loop import StandingEdge, edge_policy
@@ -208,3 +210,17 @@ def test_a_standing_edge_refuses_a_job_that_does_not_name_it_or_its_policy_refus
     (tmp_path / "budget.toml").write_text("[policy]\nlifetime_epsilon = 5.0\n")
     with pytest.raises(ConfigError, match="lifetime_epsilon is a site's budget"):
         edge_policy(tmp_path / "budget.toml")
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["edge", "--standing"], "--standing needs --server"),
+        (["edge", "--standing", "--server", "127.0.0.1:1", "x.toml"], "a standing edge takes"),
+        (["edge", "x.toml", "--port", "5", "--cert", "a"], "--cert, --port: only with --standing"),
+        (["edge"], "give CONFIG"),
+    ],
+)
+def test_the_edge_command_refuses_flags_that_would_be_ignored(args: list[str], reason: str) -> None:
+    got = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert got.exit_code == 2 and reason in " ".join(got.output.split()), got.output

@@ -160,6 +160,13 @@ def edge(
         return
     if config is None:
         raise typer.BadParameter("give CONFIG (a run config with an [edge] table) or --standing")
+    given = {"--server": server, "--cert": cert, "--key": key, "--ca": ca, "--name": name,
+             "--policy": policy, "--host": host != "127.0.0.1" or None, "--port": port or None,
+             "--state-dir": state_dir != Path("runs/edges") or None}  # fmt: skip
+    if standing_only := [flag for flag, value in given.items() if value is not None]:
+        raise typer.BadParameter(
+            f"{', '.join(standing_only)}: only with --standing (CONFIG's [edge] table says them)"
+        )
     node: Edge | None = None
     try:
         with raising_signals():
