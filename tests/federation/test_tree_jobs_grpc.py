@@ -4,10 +4,12 @@ Over mutual TLS on 127.0.0.1 (certificates from ``murmura.transport.keys``): the
 queues a tree job naming which sites sit under which edge; the federation offers it to
 ``murmura edge --standing`` edge-1 and edge-2 first, then each site the address of its own
 edge; the job runs to ``done`` and its final model comes back with ``murmura job download``.
-The edges stay up and, the federation killed and restarted, reconnect like the sites; a star
-job of the same run then runs on the same four sites. With FedAvg and every client in every
-round, each edge reports its sites' weighted mean with their example total, so the tree's
-model equals the star's (Liu et al. 2020) to float rounding.
+The federation is SIGKILLed in round 2 and restarted: the edges and the sites reconnect with
+backoff, the job resumes from its checkpoint at a new root address, the edges serve it again
+at new addresses and the sites follow them. The edges stay up, and a star job of the same run
+then runs on the same four sites. With FedAvg and every client in every round, each edge
+reports its sites' weighted mean with their example total, so the resumed tree's model equals
+the uninterrupted star's (Liu et al. 2020) to float rounding.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ RUN = """
 [run]
 name = "tree-job"
 seed = 0
-rounds = 2
+rounds = 6
 [task]
 name = "digits"
 [partition]
 kind = "iid"
 num_clients = 4
 [client]
-epochs = 1
+epochs = 2
 batch_size = 32
 lr = 0.05
 [strategy]
@@ -117,13 +119,20 @@ class Federation:
         finally:
             link.close()
 
-    def run_job(self, config: str, name: str) -> dict[str, Any]:
-        job = self.call("Submit", config=config, name=name)["job"]["id"]
+    def submit(self, config: str, name: str) -> str:
+        job: str = self.call("Submit", config=config, name=name)["job"]["id"]
+        return job
+
+    def wait_done(self, job: str) -> dict[str, Any]:
         status = lambda: self.call("Status", id=job)["job"]  # noqa: E731
-        _wait(lambda: status()["status"] in ("done", "failed"), 240, name, self.logs)
+        _wait(lambda: status()["status"] in ("done", "failed"), 240, job, self.logs)
         got: dict[str, Any] = status()
         assert got["status"] == "done", (got, self.logs())
         return got
+
+    def rounds_done(self, job: str) -> int:
+        runs = (self.root / "state" / "jobs" / job / "runs").glob("*/metrics.jsonl")
+        return sum(len(f.read_text().splitlines()) for f in runs)
 
     def download(self, job: str, into: str) -> dict[str, np.ndarray]:
         got = subprocess.run([sys.executable, "-m", "murmura", "job", "download", job, into,
@@ -169,31 +178,33 @@ def test_a_tree_job_runs_on_standing_edges_and_the_edges_stay_up(federation: Fed
         site.call("Offer", {"as": "edge", "wait_ms": 0, "running": {}})
     site.close()
 
-    tree = fed.run_job(TREE, "tree")
-    assert tree["reason"].startswith("2 rounds")
+    tree_id = fed.submit(TREE, "tree")
+    _wait(lambda: fed.rounds_done(tree_id) >= 2, 240, "round 2 of the tree job", fed.logs)
+    fed.procs["federation"].kill()  # mid-job: edges and sites reconnect, the job resumes
+    fed.procs["federation"].wait(10)
+    (fed.root / "state" / "address").unlink()
+    fed.spawn("federation", ["server", "federation.toml"])
+    _wait(lambda: (fed.root / "state" / "address").exists(), 60, "the restart", fed.logs)
+    tree = fed.wait_done(tree_id)
+    assert tree["reason"].startswith("6 rounds")
+    assert "resumed run" in (fed.root / "state" / "jobs" / tree_id / "job.log").read_text()
     answers = {a["site"]: a["accepted"] for a in tree["sites"]}
     assert answers == dict.fromkeys([*EDGES, *SITES], True)
     for edge, sites in EDGES.items():  # each edge joined the root; its sites joined the edge
         log = (fed.root / f"{edge}.log").read_text()
-        assert f"job {tree['id']}: 2 rounds trained, stopped: shutdown" in log
+        assert log.count("waiting for jobs") == 2 and f"job {tree_id}: " in log
+        assert "stopped: shutdown" in log  # its second start for the job saw it to the end
         for site in sites:
-            assert f"joined run tree-job-{edge}-" in (fed.root / f"{site}.log").read_text()
-        assert (fed.root / "edges" / edge / "jobs" / tree["id"] / edge / "latest").is_file()
-    tree_model = fed.download(tree["id"], "tree-out")
+            log = (fed.root / f"{site}.log").read_text()
+            assert log.count(f"joined run tree-job-{edge}-") == 2, log  # before and after
+        assert (fed.root / "edges" / edge / "jobs" / tree_id / edge / "latest").is_file()
+    tree_model = fed.download(tree_id, "tree-out")
 
     assert all(fed.procs[n].poll() is None for n in [*EDGES, *SITES])  # all stay up
-    fed.procs["federation"].kill()  # the federation restarts: edges and sites reconnect
-    fed.procs["federation"].wait(10)
-    (fed.root / "state" / "address").unlink()
-    fed.spawn("federation", ["server", "federation.toml"])
-    for name in [*EDGES, *SITES]:
-        log = fed.root / f"{name}.log"
-        _wait(lambda log=log: log.read_text().count("waiting for jobs") == 2, 120,
-              f"{name} to reconnect", fed.logs)  # fmt: skip
-    star = fed.run_job(RUN + "min_nodes = 4\n", "star")  # the same 4 sites, at the root
+    star = fed.wait_done(fed.submit(RUN + "min_nodes = 4\n", "star"))  # same sites, at the root
     assert {a["site"] for a in star["sites"]} == set(SITES)  # edges take no star job
     star_model = fed.download(star["id"], "star-out")
     assert set(tree_model) == set(star_model)
-    for k in star_model:
+    for k in star_model:  # the resumed tree's model is the uninterrupted star's
         np.testing.assert_allclose(tree_model[k], star_model[k], atol=1e-5)
     assert all(p.poll() is None for p in fed.procs.values())
