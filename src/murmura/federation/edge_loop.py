@@ -60,8 +60,13 @@ class EdgeJob:
         """The edge's run (``Edge.run``) until the root ends the job, or ``close``."""
         try:
             return asyncio.run(self._run())
-        except asyncio.CancelledError:
-            return WorkerStats(0, 0, "stopped")
+        except asyncio.CancelledError:  # close(): the job ended or moved
+            w = self.edge.worker
+            return (
+                WorkerStats(w.rounds_done, w.after_round, "stopped")
+                if w
+                else WorkerStats(0, 0, "stopped")
+            )
         finally:
             self.serving.set()
             self.ended.set()
