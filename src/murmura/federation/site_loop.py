@@ -15,6 +15,9 @@ It stays up after each job. When the coordinator goes away it retries with expon
 backoff and jitter; a job resumed at a new address is offered again and the site rejoins it.
 A job that ended (done, failed, aborted) is stopped. Ctrl-C stops the workers and exits 0;
 the same command reconnects and rejoins the running job.
+
+The loop (``StandingNode``) is shared with the standing edge (``federation.edge_loop``),
+which runs an edge aggregator for each tree job instead of a worker.
 """
 
 from __future__ import annotations
