@@ -191,7 +191,7 @@ def test_a_standing_federation_runs_queued_jobs_survives_a_kill_and_aborts(
     with pytest.raises(FederationError) as err:  # refused at submission, with the reason
         fed.call("Submit", config=tree, name="tree")
     assert err.value.code == "FAILED_PRECONDITION", err.value.reason
-    assert "kind = 'tree'" in err.value.reason and "murmura edge --standing" in err.value.reason
+    assert "kind = 'tree' needs an [edge.NAME] table per standing edge" in err.value.reason
 
     long = JOB.format(name="long", rounds=8, epochs=4)
     first = fed.call("Submit", config=long, name="long")["job"]["id"]

@@ -172,6 +172,8 @@ def test_two_admins_three_sites_policies_and_a_lifetime_budget(
         fed.procs["plant-b"].send_signal(signal.SIGTERM)
         assert fed.procs["plant-b"].wait(30) == 0
         fed.site("plant-b")
+        back = lambda: (fed.root / "plant-b.log").read_text().count("waiting for jobs") == 2  # noqa: E731
+        _wait(back, 120, "plant-b to ask for jobs again")  # else the job may start without it
         third = fed.job("alice", "submit", "job.toml").split()[1]
         said = fed.status("alice", third)
         spent, after = (reference_epsilon([(3.0, 1.0, 2 * k), (5.0, 1.0, k)], 1e-5) for k in (2, 3))

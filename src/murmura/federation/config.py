@@ -4,7 +4,8 @@ A federation config holds the coordinator's ``[server]`` table (where it listens
 certificate, who may join, its state dir) and a ``[federation]`` table (how jobs are run).
 A job is an ordinary run config; its ``[server]`` table may set only how its rounds are
 timed (``JOB_SERVER_KEYS``): where the coordinator listens, its keys and its state belong
-to the federation, so a job that names them is refused.
+to the federation, so a job that names them is refused. A tree job names its standing edges
+and their sites in ``[edge.NAME]`` tables (``murmura.federation.tree``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murmura.errors import ConfigError
 from murmura.federation.job_guard import check_job_names
+from murmura.federation.tree import JobTree, parse_tree
 from murmura.node.deploy import ServerSection
 
 JOB_SERVER_KEYS = frozenset(
@@ -104,10 +106,16 @@ def load_federation(path: Path | str) -> FederationConfig:
 
 
 def parse_job(text: str, where: str = "job") -> tuple[Any, dict[str, Any]]:
-    """A job's run config and its ``[server]`` timing keys, from its TOML text.
+    """A job's run config and its ``[server]`` timing keys, from its TOML text."""
+    cfg, timing, _ = parse_job_tree(text, where)
+    return cfg, timing
+
+
+def parse_job_tree(text: str, where: str = "job") -> tuple[Any, dict[str, Any], JobTree | None]:
+    """A job's run config, its ``[server]`` timing keys and its tree (``[edge.NAME]``).
 
     A job that names code to import is refused (``job_guard``): the coordinator builds the
-    job's model and strategy from it too.
+    job's model and strategy from it too. A tree job's edge tables are checked (``tree``).
     """
     from murmura.config import config_from_dict
 
@@ -127,7 +135,9 @@ def parse_job(text: str, where: str = "job") -> tuple[Any, dict[str, Any]]:
             f"{where} [server]: {', '.join(refused)} belong to the federation, not to a job; "
             f"a job may set {', '.join(sorted(JOB_SERVER_KEYS))}"
         )
-    return config_from_dict(data, where), timing
+    edges = data.pop("edge", None)
+    cfg = config_from_dict(data, where)
+    return cfg, timing, parse_tree(edges, cfg, where)
 
 
 def job_server(fed: FederationConfig, timing: dict[str, Any], state_dir: Path) -> ServerSection:

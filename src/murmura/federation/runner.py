@@ -13,6 +13,12 @@ time, a bad config), when the sites that answered cannot make up the job (too fe
 with each refusing site's reason), or past ``[federation] job_timeout``. The federation then
 serves the next job. The coordinator's log lines while a job runs also go to the job's
 ``job.log`` (``murmura job logs``).
+
+A tree job's coordinator is the tree's root: only the job's edges may join it. The job is
+offered to its standing edges first; each edge that accepts serves its sites on an address
+of its own, and each site is then offered its edge's address. The job fails when an edge
+refuses, when an edge has not accepted within ``answer_timeout`` (it is not connected, or
+connected as a site), or when too few sites under an edge accept.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from typing import Any
 
 from murmura.console import say
 from murmura.errors import MurmuraError
-from murmura.federation.config import FederationConfig, job_server, parse_job
-from murmura.federation.store import Job, JobStore
+from murmura.federation.config import FederationConfig, job_server, parse_job_tree
+from murmura.federation.store import Job, JobStore, SiteAnswer
+from murmura.federation.tree import JobTree
 from murmura.ops.audit import AuditLedger
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,25 @@ class ActiveJob:
     offered: set[str] = field(default_factory=set)
     """Sites the job was offered to: pending until they answer or ``answer_timeout`` passes,
     even while one reads its data for longer than ``SITE_SEEN_S`` without polling."""
+    tree: JobTree | None = None
+    """A tree job's edges and their sites; None for a star job."""
+    edges: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Each edge that accepted the tree job: where it serves its sites, and since when."""
+
+    def address_for(self, name: str, role: str) -> str | None:
+        """Where ``name`` (asking as ``role``) takes part in this job; None: not (yet) in it.
+
+        A star job's rounds are served at ``address`` to sites; a tree job's root serves its
+        edges, and each edge its own sites, once that edge has accepted the job.
+        """
+        if self.tree is None:
+            return None if role == "edge" else self.address
+        if name in self.tree.edges:
+            return self.address if role == "edge" else None
+        edge = self.tree.edge_of(name)
+        if edge is None or role == "edge" or edge not in self.edges:
+            return None
+        return self.edges[edge][0]
 
 
 class JobLogHandler(logging.Handler):
@@ -87,6 +113,8 @@ class JobRunner:
         self.active: dict[str, ActiveJob] = {}
         self.sites: dict[str, float] = {}
         """Site name -> when it last asked for jobs (monotonic)."""
+        self.roles: dict[str, str] = {}
+        """Site name -> what it last asked as: ``worker`` (a site) or ``edge``."""
         self._changed = asyncio.Event()
         self._building = asyncio.Lock()
 
@@ -101,9 +129,10 @@ class JobRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
-    def seen(self, site: str) -> None:
-        """Site ``site`` asked for jobs now."""
+    def seen(self, site: str, role: str = "worker") -> None:
+        """Site ``site`` asked for jobs now, as ``role`` (a standing ``edge``, or a site)."""
         self.sites[site] = time.monotonic()
+        self.roles[site] = role
 
     def connected(self) -> list[str]:
         """Sites that asked for jobs lately."""
@@ -170,12 +199,15 @@ class JobRunner:
         """Build the job's coordinator, serve it, and watch it: (end status, reason)."""
         from murmura.node.deploy import build_coordinator
 
-        cfg, timing = parse_job(job.config, job.id)
+        cfg, timing, tree = parse_job_tree(job.config, job.id)
         section = job_server(self.fed, timing, job_dir(self.fed.state_dir, job.id))
         need = max(section.min_nodes, cfg.strategy.min_clients)
         # the statistics phase waits for min_nodes: as many sites as the first round, not
         # whichever site joined first (its figures alone would scale every site's features)
         section = section.model_copy(update={"min_nodes": need})
+        if tree is not None:  # the root of a tree: every edge of the job, and only those
+            need = len(tree.edges)
+            section = section.model_copy(update={"min_nodes": need, "allowlist": [*tree.edges]})
         async with self._building:  # one at a time: the model init seeds torch's global RNG
             coordinator = await asyncio.to_thread(build_coordinator, cfg, section, self.insecure)
         task = asyncio.create_task(coordinator.run())
@@ -186,7 +218,7 @@ class JobRunner:
                 assert coordinator.run_id is not None
                 self.store.set_run(job.id, coordinator.run_id)
                 address = f"{section.host}:{coordinator.port}"
-                self.active[job.id] = ActiveJob(job, address, need, time.monotonic())
+                self.active[job.id] = ActiveJob(job, address, need, time.monotonic(), tree=tree)
                 self.notify()
             return await self._watch(job, task)
         finally:
@@ -226,12 +258,54 @@ class JobRunner:
         if active is None:
             return None
         answers = self.store.answers(job_id)
+        if active.tree is not None:
+            return self._too_few_tree(active, active.tree, {a.site: a for a in answers})
         accepted = [a.site for a in answers if a.accepted]
         refused = [a for a in answers if not a.accepted]
         answered = {a.site for a in answers}
-        pending = [s for s in {*self.connected(), *active.offered} if s not in answered]
+        sites = [s for s in self.connected() if self.roles.get(s) != "edge"]  # edges: tree jobs
+        pending = [s for s in {*sites, *active.offered} if s not in answered]
         late = time.monotonic() - active.started > self.fed.federation.answer_timeout
         if not refused or len(accepted) >= active.need or (pending and not late):
             return None
         why = "; ".join(f"{a.site} refused: {a.reason}" for a in refused)
         return f"too few sites accepted ({len(accepted)}, needs {active.need}): {why}"
+
+    def _too_few_tree(
+        self, active: ActiveJob, tree: JobTree, answers: dict[str, SiteAnswer]
+    ) -> str | None:
+        """Why a tree job cannot run: an edge refused or is missing, or too few of its sites."""
+        timeout = self.fed.federation.answer_timeout
+        now = time.monotonic()
+        for edge in tree.edges:
+            got = answers.get(edge)
+            if got is not None and not got.accepted:
+                return f"edge {edge} refused: {got.reason}"
+            if edge not in active.edges and now - active.started > timeout:
+                return (
+                    f"edge {edge} {self._missing(edge)} within [federation] answer_timeout = "
+                    f"{timeout:g} s; a tree job needs every edge it names"
+                )
+        connected = set(self.connected())
+        for edge, (_, since) in active.edges.items():
+            sites = tree.sites(edge)
+            accepted = [s for s in sites if s in answers and answers[s].accepted]
+            refused = [answers[s] for s in sites if s in answers and not answers[s].accepted]
+            pending = [s for s in sites if s not in answers and s in connected | active.offered]
+            late = now - since > timeout
+            if not refused or len(accepted) >= tree.need(edge) or (pending and not late):
+                continue
+            why = "; ".join(f"{a.site} refused: {a.reason}" for a in refused)
+            return (
+                f"too few sites accepted under edge {edge} ({len(accepted)}, needs "
+                f"{tree.need(edge)}): {why}"
+            )
+        return None
+
+    def _missing(self, edge: str) -> str:
+        """Why ``edge`` has not accepted: never connected, connected as a site, or silent."""
+        if edge not in self.connected():
+            return "is not connected (no `murmura edge --standing` of that name asked for jobs)"
+        if self.roles.get(edge) != "edge":
+            return "asks for jobs as a site, not as a standing edge (`murmura edge --standing`)"
+        return "did not accept"

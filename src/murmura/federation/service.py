@@ -7,7 +7,10 @@ read. Each submit, abort and download is a record of the federation's signed aud
 naming the admin. ``Offer`` and ``Answer`` are the sites' (worker certificates, on the
 ``[server] allowlist`` when set): a site long-polls ``Offer`` for a running job it has not
 answered (or, restarted, is no longer running), checks it against its policy and tells
-``Answer``; ``Offer`` also tells a site to stop a job that has ended.
+``Answer``; ``Offer`` also tells a site to stop a job that has ended. A standing edge (an
+edge certificate, asking ``as = "edge"``) is offered the tree jobs that name it, at the
+root's address, and answers with the address it serves its sites on; each of its sites is
+then offered the job at that address.
 
 Refusals are logged through a ``RepeatLimiter`` (one line per identity and code a window, then
 one count), and each admin's Submit, Abort and Download pass a token bucket (``rate``) first:
@@ -21,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -44,13 +48,6 @@ log = logging.getLogger(__name__)
 CHUNK = 512 * 1024
 OUTPUTS = ("model.safetensors", "metrics.jsonl", "summary.json", "config.toml", "stats.json")
 MAX_LOG_BYTES = 1 << 20
-_NOT_STAR = (
-    "a standing federation runs star jobs only: its sites are workers under the job's own "
-    "coordinator; a tree job would need standing edges (no `murmura edge --standing` waits "
-    "for jobs) and a job section naming each edge's sites (a tree's children are named only "
-    "in each `murmura edge` config's [edge] allowlist); deploy a tree with `murmura server`, "
-    "`murmura edge` and `murmura client` instead"
-)
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
 
@@ -132,9 +129,7 @@ class FederationService:
         """Queue a job after checking its config as ``murmura server`` would."""
         config = wire.text(req, "config", wire.MAX_REQUEST_BYTES)
         name = wire.text(req, "name", 200) or "job"
-        cfg, _ = parse_job(config, name)  # a config error is the admin's reason
-        if cfg.topology.kind != "star":
-            raise ConfigError(f"{name}: [topology] kind = {cfg.topology.kind!r}: {_NOT_STAR}")
+        parse_job(config, name)  # a config error (a tree's edge tables too) is the admin's reason
         job = self.store.submit(name, admin, config)
         digest = hashlib.sha256(config.encode()).hexdigest()
         self.ledger.append(job.id, 0, admin, "job_submit", name=name, config_sha256=digest)
@@ -194,26 +189,43 @@ class FederationService:
         if not isinstance(running, dict) or not all(isinstance(a, str) for a in running.values()):
             raise ProtocolError("field 'running' must map job ids to addresses")
         wait = min(float(req.get("wait_ms", 0)) / 1000, 20.0)
-        self.runner.seen(site)
-        reply = self._offer_now(site, running)
+        role = await self._asks_as(req, context, site)
+        self.runner.seen(site, role)
+        reply = self._offer_now(site, role, running)
         if not reply:
             await self.runner.changed(wait)
-            self.runner.seen(site)
-            reply = self._offer_now(site, running)
+            self.runner.seen(site, role)
+            reply = self._offer_now(site, role, running)
         return reply
 
-    def _offer_now(self, site: str, running: dict[str, str]) -> dict[str, Any]:
+    async def _asks_as(self, req: dict[str, Any], context: Context, site: str) -> str:
+        """``edge`` for a standing edge (its certificate's role under TLS), else ``worker``."""
+        wants = req.get("as", "worker")
+        if wants not in ("worker", "edge"):
+            raise ProtocolError("field 'as' must be 'worker' or 'edge'")
+        if not self.tls:
+            return str(wants)
+        _, role = await self._caller(context)
+        if wants == "edge" and role != "edge":
+            why = f"{site!r} has a {role} certificate; a standing edge needs an edge certificate"
+            await self._refuse(context, site, "PERMISSION_DENIED", why)
+        return "edge" if role == "edge" else "worker"
+
+    def _offer_now(self, site: str, role: str, running: dict[str, str]) -> dict[str, Any]:
         stop = [j for j in running if j not in self.runner.active]
         if stop:
             return {"stop": stop}
         for job_id, active in self.runner.active.items():
+            address = active.address_for(site, role)
+            if address is None:
+                continue
             answered = {a.site: a.accepted for a in self.store.answers(job_id)}
-            if running.get(job_id) == active.address or answered.get(site) is False:
+            if running.get(job_id) == address or answered.get(site) is False:
                 continue
             job = active.job
             active.offered.add(site)
             return {"job": {"id": job_id, "name": job.name, "submitter": job.submitter,
-                            "config": job.config, "address": active.address}}  # fmt: skip
+                            "config": job.config, "address": address}}  # fmt: skip
         return {}
 
     async def answer(self, req: dict[str, Any], context: Context, site: str) -> dict[str, Any]:
@@ -224,6 +236,16 @@ class FederationService:
             raise ProtocolError("field 'accepted' must be true or false")
         reason = wire.text(req, "reason", 2000) if not accepted else ""
         self.store.answer(job.id, site, accepted, reason)
+        active = self.runner.active.get(job.id)
+        tree = active.tree if active is not None else None
+        as_edge = tree is not None and site in tree.edges and self.runner.roles.get(site) == "edge"
+        if accepted and as_edge and active is not None:  # its sites get the job at its address
+            address = wire.text(req, "address", 300)
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ProtocolError(f"field 'address' must be HOST:PORT, not {address!r}")
+            active.edges[site] = (address, time.monotonic())
+            self.runner.notify()
         answer = "accepted" if accepted else f"refused: {reason}"
         say(log, "answer", f"job {job.id}: site {site} {answer}", node="federation",
             job=job.id, site=site, accepted=accepted)  # fmt: skip

@@ -103,12 +103,42 @@ def parse_attack(kind: str | None, args: list[str]) -> RedTeam | None:
 
 
 def edge(
-    config: Annotated[Path, typer.Argument(help="Run config with an \\[edge] table.")],
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config with an \\[edge] table (not --standing).")
+    ] = None,
     set_: SetOption = None,
     insecure: InsecureOption = False,
+    standing: Annotated[
+        bool, typer.Option("--standing", help="Wait for a federation's tree jobs; stay up.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", help="--standing: the federation's HOST:PORT.")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="Edge certificate (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Edge private key (PEM).")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="Project CA certificate (PEM).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Node id with --insecure (else from --cert).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="--standing: where it serves its sites.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="--standing: its port (0: per job).")
+    ] = 0,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="--standing: a folder per job under jobs/.")
+    ] = Path("runs/edges"),
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="--standing: a TOML whose \\[policy] table jobs must pass."),
+    ] = None,
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run an edge aggregator: a worker to its parent, a coordinator to its children.
+
+    With --standing it connects to a federation (--server) and serves each tree job that
+    names it in its edge tables, one after the other, and stays up.
 
     Ctrl-C (or SIGTERM) abandons the round in progress and exits 0; the same command rejoins
     the parent's run.
@@ -119,6 +149,24 @@ def edge(
     from murmura.node.topology_deploy import build_edge
 
     use_log_format(log_format)
+    if standing:
+        from murmura.federation.edge_cli import standing_edge
+
+        if config is not None or set_:
+            raise typer.BadParameter("CONFIG, --set: a standing edge takes its jobs' configs")
+        if server is None:
+            raise typer.BadParameter("--standing needs --server (the federation's HOST:PORT)")
+        standing_edge(server, (cert, key, ca), name, insecure, host, port, state_dir, policy)
+        return
+    if config is None:
+        raise typer.BadParameter("give CONFIG (a run config with an [edge] table) or --standing")
+    given = {"--server": server, "--cert": cert, "--key": key, "--ca": ca, "--name": name,
+             "--policy": policy, "--host": host != "127.0.0.1" or None, "--port": port or None,
+             "--state-dir": state_dir != Path("runs/edges") or None}  # fmt: skip
+    if standing_only := [flag for flag, value in given.items() if value is not None]:
+        raise typer.BadParameter(
+            f"{', '.join(standing_only)}: only with --standing (CONFIG's [edge] table says them)"
+        )
     node: Edge | None = None
     try:
         with raising_signals():

@@ -265,15 +265,22 @@ def build_edge(
     path: Path | str, overrides: list[str] | None = None, insecure: bool = False
 ) -> Edge:
     """The edge aggregator of ``[edge]`` in ``path``, running ``[strategy]`` over its children."""
+    cfg, tables = load_tables(path, overrides)
+    check_role("edge", cfg)
+    sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
+    return edge_from(cfg, sec, credentials(sec.key_dir, sec.name, insecure), insecure)
+
+
+def edge_from(cfg: Any, sec: EdgeSection, creds: keys.Credentials | None, insecure: bool) -> Edge:
+    """The edge of run config ``cfg`` (``check_role`` passed), ``[edge]`` and ``creds``.
+
+    ``murmura edge CONFIG`` builds it from a file; a standing edge from each job.
+    """
     from murmura.client import FlatModel
     from murmura.node.coordinator import CoordinatorSettings
     from murmura.node.edge import Edge, EdgeSettings
     from murmura.tasks import load_task
 
-    cfg, tables = load_tables(path, overrides)
-    check_role("edge", cfg)
-    sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
-    creds = credentials(sec.key_dir, sec.name, insecure)
     if creds is not None and (role := keys.identity_of(creds.cert)[1]) != "edge":
         raise ConfigError(
             f"edge {sec.name!r}: its certificate has role {role!r}; workers accept only an "
