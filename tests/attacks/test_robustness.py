@@ -182,3 +182,21 @@ def test_a_grid_row_may_name_one_attack_parameter() -> None:
     assert attack_spec("alie@z=1.5") == ("alie", {"z": 1.5})
     with pytest.raises(ConfigError, match="expected NAME@key=VALUE"):
         attack_spec("min_max@std")
+
+
+def test_the_example_robust_config_is_the_grid_row_it_quotes() -> None:
+    """``examples/digits-robust.toml`` quotes a grid row's figures: it must be that row."""
+    from murmura.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    w1 = load_config(root / "digits-fedavg.toml").model_dump()
+    row = DEFENCES["nnm+geometric_median+fednova@server_lr=1.5"]
+    cell = cell_config(w1, "none", row, 0.2)
+    example = load_config(root / "digits-robust.toml")
+    assert cell.strategy == example.strategy
+    assert (cell.client, cell.partition, cell.run.rounds) == (
+        example.client,
+        example.partition,
+        example.run.rounds,
+    )
+    assert (cell.strategy.server_lr, cell.strategy.normalize_steps) == (1.5, True)

@@ -126,12 +126,30 @@ def fednova(d: Defence) -> Defence:
     return Defence(f"{d.name}+fednova", {**d.overrides, "strategy": strategy}, d.rule_args)
 
 
+def server_step(d: Defence, lr: float) -> Defence:
+    """``d`` with the server learning rate ``lr`` (FedOpt, Reddi et al. 2021), ``<d>@server_lr=lr``.
+
+    A robust rule over heterogeneous updates moves the model less than their mean does (the
+    median of updates that disagree cancels), so the server's step makes up the length; chosen
+    once, without attack, never per attack.
+    """
+    strategy = {**d.overrides.get("strategy", {}), "server_lr": lr}
+    return Defence(f"{d.name}@server_lr={lr:g}", {**d.overrides, "strategy": strategy}, d.rule_args)
+
+
 FEDNOVA_BASES = (
     "weighted_mean",
     *(f"nnm+{r}" for r in PRE_AGGREGATED_RULES),
     *(f"w:nnm+{r}" for r in (*WEIGHTED_RULES, "geometric_median")),
 )
 """The defences also run with step normalisation: the mean, and NNM before each rule."""
+SERVER_STEP_BASES = (
+    "weighted_mean",
+    "nnm+trimmed_mean+fednova",
+    "nnm+geometric_median+fednova",
+)
+"""The defences also run at server learning rate 1.5: the mean (the fair reference for what the
+longer step alone gives) and the two NNM + rule rows with step normalisation."""
 
 
 DEFENCES: dict[str, Defence] = {
@@ -145,6 +163,7 @@ DEFENCES: dict[str, Defence] = {
     )
 }
 DEFENCES |= {d.name: d for d in (fednova(DEFENCES[b]) for b in FEDNOVA_BASES)}
+DEFENCES |= {d.name: d for d in (server_step(DEFENCES[b], 1.5) for b in SERVER_STEP_BASES)}
 """Every named defence; ``--defences`` picks among them, ``--defence`` adds others."""
 
 
