@@ -119,3 +119,16 @@ def test_a_rule_outside_the_linear_pipeline_is_refused_with_its_reason(
         SecureAggregation(inner, SecAggParams())
     with pytest.raises(ConfigError, match=f"central DP needs .*{why}"):
         DifferentiallyPrivate(inner, CentralDP(1.0, 1.0, 3.0), _budget())
+
+
+def test_too_few_valid_results_for_the_rule_keep_the_model_and_say_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bulyan with f = 1 needs 7 rows; 3 valid results (others rejected) keep the model."""
+    s = FedAvg(min_clients=2, aggregator=make_aggregator("bulyan", f=1))
+    with caplog.at_level("WARNING"):
+        assert s.aggregate(4, START, _buffer(), []) is None
+    assert "round 4: 3 valid results: " in caplog.text and "4f + 3" in caplog.text
+    median = FedAvg(min_clients=2, aggregator=make_aggregator("coordinate_median"))
+    got = median.aggregate(4, START, _buffer(), [])
+    np.testing.assert_allclose(got, START + np.median(ROWS, axis=0), rtol=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 
 from murmura.aggregate.base import Aggregator, ClientAware, make_aggregator
 from murmura.aggregate.buffer import UpdateBuffer
-from murmura.errors import ConfigError
+from murmura.errors import AggregationError, ConfigError
 from murmura.seeding import round_rng
 from murmura.strategy.base import StrategyBase, Sum
 from murmura.strategy.evaluation import FederatedEvaluation
@@ -102,13 +102,20 @@ class FedAvg(StrategyBase):
     def aggregate(
         self, round_: int, weights: Vector, updates: UpdateBuffer, failures: Sequence[Failure]
     ) -> Vector | None:
-        """Apply the aggregated delta, or keep the model if too few results arrived."""
+        """Apply the aggregated delta, or keep the model if too few results arrived for the rule."""
         if len(updates) < self.min_clients:
             log.warning(
                 "round %d: %d results < min_clients %d; model unchanged",
                 round_,
                 len(updates),
                 self.min_clients,
+            )
+            return None
+        try:
+            self.aggregator.check(len(updates))
+        except AggregationError as exc:  # e.g. Bulyan's n >= 4f + 3 after rejected updates
+            log.warning(
+                "round %d: %d valid results: %s; model unchanged", round_, len(updates), exc
             )
             return None
         delta = self.combine(updates)
