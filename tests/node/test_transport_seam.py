@@ -24,8 +24,9 @@ import pytest
 from murmura.compress.base import Codec
 from murmura.config import config_from_dict
 from murmura.errors import ConfigError
+from murmura.federation.config import load_federation
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
-from murmura.node.deploy import split_config
+from murmura.node.deploy import build_coordinator, split_config
 from murmura.node.downlink import DownlinkPlan
 from murmura.node.worker import Worker, WorkerStats
 from murmura.sim.builder import build_experiment
@@ -246,3 +247,15 @@ def _codec() -> Codec:
     from murmura.compress import make_codec
 
     return make_codec("float16")
+
+
+def test_roles_still_on_grpc_refuse_another_transport(tmp_path: Path, memory: InProcess) -> None:
+    """A tree's edges and a federation's sites dial gRPC: their configs may not pick another."""
+    tree = Path(__file__).parents[2] / "examples" / "digits-hierarchical.toml"
+    cfg, section = split_config(tree, ["server.transport=memory"])
+    with pytest.raises(ConfigError, match=r"^\[server\] transport = 'memory' with \[topology\]"):
+        build_coordinator(cfg, section, insecure=True)
+    fed = tmp_path / "federation.toml"
+    fed.write_text('[server]\ntransport = "memory"\n\n[federation]\n')
+    with pytest.raises(ConfigError, match=r"\[server\] transport = 'memory': the federation"):
+        load_federation(fed)

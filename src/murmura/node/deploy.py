@@ -164,6 +164,11 @@ def build_coordinator(
             f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
     check_role("server", cfg)
+    if cfg.topology.kind != "star" and s.transport != DEFAULT_TRANSPORT:
+        raise ConfigError(
+            f"[server] transport = {s.transport!r} with [topology] kind = "
+            f"{cfg.topology.kind!r}: a tree's edges reach their parent over gRPC only"
+        )
     if s.checkpoint_every > 1 and cfg.privacy.mode != "none":
         raise ConfigError(
             f"[server] checkpoint_every = {s.checkpoint_every} with [privacy] mode = "

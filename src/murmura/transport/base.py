@@ -37,7 +37,11 @@ asynchronous coordinator's dispatches, which need the ``Hub`` itself as the chan
 
 
 class Link(Protocol):
-    """A worker's link to its coordinator (what ``murmura.node.worker.Worker`` calls)."""
+    """A worker's link to its coordinator (what ``murmura.node.worker.Worker`` calls).
+
+    A lost coordinator is ``murmura.transport.dial_check.Unreachable`` (or gRPC's
+    UNAVAILABLE): the worker rejoins with backoff.
+    """
 
     @property
     def node(self) -> str:
