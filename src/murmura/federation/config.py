@@ -21,6 +21,7 @@ from murmura.errors import ConfigError
 from murmura.federation.job_guard import check_job_names
 from murmura.federation.tree import JobTree, parse_tree
 from murmura.node.deploy import ServerSection
+from murmura.transport.registry import DEFAULT as DEFAULT_TRANSPORT
 
 JOB_SERVER_KEYS = frozenset(
     {
@@ -98,6 +99,11 @@ def load_federation(path: Path | str) -> FederationConfig:
         server = ServerSection(**data.get("server", {}))
     except ValidationError as exc:
         raise ConfigError(f"{path} [server]: {_problems(exc)}") from None
+    if server.transport != DEFAULT_TRANSPORT:  # its service and its sites speak gRPC
+        raise ConfigError(
+            f"{path} [server] transport = {server.transport!r}: the federation's service and "
+            "its sites run over gRPC only"
+        )
     try:
         fed = FederationSection(**data["federation"])
     except ValidationError as exc:

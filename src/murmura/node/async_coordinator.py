@@ -43,10 +43,13 @@ from murmura.strategy.base import Strategy
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
 from murmura.transport.async_hub import AsyncHub, Settled
+from murmura.transport.base import ASYNC
 from murmura.transport.channel import Channel
 from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.hub import Events, Hub, Outgoing, Sink
 from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.registry import DEFAULT as DEFAULT_TRANSPORT
+from murmura.transport.registry import refuse_missing
 from murmura.transport.streams import DecodedResult
 from murmura.types import Failure, Layout, RoundMetrics, Scalar, Vector
 from murmura.validation import Check, validate
@@ -68,7 +71,9 @@ class AsyncCoordinator(Coordinator):
         server: ServerOptions,
         rule: AsyncRule,
         checks: Sequence[Check] | None = None,
+        transport: str = DEFAULT_TRANSPORT,
     ) -> None:
+        refuse_missing(transport, {ASYNC})  # its dispatches need the hub as the channel
         if isinstance(strategy, SecureAggregation):
             raise ConfigError(
                 "secagg.enabled = true with clock.mode = 'async': secure aggregation needs a "
@@ -80,7 +85,7 @@ class AsyncCoordinator(Coordinator):
                 "'async': the buffered updates of the rounds since the last checkpoint are "
                 "gone once recorded, so a restart could not run them again; use 1"
             )
-        super().__init__(strategy, initial_weights, layout, settings, server, checks)
+        super().__init__(strategy, initial_weights, layout, settings, server, checks, transport)
         self.rule = rule
         self.arrivals: ArrivalLog | None = None
         self.models: dict[int, Vector] = {}

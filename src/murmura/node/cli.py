@@ -342,7 +342,7 @@ def _worker(
     from murmura.node.downlink import held_model
     from murmura.node.worker import Worker
     from murmura.transport import keys
-    from murmura.transport.grpc_client import CoordinatorLink
+    from murmura.transport.registry import DEFAULT, transport
 
     if (partition is None) == (site is None):
         raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
@@ -363,14 +363,15 @@ def _worker(
         node = creds.name
     else:
         raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-    uplink, downlink, admitted = None, None, None
+    uplink, downlink, admitted, carrier = None, None, None, DEFAULT
     if site is not None:
         from murmura.federation.site_guard import admit
         from murmura.node.site import load_site_config, site_client, site_policy
 
         if config is None:
             raise typer.BadParameter("--site needs --config JOB.toml (the job's schema)")
-        run_cfg = split_config(config)[0]
+        run_cfg, server = split_config(config)
+        carrier = server.transport
         site_cfg = load_site_config(site)
         # the job given here is the site operator's own: no submitter to check
         admitted = admit(site_policy(site_cfg, site), site, run_cfg, None)  # before any data
@@ -378,7 +379,8 @@ def _worker(
         uplink = make_uplink(run_cfg, node)  # [compression]: the codec the server expects
         downlink = held_model(run_cfg)
     elif config is not None and partition is not None:
-        run_cfg = split_config(config)[0]
+        run_cfg, server = split_config(config)
+        carrier = server.transport
         local = client_from_config(run_cfg, partition)
         uplink = make_uplink(run_cfg, node)
         downlink = held_model(run_cfg)
@@ -388,7 +390,7 @@ def _worker(
         local = local_client(
             task or "digits", partition, partitioner, seed or 0, local_fraction=held
         )
-    link = CoordinatorLink(server_address, node, creds)
+    link = transport(carrier).link(server_address, node, creds)  # [server] transport
     if admitted is not None and admitted.budget is not None:  # a DP job: charged under the
         from murmura.federation.site_guard import ChargedClient, site_learner  # run id
         from murmura.node.site import RefusedSite

@@ -101,10 +101,13 @@ from murmura.strategy.evaluation import federated_summary
 from murmura.strategy.hooks import budget_metrics, budget_stops
 from murmura.strategy.secure import SecureAggregation
 from murmura.transport import codec
+from murmura.transport.base import DOWNLINK, SECAGG, Serving
 from murmura.transport.channel import Channel
-from murmura.transport.grpc_server import ServerOptions, start_server
+from murmura.transport.grpc_server import ServerOptions
 from murmura.transport.hub import Events, Hub, Outgoing, RoundOutcome
 from murmura.transport.proto import murmura_pb2 as pb
+from murmura.transport.registry import DEFAULT as DEFAULT_TRANSPORT
+from murmura.transport.registry import refuse_missing
 from murmura.transport.secagg_exchange import SecAggExchange
 from murmura.transport.secagg_service import SECAGG_CONFIG_KEY, secagg_handlers
 from murmura.transport.streams import DecodedResult
@@ -184,7 +187,7 @@ def run_dir(state_dir: Path, run_id: str) -> Path:
 
 
 class Coordinator:
-    """Runs a federated training run over gRPC with a Strategy."""
+    """Runs a federated training run with a Strategy over its transport (gRPC by default)."""
 
     def __init__(
         self,
@@ -194,7 +197,13 @@ class Coordinator:
         settings: CoordinatorSettings,
         server: ServerOptions,
         checks: Sequence[Check] | None = None,
+        transport: str = DEFAULT_TRANSPORT,
     ) -> None:
+        needs = {SECAGG} if isinstance(strategy, SecureAggregation) else set()
+        if settings.downlink is not None:
+            needs.add(DOWNLINK)
+        self.transport = refuse_missing(transport, needs)
+        """Serves the nodes (``murmura.transport.registry``: ``[server] transport``)."""
         if settings.max_weight_share is not None and isinstance(strategy, SecureAggregation):
             raise ConfigError(
                 "strategy.max_weight_share cannot be honoured under secure aggregation: the "
@@ -245,7 +254,7 @@ class Coordinator:
         hub = self._new_hub(rec.run_id, events)
         self.monitor.metrics.start_run(rec.run_id, s.rounds, rec.last_round)
         hub.last_round = rec.last_round
-        server = None
+        server: Serving | None = None
         if channel is None:
             extra = []
             if isinstance(self.strategy, SecureAggregation):
@@ -253,7 +262,8 @@ class Coordinator:
                 timing = SecureTiming(s.round_timeout_s, s.secagg_stage_timeout_s)
                 self.secure = SecureRounds(self.strategy, hub, exchange, timing)
                 extra.append(secagg_handlers(exchange))
-            server, self.port = await start_server(hub, self.server, extra)
+            server = await self.transport.serve(hub, self.server, extra)
+            self.port, channel = server.port, server.channel
             (s.state_dir / "address").write_text(f"{self.server.host}:{self.port}\n")
             address = f"{self.server.host}:{self.port}"
             progress.listening(self.node, address, self.server.credentials is not None, rec.run_id)
@@ -261,7 +271,7 @@ class Coordinator:
             raise ConfigError("secure aggregation runs its stages over the gRPC transport only")
         elif self.downlink is not None:
             raise ConfigError("[compression] downlink runs over the gRPC transport only")
-        self.hub = hub if channel is None else channel
+        self.hub = channel
         done: list[RoundMetrics] = []
         try:
             await self.monitor.start(self.hub, s.heartbeat_s)
@@ -285,7 +295,7 @@ class Coordinator:
                 self.tracker.stop()  # unless ended: a restart resumes the MLflow run
             await self.monitor.stop()
             if server is not None:
-                await server.stop(grace=0.5)
+                await server.stop()
             try:  # the counts of refusals and repeats still in a window
                 hub.flush_repeats()
             finally:

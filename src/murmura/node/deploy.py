@@ -14,12 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from murmura.analytics.federation import StatsPlan, plan_from_config
 from murmura.analytics.fit_scaling import deployed_scaling
 from murmura.compress.uplink import uplink_codec
-from murmura.errors import ConfigError
+from murmura.errors import ConfigError, RegistryError
 from murmura.node.coordinator import Coordinator, CoordinatorSettings
 from murmura.node.downlink import downlink_plan
 from murmura.node.role_limits import check_role
@@ -27,6 +27,8 @@ from murmura.node.worker import FitClient
 from murmura.ops.metrics_http import MetricsEndpoint
 from murmura.transport import keys
 from murmura.transport.grpc_server import ServerOptions
+from murmura.transport.registry import DEFAULT as DEFAULT_TRANSPORT
+from murmura.transport.registry import TRANSPORTS
 
 
 class ServerSection(BaseModel):
@@ -38,6 +40,8 @@ class ServerSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    transport: str = DEFAULT_TRANSPORT
+    """How the coordinator and its workers talk (``murmura.transport.registry``): "grpc"."""
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     cert: str | None = None
@@ -78,6 +82,15 @@ class ServerSection(BaseModel):
     """Port of ``/metrics``; 0: not served."""
     metrics_allow_remote: bool = False
     """Serve ``/metrics`` (plain HTTP, no authentication) on a non-loopback host."""
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, name: str) -> str:
+        try:
+            TRANSPORTS.check(name)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
 
 def split_config(path: Path | str, overrides: list[str] | None = None) -> tuple[Any, ServerSection]:
@@ -151,6 +164,11 @@ def build_coordinator(
             f"murmura server runs a star or a tree's root; the config has {cfg.topology.kind!r}"
         )
     check_role("server", cfg)
+    if cfg.topology.kind != "star" and s.transport != DEFAULT_TRANSPORT:
+        raise ConfigError(
+            f"[server] transport = {s.transport!r} with [topology] kind = "
+            f"{cfg.topology.kind!r}: a tree's edges reach their parent over gRPC only"
+        )
     if s.checkpoint_every > 1 and cfg.privacy.mode != "none":
         raise ConfigError(
             f"[server] checkpoint_every = {s.checkpoint_every} with [privacy] mode = "
@@ -206,8 +224,10 @@ def build_coordinator(
         from murmura.simtime.arrival import async_rule
 
         rule = async_rule(cfg.clock, cfg.cohort_size())
-        return AsyncCoordinator(strategy, weights, layout, settings, server, rule)
-    return Coordinator(strategy, weights, layout, settings, server)
+        return AsyncCoordinator(
+            strategy, weights, layout, settings, server, rule, transport=s.transport
+        )
+    return Coordinator(strategy, weights, layout, settings, server, transport=s.transport)
 
 
 def deployed_statistics(cfg: Any, classes: Callable[[], int]) -> StatsPlan | None:

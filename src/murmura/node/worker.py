@@ -36,6 +36,7 @@ from murmura.node import progress
 from murmura.node.downlink import HeldModel
 from murmura.node.instructions import InstructionLimits, check_instruction, client_layout
 from murmura.node.secagg_worker import SecureRound, StepHook
+from murmura.transport.base import Link
 from murmura.transport.dial_check import Unreachable
 from murmura.transport.grpc_client import CoordinatorLink, backoff_delays
 from murmura.transport.proto import murmura_pb2 as pb
@@ -70,7 +71,7 @@ class Worker:
 
     def __init__(
         self,
-        link: CoordinatorLink,
+        link: Link,
         client: FitClient,
         rejoin_max_s: float = 600.0,
         on_secagg_step: StepHook | None = None,
@@ -203,6 +204,9 @@ class Worker:
             self._report_error(ins, exc)
             return
         if secure:  # the update leaves this process only masked
+            if not isinstance(self.link, CoordinatorLink):  # its stages are gRPC calls
+                self._report_error(ins, ProtocolError("secure aggregation needs the gRPC link"))
+                return
             rounds = SecureRound(SecAggLink(self.link), ins.round, self._stop, self.on_secagg_step)
             self.rounds_done += int(rounds.run(res.update, res.num_examples))
             self.after_round = ins.round
