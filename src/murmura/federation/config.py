@@ -137,7 +137,25 @@ def parse_job_tree(text: str, where: str = "job") -> tuple[Any, dict[str, Any], 
         )
     edges = data.pop("edge", None)
     cfg = config_from_dict(data, where)
-    return cfg, timing, parse_tree(edges, cfg, where)
+    tree = parse_tree(edges, cfg, where)
+    check_job_roles(cfg, tree, where)
+    return cfg, timing, tree
+
+
+def check_job_roles(cfg: Any, tree: JobTree | None, where: str) -> None:
+    """Refuse at submission a setting that a role of the job would refuse when it starts.
+
+    The job's coordinator runs as ``murmura server``, its sites as ``murmura client`` and a
+    tree's edges as ``murmura edge``; a setting one of them does not apply would otherwise
+    be accepted into the queue and fail the job only when that role builds it.
+    """
+    from murmura.node.role_limits import check_role
+
+    for role in ("server", "client", *(("edge",) if tree is not None else ())):
+        try:
+            check_role(role, cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def job_server(fed: FederationConfig, timing: dict[str, Any], state_dir: Path) -> ServerSection:
