@@ -101,6 +101,12 @@ def test_a_setting_one_of_the_jobs_roles_would_refuse_is_refused_at_submission()
     with pytest.raises(ConfigError, match=r"^job-1: \[stats\] secure_aggregation = true is not "
                        r"applied by murmura server"):  # fmt: skip
         parse_job_tree(RUN + stats + "minmax = false\nsecure_aggregation = true\n", "job-1")
+    files = TREE.replace('kind = "iid"', 'kind = "files"\npath = "data"')
+    files = files.replace('name = "digits"', 'name = "tabular"\n[task.args.schema]\nlabel = "y"')
+    assert parse_job_tree(files + "[evaluation]\ncentral = false\n")[0].partition.kind == "files"
+    with pytest.raises(ConfigError, match=r"^job-1: \[evaluation\] central = true: the "
+                       r"coordinator of a files job holds no data"):  # fmt: skip
+        parse_job_tree(files + "[evaluation]\ncentral = true\n", "job-1")
 
 
 def test_central_dp_refuses_a_site_the_runs_clients_cannot_map() -> None:

@@ -147,15 +147,19 @@ def check_job_roles(cfg: Any, tree: JobTree | None, where: str) -> None:
 
     The job's coordinator runs as ``murmura server``, its sites as ``murmura client`` and a
     tree's edges as ``murmura edge``; a setting one of them does not apply would otherwise
-    be accepted into the queue and fail the job only when that role builds it.
+    be accepted into the queue and fail the job only when that role builds it. A files
+    job's coordinator holds no data, which rules out what needs it (``site``).
     """
     from murmura.node.role_limits import check_role
+    from murmura.node.site import check_files_coordinator
 
-    for role in ("server", "client", *(("edge",) if tree is not None else ())):
-        try:
+    try:
+        for role in ("server", "client", *(("edge",) if tree is not None else ())):
             check_role(role, cfg)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        if cfg.partition.kind == "files":
+            check_files_coordinator(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def job_server(fed: FederationConfig, timing: dict[str, Any], state_dir: Path) -> ServerSection:
