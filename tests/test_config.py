@@ -104,3 +104,13 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides({}, ["rounds"])
+
+
+def test_a_check_across_tables_reads_as_its_own_message(tmp_path: Path) -> None:
+    path = write(tmp_path, '[topology]\nkind = "tree"\n[evaluation]\nfederated = true\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: evaluation.federated = true needs a server-client run "
+        "(topology.kind = 'star'), got 'tree'"
+    )

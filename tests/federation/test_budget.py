@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from murmura.cli import app
 from murmura.config import Config
 from murmura.errors import StateFileError
 from murmura.federation.budget import BudgetExceeded, SiteBudget
@@ -155,3 +157,12 @@ def test_a_site_is_charged_before_its_first_round_once_per_run_id(tmp_path: Path
     with pytest.raises(BudgetExceeded, match="past its lifetime_epsilon 6"):
         client.fit(ins)
     assert [c.job_id for c in book.entries()] == ["run-1"]
+
+
+def test_site_budget_names_an_unnamed_site_by_its_file(tmp_path: Path) -> None:
+    site = tmp_path / "plant-c" / "site.toml"
+    site.parent.mkdir()
+    site.write_text('[data]\npath = "plant-c.csv"\n[policy]\nlifetime_epsilon = 5.0\n')
+    said = CliRunner().invoke(app, ["site", "budget", str(site)], terminal_width=200)
+    assert said.exit_code == 0, said.output
+    assert said.output.startswith(f"site {site}: no job charged yet"), said.output

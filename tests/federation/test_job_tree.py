@@ -92,6 +92,23 @@ def test_what_cannot_run_as_a_tree_is_refused_with_the_reason(job: str, reason: 
         parse_job_tree(job, "job-1")
 
 
+def test_a_setting_one_of_the_jobs_roles_would_refuse_is_refused_at_submission() -> None:
+    stats = "\n[stats]\nenabled = true\n"
+    assert parse_job_tree(RUN + stats)[0].stats.enabled  # a star's coordinator runs it
+    with pytest.raises(ConfigError, match=r"^job-1: \[stats\] enabled = true is not applied by "
+                       r"murmura edge"):  # fmt: skip
+        parse_job_tree(TREE + stats, "job-1")
+    with pytest.raises(ConfigError, match=r"^job-1: \[stats\] secure_aggregation = true is not "
+                       r"applied by murmura server"):  # fmt: skip
+        parse_job_tree(RUN + stats + "minmax = false\nsecure_aggregation = true\n", "job-1")
+    files = TREE.replace('kind = "iid"', 'kind = "files"\npath = "data"')
+    files = files.replace('name = "digits"', 'name = "tabular"\n[task.args.schema]\nlabel = "y"')
+    assert parse_job_tree(files + "[evaluation]\ncentral = false\n")[0].partition.kind == "files"
+    with pytest.raises(ConfigError, match=r"^job-1: \[evaluation\] central = true: the "
+                       r"coordinator of a files job holds no data"):  # fmt: skip
+        parse_job_tree(files + "[evaluation]\ncentral = true\n", "job-1")
+
+
 def test_central_dp_refuses_a_site_the_runs_clients_cannot_map() -> None:
     dp = '\n[privacy]\nmode = "central"\nnoise_multiplier = 1.0\nclip_norm = 1.0\n'
     with pytest.raises(ConfigError, match="child 'site-a' is none of them"):

@@ -167,3 +167,45 @@ def test_a_secure_worker_leaves_a_round_with_a_bad_setup(fields: dict[str, Any])
     secure = SecureRound(link, 1, threading.Event())  # type: ignore[arg-type]
     assert secure.run(_model(), 10) is False  # no exception: the worker serves the next round
     assert link.sent == []
+
+
+class _ClosedLink:
+    """A link closed while the worker trained (its job aborted): every call fails."""
+
+    node = "w0"
+
+    def __init__(self) -> None:
+        self.errors: list[int] = []
+
+    def push(self, *args: Any) -> Any:
+        raise ValueError("Cannot invoke RPC on closed channel!")
+
+    def push_error(self, round_: int, kind: int, error: str) -> None:
+        self.errors.append(round_)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_worker_closed_while_it_trains_drops_the_round_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from murmura.node.worker import Worker
+    from murmura.transport.streams import DecodedInstruction
+    from murmura.types import FitRes
+
+    link = _ClosedLink()
+    worker: Worker
+
+    def fit(_: Any) -> FitRes:
+        worker.close()  # the job is aborted while the site trains
+        return FitRes(np.zeros(16, np.float32), 10)
+
+    worker = Worker(link, SimpleNamespace(fit=fit), layout=LAYOUT)  # type: ignore[arg-type]
+    weights = np.zeros(16, np.float32)
+    worker._fit(DecodedInstruction("run", 3, "w0", 0, dict(GOOD), weights, LAYOUT))
+    assert link.errors == [] and "result not sent" not in caplog.text
+    link2 = _ClosedLink()  # not stopped: the same failure is a round that failed, reported
+    worker = Worker(link2, SimpleNamespace(fit=lambda _: FitRes(weights, 10)), layout=LAYOUT)  # type: ignore[arg-type]
+    worker._fit(DecodedInstruction("run", 3, "w0", 0, dict(GOOD), weights, LAYOUT))
+    assert link2.errors == [3] and "result not sent" in caplog.text

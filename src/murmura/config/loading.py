@@ -35,8 +35,13 @@ def _explain(source: str, err: ValidationError) -> ConfigError:
     """One ConfigError listing every problem with its key."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
+        if e["type"] == "value_error":  # our own message names its keys: no pydantic prefix
+            msg = msg.removeprefix("Value error, ")
+        if not key:  # a check across tables: its message names them
+            lines.append(f"{source}: {msg}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = f"unknown key; allowed keys here: {_allowed(Config, e['loc'])}"
         elif e["type"] != "value_error":

@@ -143,7 +143,29 @@ def parse_job_tree(text: str, where: str = "job") -> tuple[Any, dict[str, Any], 
         )
     edges = data.pop("edge", None)
     cfg = config_from_dict(data, where)
-    return cfg, timing, parse_tree(edges, cfg, where)
+    tree = parse_tree(edges, cfg, where)
+    check_job_roles(cfg, tree, where)
+    return cfg, timing, tree
+
+
+def check_job_roles(cfg: Any, tree: JobTree | None, where: str) -> None:
+    """Refuse at submission a setting that a role of the job would refuse when it starts.
+
+    The job's coordinator runs as ``murmura server``, its sites as ``murmura client`` and a
+    tree's edges as ``murmura edge``; a setting one of them does not apply would otherwise
+    be accepted into the queue and fail the job only when that role builds it. A files
+    job's coordinator holds no data, which rules out what needs it (``site``).
+    """
+    from murmura.node.role_limits import check_role
+    from murmura.node.site import check_files_coordinator
+
+    try:
+        for role in ("server", "client", *(("edge",) if tree is not None else ())):
+            check_role(role, cfg)
+        if cfg.partition.kind == "files":
+            check_files_coordinator(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def job_server(fed: FederationConfig, timing: dict[str, Any], state_dir: Path) -> ServerSection:

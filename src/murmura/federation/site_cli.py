@@ -44,7 +44,7 @@ def _show(site_file: Path) -> None:
     site = load_site_config(site_file)
     policy = site_policy(site, site_file)
     ledger = policy.ledger_path(site_file)
-    name = site.site.name or site_file.stem
+    name = site.site.name or str(site_file)  # the running site takes its certificate name
     if not ledger.exists():
         console.print(f"site {name}: no job charged yet (no ledger at {ledger})", soft_wrap=True)
         return

@@ -256,8 +256,25 @@ def coordinator_parts(cfg: Any) -> tuple[Any, Vector, Any]:
     from murmura.privacy.wiring import apply_privacy
     from murmura.tasks import load_task
 
+    check_files_coordinator(cfg)
     e = cfg.evaluation
-    if e.central:
+    task = load_task(cfg.task.name, **cfg.task.args)
+    if cfg.simulation.threads:
+        torch.set_num_threads(cfg.simulation.threads)
+    torch.manual_seed(cfg.run.seed)
+    model = FlatModel(task.build_model())
+    fraction = e.fraction if e.federated else 0.0
+    strategy, _ = apply_privacy(cfg, server_strategy(cfg, None, fraction_evaluate=fraction), [])
+    strategy = apply_secagg(cfg, strategy, 0)
+    return strategy, model.get(), model.layout
+
+
+def check_files_coordinator(cfg: Any) -> None:
+    """Refuse what a files job's coordinator cannot do without the sites' data or sizes.
+
+    Called when it is built and, on a federation, when the job is submitted.
+    """
+    if cfg.evaluation.central:
         raise ConfigError(
             "[evaluation] central = true: the coordinator of a files job holds no data; "
             "set central = false and federated = true (the sites evaluate)"
@@ -276,12 +293,3 @@ def coordinator_parts(cfg: Any) -> tuple[Any, Vector, Any]:
         )
     if cfg.secagg.enabled and cfg.secagg.max_weight is None:
         raise ConfigError("[secagg] max_weight must be set for a files job (no sizes are known)")
-    task = load_task(cfg.task.name, **cfg.task.args)
-    if cfg.simulation.threads:
-        torch.set_num_threads(cfg.simulation.threads)
-    torch.manual_seed(cfg.run.seed)
-    model = FlatModel(task.build_model())
-    fraction = e.fraction if e.federated else 0.0
-    strategy, _ = apply_privacy(cfg, server_strategy(cfg, None, fraction_evaluate=fraction), [])
-    strategy = apply_secagg(cfg, strategy, 0)
-    return strategy, model.get(), model.layout

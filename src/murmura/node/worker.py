@@ -214,6 +214,8 @@ class Worker:
         try:
             reply = self.link.push(ins.round, res, ins.layout, self._wire(ins.round, res))
         except (ValueError, MurmuraError) as exc:  # the client's result does not fit the wire
+            if self._stop.is_set():  # closed while it trained (a job aborted): no round to fail
+                return
             log.warning("node=%s round=%d: result not sent: %s", self.node, ins.round, exc)
             self._report_error(ins, exc)
             return
