@@ -73,7 +73,8 @@ def edge_population(
         if i is None or not 0 <= i < n:
             raise ConfigError(
                 f"{where} to the run's clients 0..{n - 1} only: child {child!r} is none of "
-                "them (name it client-I, or map it with [edge] client_index); an unknown "
+                "them (name it client-I, or map it with client_index in its edge table: [edge] in "
+                "an edge config, [edge.NAME] in a job); an unknown "
                 "child's update would enter the sum without the run's sampling"
             )
         if out[i] is not None:
