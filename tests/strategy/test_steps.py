@@ -16,7 +16,6 @@ from murmura.aggregate.steps import (
     LOCAL_STEPS,
     SPREAD,
     effective_steps,
-    fednova_delta,
     normalise_steps,
 )
 from murmura.client import LocalSGD, sgd_steps
@@ -27,6 +26,17 @@ from murmura.types import FitRes
 from murmura.validation import default_checks, validate
 
 FAST = settings(max_examples=25, deadline=None)
+
+
+def fednova_delta(rows: Any, steps: list[int], weights: Any) -> Any:
+    """FedNova's round delta ``tau_eff * sum_i p_i Delta_i / tau_i``, written from the paper."""
+    x = np.asarray(rows, dtype=np.float64)
+    tau = np.asarray(steps, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    p = w / w.sum()
+    return (float(p @ tau) * (p / tau) @ x).astype(np.float32)
+
+
 RULES: list[tuple[str, dict[str, Any], str]] = [
     ("weighted_mean", {}, "none"),
     ("coordinate_median", {}, "none"),

@@ -84,13 +84,3 @@ def normalise_steps(
         return rows, tau_eff
     scales = step_scales(steps, tau_eff).astype(np.float32)
     return np.asarray(rows, dtype=np.float32) * scales[:, None], tau_eff
-
-
-def fednova_delta(rows: Matrix, steps: Sequence[int], weights: Vector) -> Vector:
-    """FedNova's round delta ``tau_eff * sum_i p_i Delta_i / tau_i`` (float64, then float32)."""
-    x = np.asarray(rows, dtype=np.float64)
-    tau = np.asarray(steps, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    p = w / w.sum()
-    out: Vector = (float(p @ tau) * (p / tau) @ x).astype(np.float32)
-    return out
