@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import typer
-
-from murmura.console import say
-from murmura.errors import MurmuraError
 from murmura.transport import keys
-
-log = logging.getLogger(__name__)
 
 
 def standing_edge(
@@ -26,31 +19,11 @@ def standing_edge(
 ) -> None:
     """Serve the federation's tree jobs as an edge until Ctrl-C, then exit 0."""
     from murmura.federation.edge_loop import StandingEdge, edge_policy
+    from murmura.federation.standing_cli import run_standing
     from murmura.node.cli import fail
-    from murmura.node.shutdown import Interrupted, leave, raising_signals
 
-    loop: StandingEdge | None = None
-    node = name or "edge"
-    try:
-        with raising_signals():
-            cert, key, ca = tls
-            creds: keys.Credentials | None = None
-            if insecure:
-                if name is None:
-                    raise typer.BadParameter("--standing with --insecure needs --name")
-            elif cert and key and ca:
-                creds = keys.Credentials.load(cert, key, ca)
-                node = creds.name
-            else:
-                raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-            rules = edge_policy(policy) if policy is not None else None
-            loop = StandingEdge(server, node, creds, host, port, state_dir, rules)
-            loop.run()
-    except MurmuraError as exc:
-        raise fail(exc, node) from None
-    except Interrupted as exc:
-        if loop is not None:
-            loop.close()
-        text = f"stopped by {exc.signame}; the same command waits for jobs again"
-        say(log, "interrupted", text, node=node, signal=exc.signame)
-        leave(0)
+    def build(node: str, creds: keys.Credentials | None) -> StandingEdge:
+        rules = edge_policy(policy) if policy is not None else None
+        return StandingEdge(server, node, creds, host, port, state_dir, rules)
+
+    run_standing(build, tls, name, insecure, "--standing", "edge", fail)

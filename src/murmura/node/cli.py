@@ -15,9 +15,11 @@ from rich.markup import escape
 from murmura.errors import MurmuraError
 
 if TYPE_CHECKING:
+    from murmura.federation.site_loop import StandingSite
     from murmura.node.coordinator import CoordinatorResult
     from murmura.node.instructions import InstructionLimits
     from murmura.node.worker import Worker
+    from murmura.transport import keys
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -283,41 +285,19 @@ def _standing(
     config: Path | None,
 ) -> None:
     """A standing site (``murmura.federation.site_loop``): until Ctrl-C, then exit 0."""
-    from murmura.federation.site_loop import StandingSite
     from murmura.federation.standing import standing_site
-    from murmura.node.shutdown import Interrupted, leave, raising_signals
-    from murmura.transport import keys
+    from murmura.federation.standing_cli import run_standing
 
     if (partition is None) == (site is None):
         raise typer.BadParameter("give --partition i/n or --site SITE.toml (one of them)")
     if task is not None or config is not None:
         raise typer.BadParameter("--task, --config: a standing site takes its jobs' configs")
-    loop: StandingSite | None = None
-    node = name or "site"
-    try:
-        with raising_signals():
-            if insecure:
-                if name is None:
-                    flag = "--site" if site is not None else "--standing"
-                    raise typer.BadParameter(f"{flag} with --insecure needs --name (the node id)")
-                creds = None
-            elif cert and key and ca:
-                creds = keys.Credentials.load(cert, key, ca)
-                node = creds.name
-            else:
-                raise typer.BadParameter("--cert, --key and --ca are required (or --insecure)")
-            loop = standing_site(server_address, node, creds, site, partition, limits)
-            loop.run()
-    except MurmuraError as exc:
-        raise fail(exc, node) from None
-    except Interrupted as exc:
-        if loop is not None:
-            loop.close()
-        from murmura.console import say
 
-        text = f"stopped by {exc.signame}; the same command waits for jobs again"
-        say(log, "interrupted", text, node=node, signal=exc.signame)
-        leave(0)
+    def build(node: str, creds: keys.Credentials | None) -> StandingSite:
+        return standing_site(server_address, node, creds, site, partition, limits)
+
+    flag = "--site" if site is not None else "--standing"
+    run_standing(build, (cert, key, ca), name, insecure, flag, "site", fail)
 
 
 def _worker(
