@@ -259,3 +259,24 @@ def test_roles_still_on_grpc_refuse_another_transport(tmp_path: Path, memory: In
     fed.write_text('[server]\ntransport = "memory"\n\n[federation]\n')
     with pytest.raises(ConfigError, match=r"\[server\] transport = 'memory': the federation"):
         load_federation(fed)
+
+
+def test_a_peer_and_an_edge_config_may_not_pick_another_transport(tmp_path: Path) -> None:
+    """``murmura peer`` and ``murmura edge`` speak gRPC only: a [server] transport is refused."""
+    from murmura.node.topology_deploy import build_edge, build_peer
+
+    run = '[task]\nname = "digits"\n[partition]\nnum_clients = 4\n'
+    peer = tmp_path / "peer.toml"
+    peer.write_text(
+        run + '[topology]\nkind = "ring"\n[server]\ntransport = "memory"\n'
+        '[peers]\naddresses = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]\n'
+    )
+    with pytest.raises(ConfigError, match="transport = 'memory': murmura peer speaks 'grpc'"):
+        build_peer(peer, 0, insecure=True)
+    edge = tmp_path / "edge.toml"
+    edge.write_text(
+        run + '[topology]\nkind = "tree"\nedges = 2\n[server]\ntransport = "memory"\n'
+        '[edge]\nname = "edge-0"\nparent = "127.0.0.1:1"\n'
+    )
+    with pytest.raises(ConfigError, match="transport = 'memory': murmura edge speaks 'grpc'"):
+        build_edge(edge, insecure=True)

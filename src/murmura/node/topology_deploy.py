@@ -101,6 +101,19 @@ def load_tables(path: Path | str, overrides: list[str] | None = None) -> tuple[A
     return config_from_dict(data, str(path)), tables
 
 
+def grpc_only(tables: dict[str, Any], role: str, path: object) -> None:
+    """Refuse ``[server] transport`` other than gRPC for a role that speaks only gRPC."""
+    from murmura.transport.registry import DEFAULT
+
+    server = tables.get("server")
+    chosen = server.get("transport", DEFAULT) if isinstance(server, dict) else DEFAULT
+    if chosen != DEFAULT:
+        raise ConfigError(
+            f"{path} [server] transport = {chosen!r}: murmura {role} speaks {DEFAULT!r} only "
+            "(murmura.transport.registry serves the star's coordinator and workers)"
+        )
+
+
 def _section(model: type[BaseModel], tables: dict[str, Any], table: str, path: object) -> Any:
     if table not in tables:
         raise ConfigError(f"{path} has no [{table}] table")
@@ -199,6 +212,7 @@ def build_peer(
 
     cfg, tables = load_tables(path, overrides)
     check_role("peer", cfg)
+    grpc_only(tables, "peer", path)
     sec: PeersSection = _section(PeersSection, tables, "peers", path)
     t, n = cfg.topology, len(sec.addresses)
     if not 0 <= index < n:
@@ -267,6 +281,7 @@ def build_edge(
     """The edge aggregator of ``[edge]`` in ``path``, running ``[strategy]`` over its children."""
     cfg, tables = load_tables(path, overrides)
     check_role("edge", cfg)
+    grpc_only(tables, "edge", path)
     sec: EdgeSection = _section(EdgeSection, tables, "edge", path)
     return edge_from(cfg, sec, credentials(sec.key_dir, sec.name, insecure), insecure)
 
